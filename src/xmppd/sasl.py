@@ -478,9 +478,7 @@ class _Scram:
         signature = hmac.digest(creds.stored_key, auth_message, self.algo)
         if len(proof) == len(signature):
             client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
-            ok &= hmac.compare_digest(
-                hashlib.new(self.algo, client_key).digest(), creds.stored_key
-            )
+            ok &= hmac.compare_digest(hashlib.new(self.algo, client_key).digest(), creds.stored_key)
         else:
             ok = False
         if not (ok and self.known):
