@@ -1,0 +1,265 @@
+"""A compact XML element model for stanzas, with a serializer that escapes correctly.
+
+Names are split into ``name`` (local name) and ``ns`` (namespace URI).  Attribute keys are
+local names for unqualified attributes and Clark notation (``{uri}local``) for qualified
+ones, so ``xml:lang`` is ``{http://www.w3.org/XML/1998/namespace}lang``.
+
+Children are a list of :class:`Element` and ``str`` (text) items; the tokenizers never put two
+text items side by side, so two parses of the same XML compare equal however the bytes were
+split.  A tokenizer may build an element lazily: it then passes ``lazy``, a callable returning
+the children, and ``raw_inner``, the validated bytes between the start and end tags, which
+:meth:`Element.to_bytes` reuses when the element is written into a stream with the same
+default namespace.  Reading (``find``, ``findtext``, ``iter``...) keeps the raw bytes; the
+mutating API (``children``, ``append``, ``remove``, ``clear``) drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+XML_LANG = "{" + XML_NS + "}lang"
+
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\t": "&#9;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+    }
+)
+
+
+def escape_text(text: str) -> str:
+    """Escape character data (``\\r`` too, or a parser would fold it into ``\\n``)."""
+    return text.translate(_TEXT_ESCAPES)
+
+
+def escape_attr(value: str) -> str:
+    """Escape an attribute value for double quotes, keeping whitespace through normalization."""
+    return value.translate(_ATTR_ESCAPES)
+
+
+class Element:
+    """An XML element: ``name``, ``ns``, ``attrs`` and ``children`` (elements and text)."""
+
+    __slots__ = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
+
+    def __init__(
+        self,
+        name: str,
+        ns: str = "",
+        attrs: dict[str, str] | None = None,
+        children: list[Element | str] | None = None,
+        *,
+        lazy: Callable[[], list[Element | str]] | None = None,
+        raw_inner: bytes | None = None,
+        raw_ns: str | None = None,
+    ) -> None:
+        self.name = name
+        self.ns = ns
+        self.attrs = {} if attrs is None else attrs
+        self._children = children
+        self._lazy = lazy
+        self._raw_inner = raw_inner
+        self._raw_ns = raw_ns
+
+    # -- children ----------------------------------------------------------------------
+
+    def _kids(self) -> list[Element | str]:
+        kids = self._children
+        if kids is None:
+            lazy = self._lazy
+            kids = self._children = lazy() if lazy is not None else []
+            self._lazy = None
+        return kids
+
+    @property
+    def children(self) -> list[Element | str]:
+        """The mutable child list; using it drops the raw form kept for forwarding."""
+        self._raw_inner = None
+        return self._kids()
+
+    @children.setter
+    def children(self, value: list[Element | str]) -> None:
+        self._raw_inner = None
+        self._lazy = None
+        self._children = value
+
+    def append(self, child: Element | str) -> Element | str:
+        kids = self.children
+        if isinstance(child, str) and kids and isinstance(kids[-1], str):
+            kids[-1] += child
+        elif not (isinstance(child, str) and not child):
+            kids.append(child)
+        return child
+
+    def subelement(
+        self, name: str, ns: str | None = None, attrs: dict[str, str] | None = None,
+        text: str | None = None,
+    ) -> Element:
+        """Append and return a new child element (namespace inherited unless given)."""
+        child = Element(name, self.ns if ns is None else ns, attrs)
+        if text:
+            child._children = [text]
+        self.append(child)
+        return child
+
+    def remove(self, child: Element) -> None:
+        self.children.remove(child)
+
+    def clear_children(self) -> None:
+        self.children = []
+
+    def elements(self) -> Iterator[Element]:
+        """The child elements, text skipped."""
+        for kid in self._kids():
+            if not isinstance(kid, str):
+                yield kid
+
+    def find(self, name: str, ns: str | None = None) -> Element | None:
+        """The first child element ``name`` in ``ns`` (default: this element's namespace)."""
+        if ns is None:
+            ns = self.ns
+        for kid in self._kids():
+            if not isinstance(kid, str) and kid.name == name and kid.ns == ns:
+                return kid
+        return None
+
+    def findall(self, name: str, ns: str | None = None) -> list[Element]:
+        if ns is None:
+            ns = self.ns
+        return [
+            k for k in self._kids() if not isinstance(k, str) and k.name == name and k.ns == ns
+        ]
+
+    def find_ns(self, ns: str) -> Element | None:
+        """The first child element in namespace ``ns``, whatever its name."""
+        for kid in self._kids():
+            if not isinstance(kid, str) and kid.ns == ns:
+                return kid
+        return None
+
+    def findtext(self, name: str, ns: str | None = None, default: str | None = None) -> str | None:
+        child = self.find(name, ns)
+        return default if child is None else child.text
+
+    @property
+    def text(self) -> str:
+        """The concatenated direct text children."""
+        return "".join(k for k in self._kids() if isinstance(k, str))
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.children = [k for k in self._kids() if not isinstance(k, str)]
+        if value:
+            self._children.insert(0, value)
+
+    def iter(self) -> Iterator[Element]:
+        """This element and all descendants, depth first."""
+        yield self
+        for kid in self._kids():
+            if not isinstance(kid, str):
+                yield from kid.iter()
+
+    # -- attributes ---------------------------------------------------------------------
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.attrs.get(key, default)
+
+    def set(self, key: str, value: str | None) -> None:
+        """Set an attribute, or delete it when ``value`` is None."""
+        if value is None:
+            self.attrs.pop(key, None)
+        else:
+            self.attrs[key] = value
+
+    # -- comparison and copies ------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Element):
+            return NotImplemented
+        return (
+            self.name == other.name
+            and self.ns == other.ns
+            and self.attrs == other.attrs
+            and self._kids() == other._kids()
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"<Element {{{self.ns}}}{self.name} {self.attrs!r}>"
+
+    def copy(self) -> Element:
+        """A deep copy (the raw form is kept, since it is immutable bytes)."""
+        kids = [k if isinstance(k, str) else k.copy() for k in self._kids()]
+        return Element(
+            self.name, self.ns, dict(self.attrs), kids,
+            raw_inner=self._raw_inner, raw_ns=self._raw_ns,
+        )
+
+    # -- serialization --------------------------------------------------------------------
+
+    def to_bytes(self, default_ns: str | None = None) -> bytes:
+        """Serialize as UTF-8, for a stream whose default namespace is ``default_ns``.
+
+        The start tag is always written afresh (routing rewrites ``from``/``to``); the
+        content reuses the tokenizer's validated bytes when they mean the same under the
+        default namespace the new start tag puts in scope, which is always ``self.ns``.
+        """
+        out: list[str] = []
+        raw = self._raw_inner
+        if raw is not None and self._raw_ns == self.ns:
+            _open_tag(self, default_ns, out)
+            if not raw:
+                out.append("/>")
+                return "".join(out).encode()
+            out.append(">")
+            return b"".join(("".join(out).encode(), raw, f"</{self.name}>".encode()))
+        _serialize(self, default_ns, out)
+        return "".join(out).encode()
+
+    def __str__(self) -> str:
+        return self.to_bytes().decode()
+
+
+def _attr_string(el: Element, out: list[str], prefixes: list[str]) -> None:
+    for key, value in el.attrs.items():
+        if key[0] == "{":
+            uri, local = key[1:].split("}", 1)
+            if uri == XML_NS:
+                out.append(f' xml:{local}="{escape_attr(value)}"')
+                continue
+            prefix = f"ns{len(prefixes)}"
+            prefixes.append(prefix)
+            out.append(f' xmlns:{prefix}="{escape_attr(uri)}" {prefix}:{local}="{escape_attr(value)}"')
+        else:
+            out.append(f' {key}="{escape_attr(value)}"')
+
+
+def _open_tag(el: Element, parent_ns: str | None, out: list[str]) -> None:
+    out.append("<" + el.name)
+    if el.ns != parent_ns:
+        out.append(f' xmlns="{escape_attr(el.ns)}"')
+    _attr_string(el, out, [])
+
+
+def _serialize(el: Element, parent_ns: str | None, out: list[str]) -> None:
+    _open_tag(el, parent_ns, out)
+    kids = el._kids()
+    if not kids:
+        out.append("/>")
+        return
+    out.append(">")
+    ns = el.ns
+    for kid in kids:
+        if isinstance(kid, str):
+            out.append(escape_text(kid))
+        else:
+            _serialize(kid, ns, out)
+    out.append(f"</{el.name}>")
