@@ -1,0 +1,111 @@
+"""Stanza helpers: namespaces, envelope access, replies and RFC 6120 §8.3 errors."""
+
+from __future__ import annotations
+
+from xmppd.element import Element
+
+CLIENT_NS = "jabber:client"
+SERVER_NS = "jabber:server"
+STANZA_ERROR_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+STANZA_NAMES = frozenset({"message", "presence", "iq"})
+
+#: The default error type of each RFC 6120 §8.3.3 condition.
+ERROR_TYPES = {
+    "bad-request": "modify",
+    "conflict": "cancel",
+    "feature-not-implemented": "cancel",
+    "forbidden": "auth",
+    "gone": "cancel",
+    "internal-server-error": "cancel",
+    "item-not-found": "cancel",
+    "jid-malformed": "modify",
+    "not-acceptable": "modify",
+    "not-allowed": "cancel",
+    "not-authorized": "auth",
+    "policy-violation": "modify",
+    "recipient-unavailable": "wait",
+    "redirect": "modify",
+    "registration-required": "auth",
+    "remote-server-not-found": "cancel",
+    "remote-server-timeout": "wait",
+    "resource-constraint": "wait",
+    "service-unavailable": "cancel",
+    "subscription-required": "auth",
+    "undefined-condition": "cancel",
+    "unexpected-request": "wait",
+}
+
+
+class StanzaError(Exception):
+    """Raised by handlers to answer the stanza being handled with an error."""
+
+    def __init__(self, condition: str, text: str | None = None, type: str | None = None):
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+        self.type = type or ERROR_TYPES.get(condition, "cancel")
+
+
+def is_stanza(el: Element) -> bool:
+    return el.name in STANZA_NAMES and el.ns in (CLIENT_NS, SERVER_NS)
+
+
+def reply(stanza: Element, type: str = "result") -> Element:
+    """An empty reply to ``stanza`` (``to``/``from`` swapped, same ``id``)."""
+    attrs = {"type": type}
+    _envelope_back(stanza, attrs)
+    return Element(stanza.name, stanza.ns, attrs, [])
+
+
+def error_reply(
+    stanza: Element,
+    condition: str,
+    type: str | None = None,
+    text: str | None = None,
+    by: str | None = None,
+) -> Element:
+    """The RFC 6120 §8.3 error reply to ``stanza``."""
+    attrs = {"type": "error"}
+    _envelope_back(stanza, attrs)
+    out = Element(stanza.name, stanza.ns, attrs, [])
+    err = out.subelement("error", attrs={"type": type or ERROR_TYPES.get(condition, "cancel")})
+    if by:
+        err.attrs["by"] = by
+    err.subelement(condition, STANZA_ERROR_NS)
+    if text:
+        err.subelement("text", STANZA_ERROR_NS, text=text)
+    return out
+
+
+def _envelope_back(stanza: Element, attrs: dict[str, str]) -> None:
+    a = stanza.attrs
+    if "from" in a:
+        attrs["to"] = a["from"]
+    if "to" in a:
+        attrs["from"] = a["to"]
+    if "id" in a:
+        attrs["id"] = a["id"]
+
+
+def error_condition(stanza: Element) -> str | None:
+    """The defined condition of an error stanza, or None."""
+    err = stanza.find("error")
+    if err is None:
+        return None
+    for child in err.elements():
+        if child.ns == STANZA_ERROR_NS and child.name != "text":
+            return child.name
+    return None
+
+
+def iq_payload(iq: Element) -> Element | None:
+    """The single child of a get/set IQ, or None if it does not have exactly one."""
+    kids = list(iq.elements())
+    return kids[0] if len(kids) == 1 else None
+
+
+def message(to: str, body: str | None = None, type: str = "chat", **attrs: str) -> Element:
+    msg = Element("message", CLIENT_NS, {"to": to, "type": type, **attrs}, [])
+    if body is not None:
+        msg.subelement("body", text=body)
+    return msg
