@@ -1,0 +1,66 @@
+"""In-memory storage, for tests of higher layers (nothing survives ``close()``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from xmppd.sasl import ScramCredentials
+from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(Storage):
+    """The :class:`Storage` interface over dicts."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[tuple[str, str], dict[str, ScramCredentials]] | None = None
+
+    async def open(self) -> None:
+        if self._accounts is None:
+            self._accounts = {}
+
+    async def close(self) -> None:
+        self._accounts = None
+
+    @property
+    def _data(self) -> dict[tuple[str, str], dict[str, ScramCredentials]]:
+        if self._accounts is None:
+            raise StorageError("storage is not open")
+        return self._accounts
+
+    async def schema_version(self) -> int:
+        self._data  # noqa: B018 - raises when closed, like the SQL backends
+        return self.SCHEMA_VERSION
+
+    async def create_account(
+        self, username: str, domain: str, creds: Mapping[str, ScramCredentials]
+    ) -> None:
+        check_credentials(creds)
+        if (username, domain) in self._data:
+            raise AccountExists(f"{username}@{domain}")
+        self._data[(username, domain)] = dict(creds)
+
+    async def delete_account(self, username: str, domain: str) -> bool:
+        return self._data.pop((username, domain), None) is not None
+
+    async def set_credentials(
+        self, username: str, domain: str, creds: Mapping[str, ScramCredentials]
+    ) -> bool:
+        check_credentials(creds)
+        if (username, domain) not in self._data:
+            return False
+        self._data[(username, domain)] = dict(creds)
+        return True
+
+    async def get_scram(
+        self, username: str, domain: str, hash_name: str
+    ) -> ScramCredentials | None:
+        return self._data.get((username, domain), {}).get(hash_name)
+
+    async def account_exists(self, username: str, domain: str) -> bool:
+        return (username, domain) in self._data
+
+    async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
+        keys = [k for k in self._data if domain is None or k[1] == domain]
+        return sorted(keys, key=lambda k: (k[1], k[0]))

@@ -1,0 +1,293 @@
+"""Storage: the same tests against every backend, plus SQLite durability details."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from xmppd.sasl import SASLServer, ScramCredentials, derive_credentials
+from xmppd.storage import (
+    AccountExists,
+    MemoryStorage,
+    SQLiteStorage,
+    Storage,
+    StorageError,
+    open_storage,
+    storage_from_spec,
+)
+from xmppd.storage.sqlite import MIGRATIONS
+
+
+def creds(password: str = "secret", salt: bytes = b"0123456789abcdef") -> dict:
+    # Fixed salt and only two hashes: fast, and enough to see what is stored.
+    return {h: derive_credentials(password, h, salt=salt) for h in ("SHA-1", "SHA-256")}
+
+
+CREDS = creds()
+OTHER = creds("other", b"fedcba9876543210")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_storage(request, tmp_path):
+    """A factory for an unopened backend; sqlite ones share one file per test."""
+
+    def make() -> Storage:
+        if request.param == "memory":
+            return MemoryStorage()
+        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
+
+    return make
+
+
+def run(make_storage, body) -> None:
+    async def main() -> None:
+        async with make_storage() as storage:
+            await body(storage)
+
+    asyncio.run(main())
+
+
+# -- every backend --------------------------------------------------------------------
+
+
+def test_account_lifecycle(make_storage):
+    async def body(s: Storage) -> None:
+        assert not await s.account_exists("juliet", "capulet.example")
+        await s.create_account("juliet", "capulet.example", CREDS)
+        assert await s.account_exists("juliet", "capulet.example")
+        assert not await s.account_exists("juliet", "montague.example")
+        got = await s.get_scram("juliet", "capulet.example", "SHA-256")
+        assert got == CREDS["SHA-256"] and isinstance(got, ScramCredentials)
+        assert await s.get_scram("juliet", "capulet.example", "SHA-512") is None
+        assert await s.get_scram("romeo", "capulet.example", "SHA-256") is None
+        with pytest.raises(AccountExists):
+            await s.create_account("juliet", "capulet.example", OTHER)
+        assert await s.get_scram("juliet", "capulet.example", "SHA-1") == CREDS["SHA-1"]
+        assert await s.delete_account("juliet", "capulet.example")
+        assert not await s.delete_account("juliet", "capulet.example")
+        assert await s.get_scram("juliet", "capulet.example", "SHA-256") is None
+        await s.create_account("juliet", "capulet.example", OTHER)  # name is free again
+        assert await s.get_scram("juliet", "capulet.example", "SHA-1") == OTHER["SHA-1"]
+
+    run(make_storage, body)
+
+
+def test_set_credentials(make_storage):
+    async def body(s: Storage) -> None:
+        assert not await s.set_credentials("romeo", "montague.example", OTHER)
+        assert not await s.account_exists("romeo", "montague.example")
+        await s.create_account("romeo", "montague.example", CREDS)
+        only256 = {"SHA-256": OTHER["SHA-256"]}
+        assert await s.set_credentials("romeo", "montague.example", only256)
+        assert await s.get_scram("romeo", "montague.example", "SHA-256") == OTHER["SHA-256"]
+        assert await s.get_scram("romeo", "montague.example", "SHA-1") is None
+
+    run(make_storage, body)
+
+
+def test_invalid_credentials_refused(make_storage):
+    async def body(s: Storage) -> None:
+        with pytest.raises(ValueError):
+            await s.create_account("x", "d.example", {})
+        with pytest.raises(ValueError):
+            await s.create_account("x", "d.example", {"SHA-512": CREDS["SHA-1"]})
+        assert not await s.account_exists("x", "d.example")
+
+    run(make_storage, body)
+
+
+def test_list_accounts(make_storage):
+    async def body(s: Storage) -> None:
+        for user, domain in [("b", "y.example"), ("a", "y.example"), ("z", "x.example")]:
+            await s.create_account(user, domain, CREDS)
+        assert await s.list_accounts() == [
+            ("z", "x.example"),
+            ("a", "y.example"),
+            ("b", "y.example"),
+        ]
+        assert await s.list_accounts("y.example") == [("a", "y.example"), ("b", "y.example")]
+        assert await s.list_accounts("none.example") == []
+
+    run(make_storage, body)
+
+
+def test_concurrent_writes_and_one_duplicate(make_storage):
+    async def body(s: Storage) -> None:
+        await s.create_account("u0", "d.example", CREDS)
+        results = await asyncio.gather(
+            *(s.create_account(f"u{i}", "d.example", CREDS) for i in range(30)),
+            s.account_exists("u0", "d.example"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], AccountExists)
+        assert results[1:30] == [None] * 29 and results[30] is True
+        assert len(await s.list_accounts("d.example")) == 30
+
+    run(make_storage, body)
+
+
+def test_schema_version_and_closed_use(make_storage):
+    async def main() -> None:
+        s = make_storage()
+        with pytest.raises(StorageError):
+            await s.account_exists("a", "b")
+        async with s:
+            assert await s.schema_version() == s.SCHEMA_VERSION >= 1
+        with pytest.raises(StorageError):
+            await s.list_accounts()
+        await s.close()  # idempotent
+
+    asyncio.run(main())
+
+
+def test_sasl_over_storage(make_storage):
+    async def body(s: Storage) -> None:
+        await s.create_account("juliet", "capulet.example", CREDS)
+        sasl = SASLServer(s, secure=True, server_secret=b"k", domain="capulet.example")
+        step = await sasl.start("PLAIN", b"\0juliet\0secret")
+        assert step.success and step.username == "juliet"
+
+    run(make_storage, body)
+
+
+# -- SQLite specifics -----------------------------------------------------------------
+
+
+def test_sqlite_survives_reopen_and_is_private(tmp_path):
+    path = tmp_path / "data" / "xmppd.sqlite"
+
+    async def main() -> None:
+        async with SQLiteStorage(path) as s:
+            await s.create_account("juliet", "capulet.example", CREDS)
+            wal = Path(f"{path}-wal")
+            assert wal.exists() and stat.S_IMODE(wal.stat().st_mode) == 0o600
+        async with SQLiteStorage(path) as s:
+            assert await s.get_scram("juliet", "capulet.example", "SHA-256") == CREDS["SHA-256"]
+            assert await s.integrity_check() == []
+            assert await s.schema_version() == len(MIGRATIONS)
+
+    asyncio.run(main())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1))
+        # Only keys are stored: no column anywhere holds the password.
+        dump = "\n".join(conn.iterdump())
+        assert "secret" not in dump
+    finally:
+        conn.close()
+
+
+def test_sqlite_pragmas_and_cascade(tmp_path):
+    async def main() -> None:
+        async with SQLiteStorage(tmp_path / "x.sqlite") as s:
+            await s.create_account("juliet", "capulet.example", CREDS)
+            pragmas = await s._call(
+                lambda c: (
+                    c.execute("PRAGMA synchronous").fetchone()[0],
+                    c.execute("PRAGMA foreign_keys").fetchone()[0],
+                ),
+                write=False,
+            )
+            assert pragmas == (2, 1)  # FULL, on
+            await s.delete_account("juliet", "capulet.example")
+            left = await s._call(
+                lambda c: c.execute("SELECT COUNT(*) FROM scram_credentials").fetchone()[0],
+                write=False,
+            )
+            assert left == 0
+
+    asyncio.run(main())
+
+
+def test_sqlite_group_commit(tmp_path):
+    """Writes queued while the thread is busy share one COMMIT; a failing one is alone."""
+
+    async def main() -> None:
+        async with SQLiteStorage(tmp_path / "g.sqlite") as s:
+            gate = threading.Event()
+            blocker = asyncio.ensure_future(s._call(lambda c: gate.wait(10), write=False))
+            before = s.commits
+            writes = [
+                asyncio.ensure_future(s.create_account(f"u{i}", "d.example", CREDS))
+                for i in range(20)
+            ]
+            dup = asyncio.ensure_future(s.create_account("u3", "d.example", OTHER))
+            await asyncio.sleep(0)  # all jobs are queued now
+            gate.set()
+            await blocker
+            await asyncio.gather(*writes)
+            with pytest.raises(AccountExists):
+                await dup
+            assert s.commits - before == 1
+            assert len(await s.list_accounts()) == 20
+            assert await s.get_scram("u3", "d.example", "SHA-1") == CREDS["SHA-1"]
+
+    asyncio.run(main())
+
+
+def test_sqlite_refuses_newer_schema(tmp_path):
+    path = tmp_path / "new.sqlite"
+
+    async def create() -> None:
+        async with SQLiteStorage(path):
+            pass
+
+    asyncio.run(create())
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (?, 0)", (len(MIGRATIONS) + 1,))
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        with pytest.raises(StorageError, match="schema version"):
+            await SQLiteStorage(path).open()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "spec,kind,path",
+    [
+        ("memory:", MemoryStorage, None),
+        ({"backend": "memory"}, MemoryStorage, None),
+        ("sqlite:///var/lib/x.db", SQLiteStorage, "/var/lib/x.db"),
+        ("sqlite:rel/x.db", SQLiteStorage, "rel/x.db"),
+        ("/srv/x.db", SQLiteStorage, "/srv/x.db"),
+        (Path("y.db"), SQLiteStorage, "y.db"),
+        ({"backend": "sqlite", "path": "/z.db"}, SQLiteStorage, "/z.db"),
+    ],
+)
+def test_storage_from_spec(spec, kind, path):
+    storage = storage_from_spec(spec)
+    assert type(storage) is kind
+    if path is not None:
+        assert storage.path == Path(path)
+
+
+@pytest.mark.parametrize(
+    "spec", ["sqlite://host/x.db", "sqlite:", "postgres://x", {"backend": "nope"}, {}]
+)
+def test_storage_from_bad_spec(spec):
+    with pytest.raises(ValueError):
+        storage_from_spec(spec)
+
+
+def test_open_storage(tmp_path):
+    async def main() -> None:
+        s = await open_storage(f"sqlite:///{tmp_path}/o.sqlite")
+        try:
+            assert await s.list_accounts() == []
+        finally:
+            await s.close()
+
+    asyncio.run(main())
