@@ -358,6 +358,8 @@ def test_bad_base64(store):
     [
         ("juliet@example.org", None),
         ("juliet", None),
+        ("Juliet", None),
+        ("romeo", "invalid-authzid"),
         ("Juliet@Example.ORG", None),
         ("romeo@example.org", "invalid-authzid"),
         ("juliet@example.com", "invalid-authzid"),

@@ -363,7 +363,7 @@ class SASLServer:
         if not authzid or authzid == username:
             return
         local, sep, domain = authzid.partition("@")
-        if sep and "/" not in domain and domain.lower().rstrip(".") == self._domain:
+        if not sep or ("/" not in domain and domain.lower().rstrip(".") == self._domain):
             try:
                 if normalize_username(local) == username:
                     return
