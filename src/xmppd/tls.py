@@ -81,7 +81,7 @@ def generate_self_signed(domain: str, cert_path: Path, key_path: Path, *, days: 
     (the latter for s2s).
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
     sans: list[x509.GeneralName] = [x509.DNSName(domain), x509.DNSName(f"*.{domain}")]
     sans.append(x509.OtherName(ID_ON_XMPPADDR, _der_utf8string(domain)))
@@ -279,7 +279,7 @@ def check_certificate(cert_path: Path, key_path: Path, domain: str) -> list[str]
             problems.append(f"key {key_path} cannot be read: {exc}")
     if cert is None:
         return problems
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if cert.not_valid_after_utc < now:
         problems.append(f"certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}")
     if cert.not_valid_before_utc > now:
