@@ -8,6 +8,8 @@ import hashlib
 import hmac
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xmppd.sasl import (
     HASHES,
@@ -437,3 +439,27 @@ def test_plain_in_two_steps(store):
 def test_unknown_condition_rejected():
     with pytest.raises(ValueError):
         SASLFailure("bad-condition")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    mech=st.sampled_from(["SCRAM-SHA-1", "SCRAM-SHA-256-PLUS", "PLAIN"]),
+    first=st.binary(max_size=200) | st.text(max_size=80).map(str.encode),
+    final=st.binary(max_size=200) | st.text(max_size=80).map(str.encode),
+)
+def test_garbage_only_ever_fails_cleanly(mech, first, final):
+    """Arbitrary client data ends in success or SASLFailure, never another exception."""
+    store = DictStore()  # no accounts: nothing can succeed
+    srv = server(store, cb=CB)
+
+    async def go():
+        step = await srv.start(mech, first)
+        if not step.success:
+            await srv.respond(final)
+
+    try:
+        run(go())
+    except SASLFailure as exc:
+        assert exc.condition in {"malformed-request", "not-authorized", "incorrect-encoding"}
+    else:
+        raise AssertionError("authenticated without an account")
