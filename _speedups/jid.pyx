@@ -19,12 +19,14 @@ from precis_i18n import get_profile
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
+from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     unsigned char* PyUnicode_1BYTE_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     bint PyUnicode_CheckExact(object o)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
 __all__ = [
     "CACHE_SIZE", "JID", "JIDError", "cache_clear", "cache_info", "normalize",
@@ -172,9 +174,17 @@ cdef str _fast_text(str s, Split* sp):
     if not sp.changed:
         return s
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
-    cdef str head = s[:sp.dom_end].lower()
-    cdef str text = head if sp.slash == n else head + s[sp.slash:]
-    sp.slash = PyUnicode_GET_LENGTH(head)
+    cdef Py_ssize_t head = sp.dom_end, tail = n - sp.slash, i
+    cdef const unsigned char* src = PyUnicode_1BYTE_DATA(s)
+    # One allocation, filled in place: it is not shared before we return it.
+    cdef str text = PyUnicode_New(head + tail, 127)
+    cdef unsigned char* dst = PyUnicode_1BYTE_DATA(text)
+    cdef unsigned char c
+    for i in range(head):
+        c = src[i]
+        dst[i] = c | 0x20 if _CLASS[c] & C_UPPER else c
+    memcpy(dst + head, src + sp.slash, tail)
+    sp.slash = head
     return text
 
 
