@@ -1,0 +1,117 @@
+"""Aggregate worker results, compare with the stub ceiling, print a table, append JSON lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .workloads import percentiles
+
+#: Headline metric per workload and whether bigger is better.
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "logins": ("logins_per_s", True),
+    "throughput": ("msgs_per_s", True),
+    "latency": ("p50_ms", False),
+    "memory": ("bytes_per_session", False),
+}
+
+#: Parameters that must match for a stub run to serve as this run's ceiling.
+_CEILING_KEYS: dict[str, tuple[str, ...]] = {
+    "logins": ("tls", "concurrency"),
+    "throughput": ("tls", "pairs", "window", "body_size", "procs"),
+    "latency": ("tls", "pairs", "rate", "procs"),
+    "memory": (),
+}
+
+
+def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine per-worker results into the run's figures."""
+    out: dict[str, Any] = {}
+    if workload == "logins":
+        ok = sum(r["ok"] for r in results)
+        elapsed = max(r["elapsed"] for r in results)
+        times = [t * 1e3 for r in results for t in r["login_times"]]
+        out = {"logins_per_s": ok / elapsed if elapsed else 0.0, "ok": ok,
+               "errors": sum(r["errors"] for r in results), "elapsed_s": elapsed,
+               "pbkdf2_runs_untimed": sum(i.get("pbkdf2_runs", 0) for i in infos)}
+        out.update({f"login_{k}_ms": v for k, v in percentiles(times).items()})
+        samples = [e for r in results for e in r["error_samples"]]
+        if samples:
+            out["error_samples"] = samples[:3]
+    elif workload == "throughput":
+        out = {"msgs_per_s": sum(r["delivered"] / r["window_s"] for r in results),
+               "delivered": sum(r["delivered"] for r in results),
+               "sent": sum(r["sent"] for r in results), "received": sum(r["received"] for r in results),
+               "lost": sum(r["lost"] for r in results), "drain_s": max(r["drain_s"] for r in results)}
+    elif workload == "latency":
+        lat = [ns / 1e6 for r in results for ns in r["latencies_ns"]]
+        out = {f"{k}_ms": v for k, v in percentiles(lat).items()}
+        out.update({"samples": len(lat), "sent": sum(r["sent"] for r in results),
+                    "received": sum(r["received"] for r in results),
+                    "lost": sum(r["lost"] for r in results),
+                    "max_send_lag_ms": max(r["max_send_lag_ns"] for r in results) / 1e6})
+    elif workload == "memory":
+        out = {"sessions": sum(r["sessions"] for r in results), "errors": sum(r["errors"] for r in results)}
+    return out
+
+
+def find_ceiling(path: str | None, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Latest stub record in ``path`` with the same workload and key parameters."""
+    if not path or not Path(path).exists():
+        return None
+    keys = _CEILING_KEYS[record["workload"]]
+    best = None
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("target") != "stub" or rec.get("workload") != record["workload"]:
+            continue
+        if all(rec["params"].get(k) == record["params"].get(k) for k in keys):
+            best = rec
+    return best
+
+
+def attach_ceiling(record: dict[str, Any], ceiling: dict[str, Any] | None) -> None:
+    """Add ``ceiling`` and the ``generator_bound`` flag (result within 2x of the ceiling)."""
+    metric, bigger_better = HEADLINE[record["workload"]]
+    value = record["results"].get(metric)
+    if ceiling is None or value is None or record["workload"] == "memory":
+        return
+    limit = ceiling["results"].get(metric)
+    if not limit:
+        return
+    record["ceiling"] = {metric: limit}
+    record["generator_bound"] = value * 2 >= limit if bigger_better else value <= 2 * limit
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(record: dict[str, Any]) -> None:
+    """Human-readable summary of one run."""
+    params = " ".join(f"{k}={v}" for k, v in record["params"].items())
+    print(f"== {record['workload']} against {record['target']} ({record['host']}:{record['port']}) {params}")
+    metric, _ = HEADLINE[record["workload"]]
+    width = max(len(k) for k in record["results"]) + 2
+    for key, value in record["results"].items():
+        mark = " <==" if key == metric else ""
+        print(f"  {key:<{width}}{_fmt(value):>16}{mark}")
+    if "ceiling" in record:
+        limit = record["ceiling"][metric]
+        flag = "GENERATOR-BOUND" if record["generator_bound"] else "ok"
+        print(f"  {'stub ceiling':<{width}}{_fmt(limit):>16}  [{flag}]")
+
+
+def append_json(path: str | None, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line."""
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
