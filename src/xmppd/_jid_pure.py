@@ -43,6 +43,9 @@ MAX_PART_BYTES = 1023
 MAX_RAW_CHARS = 4 * MAX_PART_BYTES
 #: Entries kept in the cache of recent preparations (oldest evicted first).
 CACHE_SIZE = 4096
+# Prepared domainparts by raw text: a server sees few distinct domains.
+_DOMAIN_CACHE_SIZE = 1024
+_domain_cache: dict[str, str] = {}
 
 LOCALPART = "localpart"
 DOMAINPART = "domainpart"
@@ -166,6 +169,16 @@ def _ip_literal(raw: str) -> str:
 
 def prep_domainpart(raw: str) -> str:
     """Prepare a domainpart: IP literal, or UTS #46 mapping and IDNA2008 U-labels."""
+    value = _domain_cache.get(raw)
+    if value is None:
+        value = _prep_domainpart(raw)
+        if len(_domain_cache) >= _DOMAIN_CACHE_SIZE:
+            del _domain_cache[next(iter(_domain_cache))]
+        _domain_cache[raw] = value
+    return value
+
+
+def _prep_domainpart(raw: str) -> str:
     _check_raw(DOMAINPART, raw)
     if raw[-1] in _DOTS:
         # RFC 7622 §3.2: a final dot is stripped before anything else.
@@ -340,6 +353,7 @@ def normalize(text: str) -> str:
 def cache_clear() -> None:
     """Forget all cached preparations."""
     _cache.clear()
+    _domain_cache.clear()
 
 
 def cache_info() -> tuple[int, int]:

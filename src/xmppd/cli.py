@@ -1,0 +1,208 @@
+"""The ``xmppd`` command: run the server and administer accounts and certificates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from xmppd import __version__
+from xmppd.config import Config, ConfigError, load
+
+
+def _runner() -> asyncio.Runner:
+    """An event-loop runner on uvloop when it is installed, plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    with _runner() as runner:
+        return runner.run(coro) or 0
+
+
+def _read_password(confirm: bool = True) -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != password:
+            raise SystemExit("xmppd: the passwords differ")
+    if not password:
+        raise SystemExit("xmppd: an empty password is not allowed")
+    return password
+
+
+def _account(config: Config, text: str) -> tuple[str, str]:
+    from xmppd.jid import JID, JIDError
+
+    try:
+        jid = JID(text)
+    except JIDError as exc:
+        raise SystemExit(f"xmppd: {exc}") from None
+    if jid.localpart is None or jid.resource is not None:
+        raise SystemExit(f"xmppd: {text!r} is not an account address (user@domain)")
+    if jid.domain not in config.domains:
+        raise SystemExit(
+            f"xmppd: {jid.domain} is not a domain of this server ({', '.join(config.domains)})"
+        )
+    return jid.localpart, jid.domain
+
+
+async def _with_storage(config: Config, action):
+    from xmppd.storage import open_storage
+
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    storage = await open_storage(config.storage_url)
+    try:
+        return await action(storage)
+    finally:
+        await storage.close()
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.server import Server
+
+    async def main() -> None:
+        await Server(config).run_until_signalled()
+
+    return _run(main())
+
+
+def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.sasl import derive_all
+    from xmppd.storage import AccountExists
+
+    user, domain = _account(config, args.jid)
+    creds = derive_all(_read_password())
+
+    async def action(storage):
+        try:
+            await storage.create_account(user, domain, creds)
+        except AccountExists:
+            raise SystemExit(f"xmppd: {user}@{domain} exists already") from None
+
+    _run(_with_storage(config, action))
+    print(f"created {user}@{domain}")
+    return 0
+
+
+def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.sasl import derive_all
+
+    user, domain = _account(config, args.jid)
+    creds = derive_all(_read_password())
+
+    async def action(storage):
+        return await storage.set_credentials(user, domain, creds)
+
+    if not _run(_with_storage(config, action)):
+        raise SystemExit(f"xmppd: no account {user}@{domain}")
+    print(f"password changed for {user}@{domain}")
+    return 0
+
+
+def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
+    user, domain = _account(config, args.jid)
+
+    async def action(storage):
+        return await storage.delete_account(user, domain)
+
+    if not _run(_with_storage(config, action)):
+        raise SystemExit(f"xmppd: no account {user}@{domain}")
+    print(f"deleted {user}@{domain}")
+    return 0
+
+
+def cmd_cert(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.tls import generate_self_signed
+
+    domain = args.domain.lower().rstrip(".")
+    cert = config.certificate_for(domain)
+    cert.cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    generate_self_signed(domain, cert.cert, cert.key)
+    print(f"wrote {cert.cert} and {cert.key}")
+    return 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.tls import check_certificate
+
+    problems = []
+    for domain in config.domains:
+        cert = config.certificate_for(domain)
+        if domain not in config.certificates and not cert.cert.exists():
+            print(f"{domain}: no certificate yet; a self-signed one is generated on first start")
+            continue
+        problems += [f"{domain}: {p}" for p in check_certificate(cert.cert, cert.key, domain)]
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print("configuration OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="TOML configuration file", default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="xmppd", description="xmppd XMPP server",
+                                     parents=[common])
+    parser.add_argument("--version", action="store_true", help="print version and implementation")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", parents=[common], help="run the server")
+    for name, text in (("adduser", "create an account"), ("passwd", "change a password"),
+                       ("deluser", "delete an account")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("jid", help="user@domain")
+    cert = sub.add_parser("cert", parents=[common], help="certificates")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True)
+    gen = cert_sub.add_parser("generate", parents=[common], help="generate a self-signed certificate")
+    gen.add_argument("domain")
+    sub.add_parser("check", parents=[common], help="validate the configuration and certificates")
+    return parser
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "adduser": cmd_adduser,
+    "passwd": cmd_passwd,
+    "deluser": cmd_deluser,
+    "cert": cmd_cert,
+    "check": cmd_check,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from xmppd._impl import implementation
+
+        print(f"xmppd {__version__} ({implementation()})")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        config = load(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return COMMANDS[args.command](config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

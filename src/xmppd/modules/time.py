@@ -1,0 +1,25 @@
+"""XEP-0202: Entity Time of the server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from xmppd.element import Element
+from xmppd.moduleapi import ModuleAPI
+from xmppd.stanza import reply
+
+NAME = "time"
+XEPS = ("XEP-0202",)
+TIME_NS = "urn:xmpp:time"
+
+
+def load(api: ModuleAPI) -> None:
+    def entity_time(iq: Element, origin: object, payload: Element) -> Element:
+        out = reply(iq)
+        el = out.subelement("time", TIME_NS)
+        el.subelement("tzo", text="Z")
+        el.subelement("utc", text=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return out
+
+    api.iq_handler("get", TIME_NS, "time", entity_time)
+    api.add_feature(TIME_NS)

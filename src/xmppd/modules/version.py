@@ -1,0 +1,24 @@
+"""XEP-0092: Software Version of the server (the OS is not disclosed)."""
+
+from __future__ import annotations
+
+from xmppd import __version__
+from xmppd.element import Element
+from xmppd.moduleapi import ModuleAPI
+from xmppd.stanza import reply
+
+NAME = "version"
+XEPS = ("XEP-0092",)
+VERSION_NS = "jabber:iq:version"
+
+
+def load(api: ModuleAPI) -> None:
+    def version(iq: Element, origin: object, payload: Element) -> Element:
+        out = reply(iq)
+        query = out.subelement("query", VERSION_NS)
+        query.subelement("name", text="xmppd")
+        query.subelement("version", text=__version__)
+        return out
+
+    api.iq_handler("get", VERSION_NS, "query", version)
+    api.add_feature(VERSION_NS)

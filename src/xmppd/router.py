@@ -1,0 +1,274 @@
+"""Stanza routing (RFC 6120 §10, RFC 6121 §8.5) and the table of bound sessions.
+
+The router reads only the envelope (``to``, ``type``) to decide where a stanza goes, then
+either delivers it to a local session or fires the event a module handles.  Sessions are
+behind :class:`SessionTable` so that a clustered table can replace it later.
+
+Delivery choices (RFC 6121 §8.5 leaves them to the server):
+- a ``chat`` message to a bare JID goes to every available resource with non-negative
+  priority; ``normal`` and ``headline`` go to the highest-priority ones only;
+- a ``chat``/``normal`` message to an unavailable full JID is handled as if sent to the bare
+  JID; ``groupchat`` to one is answered with ``service-unavailable``; ``headline`` and
+  ``error`` are dropped;
+- a stanza to a non-existent local account: ``service-unavailable`` for messages and IQs,
+  silently dropped for presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from xmppd.element import Element
+from xmppd.hooks import Hooks
+from xmppd.jid import JID, JIDError
+from xmppd.stanza import StanzaError, error_reply, iq_payload
+
+if TYPE_CHECKING:
+    from xmppd.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """What the router needs of a bound client session."""
+
+    jid: JID
+    available: bool
+    priority: int
+
+    def send(self, element: Element) -> None: ...
+    def stream_error(self, condition: str, text: str | None = None) -> None: ...
+
+
+class SessionTable:
+    """Bound sessions by bare JID, then resource."""
+
+    def __init__(self) -> None:
+        self._by_bare: dict[JID, dict[str, Session]] = {}
+
+    def get(self, full: JID) -> Session | None:
+        resources = self._by_bare.get(full.bare)
+        return None if resources is None else resources.get(full.resource)
+
+    def resources(self, bare: JID) -> list[Session]:
+        resources = self._by_bare.get(bare)
+        return [] if resources is None else list(resources.values())
+
+    def count(self, bare: JID) -> int:
+        return len(self._by_bare.get(bare, ()))
+
+    def add(self, session: Session) -> Session | None:
+        """Bind ``session``; returns the session it displaced (same full JID), if any."""
+        resources = self._by_bare.setdefault(session.jid.bare, {})
+        old = resources.get(session.jid.resource)
+        resources[session.jid.resource] = session
+        return old
+
+    def remove(self, session: Session) -> bool:
+        resources = self._by_bare.get(session.jid.bare)
+        if resources is None or resources.get(session.jid.resource) is not session:
+            return False
+        del resources[session.jid.resource]
+        if not resources:
+            del self._by_bare[session.jid.bare]
+        return True
+
+    def all(self) -> Iterable[Session]:
+        for resources in list(self._by_bare.values()):
+            yield from list(resources.values())
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._by_bare.values())
+
+
+class Router:
+    """Decides where each stanza goes and delivers it."""
+
+    def __init__(self, hooks: Hooks, hosts: Iterable[str], storage: Storage | None = None):
+        self.hooks = hooks
+        self.hosts = frozenset(hosts)
+        self.storage = storage
+        self.sessions = SessionTable()
+
+    def is_local(self, domain: str) -> bool:
+        return domain in self.hosts
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def route(self, stanza: Element, origin: Session | None = None) -> Awaitable | None:
+        """Route a stanza whose ``from`` is already stamped; may return an awaitable."""
+        to = stanza.attrs.get("to")
+        try:
+            target = JID(to) if to is not None else None
+        except JIDError as exc:
+            self.bounce(stanza, "jid-malformed", str(exc))
+            return None
+        if target is None:
+            return self._to_own_account(stanza, origin)
+        if target.domain not in self.hosts:
+            if self.hooks.fire_maybe_async("route/remote", stanza, origin) is False:
+                self.bounce(stanza, "remote-server-not-found")
+            return None
+        if target.localpart is None:
+            return self._to_host(stanza, origin, target)
+        if target.resource is not None:
+            return self._to_full(stanza, origin, target)
+        return self._to_bare(stanza, origin, target)
+
+    def _to_own_account(self, stanza: Element, origin: Session | None) -> Awaitable | None:
+        if stanza.name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
+        if origin is None:
+            return None
+        return self._to_bare(stanza, origin, origin.jid.bare, addressed=False)
+
+    def _to_host(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
+        name = stanza.name
+        if name == "iq":
+            return self._iq(stanza, origin, "host")
+        event = "message/host" if name == "message" else "presence/host"
+        result = self.hooks.fire_maybe_async(event, stanza, origin)
+        if result is False and name == "message" and stanza.attrs.get("type") != "error":
+            self.bounce(stanza, "service-unavailable")
+        return self._maybe(result)
+
+    def _to_full(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
+        session = self.sessions.get(target)
+        name = stanza.name
+        if name == "message":
+            if session is not None:
+                if self.hooks.fire_maybe_async("message/full", stanza, origin, session) is False:
+                    self.deliver(session, stanza)
+                return None
+            mtype = stanza.attrs.get("type", "normal")
+            if mtype in ("chat", "normal"):
+                return self._to_bare(stanza, origin, target.bare)
+            if mtype == "groupchat":
+                self.bounce(stanza, "service-unavailable")
+            return None
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/full", stanza, origin, session))
+        if session is not None and stanza.attrs.get("type") in ("get", "set", "result", "error"):
+            self.deliver(session, stanza)
+            return None
+        if stanza.attrs.get("type") in ("get", "set"):
+            self.bounce(stanza, "service-unavailable")
+        return None
+
+    def _to_bare(
+        self, stanza: Element, origin: Session | None, bare: JID, addressed: bool = True
+    ) -> Awaitable | None:
+        name = stanza.name
+        if name == "iq":
+            return self._iq(stanza, origin, "bare", bare if addressed else None)
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
+        result = self.hooks.fire_maybe_async("message/bare", stanza, origin)
+        if result is False:
+            return self.deliver_message_to_bare(stanza, origin, bare)
+        return self._maybe(result)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def deliver_message_to_bare(
+        self, stanza: Element, origin: Session | None, bare: JID
+    ) -> Awaitable | None:
+        mtype = stanza.attrs.get("type", "normal")
+        if mtype == "groupchat":
+            self.bounce(stanza, "service-unavailable")
+            return None
+        targets = self.message_targets(bare, mtype)
+        if targets:
+            for session in targets:
+                self.deliver(session, stanza)
+            return None
+        if mtype in ("headline", "error"):
+            return None
+        return self._offline(stanza, origin, bare)
+
+    def message_targets(self, bare: JID, mtype: str) -> list[Session]:
+        available = [
+            s for s in self.sessions.resources(bare) if s.available and s.priority >= 0
+        ]
+        if mtype == "chat" or len(available) < 2:
+            return available
+        top = max(s.priority for s in available)
+        return [s for s in available if s.priority == top]
+
+    async def _offline(self, stanza: Element, origin: Session | None, bare: JID) -> None:
+        if await self.hooks.fire("message/offline", stanza, origin):
+            return
+        self.bounce(stanza, "service-unavailable")
+
+    # -- IQs -------------------------------------------------------------------------------
+
+    def _iq(
+        self, stanza: Element, origin: Session | None, to: str, bare: JID | None = None
+    ) -> Awaitable | None:
+        itype = stanza.attrs.get("type")
+        if itype not in ("get", "set"):
+            return None  # results and errors to the server or a bare JID end here
+        payload = iq_payload(stanza)
+        if payload is None:
+            self.bounce(stanza, "bad-request")
+            return None
+        # An IQ to one's own bare JID (or with no 'to') is handled by the server on the
+        # account's behalf (roster, blocking, ...); to another account's bare JID, too
+        # (e.g. vCard, PEP), with the handler checking who may ask.
+        handler = self.hooks.find_iq_handler(to, itype, payload.ns, payload.name)
+        if handler is None:
+            result = False
+            if to == "bare":
+                result = self.hooks.fire_maybe_async("iq/bare", stanza, origin)
+            if result is False:
+                self.bounce(stanza, "service-unavailable")
+            return self._maybe(result)
+        return self._run_iq(handler, stanza, origin, payload)
+
+    def _run_iq(self, handler, stanza, origin, payload) -> Awaitable | None:
+        try:
+            result = handler(stanza, origin, payload)
+        except StanzaError as exc:
+            self.bounce(stanza, exc.condition, exc.text, exc.type)
+            return None
+        if isinstance(result, Awaitable):
+            return self._await_iq(result, stanza)
+        if result is not None:
+            self.route_from_server(result)
+        return None
+
+    async def _await_iq(self, pending: Awaitable, stanza: Element) -> None:
+        try:
+            result = await pending
+        except StanzaError as exc:
+            self.bounce(stanza, exc.condition, exc.text, exc.type)
+            return
+        if result is not None:
+            self.route_from_server(result)
+
+    # -- delivery helpers ---------------------------------------------------------------------
+
+    def deliver(self, session: Session, stanza: Element) -> None:
+        if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
+            session.send(stanza)
+
+    def bounce(
+        self, stanza: Element, condition: str, text: str | None = None, type: str | None = None
+    ) -> None:
+        """Answer ``stanza`` with an error, unless it is itself an error (no loops)."""
+        if stanza.attrs.get("type") == "error" or "from" not in stanza.attrs:
+            return
+        self.route_from_server(error_reply(stanza, condition, type, text))
+
+    def route_from_server(self, stanza: Element) -> None:
+        """Route a stanza the server generated (its ``from`` set by the caller)."""
+        result = self.route(stanza, None)
+        if result is not None:
+            asyncio.ensure_future(result)
+
+    @staticmethod
+    def _maybe(result: bool | Awaitable[bool]) -> Awaitable | None:
+        return result if isinstance(result, Awaitable) else None

@@ -1,0 +1,239 @@
+"""The server: configuration, storage, TLS, listeners, modules and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import signal
+import ssl
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from xmppd import __version__
+from xmppd._impl import implementation
+from xmppd.c2s import C2SStream
+from xmppd.config import Config, Listener
+from xmppd.element import Element
+from xmppd.hooks import Hooks
+from xmppd.moduleapi import ModuleAPI
+from xmppd.router import Router
+from xmppd.storage import storage_from_spec
+from xmppd.tls import ensure_certificate, server_context, sni_context
+
+log = logging.getLogger(__name__)
+
+#: Modules loaded unless disabled in the config (``[modules] disabled = [...]``).
+DEFAULT_MODULES = ("disco", "ping", "version", "time")
+
+
+class Server:
+    """One xmppd instance serving the configured domains."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hooks = Hooks()
+        self.storage = storage_from_spec(config.storage_url)
+        self.router = Router(self.hooks, config.domains, self.storage)
+        self.features: set[str] = set()
+        self.account_features: set[str] = set()
+        self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
+        self.modules: dict[str, ModuleAPI] = {}
+        self.streams: set[Any] = set()
+        self.secret = b""
+        self.tls_context: ssl.SSLContext | None = None
+        self.direct_tls_context: ssl.SSLContext | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._per_ip: dict[str, int] = defaultdict(int)
+        self._auth_failures: dict[str, deque[float]] = defaultdict(deque)
+        self._stopped = asyncio.Event()
+        self.addresses: dict[str, list[tuple[str, int]]] = defaultdict(list)
+
+    @property
+    def tls_available(self) -> bool:
+        return self.tls_context is not None
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.secret = _load_secret(cfg.data_dir / "secret")
+        await self.storage.open()
+        self._setup_tls()
+        for name in DEFAULT_MODULES:
+            if name not in cfg.modules_disabled:
+                self.load_module(name)
+        for listener in cfg.c2s:
+            await self._listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
+        await self.hooks.fire("server-started", self)
+        log.info(
+            "xmppd %s started: domains %s, storage %s, implementation %s",
+            __version__, ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
+        )
+
+    def _setup_tls(self) -> None:
+        contexts: dict[str, ssl.SSLContext] = {}
+        direct: dict[str, ssl.SSLContext] = {}
+        for domain in self.config.domains:
+            cert = self.config.certificate_for(domain)
+            if domain not in self.config.certificates:
+                ensure_certificate(domain, self.config.data_dir)
+            contexts[domain] = server_context(cert.cert, cert.key)
+            direct[domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
+            log.info("TLS certificate for %s: %s", domain, cert.cert)
+        first = self.config.domains[0]
+        self.tls_context = sni_context(contexts, first)
+        self.direct_tls_context = sni_context(direct, first)
+
+    async def _listen(self, kind: str, listener: Listener, factory: Any) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self.direct_tls_context if listener.direct_tls else None
+        srv = await loop.create_server(
+            factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
+            ssl_handshake_timeout=15 if ctx else None,
+        )
+        self._listeners.append(srv)
+        for sock in srv.sockets:
+            addr = sock.getsockname()[:2]
+            self.addresses[kind + ("-tls" if listener.direct_tls else "")].append(addr)
+            log.info("listening for %s on %s:%d%s", kind, addr[0], addr[1],
+                     " (direct TLS)" if listener.direct_tls else "")
+
+    async def stop(self) -> None:
+        """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
+        await self.hooks.fire("server-stopping", self)
+        for srv in self._listeners:
+            srv.close()
+        for stream in list(self.streams):
+            stream.stream_error("system-shutdown", "the server is shutting down")
+        # Let the closing bytes and the session-closed handlers (unavailable presence,
+        # pending storage writes) run before the storage goes away.
+        for _ in range(50):
+            if not self.streams:
+                break
+            await asyncio.sleep(0.02)
+        for srv in self._listeners:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 1)
+            except TimeoutError:
+                pass
+        for api in list(self.modules.values()):
+            api.unload()
+        await self.storage.close()
+        self._stopped.set()
+        log.info("xmppd stopped")
+
+    async def run_until_signalled(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received, shutting down")
+        await self.stop()
+
+    # -- modules ---------------------------------------------------------------------------------
+
+    def load_module(self, name: str) -> ModuleAPI:
+        mod = importlib.import_module(f"xmppd.modules.{name}")
+        api = ModuleAPI(self, name)
+        mod.load(api)
+        self.modules[name] = api
+        return api
+
+    def unload_module(self, name: str) -> None:
+        self.modules.pop(name).unload()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def connection_opened(self, stream: Any) -> bool:
+        ip = stream.peer[0] if stream.peer else "?"
+        limit = self.config.limits.max_connections_per_ip
+        if limit and self._per_ip[ip] >= limit:
+            log.warning("limit max_connections_per_ip (%d) reached for %s: refused", limit, ip)
+            return False
+        self._per_ip[ip] += 1
+        self.streams.add(stream)
+        return True
+
+    def connection_closed(self, stream: Any, abrupt: bool) -> None:
+        if stream not in self.streams:
+            return
+        self.streams.discard(stream)
+        ip = stream.peer[0] if stream.peer else "?"
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if getattr(stream, "jid", None) is not None and self.router.sessions.remove(stream):
+            result = self.hooks.fire_maybe_async("session-closed", stream, abrupt)
+            if isinstance(result, Awaitable):
+                asyncio.ensure_future(result)
+
+    def auth_allowed(self, peer: tuple[str, int] | None) -> bool:
+        """Per-IP throttling of failed authentications (a sliding one-minute window)."""
+        limit = self.config.limits.auth_failures_per_ip_per_min
+        if not limit or not peer:
+            return True
+        window = self._auth_failures.get(peer[0])
+        if not window:
+            return True
+        cutoff = time.monotonic() - 60
+        while window and window[0] < cutoff:
+            window.popleft()
+        if len(window) >= limit:
+            log.warning("limit auth_failures_per_ip_per_min reached for %s", peer[0])
+            return False
+        return True
+
+    def auth_failed(self, peer: tuple[str, int] | None) -> None:
+        if peer:
+            self._auth_failures[peer[0]].append(time.monotonic())
+
+    def route_from_client(self, stanza: Element, session: Any) -> Awaitable | None:
+        """A stanza from a bound local session: outbound hooks, then the router."""
+        name = stanza.name
+        event = (
+            "message/outbound" if name == "message"
+            else "presence/outbound" if name == "presence" else "iq/outbound"
+        )
+        if self.hooks.has(event):
+            result = self.hooks.fire_maybe_async(event, stanza, session)
+            if result is True:
+                return None
+            if isinstance(result, Awaitable):
+                return self._route_after(result, stanza, session)
+        return self.router.route(stanza, session)
+
+    async def _route_after(self, pending: Awaitable, stanza: Element, session: Any) -> None:
+        if await pending:
+            return
+        result = self.router.route(stanza, session)
+        if result is not None:
+            await result
+
+
+def _load_secret(path: Path) -> bytes:
+    """A per-installation secret (fake SASL salts, dialback keys), created owner-only."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        secret = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secret)
+        return secret
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a storage URL before logging it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
