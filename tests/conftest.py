@@ -35,3 +35,36 @@ def tokenizer_impl(request):
 def jid_impl(request):
     """The JID module, once per implementation (ids ``pure`` and ``compiled``)."""
     return import_impl(request.param)
+
+
+# -- a real server on ephemeral loopback ports ------------------------------------------------
+
+from support import ServerThread  # noqa: E402
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Factory: ``make_server(users={"alice": "pw"}, **config_overrides)`` -> running server.
+
+    The server runs in its own thread and event loop on 127.0.0.1 with ephemeral ports;
+    it is stopped (``<system-shutdown/>``) at the end of the test.
+    """
+    started = []
+
+    def factory(users=None, data_dir=None, **overrides):
+        srv = ServerThread(data_dir or tmp_path / f"server{len(started)}", users or {}, overrides)
+        srv.start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def server(make_server):
+    """A running server for ``localhost`` with accounts alice, bob and carol (password
+    ``secret``), PLAIN allowed over TLS."""
+    return make_server(users={"alice": "secret", "bob": "secret", "carol": "secret"},
+                       allow_plain=True)

@@ -111,7 +111,7 @@ class C2SStream(XMLStream):
             raise StreamErrorCondition("host-unknown", "'to' changed across a stream restart")
         self.domain = to
         self.send_header(to)
-        self.send(self._features())
+        self.send_features(self._features())
         return None
 
     def _features(self) -> Element:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from xmppd.element import Element
 
 if TYPE_CHECKING:
+    from xmppd.config import Listener
     from xmppd.server import Server
 
 
@@ -75,6 +76,11 @@ class ModuleAPI:
         entry = (category, type, name)
         self.server.identities.append(entry)
         self._undo.append(lambda: self.server.identities.remove(entry))
+
+    async def listen(self, kind: str, listener: Listener, factory: Callable[[], Any]) -> None:
+        """Open a listener (e.g. s2s on 5269) whose connections ``factory`` serves;
+        it is closed with the server.  Its addresses appear in ``server.addresses[kind]``."""
+        await self.server.listen(kind, listener, factory)
 
     def on_unload(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)

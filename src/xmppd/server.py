@@ -70,7 +70,7 @@ class Server:
             if name not in cfg.modules_disabled:
                 self.load_module(name)
         for listener in cfg.c2s:
-            await self._listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
+            await self.listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
         await self.hooks.fire("server-started", self)
         log.info(
             "xmppd %s started: domains %s, storage %s, implementation %s",
@@ -91,7 +91,7 @@ class Server:
         self.tls_context = sni_context(contexts, first)
         self.direct_tls_context = sni_context(direct, first)
 
-    async def _listen(self, kind: str, listener: Listener, factory: Any) -> None:
+    async def listen(self, kind: str, listener: Listener, factory: Any) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.direct_tls_context if listener.direct_tls else None
         srv = await loop.create_server(

@@ -197,6 +197,13 @@ class XMLStream(asyncio.Protocol):
     def send(self, element: Element) -> None:
         self.send_bytes(element.to_bytes(self.default_ns))
 
+    def send_features(self, features: Element) -> None:
+        """Write ``<stream:features>`` with the prefix every client expects."""
+        inner = b"".join(
+            k.to_bytes(None) for k in features.children if isinstance(k, Element)
+        )
+        self.send_bytes(b"<stream:features>" + inner + b"</stream:features>")
+
     def send_bytes(self, data: bytes) -> None:
         if self.closed:
             return
