@@ -13,9 +13,13 @@ The pure module is the specification: same public API, same results, same errors
 """
 
 import ipaddress
+import unicodedata
+from collections import OrderedDict
 
 import idna
 from precis_i18n import get_profile
+from precis_i18n.bidi import has_rtl
+from precis_i18n.derived import FREE_PVAL, PVALID, derived_property
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
@@ -27,6 +31,10 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     bint PyUnicode_CheckExact(object o)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    int PyUnicode_KIND(object o)
+    void* PyUnicode_DATA(object o)
+    Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
+    int PyUnicode_4BYTE_KIND
 
 __all__ = [
     "CACHE_SIZE", "JID", "JIDError", "cache_clear", "cache_info", "normalize",
@@ -49,7 +57,12 @@ cdef enum:
 cdef object _USERNAME = get_profile("UsernameCaseMapped")
 cdef object _OPAQUE = get_profile("OpaqueString")
 cdef Py_ssize_t _cache_size = CACHE_SIZE
-cdef dict _cache = {}
+# OrderedDict: O(1) oldest-first eviction (a plain dict must skip the holes left at its front).
+cdef object _cache = OrderedDict()
+# Prepared domainparts by raw text: a server sees few distinct domains.
+cdef Py_ssize_t _domain_cache_size = 1024
+cdef object _domain_cache = OrderedDict()
+cdef object _is_normalized = unicodedata.is_normalized
 
 # Character classes of the ASCII code points.
 cdef enum:
@@ -79,6 +92,57 @@ cdef void _init_classes():
 
 
 _init_classes()
+
+
+# Non-ASCII code points below _SAFE_END that a PRECIS profile leaves as they are, on
+# their own and in any NFC string: allowed without context rules, unchanged by the
+# profile's mappings, and not right-to-left (so no Bidi Rule).  Derived lazily from
+# precis-i18n itself; a string made of them (and of unchanged ASCII) that is already
+# NFC is its own preparation, so PRECIS need not run.
+cdef enum:
+    _SAFE_END = 0x800
+    S_LOCAL = 1
+    S_RESOURCE = 2
+
+cdef unsigned char _SAFE[_SAFE_END]
+cdef bint _safe_ready = False
+
+
+cdef void _build_safe() except *:
+    global _safe_ready
+    cdef int cp
+    for cp in range(_SAFE_END):
+        _SAFE[cp] = 0
+    for (profile, flag, allowed) in ((_USERNAME, S_LOCAL, (PVALID,)),
+                                     (_OPAQUE, S_RESOURCE, (PVALID, FREE_PVAL))):
+        ucd = profile.base.ucd
+        for cp in range(0x80, _SAFE_END):
+            ch = chr(cp)
+            if (derived_property(cp, ucd)[0] in allowed and not has_rtl(ch, ucd)
+                    and unicodedata.combining(ch) == 0 and profile.apply_five_rules(ch) == ch):
+                _SAFE[cp] |= flag
+    _safe_ready = True
+
+
+cdef bint _precis_identity(str raw, unsigned char ascii_need, unsigned char ascii_bad,
+                           unsigned char flag) except -1:
+    """True when PRECIS would return ``raw`` itself, decided from the tables."""
+    cdef int kind = PyUnicode_KIND(raw)
+    cdef void* data = PyUnicode_DATA(raw)
+    cdef Py_ssize_t i
+    cdef Py_UCS4 c
+    if kind == PyUnicode_4BYTE_KIND:
+        return False
+    if not _safe_ready:
+        _build_safe()
+    for i in range(PyUnicode_GET_LENGTH(raw)):
+        c = PyUnicode_READ(kind, data, i)
+        if c < 128:
+            if (_CLASS[c] & ascii_need) == 0 or (_CLASS[c] & ascii_bad) != 0:
+                return False
+        elif c >= _SAFE_END or not (_SAFE[c] & flag):
+            return False
+    return _is_normalized("NFC", raw)
 
 
 class JIDError(ValueError):
@@ -229,6 +293,8 @@ cpdef str prep_localpart(str raw):
                 raise JIDError(LOCALPART, "disallowed/spaces" if p[i] == b' ' else "disallowed/controls")
             seen |= cls
         value = raw.lower() if seen & C_UPPER else raw
+    elif _precis_identity(raw, C_IDENT, C_UPPER, S_LOCAL):
+        value = raw
     else:
         try:
             value = _USERNAME.enforce(raw)
@@ -252,6 +318,8 @@ cpdef str prep_resourcepart(str raw):
         for i in range(PyUnicode_GET_LENGTH(raw)):
             if not (_CLASS[p[i]] & C_FREE):
                 raise JIDError(RESOURCEPART, "disallowed/controls")
+        value = raw
+    elif _precis_identity(raw, C_FREE, 0, S_RESOURCE):
         value = raw
     else:
         try:
@@ -301,6 +369,17 @@ cdef str _ip_literal(str raw):
 
 cpdef str prep_domainpart(str raw):
     """Prepare a domainpart: IP literal, or UTS #46 mapping and IDNA2008 U-labels."""
+    cdef PyObject* hit = PyDict_GetItem(_domain_cache, raw)
+    if hit is not NULL:
+        return <str>hit
+    cdef str value = _prep_domainpart(raw)
+    if len(_domain_cache) >= _domain_cache_size:
+        _domain_cache.popitem(last=False)
+    _domain_cache[raw] = value
+    return value
+
+
+cdef str _prep_domainpart(str raw):
     cdef Py_UCS4 last
     cdef str value, label, mapped
     cdef list labels
@@ -376,8 +455,7 @@ cdef class JID:
             return
         self._parse(text)
         if len(_cache) >= _cache_size:
-            # Oldest first: dicts keep insertion order.
-            del _cache[next(iter(_cache))]
+            _cache.popitem(last=False)
         _cache[text] = self
 
     cdef inline void _copy(self, JID other) noexcept:
@@ -502,6 +580,7 @@ def normalize(text):
 def cache_clear():
     """Forget all cached preparations."""
     _cache.clear()
+    _domain_cache.clear()
 
 
 def cache_info():

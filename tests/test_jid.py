@@ -457,3 +457,12 @@ def test_ascii_path_matches_precis(text):
             assert expected[0] == "ok"  # PRECIS allows it; RFC 7622 §3.3.1 does not
         else:
             assert got == expected
+
+
+def test_twins_agree_on_every_code_point_below_0x800():
+    """The compiled PRECIS shortcut table covers U+0080..U+07FF: check each one."""
+    compiled = _compiled()
+    for cp in range(0x80, 0x800):
+        ch = chr(cp)
+        for text in (f"a{ch}b@example.com", f"x@example.com/A{ch}b", f"{ch}\u0301@example.com"):
+            assert outcome(compiled, text) == outcome(pure, text), text

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import OrderedDict
 
 import idna
 from precis_i18n import get_profile
@@ -45,7 +46,7 @@ MAX_RAW_CHARS = 4 * MAX_PART_BYTES
 CACHE_SIZE = 4096
 # Prepared domainparts by raw text: a server sees few distinct domains.
 _DOMAIN_CACHE_SIZE = 1024
-_domain_cache: dict[str, str] = {}
+_domain_cache: OrderedDict[str, str] = OrderedDict()
 
 LOCALPART = "localpart"
 DOMAINPART = "domainpart"
@@ -173,7 +174,7 @@ def prep_domainpart(raw: str) -> str:
     if value is None:
         value = _prep_domainpart(raw)
         if len(_domain_cache) >= _DOMAIN_CACHE_SIZE:
-            del _domain_cache[next(iter(_domain_cache))]
+            _domain_cache.popitem(last=False)
         _domain_cache[raw] = value
     return value
 
@@ -239,8 +240,7 @@ class JID:
             raise TypeError(f"JID() argument must be str, not {type(jid).__name__}")
         obj = cls._parse(jid)
         if len(_cache) >= CACHE_SIZE:
-            # Oldest first: dicts keep insertion order.
-            del _cache[next(iter(_cache))]
+            _cache.popitem(last=False)
         _cache[jid] = obj
         return obj
 
@@ -341,7 +341,8 @@ class JID:
         return (type(self), (self._full,))
 
 
-_cache: dict[str, JID] = {}
+# OrderedDict: O(1) oldest-first eviction (a plain dict must skip the holes left at its front).
+_cache: OrderedDict[str, JID] = OrderedDict()
 
 
 def normalize(text: str) -> str:

@@ -1,0 +1,1 @@
+"""asv benchmark suites (one file per subsystem)."""
