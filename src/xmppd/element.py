@@ -15,6 +15,7 @@ mutating API (``children``, ``append``, ``remove``, ``clear``) drops them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -34,14 +35,19 @@ _ATTR_ESCAPES = str.maketrans(
 )
 
 
+# str.translate with a dict is slow; most values need no escaping, so look first.
+_TEXT_SPECIAL = re.compile("[&<>\r]").search
+_ATTR_SPECIAL = re.compile('[&<>"\t\n\r]').search
+
+
 def escape_text(text: str) -> str:
     """Escape character data (``\\r`` too, or a parser would fold it into ``\\n``)."""
-    return text.translate(_TEXT_ESCAPES)
+    return text if _TEXT_SPECIAL(text) is None else text.translate(_TEXT_ESCAPES)
 
 
 def escape_attr(value: str) -> str:
     """Escape an attribute value for double quotes, keeping whitespace through normalization."""
-    return value.translate(_ATTR_ESCAPES)
+    return value if _ATTR_SPECIAL(value) is None else value.translate(_ATTR_ESCAPES)
 
 
 class Element:
