@@ -88,6 +88,12 @@ class C2SStream(XMLStream):
             self._timeout.cancel()
         self.server.connection_closed(self, abrupt)
 
+    def close(self, timeout: float = 2.0) -> None:
+        if self._closing or self.closed:
+            return
+        super().close(timeout)
+        self.server.session_ended(self, abrupt=False)
+
     def local_domain(self) -> str | None:
         return self.domain or self.server.config.domains[0]
 

@@ -164,6 +164,8 @@ class Server:
         return True
 
     def connection_closed(self, stream: Any, abrupt: bool) -> None:
+        """The transport is gone: unbind the session if still bound, free the IP slot."""
+        self.session_ended(stream, abrupt)
         if stream not in self.streams:
             return
         self.streams.discard(stream)
@@ -171,6 +173,14 @@ class Server:
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
+
+    def session_ended(self, stream: Any, abrupt: bool) -> None:
+        """Unbind ``stream`` and fire ``session-closed`` (once).
+
+        Called as soon as the stream closes, not when the transport is finally gone (a TLS
+        close can wait for the peer): stanzas for it must bounce or go offline meanwhile,
+        not be written into a closing transport and lost.
+        """
         if getattr(stream, "jid", None) is not None and self.router.sessions.remove(stream):
             result = self.hooks.fire_maybe_async("session-closed", stream, abrupt)
             if isinstance(result, Awaitable):

@@ -64,6 +64,7 @@ class XMLStream(asyncio.Protocol):
         self._inbox: list[bytes] = []
         self._restart = False
         self._reset = False
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -83,6 +84,9 @@ class XMLStream(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self.on_closed(abrupt=not self._closing)
 
     # -- input ------------------------------------------------------------------------------
@@ -255,7 +259,8 @@ class XMLStream(asyncio.Protocol):
         return None
 
     def close(self, timeout: float = 2.0) -> None:
-        """Send ``</stream:stream>``, flush, and close the transport."""
+        """Send ``</stream:stream>``, flush, and close the transport; abort it if it is
+        still open ``timeout`` seconds later."""
         if self._closing or self.closed:
             return
         self.send_bytes(b"</stream:stream>")
@@ -263,6 +268,14 @@ class XMLStream(asyncio.Protocol):
         self.flush()
         if self.transport is not None and not self.closed:
             self.transport.close()
+            # A TLS close waits for the peer's close_notify (30 s by default): a peer that
+            # never sends it must not hold the connection (and its per-IP slot) that long.
+            self._close_timer = self.loop.call_later(timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
 
 
 def _log_task_error(task: asyncio.Future) -> None:
