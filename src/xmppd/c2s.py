@@ -69,8 +69,9 @@ class C2SStream(XMLStream):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if not self.server.connection_opened(self):
-            self._closing = True
-            transport.abort()
+            # Tell the client why rather than just hanging up; it is not counted, so
+            # on_closed() leaves the per-IP bookkeeping alone.
+            self.stream_error("policy-violation", "too many connections from your address")
             return
         if self.secure:
             self._tls_established()
