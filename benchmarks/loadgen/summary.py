@@ -1,0 +1,75 @@
+"""Side-by-side table of a compare.sh results file: one row per workload and parameters.
+
+    python -m loadgen.summary results.jsonl      (from the benchmarks/ directory)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .report import HEADLINE
+
+_ROW_KEYS = {
+    "throughput": ("pairs", "window", "tls"),
+    "latency": ("pairs", "rate", "tls"),
+    "logins": ("sessions", "concurrency", "tls"),
+    "memory": ("sessions", "tls"),
+}
+_EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms"), "throughput": ("lost",), "logins": ("errors",)}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def summarize(records: list[dict[str, Any]]) -> str:
+    """Latest record per (workload, row parameters, target), targets side by side."""
+    targets: list[str] = []
+    rows: dict[tuple[str, tuple[Any, ...]], dict[str, dict[str, Any]]] = {}
+    for rec in records:
+        keys = tuple(rec["params"].get(k) for k in _ROW_KEYS[rec["workload"]])
+        rows.setdefault((rec["workload"], keys), {})[rec["target"]] = rec
+        if rec["target"] not in targets:
+            targets.append(rec["target"])
+    lines = []
+    header = f"{'workload':<11}{'params':<36}{'metric':<18}" + "".join(f"{t:>14}" for t in targets)
+    if "xmppd" in targets and "prosody" in targets:
+        header += f"{'xmppd/prosody':>15}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for (workload, keys), by_target in rows.items():
+        metric, _ = HEADLINE[workload]
+        params = " ".join(f"{k}={v}" for k, v in zip(_ROW_KEYS[workload], keys, strict=True))
+        for m in (metric, *_EXTRA.get(workload, ())):
+            cells = []
+            for t in targets:
+                rec = by_target.get(t)
+                value = rec["results"].get(m) if rec else None
+                flag = "*" if m == metric and rec and rec.get("generator_bound") else " "
+                cells.append(f"{_fmt(value):>13}{flag}")
+            line = f"{workload if m == metric else '':<11}{params if m == metric else '':<36}{m:<18}" + "".join(cells)
+            x, p = by_target.get("xmppd"), by_target.get("prosody")
+            if x and p and p["results"].get(m):
+                line += f"{x['results'].get(m, 0) / p['results'][m]:>14.2f}x"
+            lines.append(line)
+    lines.append("* generator-bound: within 2x of the generator's ceiling measured against the stub")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the side-by-side table for a JSONL file."""
+    path = (argv or sys.argv[1:])[0]
+    with open(path) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    print(summarize(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
