@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or has an invalid value (message says which)."""
@@ -82,6 +84,9 @@ class Config:
     s2s_routes: dict[str, tuple[str, int]] = field(default_factory=dict)
     s2s_ca_file: Path | None = None
     s2s_require_valid_certificates: tuple[str, ...] = ()
+    s2s_timeout_s: float = 30.0  # connect + negotiate + authenticate an outbound stream
+    s2s_idle_timeout_s: float = 600.0  # close s2s streams without traffic for this long
+    s2s_max_queue: int = 1000  # stanzas queued per remote domain while connecting
     components: dict[str, str] = field(default_factory=dict)  # subdomain -> shared secret
     component_listeners: tuple[Listener, ...] = ()
     log_level: str = "info"
@@ -129,21 +134,23 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
     def path(p: str) -> Path:
         return (base_dir / os.path.expanduser(p)).resolve()
 
-    server = data.pop("server", {})
+    server = _table(data, "server")
     if "domains" in server:
         domains = _take(server, "domains", list, "server.")
         if not domains or not all(isinstance(d, str) and d for d in domains):
             raise ConfigError("server.domains must be a non-empty list of domain names")
-        kw["domains"] = tuple(d.lower().rstrip(".") for d in domains)
+        kw["domains"] = tuple(_domain(d) for d in domains)
     if "data_dir" in server:
         kw["data_dir"] = path(_take(server, "data_dir", str, "server."))
     if "storage" in server:
         kw["storage"] = _take(server, "storage", str, "server.")
     if "log_level" in server:
-        kw["log_level"] = _take(server, "log_level", str, "server.")
+        kw["log_level"] = _take(server, "log_level", str, "server.").lower()
+        if kw["log_level"] not in LOG_LEVELS:
+            raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}")
     _no_leftovers(server, "server")
 
-    c2s = data.pop("c2s", {})
+    c2s = _table(data, "c2s")
     if "listen" in c2s or "direct_tls" in c2s:
         kw["c2s"] = _listeners(c2s.pop("listen", []), "c2s.listen") + _listeners(
             c2s.pop("direct_tls", []), "c2s.direct_tls", direct_tls=True
@@ -154,7 +161,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["allow_plain"] = _take(c2s, "allow_plain", bool, "c2s.")
     _no_leftovers(c2s, "c2s")
 
-    limits = data.pop("limits", {})
+    limits = _table(data, "limits")
     lim_kw = {}
     for f in dataclasses.fields(Limits):
         if f.name in limits:
@@ -162,23 +169,30 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
             value = limits.pop(f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"limits.{f.name}: expected a non-negative number")
+            if kind is int and not float(value).is_integer():
+                # int(1.5) would silently truncate a limit the user wrote
+                raise ConfigError(f"limits.{f.name}: expected a whole number, got {value!r}")
             lim_kw[f.name] = kind(value)
     _no_leftovers(limits, "limits")
     kw["limits"] = Limits(**lim_kw)
 
-    certs = data.pop("certificates", {})
+    certs = _table(data, "certificates")
     kw["certificates"] = {}
     for domain, entry in certs.items():
-        if not isinstance(entry, dict) or set(entry) != {"cert", "key"}:
+        if (not isinstance(entry, dict) or set(entry) != {"cert", "key"}
+                or not all(isinstance(v, str) for v in entry.values())):
             raise ConfigError(f"certificates.{domain} needs exactly 'cert' and 'key' paths")
         kw["certificates"][domain.lower()] = Certificate(path(entry["cert"]), path(entry["key"]))
 
-    modules = data.pop("modules", {})
+    modules = _table(data, "modules")
     if "disabled" in modules:
         kw["modules_disabled"] = tuple(_take(modules, "disabled", list, "modules."))
-    kw["modules_options"] = {k: v for k, v in modules.items() if isinstance(v, dict)}
+        if not all(isinstance(m, str) for m in kw["modules_disabled"]):
+            raise ConfigError("modules.disabled must be a list of module names")
+    kw["modules_options"] = {k: modules.pop(k) for k in list(modules) if isinstance(modules[k], dict)}
+    _no_leftovers(modules, "modules")  # e.g. a misspelt "disabled" must not pass silently
 
-    s2s = data.pop("s2s", {})
+    s2s = _table(data, "s2s")
     if "listen" in s2s or "direct_tls" in s2s:
         kw["s2s"] = _listeners(s2s.pop("listen", []), "s2s.listen") + _listeners(
             s2s.pop("direct_tls", []), "s2s.direct_tls", direct_tls=True
@@ -191,6 +205,12 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["s2s_require_valid_certificates"] = tuple(
             _take(s2s, "require_valid_certificates", list, "s2s.")
         )
+    for key in ("timeout_s", "idle_timeout_s", "max_queue"):
+        if key in s2s:
+            value = s2s.pop(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"s2s.{key}: expected a positive number")
+            kw[f"s2s_{key}"] = int(value) if key == "max_queue" else float(value)
     routes = s2s.pop("routes", {})
     kw["s2s_routes"] = {}
     for domain, target in routes.items():
@@ -200,7 +220,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["s2s_routes"][domain.lower()] = (host.strip("[]"), int(port))
     _no_leftovers(s2s, "s2s")
 
-    comps = data.pop("components", {})
+    comps = _table(data, "components")
     if "listen" in comps:
         kw["component_listeners"] = _listeners(comps.pop("listen"), "components.listen")
     kw["components"] = {}
@@ -211,6 +231,26 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
 
     _no_leftovers(data, "the top level")
     return Config(**kw)
+
+
+def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    table = data.pop(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name} must be a table ([{name}]), got {table!r}")
+    return table
+
+
+def _domain(text: str) -> str:
+    from xmppd.jid import JID, JIDError
+
+    name = text.lower().rstrip(".")
+    try:
+        jid = JID(name)
+    except JIDError as exc:
+        raise ConfigError(f"server.domains: {text!r} is not a valid domain name: {exc}") from None
+    if jid.localpart is not None or jid.resource is not None or not name:
+        raise ConfigError(f"server.domains: {text!r} is not a valid domain name")
+    return jid.domain
 
 
 def _no_leftovers(table: dict[str, Any], where: str) -> None:
@@ -230,4 +270,6 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"config file {p} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
     return from_dict(data, p.parent.resolve())
