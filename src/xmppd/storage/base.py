@@ -11,12 +11,28 @@ Usernames and domains are stored exactly as given: callers pass them normalized
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
 
+from xmppd.element import Element
 from xmppd.sasl import HASHES, ScramCredentials
 
-__all__ = ["AccountExists", "Storage", "StorageError", "check_credentials"]
+__all__ = [
+    "AccountExists",
+    "OfflineMessage",
+    "Roster",
+    "RosterItem",
+    "RosterUpdate",
+    "Storage",
+    "StorageError",
+    "apply_roster_change",
+    "check_credentials",
+    "decode_stanza",
+    "encode_stanza",
+]
+
+SUBSCRIPTIONS = ("none", "to", "from", "both")
 
 
 class StorageError(Exception):
@@ -34,6 +50,106 @@ def check_credentials(creds: Mapping[str, ScramCredentials]) -> None:
     for name, c in creds.items():
         if name != c.hash_name or name not in HASHES:
             raise ValueError(f"credentials for {name!r} carry hash {c.hash_name!r}")
+
+
+@dataclass(frozen=True)
+class RosterItem:
+    """One contact of a user: the roster item and the subscription state with it.
+
+    ``listed`` is False for rows that are not in the user's roster: a contact that only has
+    a pending inbound subscription request (RFC 6121 §3.1.3: no roster item is created for
+    it), or a removed item kept as a tombstone so that versioned roster requests learn of
+    the removal.  ``request`` is the pending inbound subscription request (the serialized
+    stanza, redelivered at each login until answered); ``approved`` is a pre-approval
+    (§3.4).  ``version`` is the roster version of the row's last visible change.
+    """
+
+    jid: str
+    name: str = ""
+    subscription: str = "none"
+    ask: bool = False
+    groups: tuple[str, ...] = ()
+    approved: bool = False
+    request: bytes | None = None
+    listed: bool = True
+    version: int = 0
+
+    @property
+    def pending_in(self) -> bool:
+        return self.request is not None
+
+    def visible(self) -> tuple:
+        """What a client sees of the row; a roster push is due when this changes."""
+        if not self.listed:
+            return (False,)
+        return (True, self.name, self.subscription, self.ask, self.groups, self.approved)
+
+    def replace(self, **changes) -> RosterItem:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Roster:
+    """All rows of a user's roster (see :attr:`RosterItem.listed`) and its version."""
+
+    version: int
+    items: tuple[RosterItem, ...]
+
+    def listed(self) -> list[RosterItem]:
+        return [i for i in self.items if i.listed]
+
+    def get(self, jid: str) -> RosterItem | None:
+        for item in self.items:
+            if item.jid == jid:
+                return item
+        return None
+
+
+@dataclass(frozen=True)
+class RosterUpdate:
+    """The outcome of :meth:`Storage.roster_update`: the row before and after, and the
+    roster version after."""
+
+    before: RosterItem | None
+    after: RosterItem | None
+    version: int
+
+    @property
+    def pushed(self) -> bool:
+        """The visible state changed: interested resources get a roster push."""
+        if self.after is None:
+            return False
+        old = self.before.visible() if self.before is not None else (False,)
+        return old != self.after.visible()
+
+
+@dataclass(frozen=True)
+class OfflineMessage:
+    """A stored message: its id (increasing), arrival time (Unix seconds) and XML."""
+
+    id: int
+    stamp: float
+    data: bytes
+
+
+RosterChangeFn = Callable[[RosterItem | None], RosterItem | None]
+
+
+def apply_roster_change(
+    before: RosterItem | None, change: RosterChangeFn, version: int
+) -> tuple[RosterItem | None, int]:
+    """The backend-independent part of ``roster_update``: the new row (None: unchanged)
+    and the new roster version."""
+    after = change(before)
+    if after is None or after == before:
+        return None, version
+    if after.subscription not in SUBSCRIPTIONS:
+        raise ValueError(f"bad subscription {after.subscription!r}")
+    old_visible = before.visible() if before is not None else (False,)
+    if after.visible() != old_visible:
+        version += 1
+        return after.replace(version=version), version
+    return after.replace(version=before.version if before is not None else 0), version
 
 
 class Storage(abc.ABC):
@@ -99,3 +215,86 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         """``(username, domain)`` pairs, sorted by domain then username."""
+
+    # -- rosters (RFC 6121 §2, §3) ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def roster(self, username: str, domain: str) -> Roster:
+        """Every stored row of the user's roster (listed or not) and the roster version."""
+
+    @abc.abstractmethod
+    async def roster_changes(self, username: str, domain: str, since: int) -> list[RosterItem]:
+        """Rows whose visible state changed after version ``since``, oldest change first
+        (unlisted rows mean "removed")."""
+
+    @abc.abstractmethod
+    async def roster_update(
+        self, username: str, domain: str, jid: str, change: RosterChangeFn
+    ) -> RosterUpdate:
+        """Atomically read the row for ``jid``, apply ``change`` and store its result.
+
+        ``change`` gets the stored row (or None) and returns the new row, or None for "no
+        change".  It runs inside the write transaction (on the backend's thread), so it must
+        be a pure function.  The roster version is bumped only when the visible state of the
+        row changed (see :meth:`RosterItem.visible`).  Raises :class:`StorageError` when
+        the account does not exist.
+        """
+
+    # -- offline messages (XEP-0160) ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def offline_store(
+        self, username: str, domain: str, data: bytes, stamp: float, limit: int
+    ) -> bool:
+        """Append a message (serialized stanza) unless ``limit`` are stored already; True when
+        it is committed."""
+
+    @abc.abstractmethod
+    async def offline_messages(self, username: str, domain: str) -> list[OfflineMessage]:
+        """The stored messages, in arrival order."""
+
+    @abc.abstractmethod
+    async def offline_delete(self, username: str, domain: str, ids: list[int]) -> int:
+        """Delete the given messages; returns how many were deleted."""
+
+    @abc.abstractmethod
+    async def offline_count(self, username: str, domain: str) -> int: ...
+
+    # -- block lists (XEP-0191) ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def blocklist(self, username: str, domain: str) -> list[str]:
+        """The blocked JIDs, sorted."""
+
+    @abc.abstractmethod
+    async def block(self, username: str, domain: str, jids: list[str]) -> list[str]:
+        """Add JIDs to the block list; returns those that were not blocked yet."""
+
+    @abc.abstractmethod
+    async def unblock(self, username: str, domain: str, jids: list[str] | None) -> list[str]:
+        """Remove JIDs (all of them for None); returns those that were removed, sorted."""
+
+
+# -- stanzas kept as bytes (offline messages, pending subscription requests) --------------------
+
+_STORED_HEADER = (
+    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+
+
+def encode_stanza(stanza: Element) -> bytes:
+    """Serialize a ``jabber:client`` stanza for storage."""
+    return stanza.to_bytes("jabber:client")
+
+
+def decode_stanza(data: bytes) -> Element:
+    """Parse bytes written by :func:`encode_stanza` back into an element."""
+    from xmppd.tokenizer import Tokenizer  # the stream tokenizer, so limits stay the same
+
+    events = Tokenizer(max_stanza_size=len(data) + len(_STORED_HEADER) + 1).feed(
+        _STORED_HEADER + data
+    )
+    elements = [e for e in events if isinstance(e, Element)]
+    if len(elements) != 1:
+        raise StorageError("a stored stanza does not parse to exactly one element")
+    return elements[0]

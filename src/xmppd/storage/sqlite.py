@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import sqlite3
@@ -31,7 +32,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from xmppd.sasl import ScramCredentials
-from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
+from xmppd.storage.base import (
+    AccountExists,
+    OfflineMessage,
+    Roster,
+    RosterChangeFn,
+    RosterItem,
+    RosterUpdate,
+    Storage,
+    StorageError,
+    apply_roster_change,
+    check_credentials,
+)
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
 
@@ -56,6 +68,52 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stored_key BLOB NOT NULL,
             server_key BLOB NOT NULL,
             PRIMARY KEY (domain, username, hash_name),
+            FOREIGN KEY (domain, username) REFERENCES accounts (domain, username)
+                ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+    ),
+    # 2: rosters with subscription state, offline messages, block lists
+    (
+        """CREATE TABLE roster_versions (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (domain, username),
+            FOREIGN KEY (domain, username) REFERENCES accounts (domain, username)
+                ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        """CREATE TABLE roster_items (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            name TEXT NOT NULL,
+            subscription TEXT NOT NULL
+                CHECK (subscription IN ('none', 'to', 'from', 'both')),
+            ask INTEGER NOT NULL,
+            groups TEXT NOT NULL,
+            approved INTEGER NOT NULL,
+            request BLOB,
+            listed INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (domain, username, jid),
+            FOREIGN KEY (domain, username) REFERENCES accounts (domain, username)
+                ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        """CREATE TABLE offline_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            stamp REAL NOT NULL,
+            data BLOB NOT NULL,
+            FOREIGN KEY (domain, username) REFERENCES accounts (domain, username)
+                ON DELETE CASCADE
+        )""",
+        "CREATE INDEX offline_messages_by_user ON offline_messages (domain, username, id)",
+        """CREATE TABLE blocklist (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            PRIMARY KEY (domain, username, jid),
             FOREIGN KEY (domain, username) REFERENCES accounts (domain, username)
                 ON DELETE CASCADE
         ) WITHOUT ROWID""",
@@ -333,6 +391,172 @@ class SQLiteStorage(Storage):
             return [tuple(r) for r in conn.execute(sql + " ORDER BY domain, username", args)]
 
         return await self._call(listing, write=False)
+
+    # -- rosters ------------------------------------------------------------------------------
+
+    async def roster(self, username: str, domain: str) -> Roster:
+        def read(conn: sqlite3.Connection) -> Roster:
+            rows = conn.execute(
+                f"SELECT {_ROSTER_COLUMNS} FROM roster_items WHERE domain = ? AND username = ?"
+                " ORDER BY jid", (domain, username),
+            )
+            items = tuple(_roster_item(r) for r in rows)
+            return Roster(_roster_version(conn, username, domain), items)
+
+        return await self._call(read, write=False)
+
+    async def roster_changes(self, username: str, domain: str, since: int) -> list[RosterItem]:
+        def read(conn: sqlite3.Connection) -> list[RosterItem]:
+            rows = conn.execute(
+                f"SELECT {_ROSTER_COLUMNS} FROM roster_items WHERE domain = ? AND username = ?"
+                " AND version > ? ORDER BY version", (domain, username, since),
+            )
+            return [_roster_item(r) for r in rows]
+
+        return await self._call(read, write=False)
+
+    async def roster_update(
+        self, username: str, domain: str, jid: str, change: RosterChangeFn
+    ) -> RosterUpdate:
+        def update(conn: sqlite3.Connection) -> RosterUpdate:
+            if not _exists(conn, username, domain):
+                raise StorageError(f"no account {username}@{domain}")
+            row = conn.execute(
+                f"SELECT {_ROSTER_COLUMNS} FROM roster_items"
+                " WHERE domain = ? AND username = ? AND jid = ?", (domain, username, jid),
+            ).fetchone()
+            before = None if row is None else _roster_item(row)
+            version = _roster_version(conn, username, domain)
+            after, new_version = apply_roster_change(before, change, version)
+            if after is None:
+                return RosterUpdate(before, before, version)
+            conn.execute(
+                "INSERT OR REPLACE INTO roster_items (domain, username, jid, name, subscription,"
+                " ask, groups, approved, request, listed, version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (domain, username, jid, after.name, after.subscription, int(after.ask),
+                 json.dumps(list(after.groups)), int(after.approved), after.request,
+                 int(after.listed), after.version),
+            )
+            if new_version != version:
+                conn.execute(
+                    "INSERT OR REPLACE INTO roster_versions (domain, username, version)"
+                    " VALUES (?, ?, ?)", (domain, username, new_version),
+                )
+            return RosterUpdate(before, after, new_version)
+
+        return await self._call(update, write=True)
+
+    # -- offline messages ---------------------------------------------------------------------
+
+    async def offline_store(
+        self, username: str, domain: str, data: bytes, stamp: float, limit: int
+    ) -> bool:
+        def store(conn: sqlite3.Connection) -> bool:
+            if not _exists(conn, username, domain):
+                raise StorageError(f"no account {username}@{domain}")
+            if _offline_count(conn, username, domain) >= limit:
+                return False
+            conn.execute(
+                "INSERT INTO offline_messages (domain, username, stamp, data) VALUES (?, ?, ?, ?)",
+                (domain, username, stamp, data),
+            )
+            return True
+
+        return await self._call(store, write=True)
+
+    async def offline_messages(self, username: str, domain: str) -> list[OfflineMessage]:
+        def read(conn: sqlite3.Connection) -> list[OfflineMessage]:
+            rows = conn.execute(
+                "SELECT id, stamp, data FROM offline_messages WHERE domain = ? AND username = ?"
+                " ORDER BY id", (domain, username),
+            )
+            return [OfflineMessage(i, s, bytes(d)) for i, s, d in rows]
+
+        return await self._call(read, write=False)
+
+    async def offline_delete(self, username: str, domain: str, ids: list[int]) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            cur = conn.executemany(
+                "DELETE FROM offline_messages WHERE domain = ? AND username = ? AND id = ?",
+                [(domain, username, i) for i in ids],
+            )
+            return cur.rowcount
+
+        return await self._call(delete, write=True)
+
+    async def offline_count(self, username: str, domain: str) -> int:
+        return await self._call(lambda c: _offline_count(c, username, domain), write=False)
+
+    # -- block lists ----------------------------------------------------------------------------
+
+    async def blocklist(self, username: str, domain: str) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT jid FROM blocklist WHERE domain = ? AND username = ? ORDER BY jid",
+                (domain, username),
+            )
+            return [r[0] for r in rows]
+
+        return await self._call(read, write=False)
+
+    async def block(self, username: str, domain: str, jids: list[str]) -> list[str]:
+        def add(conn: sqlite3.Connection) -> list[str]:
+            if not _exists(conn, username, domain):
+                raise StorageError(f"no account {username}@{domain}")
+            added = []
+            for jid in dict.fromkeys(jids):
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO blocklist (domain, username, jid) VALUES (?, ?, ?)",
+                    (domain, username, jid),
+                )
+                if cur.rowcount:
+                    added.append(jid)
+            return added
+
+        return await self._call(add, write=True)
+
+    async def unblock(self, username: str, domain: str, jids: list[str] | None) -> list[str]:
+        def remove(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT jid FROM blocklist WHERE domain = ? AND username = ? ORDER BY jid",
+                (domain, username),
+            )
+            current = [r[0] for r in rows]
+            removed = current if jids is None else [j for j in current if j in set(jids)]
+            conn.executemany(
+                "DELETE FROM blocklist WHERE domain = ? AND username = ? AND jid = ?",
+                [(domain, username, j) for j in removed],
+            )
+            return removed
+
+        return await self._call(remove, write=True)
+
+
+_ROSTER_COLUMNS = "jid, name, subscription, ask, groups, approved, request, listed, version"
+
+
+def _roster_item(row: tuple) -> RosterItem:
+    jid, name, subscription, ask, groups, approved, request, listed, version = row
+    return RosterItem(
+        jid, name, subscription, bool(ask), tuple(json.loads(groups)),
+        bool(approved), None if request is None else bytes(request), bool(listed), version,
+    )
+
+
+def _roster_version(conn: sqlite3.Connection, username: str, domain: str) -> int:
+    row = conn.execute(
+        "SELECT version FROM roster_versions WHERE domain = ? AND username = ?",
+        (domain, username),
+    ).fetchone()
+    return 0 if row is None else row[0]
+
+
+def _offline_count(conn: sqlite3.Connection, username: str, domain: str) -> int:
+    return conn.execute(
+        "SELECT COUNT(*) FROM offline_messages WHERE domain = ? AND username = ?",
+        (domain, username),
+    ).fetchone()[0]
 
 
 def _version(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,139 @@
+"""XEP-0160: offline messages, with XEP-0203 delay stamps.
+
+Storing: a ``chat`` or ``normal`` message with content (a body or any payload that is not
+just a XEP-0085 chat state or a XEP-0334 hint) to an existing account with no available
+resource is appended to the account's store.  The ``message/offline`` handler returns only
+after the storage *commit* (the SQLite backend groups concurrent writes into one
+transaction), and the sender's stream does not read its next stanza before that, so any
+answer the sender gets after the message (a ping's pong, later a XEP-0198 ack) means the
+message is durable.  Pure chat states and ``<no-store/>`` messages are dropped silently;
+past ``limits.max_offline_messages`` the sender gets ``service-unavailable``; for a
+non-existent account the router bounces ``service-unavailable``.
+
+Delivery: when a session sends available presence with non-negative priority (and had not
+got the store yet), the stored messages are sent to that session in order, each with
+``<delay from='domain' stamp='...'/>``, and deleted *after they have been written to the
+session's transport* (the output buffer flushed into the socket).  A session that closed
+before that keeps them stored, so delivery is at-least-once: a crash between the write and
+the delete re-delivers, never loses.  A stream-management module can later move the delete
+to the client's acknowledgement by replacing :func:`_handed_over`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from xmppd.element import Element
+from xmppd.jid import JID, JIDError
+from xmppd.moduleapi import ModuleAPI
+from xmppd.storage.base import decode_stanza, encode_stanza
+
+NAME = "offline"
+XEPS = ("XEP-0160", "XEP-0203")
+DELAY_NS = "urn:xmpp:delay"
+CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
+HINTS_NS = "urn:xmpp:hints"
+MSGOFFLINE_NS = "msgoffline"
+AVAILABLE_EVENT = "presence/available"  # declared by the presence module too
+_DELIVERED = "offline:delivered"  # session.data key: this session got the store
+
+
+def storable(message: Element) -> bool | None:
+    """True to store, False to drop silently, None to refuse (bounce)."""
+    if message.get("type", "normal") not in ("chat", "normal"):
+        return None
+    content = False
+    for child in message.elements():
+        if child.ns == HINTS_NS:
+            if child.name == "no-store":
+                return False
+            continue
+        if child.ns == CHATSTATES_NS or (child.name == "thread" and child.ns == message.ns):
+            continue
+        content = True
+    return content
+
+
+def stamp(when: float) -> str:
+    """A XEP-0082 UTC timestamp with milliseconds."""
+    dt = datetime.fromtimestamp(when, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _handed_over(session: Any) -> bool:
+    """Write what the session has buffered; True when the messages reached its transport."""
+    flush = getattr(session, "flush", None)
+    if flush is not None:
+        flush()
+    return not getattr(session, "closed", False)
+
+
+def load(api: ModuleAPI) -> None:
+    router = api.router
+    storage = api.storage
+    locks: dict[JID, asyncio.Lock] = {}
+    api.declare(AVAILABLE_EVENT)
+
+    async def store(stanza: Element, origin: Any) -> bool:
+        verdict = storable(stanza)
+        if verdict is None:
+            return False
+        try:
+            target = JID(stanza.get("to", "")).bare
+        except JIDError:
+            return False
+        username, domain = target.localpart or "", target.domain
+        if not await storage.account_exists(username, domain):
+            return False
+        if verdict is False:
+            return True
+        limit = api.limits.max_offline_messages
+        if not await storage.offline_store(username, domain, encode_stanza(stanza),
+                                           time.time(), limit):
+            api.log.info("offline store of %s is full (%d)", target, limit)
+            return False
+        # A session may have become available while we were writing; it already fetched
+        # the store, so hand it this message now.
+        for session in router.sessions.resources(target):
+            if session.data.get(_DELIVERED) and session.available and session.priority >= 0:
+                asyncio.ensure_future(deliver(session))
+                break
+        return True
+
+    async def deliver(session: Any) -> None:
+        bare = session.jid.bare
+        lock = locks.setdefault(bare, asyncio.Lock())
+        async with lock:
+            username, domain = session.jid.localpart or "", session.jid.domain
+            stored = await storage.offline_messages(username, domain)
+            if session.closed or not stored:
+                return
+            for item in stored:
+                try:
+                    msg = decode_stanza(item.data)
+                except Exception:  # one damaged row must not block the rest
+                    api.log.warning("unreadable offline message %d for %s", item.id, bare)
+                    continue
+                msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
+                               text="Offline Storage")
+                router.deliver(session, msg)
+            if _handed_over(session):
+                await storage.offline_delete(username, domain, [m.id for m in stored])
+        if not lock.locked() and not router.sessions.resources(bare):
+            locks.pop(bare, None)
+
+    async def on_available(session: Any, initial: bool) -> None:
+        if session.priority < 0:
+            session.data.pop(_DELIVERED, None)
+            return
+        if session.data.get(_DELIVERED):
+            return
+        session.data[_DELIVERED] = True
+        await deliver(session)
+
+    api.hook("message/offline", store)
+    api.hook(AVAILABLE_EVENT, on_available)
+    api.add_feature(MSGOFFLINE_NS)

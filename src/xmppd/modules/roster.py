@@ -1,0 +1,239 @@
+"""RFC 6121 §2: roster management (get, set, remove), roster pushes and roster versioning.
+
+Roster versions are integers per account, bumped by the storage on every visible change;
+each row remembers the version of its last change, and removed items stay as tombstones,
+so a client presenting version ``n`` gets exactly the rows changed after ``n`` as roster
+pushes (RFC 6121 §2.6.3).  A version we cannot interpret (not a number, or newer than ours)
+gets the full roster.
+
+:func:`update` is the one way rows change (here and in the presence module): it stores the
+change atomically, pushes it to interested resources, and sends the presence a change of
+the 'from' half of a subscription calls for (current presence when the contact gains it,
+RFC 6121 §3.1.5; unavailable presence when it loses it, §3.2.2).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from xmppd.element import Element
+from xmppd.jid import JID, JIDError
+from xmppd.moduleapi import ModuleAPI
+from xmppd.stanza import CLIENT_NS, StanzaError, reply
+from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
+from xmppd.subscription import State
+
+if TYPE_CHECKING:
+    from xmppd.router import Router
+
+NAME = "roster"
+XEPS = ("RFC 6121 §2", "XEP-0237")
+ROSTER_NS = "jabber:iq:roster"
+ROSTERVER_NS = "urn:xmpp:features:rosterver"
+#: Longest accepted item name and group name, in characters (RFC 6121 §2.3.3: a
+#: server-configured limit; option ``max_name_length``).
+MAX_NAME_LENGTH = 1023
+
+_push_ids = itertools.count(1)
+
+
+def account(jid: JID) -> tuple[str, str]:
+    """The storage key (username, domain) of a local JID."""
+    return jid.localpart or "", jid.domain
+
+
+def state_of(item: RosterItem | None) -> State:
+    if item is None:
+        return State()
+    return State(item.subscription, item.ask, item.pending_in, item.approved)
+
+
+def item_element(item: RosterItem) -> Element:
+    """The ``<item/>`` a client sees (an unlisted row is shown as removed)."""
+    attrs = {"jid": item.jid}
+    if not item.listed:
+        attrs["subscription"] = "remove"
+        return Element("item", ROSTER_NS, attrs, [])
+    if item.name:
+        attrs["name"] = item.name
+    attrs["subscription"] = item.subscription
+    if item.ask:
+        attrs["ask"] = "subscribe"
+    if item.approved:
+        attrs["approved"] = "true"
+    el = Element("item", ROSTER_NS, attrs, [])
+    for group in item.groups:
+        el.subelement("group", text=group)
+    return el
+
+
+def push(router: Router, bare: JID, item: RosterItem, version: int | None) -> None:
+    """Send a roster push to every resource of ``bare`` that requested the roster.
+
+    The push has no 'from' (RFC 6121 §2.1.6: a client accepts pushes without one or
+    from its own bare JID only).
+    """
+    for session in router.sessions.resources(bare):
+        if not getattr(session, "interested", False):
+            continue
+        iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"push{next(_push_ids)}",
+                                       "to": session.jid.full}, [])
+        query = iq.subelement("query", ROSTER_NS)
+        if version is not None:
+            query.attrs["ver"] = str(version)
+        query.append(item_element(item))
+        router.deliver(session, iq)
+
+
+def presence_from_resources(router: Router, owner: JID, contact: str, available: bool) -> None:
+    """Send ``contact`` the current presence (or unavailable presence) of each available
+    resource of ``owner``."""
+    for session in router.sessions.resources(owner):
+        if not getattr(session, "available", False):
+            continue
+        if available and session.presence is not None:
+            out = session.presence.copy()
+        else:
+            out = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
+        out.attrs["from"] = session.jid.full
+        out.attrs["to"] = contact
+        router.route_from_server(out)
+
+
+async def update(
+    api: ModuleAPI, owner: JID, contact: str, change: RosterChangeFn, *, announce: bool = True
+) -> RosterUpdate:
+    """Apply ``change`` to ``owner``'s row for ``contact`` and push it; with ``announce``,
+    also send the presence the change implies (else call :func:`announce_change` later, e.g. after
+    routing the subscription stanza that caused it, so that the contact sees it first)."""
+    username, domain = account(owner)
+    result = await api.storage.roster_update(username, domain, contact, change)
+    if result.pushed:
+        push(api.router, owner, result.after, result.version)
+    if announce:
+        announce_change(api, owner, contact, result)
+    return result
+
+
+def announce_change(api: ModuleAPI, owner: JID, contact: str, result: RosterUpdate) -> None:
+    """Presence due to ``contact`` after a change of the 'from' half of the subscription."""
+    had_from = state_of(result.before).has_from
+    has_from = state_of(result.after).has_from
+    if had_from != has_from:
+        presence_from_resources(api.router, owner, contact, has_from)
+
+
+def _parse_item(item: Element, max_len: int) -> tuple[str, str, tuple[str, ...], bool]:
+    """(jid, name, groups, remove) of a roster set item, or StanzaError (RFC 6121 §2.3.3)."""
+    raw = item.get("jid")
+    if not raw:
+        raise StanzaError("bad-request", "the item has no 'jid'")
+    try:
+        jid = str(JID(raw))
+    except JIDError as exc:
+        raise StanzaError("jid-malformed", str(exc)) from None
+    remove = item.get("subscription") == "remove"
+    name = item.get("name") or ""
+    if len(name) > max_len:
+        raise StanzaError("not-acceptable", "the name is too long")
+    groups: list[str] = []
+    for group in item.findall("group", ROSTER_NS):
+        text = group.text
+        if not text:
+            # RFC 6121 §2.3.3 names not-acceptable for a group of zero length.
+            raise StanzaError("not-acceptable", "empty group name")
+        if len(text) > max_len:
+            raise StanzaError("not-acceptable", "a group name is too long")
+        if text in groups:
+            raise StanzaError("bad-request", "duplicate group")
+        groups.append(text)
+    return jid, name, tuple(groups), remove
+
+
+def load(api: ModuleAPI) -> None:
+    max_len = int(api.options.get("max_name_length", MAX_NAME_LENGTH))
+    router = api.router
+
+    def own_account(iq: Element, origin: Any) -> JID:
+        """Roster IQs are served only to the account itself (RFC 6121 §2.1.5)."""
+        if origin is None:
+            raise StanzaError("forbidden")
+        to = iq.get("to")
+        if to is not None:
+            try:
+                target = JID(to)
+            except JIDError:
+                raise StanzaError("forbidden") from None
+            if target != origin.jid.bare:
+                raise StanzaError("forbidden")
+        return origin.jid.bare
+
+    async def roster_get(iq: Element, origin: Any, payload: Element) -> Element | None:
+        bare = own_account(iq, origin)
+        origin.interested = True
+        username, domain = account(bare)
+        ver = payload.get("ver")
+        roster = await api.storage.roster(username, domain)
+        out = reply(iq)
+        out.attrs.pop("from", None)
+        if ver is not None and ver.isdigit() and int(ver) <= roster.version:
+            # §2.6.3: an empty result, then the changes as pushes (none if up to date).
+            changes = await api.storage.roster_changes(username, domain, int(ver))
+            router.deliver(origin, out)
+            for item in changes:
+                push_one(origin, item)
+            return None
+        query = out.subelement("query", ROSTER_NS)
+        if ver is not None:
+            query.attrs["ver"] = str(roster.version)
+        for item in roster.listed():
+            query.append(item_element(item))
+        return out
+
+    def push_one(session: Any, item: RosterItem) -> None:
+        iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"push{next(_push_ids)}",
+                                       "to": session.jid.full}, [])
+        query = iq.subelement("query", ROSTER_NS, attrs={"ver": str(item.version)})
+        query.append(item_element(item))
+        router.deliver(session, iq)
+
+    async def roster_set(iq: Element, origin: Any, payload: Element) -> Element:
+        bare = own_account(iq, origin)
+        items = payload.findall("item", ROSTER_NS)
+        if len(items) != 1 or len(list(payload.elements())) != 1:
+            raise StanzaError("bad-request", "a roster set carries exactly one item")
+        jid, name, groups, remove = _parse_item(items[0], max_len)
+        if remove:
+            await remove_item(bare, jid)
+        else:
+            def change(old: RosterItem | None) -> RosterItem:
+                base = old if old is not None else RosterItem(jid)
+                return base.replace(name=name, groups=groups, listed=True)
+
+            await update(api, bare, jid, change)
+        out = reply(iq)
+        out.attrs.pop("from", None)
+        return out
+
+    async def remove_item(bare: JID, jid: str) -> None:
+        username, domain = account(bare)
+        current = (await api.storage.roster(username, domain)).get(jid)
+        if current is None or not current.listed:
+            raise StanzaError("item-not-found")
+        state = state_of(current)
+        await update(api, bare, jid, lambda old: RosterItem(jid, listed=False,
+                                                            version=old.version if old else 0))
+        # §2.5.2: cancel both halves of the subscription on the user's behalf.
+        for stype, due in (("unsubscribe", state.has_to or state.pending_out),
+                           ("unsubscribed", state.has_from or state.pending_in)):
+            if due:
+                api.send(Element("presence", CLIENT_NS,
+                                 {"type": stype, "from": str(bare), "to": jid}, []))
+
+    def features(session: Any, feats: Element) -> None:
+        feats.subelement("ver", ROSTERVER_NS)
+
+    api.iq_handler("get", ROSTER_NS, "query", roster_get, to="bare")
+    api.iq_handler("set", ROSTER_NS, "query", roster_set, to="bare")
+    api.hook("stream-features", features)
