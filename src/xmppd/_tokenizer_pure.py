@@ -26,6 +26,20 @@ Contract
 On an error ``feed`` raises :class:`~xmppd.xmlevents.TokenizerError` carrying the events
 completed before it in that call; afterwards every call raises the same error.
 
+Where expat's own behaviour depended on how the input was split, this twin pins it down
+(the compiled tokenizer matches these rules):
+
+- Character data directly inside the stream element is checked as soon as expat reports it
+  (text buffering is off there): ``x&foo;`` is ``not-well-formed`` however it is split,
+  where buffered text used to let the later entity error win when both came in one chunk.
+- A DOCTYPE is refused as soon as the ``<!DOCTYPE`` keyword is complete, not when expat
+  reaches the end of the declaration's name.
+- A stream starting ``<\0`` (which expat would re-read as UTF-16) is
+  ``unsupported-encoding``.
+- The size limit is checked at each start tag, at each event's end and at the end of each
+  ``feed``, never in the middle of character data (where the offset pyexpat reports depends
+  on its text buffer).
+
 ``restart()`` expects a new stream header and re-reads the bytes that followed the last
 returned event (a stream restart after SASL, with pipelined data); ``reset()`` expects a new
 header and discards what was buffered (after STARTTLS, where buffered plaintext must be
@@ -115,8 +129,11 @@ class Tokenizer:
         if not data:
             return events
         self._events = events
-        if self._fed == 0 and data[0] in (0x00, 0xFE, 0xFF):
-            self._fail("unsupported-encoding", "the stream is not UTF-8", events)
+        if self._fed < 2:
+            head = (self._head + data)[:2]
+            self._head = head
+            if head[0] in (0x00, 0xFE, 0xFF) or head == b"<\x00":
+                self._fail("unsupported-encoding", "the stream is not UTF-8", events)
         self._buf += data
         self._fed += len(data)
         try:
@@ -157,7 +174,8 @@ class Tokenizer:
 
     def _new_parser(self) -> None:
         p = ParserCreate("UTF-8", "\x01")
-        p.buffer_text = True
+        # Text is buffered inside stanzas only: outside them it must be checked at once.
+        p.buffer_text = False
         if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6 defers big tokens
             p.SetReparseDeferralEnabled(False)
         p.StartElementHandler = self._start
@@ -167,10 +185,11 @@ class Tokenizer:
         p.XmlDeclHandler = self._xml_decl
         p.CommentHandler = self._forbidden_comment
         p.ProcessingInstructionHandler = self._forbidden_pi
-        p.StartDoctypeDeclHandler = self._forbidden_doctype
         p.EntityDeclHandler = self._forbidden_doctype
         p.SkippedEntityHandler = self._forbidden_entity
+        p.DefaultHandler = self._default
         self._parser = p
+        self._head = b""
         self._buf = bytearray()  # bytes fed, from parser offset _buf_off on
         self._buf_off = 0
         self._fed = 0
@@ -226,6 +245,7 @@ class Tokenizer:
             return
         el = Element(local, ns, attrs, [])
         if depth == 1:
+            self._parser.buffer_text = True
             start = self._parser.CurrentByteIndex
             self._top_start = start
             self._top_empty = self._start_tag_end(start)[1]
@@ -244,6 +264,7 @@ class Tokenizer:
             return
         el = self._stack.pop()
         if depth == 1:
+            self._parser.buffer_text = False
             if self._top_empty:
                 end = self._start_tag_end(self._top_start)[0]
             else:
@@ -256,7 +277,6 @@ class Tokenizer:
             if not _WS.issuperset(data):
                 raise _Abort("not-well-formed", "text outside a stanza")
             return
-        self._check_size()
         kids = self._stack[-1]._children
         if kids and type(kids[-1]) is str:
             kids[-1] += data
@@ -266,6 +286,12 @@ class Tokenizer:
     def _xml_decl(self, version: str, encoding: str | None, standalone: int) -> None:
         if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
             raise _Abort("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+    def _default(self, data: str) -> None:
+        # Only prolog tokens without a handler of their own get here; "<!DOCTYPE" is the
+        # declaration's first token.
+        if data.startswith("<!DOCTYPE"):
+            raise _Abort("restricted-xml", "DTDs are not allowed")
 
     def _forbidden_comment(self, *args: object) -> None:
         raise _Abort("restricted-xml", "comments are not allowed")
