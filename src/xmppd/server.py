@@ -29,7 +29,9 @@ from xmppd.tls import ensure_certificate, server_context, sni_context
 log = logging.getLogger(__name__)
 
 #: Modules loaded unless disabled in the config (``[modules] disabled = [...]``).
-DEFAULT_MODULES = ("disco", "ping", "version", "time")
+DEFAULT_MODULES = (
+    "disco", "ping", "version", "time", "s2s", "roster", "presence", "offline", "blocking"
+)
 
 
 class Server:

@@ -1,0 +1,283 @@
+"""Test helpers for federation: a tiny DNS server, a test CA, and a Prosody instance.
+
+``DNSServer`` answers A/AAAA/SRV queries from a table, on an ephemeral UDP port of
+127.0.0.1.  It lets our resolver be tested against real DNS messages, and lets Prosody find
+xmppd through ``_xmpp-server._tcp`` SRV records on an ephemeral port: Prosody's libunbound
+resolver is pointed at it with ``unbound = { forward = "127.0.0.1@port" }``, so no
+``/etc/hosts`` editing and no fixed port 5269 are needed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# -- DNS ------------------------------------------------------------------------------------
+
+
+class DNSServer:
+    """Authoritative answers for ``records``: ``{(name, type): [rdata text, ...]}``, e.g.
+    ``{("_xmpp-server._tcp.example.org", "SRV"): ["0 5 5269 xmpp.example.org."]}``."""
+
+    def __init__(self, records: dict[tuple[str, str], list[str]]) -> None:
+        self.records = {(n.lower().rstrip("."), t.upper()): v for (n, t), v in records.items()}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address: tuple[str, int] = self.sock.getsockname()
+        self.queries: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def add(self, name: str, rdtype: str, *rdata: str) -> None:
+        self.records[(name.lower().rstrip("."), rdtype.upper())] = list(rdata)
+
+    def __enter__(self) -> DNSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:  # noqa: BLE001 - garbage in, nothing out
+                continue
+            self.sock.sendto(self._answer(query).to_wire(), peer)
+
+    def _answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA | dns.flags.RA
+        for question in query.question:
+            name = question.name.to_text(omit_final_dot=True).lower()
+            rdtype = dns.rdatatype.to_text(question.rdtype)
+            self.queries.append((name, rdtype))
+            rdata = self.records.get((name, rdtype))
+            if rdata:
+                response.answer.append(
+                    dns.rrset.from_text(question.name, 5, dns.rdataclass.IN, rdtype, *rdata)
+                )
+            elif not any(n == name for n, _t in self.records):
+                response.set_rcode(dns.rcode.NXDOMAIN)
+        return response
+
+
+# -- certificates ---------------------------------------------------------------------------
+
+
+class TestCA:
+    """A throwaway certification authority issuing server certificates for domains."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xmppd test CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), False)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.path = self.dir / "ca.pem"
+        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, domain: str) -> tuple[Path, Path]:
+        """(cert, key) paths for ``domain`` (and ``*.domain``), serverAuth and clientAuth."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(domain), x509.DNSName(f"*.{domain}")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_path, key_path = self.dir / f"{domain}.crt", self.dir / f"{domain}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        os.chmod(key_path, 0o600)
+        return cert_path, key_path
+
+
+# -- Prosody --------------------------------------------------------------------------------
+
+PROSODY = shutil.which("prosody")
+PROSODYCTL = shutil.which("prosodyctl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prosody exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"prosody did not listen on {port}")
+
+
+class Prosody:
+    """A Prosody instance in a temporary directory, on loopback ports of its own.
+
+    It serves ``domain``; its resolver only asks ``dns`` (our :class:`DNSServer`).  As root,
+    it runs as the ``prosody`` user (Prosody refuses to run as root).
+    """
+
+    def __init__(
+        self, domain: str, dns_address: tuple[str, int], cert: Path, key: Path,
+        ca_file: Path | None = None, secure_auth: bool = False,
+    ) -> None:
+        self.domain = domain
+        self.dir = Path(tempfile.mkdtemp(prefix="xmppd-prosody-"))
+        os.chmod(self.dir, 0o755)
+        self.c2s_port, self.s2s_port = free_port(), free_port()
+        shutil.copy(cert, self.dir / "cert.pem")
+        shutil.copy(key, self.dir / "key.pem")
+        self.config = self.dir / "prosody.cfg.lua"
+        cafile = f'cafile = "{ca_file}";' if ca_file else ""
+        self.config.write_text(f"""
+daemonize = false
+pidfile = "{self.dir}/prosody.pid"
+data_path = "{self.dir}/data"
+plugin_paths = {{}}
+log = {{ debug = "{self.dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {self.c2s_port} }}
+s2s_ports = {{ {self.s2s_port} }}
+c2s_direct_tls_ports = {{}}
+s2s_direct_tls_ports = {{}}
+component_ports = {{}}
+http_ports = {{}}
+https_ports = {{}}
+modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "presence" }}
+authentication = "internal_plain"
+storage = "internal"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+s2s_require_encryption = true
+s2s_secure_auth = {"true" if secure_auth else "false"}
+ssl = {{ certificate = "{self.dir}/cert.pem"; key = "{self.dir}/key.pem"; {cafile} }}
+certificates = "{self.dir}"
+unbound = {{
+    resolvconf = false; hoststxt = false;
+    forward = "{dns_address[0]}@{dns_address[1]}";
+    options = {{ ["do-not-query-localhost"] = "no" }};
+}}
+VirtualHost "{domain}"
+""")
+        (self.dir / "data").mkdir()
+        self._as_prosody: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("prosody")
+            except KeyError:
+                pass
+            else:
+                subprocess.run(["chown", "-R", "prosody:prosody", str(self.dir)], check=True)
+                self._as_prosody = ["setpriv", "--reuid=prosody", "--regid=prosody", "--init-groups"]
+        self.proc: subprocess.Popen | None = None
+
+    def register(self, user: str, password: str) -> None:
+        subprocess.run(
+            [*self._as_prosody, PROSODYCTL, "--config", str(self.config),
+             "register", user, self.domain, password],
+            check=True, capture_output=True, timeout=30,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*self._as_prosody, PROSODY, "--config", str(self.config), "-F"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.c2s_port, self.proc)
+        wait_port(self.s2s_port, self.proc)
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "prosody.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
