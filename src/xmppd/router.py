@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from xmppd.element import Element
@@ -109,9 +109,10 @@ class Router:
         if target is None:
             return self._to_own_account(stanza, origin)
         if target.domain not in self.hosts:
-            if self.hooks.fire_maybe_async("route/remote", stanza, origin) is False:
-                self.bounce(stanza, "remote-server-not-found")
-            return None
+            return self._unless_handled(
+                self.hooks.fire_maybe_async("route/remote", stanza, origin),
+                lambda: self.bounce(stanza, "remote-server-not-found"),
+            )
         if target.localpart is None:
             return self._to_host(stanza, origin, target)
         if target.resource is not None:
@@ -129,20 +130,22 @@ class Router:
         name = stanza.name
         if name == "iq":
             return self._iq(stanza, origin, "host")
-        event = "message/host" if name == "message" else "presence/host"
-        result = self.hooks.fire_maybe_async(event, stanza, origin)
-        if result is False and name == "message" and stanza.attrs.get("type") != "error":
-            self.bounce(stanza, "service-unavailable")
-        return self._maybe(result)
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
+        return self._unless_handled(
+            self.hooks.fire_maybe_async("message/host", stanza, origin),
+            lambda: self.bounce(stanza, "service-unavailable"),
+        )
 
     def _to_full(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
         session = self.sessions.get(target)
         name = stanza.name
         if name == "message":
             if session is not None:
-                if self.hooks.fire_maybe_async("message/full", stanza, origin, session) is False:
-                    self.deliver(session, stanza)
-                return None
+                return self._unless_handled(
+                    self.hooks.fire_maybe_async("message/full", stanza, origin, session),
+                    lambda: self.deliver(session, stanza),
+                )
             mtype = stanza.attrs.get("type", "normal")
             if mtype in ("chat", "normal"):
                 return self._to_bare(stanza, origin, target.bare)
@@ -166,10 +169,10 @@ class Router:
             return self._iq(stanza, origin, "bare", bare if addressed else None)
         if name == "presence":
             return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
-        result = self.hooks.fire_maybe_async("message/bare", stanza, origin)
-        if result is False:
-            return self.deliver_message_to_bare(stanza, origin, bare)
-        return self._maybe(result)
+        return self._unless_handled(
+            self.hooks.fire_maybe_async("message/bare", stanza, origin),
+            lambda: self.deliver_message_to_bare(stanza, origin, bare),
+        )
 
     # -- messages --------------------------------------------------------------------------
 
@@ -220,12 +223,10 @@ class Router:
         # (e.g. vCard, PEP), with the handler checking who may ask.
         handler = self.hooks.find_iq_handler(to, itype, payload.ns, payload.name)
         if handler is None:
-            result = False
-            if to == "bare":
-                result = self.hooks.fire_maybe_async("iq/bare", stanza, origin)
-            if result is False:
-                self.bounce(stanza, "service-unavailable")
-            return self._maybe(result)
+            result = self.hooks.fire_maybe_async("iq/bare", stanza, origin) if to == "bare" else False
+            return self._unless_handled(
+                result, lambda: self.bounce(stanza, "service-unavailable")
+            )
         return self._run_iq(handler, stanza, origin, payload)
 
     def _run_iq(self, handler, stanza, origin, payload) -> Awaitable | None:
@@ -268,6 +269,27 @@ class Router:
         result = self.route(stanza, None)
         if result is not None:
             asyncio.ensure_future(result)
+
+    def _unless_handled(
+        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None]
+    ) -> Awaitable | None:
+        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza, also when
+        a hook only decides asynchronously (e.g. after a storage lookup)."""
+        if result is False:
+            return default()
+        if result is True:
+            return None
+        return self._default_after(result, default)
+
+    @staticmethod
+    async def _default_after(
+        pending: Awaitable[bool], default: Callable[[], Awaitable | None]
+    ) -> None:
+        if await pending:
+            return
+        follow = default()
+        if follow is not None:
+            await follow
 
     @staticmethod
     def _maybe(result: bool | Awaitable[bool]) -> Awaitable | None:
