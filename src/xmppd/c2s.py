@@ -317,7 +317,8 @@ class C2SStream(XMLStream):
     def _iq(self, iq: Element) -> Awaitable | None:
         itype = iq.attrs.get("type")
         if itype not in ("get", "set", "result", "error") or "id" not in iq.attrs:
-            self.send(error_reply(iq, "bad-request", text="an IQ needs a type and an id"))
+            if itype != "error":  # an error is never answered with an error (RFC 6120 §8.3.1)
+                self.send(error_reply(iq, "bad-request", text="an IQ needs a type and an id"))
             return None
         if itype in ("get", "set"):
             kids = list(iq.elements())
