@@ -425,3 +425,93 @@ def test_direct_tls_refuses_starttls(server, bystander):
     client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
     expect_stream_error(client, "policy-violation")
     assert_alive(bystander)
+
+
+# -- binding -----------------------------------------------------------------------------------
+
+
+def bind(client: RawClient, resource: str) -> str:
+    client.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                f"<resource>{resource}</resource></bind></iq>")
+    return client.read_until("</iq>")
+
+
+def authenticated(server, user: str = "alice") -> RawClient:
+    client = tls_client(server)
+    assert "<success" in plain_auth(client, user, "secret")
+    client.header()
+    return client
+
+
+def test_invalid_resource_is_bad_request(server, bystander):
+    client = authenticated(server)
+    reply = bind(client, "r" * 1100)  # over the 1023-byte limit of RFC 7622
+    assert stanza_error(reply) == "bad-request"
+    assert "<jid>alice@localhost/raw</jid>" in bind(client, "raw")  # may try again
+    assert_alive(client)
+    assert_alive(bystander)
+
+
+def test_too_many_resources_is_resource_constraint(make_server):
+    srv = make_server(users={"alice": "secret"}, allow_plain=True,
+                      limits=Limits(max_resources_per_account=1))
+    first = RawClient(srv.port)
+    first.login("alice", "secret", resource="one")
+    second = authenticated(srv)
+    assert stanza_error(bind(second, "two")) == "resource-constraint"
+    # rebinding the same resource is a replacement, not one more
+    assert "<jid>alice@localhost/one</jid>" in bind(second, "one")
+    expect_stream_error(first, "conflict")
+    assert_alive(second)
+
+
+def test_stanza_after_auth_before_bind_is_not_authorized(server, bystander):
+    client = authenticated(server)
+    client.send("<message to='carol@localhost/bystander'><body>early</body></message>")
+    expect_stream_error(client, "not-authorized")
+    assert "early" not in ping(bystander, "p3")
+
+
+# -- more stream errors -------------------------------------------------------------------------
+
+
+def test_wrong_stream_namespace(server, bystander):
+    client = RawClient(server.port)
+    client.send(STREAM_HEADER.format(to="localhost").replace("jabber:client", "jabber:server"))
+    expect_stream_error(client, "invalid-namespace")
+    assert_alive(bystander)
+
+
+def test_unsupported_version(server, bystander):
+    client = RawClient(server.port)
+    client.send(STREAM_HEADER.format(to="localhost").replace("version='1.0'", "version='2.0'"))
+    expect_stream_error(client, "unsupported-version")
+    assert_alive(bystander)
+
+
+def test_iq_error_without_id_is_not_answered(server, bystander):
+    client = RawClient(server.port)
+    client.login("alice", "secret")
+    client.send("<iq type='error' to='localhost'><error type='cancel'>"
+                "<bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    assert "type='error'" not in ping(client, "after").replace('"', "'")
+
+
+def test_abrupt_disconnect_unbinds_the_session(server, bystander):
+    client = RawClient(server.port)
+    client.login("alice", "secret", resource="flaky")
+    client.sock.shutdown(socket.SHUT_RDWR)
+    client.close()
+    # A ping sent before the server noticed is delivered into the dead stream and never
+    # answered; once it has noticed, the ping bounces.
+    deadline = time.monotonic() + 5
+    for attempt in range(1000):
+        bystander.send(f"<iq type='get' id='gone{attempt}' to='alice@localhost/flaky'>"
+                       "<ping xmlns='urn:xmpp:ping'/></iq>")
+        try:
+            reply = bystander.read_until(rf"id=['\"]gone{attempt}['\"].*?</iq>", timeout=0.3)
+        except TimeoutError:
+            assert time.monotonic() < deadline, "the closed session stayed bound"
+            continue
+        assert stanza_error(reply) == "service-unavailable"
+        break

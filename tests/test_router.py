@@ -325,3 +325,48 @@ def test_presence_events(router, hooks):
     assert seen == ["presence/bare", "presence/full", "presence/full", "presence/host",
                     "presence/host"]
     assert bob.received == []  # without a presence module nothing is delivered
+
+
+# -- hooks that decide asynchronously (e.g. after a storage lookup) ------------------------------
+
+
+async def _not_handled(*args) -> bool:
+    await asyncio.sleep(0)
+    return False
+
+
+async def _handled(*args) -> bool:
+    await asyncio.sleep(0)
+    return True
+
+
+@pytest.mark.parametrize("event,to", [
+    ("message/full", "bob@example.com/b"),
+    ("message/bare", "bob@example.com"),
+])
+@pytest.mark.parametrize("verdict", [_not_handled, _handled])
+def test_async_message_hook_then_default_delivery(router, hooks, event, to, verdict):
+    bob = bind(router, "bob@example.com/b")
+    hooks.hook(event, verdict)
+    route(router, msg(to, "chat"))
+    assert len(bob.received) == (0 if verdict is _handled else 1)
+
+
+@pytest.mark.parametrize("event,to,condition", [
+    ("message/bare", "nobody@example.com", "service-unavailable"),
+    ("message/host", "example.com", "service-unavailable"),
+    ("route/remote", "carol@elsewhere.net", "remote-server-not-found"),
+])
+@pytest.mark.parametrize("verdict", [_not_handled, _handled])
+def test_async_hook_not_handling_still_bounces(router, hooks, event, to, condition, verdict):
+    alice = bind(router, "alice@example.com/a")
+    hooks.hook(event, verdict)
+    route(router, msg(to, "normal"))
+    assert errors_to(alice) == ([] if verdict is _handled else [condition])
+
+
+def test_async_iq_bare_hook_not_handling_bounces(router, hooks):
+    alice = bind(router, "alice@example.com/a")
+    hooks.hook("iq/bare", _not_handled)
+    route(router, iq("bob@example.com"))
+    assert errors_to(alice) == ["service-unavailable"]
