@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Modules loaded unless disabled in the config (``[modules] disabled = [...]``).
 DEFAULT_MODULES = (
-    "disco", "ping", "version", "time", "s2s", "roster", "presence", "offline", "blocking"
+    "disco", "ping", "version", "time", "s2s", "component",
+    "roster", "presence", "offline", "blocking",
 )
 
 
