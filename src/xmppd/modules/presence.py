@@ -141,7 +141,7 @@ def load(api: ModuleAPI) -> None:
                 if session.available:
                     router.deliver(session, request.copy())
         if outcome is not None and outcome.auto_reply:
-            api.send(presence(outcome.auto_reply, str(target), sjid))
+            await route(presence(outcome.auto_reply, str(target), sjid))
             if outcome.state == rosters.state_of(result.before):
                 # already subscribed: still tell the contact where we are (§3.1.3)
                 rosters.presence_from_resources(router, target, sjid, True)
