@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         delta = memory["rss_after_kib"] - memory["rss_before_kib"]
         figures.update(memory)
         figures["bytes_per_session"] = delta * 1024 / figures["sessions"] if figures["sessions"] else 0.0
+    # The machine may be shared: keep the load average beside the figures to judge noise.
+    figures["loadavg_1m"] = os.getloadavg()[0]
     record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S"), "target": args.target, "workload": args.workload,
               "host": args.host, "port": args.port, "params": _params(args), "results": figures}
     attach_ceiling(record, find_ceiling(args.ceiling, record))

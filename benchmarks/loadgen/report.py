@@ -50,7 +50,10 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
         out.update({"samples": len(lat), "sent": sum(r["sent"] for r in results),
                     "received": sum(r["received"] for r in results),
                     "lost": sum(r["lost"] for r in results),
-                    "max_send_lag_ms": max(r["max_send_lag_ns"] for r in results) / 1e6})
+                    "max_send_lag_ms": max(r["max_send_lag_ns"] for r in results) / 1e6,
+                    "drain_s": max(r["drain_s"] for r in results)})
+        # A backlog still draining a second after sending stopped: the rate was not sustained.
+        out["rate_sustained"] = out["drain_s"] < 1.0
     elif workload == "memory":
         out = {"sessions": sum(r["sessions"] for r in results), "errors": sum(r["errors"] for r in results)}
     return out

@@ -17,7 +17,8 @@ _ROW_KEYS = {
     "logins": ("sessions", "concurrency", "tls"),
     "memory": ("sessions", "tls"),
 }
-_EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms"), "throughput": ("lost",), "logins": ("errors",)}
+_EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"), "throughput": ("lost",),
+          "logins": ("errors",)}
 
 
 def _fmt(value: Any) -> str:
@@ -46,7 +47,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
     for (workload, keys), by_target in rows.items():
         metric, _ = HEADLINE[workload]
         params = " ".join(f"{k}={v}" for k, v in zip(_ROW_KEYS[workload], keys, strict=True))
-        for m in (metric, *_EXTRA.get(workload, ())):
+        for m in (metric, *_EXTRA.get(workload, ()), "loadavg_1m"):
             cells = []
             for t in targets:
                 rec = by_target.get(t)
@@ -55,7 +56,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
                 cells.append(f"{_fmt(value):>13}{flag}")
             line = f"{workload if m == metric else '':<11}{params if m == metric else '':<36}{m:<18}" + "".join(cells)
             x, p = by_target.get("xmppd"), by_target.get("prosody")
-            if x and p and p["results"].get(m):
+            if x and p and p["results"].get(m) and not isinstance(p["results"][m], bool) and m != "loadavg_1m":
                 line += f"{x['results'].get(m, 0) / p['results'][m]:>14.2f}x"
             lines.append(line)
     lines.append("* generator-bound: within 2x of the generator's ceiling measured against the stub")
