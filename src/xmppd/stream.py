@@ -209,7 +209,7 @@ class XMLStream(asyncio.Protocol):
         self.send_bytes(b"<stream:features>" + inner + b"</stream:features>")
 
     def send_bytes(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._closing:  # nothing may follow </stream:stream>
             return
         self._out.append(data)
         if self._flush_handle is None:
