@@ -94,7 +94,7 @@ class DNSServer:
 # -- certificates ---------------------------------------------------------------------------
 
 
-class TestCA:
+class CertAuthority:
     """A throwaway certification authority issuing server certificates for domains."""
 
     def __init__(self, directory: Path) -> None:
@@ -208,7 +208,11 @@ class Prosody:
         shutil.copy(cert, self.dir / "cert.pem")
         shutil.copy(key, self.dir / "key.pem")
         self.config = self.dir / "prosody.cfg.lua"
-        cafile = f'cafile = "{ca_file}";' if ca_file else ""
+        cafile = ""
+        if ca_file:  # copied: the prosody user cannot read pytest's private tmp_path
+            shutil.copy(ca_file, self.dir / "ca.pem")
+            cafile = f'cafile = "{self.dir}/ca.pem";'
+
         self.config.write_text(f"""
 daemonize = false
 pidfile = "{self.dir}/prosody.pid"

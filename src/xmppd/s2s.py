@@ -383,6 +383,8 @@ class S2SOutStream(XMLStream):
         if el.ns == TLS_NS and el.name == "proceed":
             self.reset_stream()
             return self._handshake()
+        if el.ns == SASL_NS and el.name == "success":
+            self.restart_stream()  # now: what follows is parsed as a new stream
         self.events.put_nowait(el)
         return None
 
@@ -461,7 +463,6 @@ class S2SOutStream(XMLStream):
         if not isinstance(reply, Element) or reply.ns != SASL_NS or reply.name != "success":
             log.info("SASL EXTERNAL to %s failed; trying dialback", self.link.remote)
             return False
-        self.restart_stream()
         await self._open()
         return True
 
