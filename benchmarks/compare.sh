@@ -18,7 +18,7 @@ WARMUP=${WARMUP:-1}
 PAIRS=${PAIRS:-"50 100 500"}
 WINDOW=${WINDOW:-16}                    # messages in flight per sender
 LAT_PAIRS=${LAT_PAIRS:-50}
-LAT_RATE=${LAT_RATE:-5000}              # offered msg/s
+LAT_RATE=${LAT_RATE:-5000}              # offered msg/s (a list runs each)
 LOGINS=${LOGINS:-3000}
 TLS_LOGINS=${TLS_LOGINS:-1000}
 LOGIN_CONC=${LOGIN_CONC:-100}
@@ -89,7 +89,9 @@ run_workloads() {  # run_workloads TARGET PORT
                 load "$target" "$port" throughput --pairs "$p" -w "$WINDOW" --duration "$DURATION" --warmup "$WARMUP"
             done ;;
         latency)
-            load "$target" "$port" latency --pairs "$LAT_PAIRS" --rate "$LAT_RATE" --duration "$DURATION" --warmup "$WARMUP" ;;
+            for r in $LAT_RATE; do
+                load "$target" "$port" latency --pairs "$LAT_PAIRS" --rate "$r" --duration "$DURATION" --warmup "$WARMUP"
+            done ;;
         logins)
             load "$target" "$port" logins -n "$LOGINS" -c "$LOGIN_CONC"
             load "$target" "$port" --tls logins -n "$TLS_LOGINS" -c "$LOGIN_CONC" ;;
