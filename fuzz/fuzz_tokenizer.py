@@ -193,7 +193,17 @@ def _junk_before_header(case: Case, exc: Exception) -> bool:
     return isinstance(exc, AssertionError) and "diverge" in str(exc) and body[:1] != b"<"
 
 
+def _junk_after_close(case: Case, exc: Exception) -> bool:
+    # Junk after </stream:stream> ending in a name and ':' ("<a/>a:"): expat holds it as
+    # a partial token, the compiled twin refuses it at once.
+    if not (isinstance(exc, AssertionError) and "diverge" in str(exc)):
+        return False
+    pure = trace(_tokenizer_pure, case, roundtrip=False)
+    return ("close",) in outcome(pure)[0]
+
+
 KNOWN = [
+    ("junk after the stream close: twins disagree on when", _junk_after_close),
     ("junk before the stream header reported late (compiled)", _junk_before_header),
     ("UTF-16 autodetection on a NUL second byte", _utf16_autodetect),
 ]
