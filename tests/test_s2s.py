@@ -268,3 +268,61 @@ def test_remote_iq_to_a_local_account_does_not_break_the_stream(pair):
     bob.read_until("still there")
     alice.close()
     bob.close()
+
+
+def test_sasl_external_with_certificates_from_a_common_ca(make_server, tmp_path):
+    from prosody import CertAuthority
+
+    from xmppd.config import Certificate
+    from xmppd.s2s import S2SInStream
+
+    ca = CertAuthority(tmp_path / "ca")
+    routes: dict[str, tuple[str, int]] = {}
+
+    def make(domain, other, users):
+        cert, key = ca.issue(domain)
+        # dialback is refused for the other domain: only SASL EXTERNAL can succeed
+        return make_server(users=users, domains=(domain,), allow_plain=True, s2s=s2s_listener(),
+                           s2s_routes=routes, certificates={domain: Certificate(cert, key)},
+                           s2s_ca_file=ca.path, s2s_require_valid_certificates=(other,))
+
+    a = make("a.example", "b.example", {"alice": "secret"})
+    b = make("b.example", "a.example", {"bob": "secret"})
+    routes["a.example"] = a.server.addresses["s2s"][0]
+    routes["b.example"] = b.server.addresses["s2s"][0]
+    alice, bob = login(a, "alice", "a.example"), login(b, "bob", "b.example")
+    alice.send("<message to='bob@b.example/raw'><body>signed</body></message>")
+    bob.read_until("signed")
+    bob.send("<message to='alice@a.example/raw'><body>sealed</body></message>")
+    alice.read_until("sealed")
+    inbound = [s for s in b.server.streams if isinstance(s, S2SInStream)]
+    assert inbound and all(s.sasl_done for s in inbound)
+    alice.close()
+    bob.close()
+
+
+def test_direct_tls_found_through_srv(make_server):
+    from prosody import DNSServer
+
+    from xmppd.modules.s2s import manager_for
+    from xmppd.resolver import Resolver
+
+    routes: dict[str, tuple[str, int]] = {}
+    a = make_server(users={"alice": "secret"}, domains=("a.example",), allow_plain=True,
+                    s2s=s2s_listener(), s2s_routes=routes)
+    b = make_server(users={"bob": "secret"}, domains=("b.example",), allow_plain=True,
+                    s2s=(Listener("127.0.0.1", 0, direct_tls=True),), s2s_routes=routes)
+    routes["a.example"] = a.server.addresses["s2s"][0]
+    port = b.server.addresses["s2s-tls"][0][1]
+    with DNSServer({("_xmpps-server._tcp.b.example", "SRV"): [f"0 0 {port} b.example."],
+                    ("b.example", "A"): ["127.0.0.1"]}) as dns:
+        manager_for(a.server).resolver = Resolver({}, nameservers=[dns.address], timeout=2)
+        alice, bob = login(a, "alice", "a.example"), login(b, "bob", "b.example")
+        alice.send("<message to='bob@b.example/raw'><body>direct</body></message>")
+        bob.read_until("direct")
+    from xmppd.s2s import S2SInStream
+
+    inbound = [s for s in b.server.streams if isinstance(s, S2SInStream)]
+    assert inbound and all(s.direct_tls and s.secure for s in inbound)
+    alice.close()
+    bob.close()
