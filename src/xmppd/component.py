@@ -140,8 +140,21 @@ class ComponentStream(XMLStream):
         if sender.domain != self.domain:
             raise StreamErrorCondition("invalid-from", f"a component may only send from {self.domain}")
         stanza = renamespace(el, COMPONENT_NS, CLIENT_NS)
-        result = self.server.router.route(stanza, self)
-        return result
+        try:
+            result = self.server.router.route(stanza, self)
+        except Exception:
+            # a module failing on a non-session origin must not disconnect the component
+            log.exception("routing a stanza from component %s failed", self.domain)
+            self.server.router.bounce(stanza, "internal-server-error")
+            return None
+        return None if result is None else self._guard(result, stanza)
+
+    async def _guard(self, pending: Awaitable, stanza: Element) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("routing a stanza from component %s failed", self.domain)
+            self.server.router.bounce(stanza, "internal-server-error")
 
     def send_stanza(self, stanza: Element) -> None:
         """Write a stanza in the component namespace (it is left implicit)."""
