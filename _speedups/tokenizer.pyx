@@ -699,13 +699,17 @@ cdef int _check_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t e) noexce
     return R_OK
 
 
-cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    """Something other than markup in the prolog or epilog: an error, once expat's token
-    ends (names, literals and a few DTD punctuation tokens wait for their next byte)."""
+cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bint epilog) noexcept nogil:
+    """Something other than markup in the prolog or epilog: an error once expat's token is
+    complete.  Names, literals and some DTD punctuation wait for their next byte in the
+    prolog; in the epilog expat takes such a token as complete at the end of the data."""
     cdef unsigned char c = p[i], q
     cdef int k
+    cdef int at_end = E_NWF if epilog else R_PARTIAL
     if c == 0x29 or c == 0x5D:  # ) ]
-        if i + 1 >= n or (c == 0x5D and p[i + 1] == 0x5D and i + 2 >= n):
+        if i + 1 >= n:
+            return at_end
+        if c == 0x5D and p[i + 1] == 0x5D and i + 2 >= n:
             return R_PARTIAL
         return E_NWF
     if c == 0x22 or c == 0x27:  # a literal
@@ -714,7 +718,7 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogi
         while i < n:
             c = p[i]
             if c == q:
-                return R_PARTIAL if i + 1 >= n else E_NWF
+                return at_end if i + 1 >= n else E_NWF
             if c < 0x80:
                 if CT[c] == C_NONXML:
                     return E_NWF
@@ -726,6 +730,8 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogi
                 i += k
         return R_PARTIAL
     if c == 0x25 or c == 0x23:  # %name; #name
+        if c == 0x25:
+            at_end = R_PARTIAL
         i += 1
         if i >= n:
             return R_PARTIAL
@@ -743,7 +749,7 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogi
         if k <= 0:
             return R_PARTIAL if k < 0 else E_NWF
         i += k
-    return R_PARTIAL
+    return at_end
 
 
 cdef int _xml_decl(const unsigned char* p, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
@@ -913,7 +919,7 @@ cdef class Tokenizer:
         """Tokenize a chunk; return the events it completed."""
         cdef list events = []
         cdef const unsigned char* p
-        cdef Py_ssize_t n, last
+        cdef Py_ssize_t n, last, avail, room
         cdef int r
         cdef bint direct
         if self._error is not None:
@@ -935,11 +941,27 @@ cdef class Tokenizer:
             self._pend += data
             p = <const unsigned char*>PyByteArray_AS_STRING(self._pend)
             n = PyByteArray_GET_SIZE(self._pend)
-        r = self._run(p, n, events)
+        # Never scan past the byte that exceeds the size limit: errors before it win, the
+        # limit wins over anything after it (it moves on with each event), as in the twin.
+        avail = n - PyBytes_GET_SIZE(data)  # bytes scanned by earlier calls
+        r = R_OK
+        while avail < n:
+            room = self._last + self.max_stanza_size - avail
+            if room <= 0:
+                r = self._err(E_POLICY, "stanza size limit exceeded")
+                break
+            avail = n if n - avail <= room else avail + room
+            r = self._run(p, avail, events)
+            if r >= E_NWF:
+                break
         if r >= E_NWF:
+            # keep the bytes after the last event for restart()
+            if direct:
+                self._pend = bytearray(data[self._last:])
+            else:
+                del self._pend[:self._last]
+            self._last = 0
             self._fail(r, self._etext, events)
-        if n - self._last > self.max_stanza_size:
-            self._fail(E_POLICY, "stanza size limit exceeded", events)
         last = self._last
         if direct:
             if last < n:
@@ -959,17 +981,16 @@ cdef class Tokenizer:
         return events
 
     def restart(self) -> list:
-        """Expect a new stream header, re-reading the bytes after the last event."""
-        if self._error is not None:
-            raise self._error
+        """Expect a new stream header, re-reading the bytes after the last event (also
+        after an error: they may have been the new stream's header)."""
         leftover = bytes(self._pend[self._last:])
+        self._error = None
         self._new_stream()
         return self.feed(leftover)
 
     def reset(self) -> None:
         """Expect a new stream header and drop anything buffered."""
-        if self._error is not None:
-            raise self._error
+        self._error = None
         self._new_stream()
 
     # -- state ----------------------------------------------------------------------------
@@ -1010,7 +1031,6 @@ cdef class Tokenizer:
 
     cdef int _fail(self, int code, str text, list events) except -1:
         self._error = TokenizerError(_CONDITIONS[code], text, events)
-        self._pend = bytearray()
         self._scope = []
         raise self._error
 
@@ -1059,7 +1079,7 @@ cdef class Tokenizer:
                 i += 1
                 continue
             if c != 0x3C:
-                return self._err(_junk(p, i, n), "junk outside the stream element")
+                return self._err(_junk(p, i, n, epilog), "junk outside the stream element")
             if i + 1 >= n:
                 return R_PARTIAL
             c2 = p[i + 1]
@@ -1669,16 +1689,12 @@ cdef class Tokenizer:
             return self._err(E_POLICY, "too many attributes")
         if depth > self.max_depth:
             return self._err(E_POLICY, "elements nested too deeply")
-        if tag_start - self._last > self.max_stanza_size:
-            return self._err(E_POLICY, "stanza size limit exceeded")
         e = self._tag_end
         self._pos = e
         if build:
             name = _utf8(p + col + 1, self._tag_name_end - col - 1) if col >= 0 else \
                 _utf8(p + s, self._tag_name_end - s)
         if depth == 0:
-            if e - self._last > self.max_stanza_size:
-                return self._err(E_POLICY, "stanza size limit exceeded")
             self._last = e
             events.append(StreamOpen(name, ns, attrs, hdr))
             self._root_qname = PyBytes_FromStringAndSize(<const char*>p + s, self._tag_name_end - s)
@@ -1690,8 +1706,6 @@ cdef class Tokenizer:
             return R_OK
         if depth == 1:
             if self._tag_empty:
-                if e - self._last > self.max_stanza_size:
-                    return self._err(E_POLICY, "stanza size limit exceeded")
                 events.append(Element(name, ns, attrs, [], raw_inner=b"", raw_ns=self._default))
                 self._last = e
                 self._pop_scope(sc0)
@@ -1768,8 +1782,6 @@ cdef class Tokenizer:
             ql = PyBytes_GET_SIZE(self._root_qname)
             if ql != j - i or memcmp(PyBytes_AS_STRING(self._root_qname), p + i, ql) != 0:
                 return self._err(E_NWF, "mismatched tag")
-            if end - self._last > self.max_stanza_size:
-                return self._err(E_POLICY, "stanza size limit exceeded")
             self._last = end
             self._pos = end
             self._depth = 0
@@ -1783,8 +1795,6 @@ cdef class Tokenizer:
         self._depth = depth - 1
         self._pos = end
         if depth == 2:
-            if end - self._last > self.max_stanza_size:
-                return self._err(E_POLICY, "stanza size limit exceeded")
             inner = PyBytes_FromStringAndSize(<const char*>p + self._stz_inner, i - 2 - self._stz_inner)
             if PyBytes_GET_SIZE(inner) == 0:
                 el = Element(self._stz_name, self._stz_ns, self._stz_attrs, [],

@@ -18,13 +18,14 @@ Contract
   attributes and non-whitespace text directly inside the stream element.
 - Unbound or illegally (un)declared prefixes -> ``bad-namespace-prefix``; a namespace name
   containing whitespace -> ``invalid-namespace``.
-- Limits -> ``policy-violation``: more than ``max_stanza_size`` bytes buffered since the
-  previous event (the element plus any whitespace before it), an element nested deeper than
+- Limits -> ``policy-violation``: more than ``max_stanza_size`` bytes since the previous
+  event's end (the element plus any whitespace before it; it trips at the byte that exceeds
+  the limit, so an error detected in the bytes before that byte wins), an element nested deeper than
   ``max_depth`` below the stream element, or more than ``max_attrs`` attributes plus namespace
   declarations on one element.
 
 On an error ``feed`` raises :class:`~xmppd.xmlevents.TokenizerError` carrying the events
-completed before it in that call; afterwards every call raises the same error.
+completed before it in that call; afterwards every ``feed`` raises the same error.
 
 Where expat's own behaviour depended on how the input was split, this twin pins it down
 (the compiled tokenizer matches these rules):
@@ -36,14 +37,16 @@ Where expat's own behaviour depended on how the input was split, this twin pins 
   reaches the end of the declaration's name.
 - A stream starting ``<\0`` (which expat would re-read as UTF-16) is
   ``unsupported-encoding``.
-- The size limit is checked at each start tag, at each event's end and at the end of each
-  ``feed``, never in the middle of character data (where the offset pyexpat reports depends
-  on its text buffer).
+- The size limit trips at the byte that exceeds it (expat never parses past that byte),
+  not at the end of whichever ``feed`` call happened to carry it.
 
 ``restart()`` expects a new stream header and re-reads the bytes that followed the last
 returned event (a stream restart after SASL, with pipelined data); ``reset()`` expects a new
 header and discards what was buffered (after STARTTLS, where buffered plaintext must be
-dropped).
+dropped).  Both also work after an error: a client may pipeline ``<auth/>`` and the new
+stream header (with its XML declaration, an error inside the old stream) in one chunk; the
+error then carries the ``<auth/>`` event and ``restart()`` re-reads the header and what
+follows as the new stream (an error in those bytes is raised again).
 """
 
 from __future__ import annotations
@@ -135,16 +138,22 @@ class Tokenizer:
             if head[0] in (0x00, 0xFE, 0xFF) or head == b"<\x00":
                 self._fail("unsupported-encoding", "the stream is not UTF-8", events)
         self._buf += data
-        self._fed += len(data)
         try:
-            self._parser.Parse(data, False)
+            # Never parse past the byte that would exceed the size limit: errors in the
+            # bytes before it win, and the limit wins over anything after it, however the
+            # input is split.
+            while data:
+                room = self._last_end + self.max_stanza_size - self._fed
+                if room <= 0:
+                    self._fail("policy-violation", "stanza size limit exceeded", events)
+                piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+                self._fed += len(piece)
+                self._parser.Parse(piece, False)
         except _Abort as exc:
             self._fail(exc.condition, exc.text, events)
         except ExpatError as exc:
             cond = _EXPAT_CONDITIONS.get(exc.code, "not-well-formed")
             self._fail(cond, str(exc), events)
-        if self._fed - self._last_end > self.max_stanza_size:
-            self._fail("policy-violation", "stanza size limit exceeded", events)
         # Trim once per feed: deleting per event would copy the chunk once per stanza.
         del self._buf[: self._last_end - self._buf_off]
         self._buf_off = self._last_end
@@ -152,16 +161,14 @@ class Tokenizer:
 
     def restart(self) -> list:
         """Expect a new stream header, re-reading the bytes after the last event."""
-        if self._error is not None:
-            raise self._error
         leftover = bytes(self._buf[self._last_end - self._buf_off :])
+        self._error = None
         self._new_parser()
         return self.feed(leftover)
 
     def reset(self) -> None:
         """Expect a new stream header and drop anything buffered."""
-        if self._error is not None:
-            raise self._error
+        self._error = None
         self._new_parser()
 
     # -- internals ------------------------------------------------------------------------
@@ -169,7 +176,9 @@ class Tokenizer:
     def _fail(self, condition: str, text: str, events: list) -> None:
         self._error = TokenizerError(condition, text, events)
         self._parser = None
-        self._buf = bytearray()
+        # keep the bytes after the last event for restart()
+        del self._buf[: self._last_end - self._buf_off]
+        self._buf_off = self._last_end
         raise self._error
 
     def _new_parser(self) -> None:
@@ -200,17 +209,13 @@ class Tokenizer:
         self._header_ns: dict[str, str] = {}
         self._top_start = 0
         self._top_empty = False
+        self._root_empty_end = -1
         self._events: list = []
 
     def _consumed(self, end: int) -> None:
-        """An event ended at parser offset ``end``: check its size and drop its bytes."""
-        if end - self._last_end > self.max_stanza_size:
-            raise _Abort("policy-violation", "stanza size limit exceeded")
+        """An event ended at parser offset ``end`` (the size limit is enforced by ``feed``,
+        which never lets expat see more than ``max_stanza_size`` bytes past the last one)."""
         self._last_end = end
-
-    def _check_size(self) -> None:
-        if self._parser.CurrentByteIndex - self._last_end > self.max_stanza_size:
-            raise _Abort("policy-violation", "stanza size limit exceeded")
 
     def _start_tag_end(self, start: int) -> tuple[int, bool]:
         m = _START_TAG.match(self._buf, start - self._buf_off)
@@ -233,12 +238,12 @@ class Tokenizer:
         self._decls = 0
         if depth > self.max_depth:
             raise _Abort("policy-violation", "elements nested too deeply")
-        self._check_size()
         ns, local = _clark(name)
         attrs = {_attr_key(k) if "\x01" in k else k: v for k, v in attrs.items()}
         self._depth = depth + 1
         if depth == 0:
-            end, _ = self._start_tag_end(self._parser.CurrentByteIndex)
+            end, empty = self._start_tag_end(self._parser.CurrentByteIndex)
+            self._root_empty_end = end if empty else -1
             self._consumed(end)
             self._events.append(StreamOpen(local, ns, attrs, self._header_ns))
             self._header_ns = {}
@@ -258,7 +263,11 @@ class Tokenizer:
         depth = self._depth
         idx = self._parser.CurrentByteIndex
         if depth == 0:
-            end = self._buf.index(b">", idx - self._buf_off) + 1 + self._buf_off
+            # "<stream/>": expat reports its end at the start tag, whose first ">" may be
+            # inside an attribute value
+            end = self._root_empty_end
+            if end < 0:
+                end = self._buf.index(b">", idx - self._buf_off) + 1 + self._buf_off
             self._consumed(end)
             self._events.append(StreamClose())
             return
