@@ -49,7 +49,9 @@ def load(api: ModuleAPI) -> None:
 
     def account_info(iq: Element, origin, payload: Element) -> Element:
         to = iq.get("to")
-        if origin is not None and to is not None and str(origin.jid.bare) != to:
+        own = getattr(origin, "jid", None)
+        # Only the account itself may look; a remote server or a component has no jid.
+        if origin is not None and to is not None and (own is None or str(own.bare) != to):
             raise StanzaError("service-unavailable")
         return _info(iq, [("account", "registered", "")], server.account_features)
 
