@@ -104,7 +104,9 @@ def load(api: ModuleAPI) -> None:
         if not await resolve(verdict):
             return False
         if stanza.name != "presence" and stanza.get("type") not in ("error", "result"):
-            router.deliver(session, blocked_error(stanza))
+            # straight to the session: the inbound filter would drop it (it is "from" the
+            # blocked contact)
+            session.send(blocked_error(stanza))
         return True
 
     def inbound(stanza: Element, origin: Any, *_: Any) -> bool | Any:
