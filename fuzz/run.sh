@@ -3,7 +3,8 @@
 #   fuzz/run.sh [SECONDS] [HARNESS...]        e.g. fuzz/run.sh 20   or   fuzz/run.sh 300 tokenizer
 # New corpus entries go to $FUZZ_WORKDIR/<harness> (default /tmp/xmppd-fuzz), crashes to
 # $FUZZ_WORKDIR/artifacts/; the seeds in fuzz/corpus/ are only read.  Exits non-zero on
-# the first finding.  PYTHON selects the interpreter (default: python on PATH).
+# the first finding.  PYTHON selects the interpreter (default: python on PATH);
+# FUZZ_SEED fixes libFuzzer's seed (CI uses one, so that its short run is repeatable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ for name in "${harnesses[@]}"; do
         "$work/$name" "fuzz/corpus/$name" \
         -dict="fuzz/$name.dict" \
         -max_total_time="$seconds" \
+        -seed="${FUZZ_SEED:-0}" \
         -max_len="${max_len[$name]}" \
         -timeout=10 \
         -rss_limit_mb=2048 \
