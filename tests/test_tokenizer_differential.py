@@ -151,7 +151,7 @@ def run(mod, chunks: list[bytes], **limits) -> tuple[list, str | None, int | Non
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
 def check(data: bytes, cuts: list[int], **limits) -> None:
