@@ -109,3 +109,25 @@ def message(to: str, body: str | None = None, type: str = "chat", **attrs: str) 
     if body is not None:
         msg.subelement("body", text=body)
     return msg
+
+
+def own_account(iq: Element, origin: object):
+    """The bare JID of the account an IQ about itself comes from (roster, blocking, ...).
+
+    Only a local session may ask, and only about its own account: a server-generated IQ,
+    a remote server, a component (which have no ``jid``) or another user get ``forbidden``.
+    """
+    from xmppd.jid import JID, JIDError
+
+    session_jid = getattr(origin, "jid", None)
+    if session_jid is None:
+        raise StanzaError("forbidden")
+    to = iq.attrs.get("to")
+    if to is not None:
+        try:
+            target = JID(to)
+        except JIDError:
+            raise StanzaError("forbidden") from None
+        if target != session_jid.bare:
+            raise StanzaError("forbidden")
+    return session_jid.bare

@@ -24,7 +24,7 @@ from typing import Any
 from xmppd.element import Element
 from xmppd.jid import JID, JIDError
 from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import CLIENT_NS, StanzaError, error_reply, reply
+from xmppd.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
 
 from . import roster as rosters
 
@@ -142,12 +142,6 @@ def load(api: ModuleAPI) -> None:
         return verdict if verdict is False else resolve(verdict)
 
     # -- the protocol ------------------------------------------------------------------------
-
-    def own_account(iq: Element, origin: Any) -> JID:
-        to = _jid(iq.get("to"))
-        if origin is None or (to is not None and to != origin.jid.bare):
-            raise StanzaError("forbidden")
-        return origin.jid.bare
 
     def items_of(payload: Element) -> list[str]:
         out = []

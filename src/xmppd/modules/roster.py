@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from xmppd.element import Element
 from xmppd.jid import JID, JIDError
 from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import CLIENT_NS, StanzaError, reply
+from xmppd.stanza import CLIENT_NS, StanzaError, own_account, reply
 from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
 from xmppd.subscription import State
 
@@ -154,20 +154,6 @@ def _parse_item(item: Element, max_len: int) -> tuple[str, str, tuple[str, ...],
 def load(api: ModuleAPI) -> None:
     max_len = int(api.options.get("max_name_length", MAX_NAME_LENGTH))
     router = api.router
-
-    def own_account(iq: Element, origin: Any) -> JID:
-        """Roster IQs are served only to the account itself (RFC 6121 §2.1.5)."""
-        if origin is None:
-            raise StanzaError("forbidden")
-        to = iq.get("to")
-        if to is not None:
-            try:
-                target = JID(to)
-            except JIDError:
-                raise StanzaError("forbidden") from None
-            if target != origin.jid.bare:
-                raise StanzaError("forbidden")
-        return origin.jid.bare
 
     async def roster_get(iq: Element, origin: Any, payload: Element) -> Element | None:
         bare = own_account(iq, origin)
