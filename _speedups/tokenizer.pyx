@@ -23,10 +23,22 @@ import re
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp, memcpy
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    unsigned char* PyUnicode_1BYTE_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    PyObject* PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n) except NULL
 
 from xmppd.element import Element
 from xmppd.xmlevents import (
@@ -418,6 +430,91 @@ cdef inline str _utf8(const unsigned char* p, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
 
 
+# Names, namespaces and short attribute values repeat endlessly: a direct-mapped cache of
+# ASCII strings saves the allocation and decoding, and idle tokenizers share their strings.
+DEF _ICACHE_SIZE = 4096
+cdef list _ICACHE = [None] * _ICACHE_SIZE
+
+
+cdef str _istr(const unsigned char* p, Py_ssize_t n):
+    """``p[:n]`` as a str, from the cache when it is short ASCII."""
+    cdef unsigned int h = 2166136261u
+    cdef unsigned char acc = 0
+    cdef Py_ssize_t k
+    cdef object hit
+    if n > 48:
+        return _utf8(p, n)
+    for k in range(n):
+        acc |= p[k]
+        h = (h ^ p[k]) * 16777619u
+    if acc >= 0x80:
+        return _utf8(p, n)
+    h = (h ^ (h >> 15)) & (_ICACHE_SIZE - 1)
+    hit = <object>PyList_GET_ITEM(_ICACHE, h)
+    if hit is not None and PyUnicode_GET_LENGTH(hit) == n and \
+            memcmp(PyUnicode_1BYTE_DATA(hit), p, n) == 0:
+        return <str>hit
+    value = _utf8(p, n)
+    _ICACHE[h] = value
+    return value
+
+
+# Element construction without running Element.__init__ (a Python frame per element): the
+# slots are written directly.  Element is a __slots__ class whose __init__ only stores its
+# arguments; if that ever stops being true, _FAST_ELEMENT is False and __init__ is called.
+cdef Py_ssize_t _OFF[7]
+cdef bint _FAST_ELEMENT = False
+
+
+cdef int _init_element_slots() except -1:
+    global _FAST_ELEMENT
+    cdef int k
+    names = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
+    for k, slot in enumerate(names):
+        descr = Element.__dict__.get(slot)
+        if type(descr).__name__ != "member_descriptor":
+            return 0
+        _OFF[k] = (<PyMemberDescrObject*>descr).d_member.offset
+    _FAST_ELEMENT = getattr(Element, "__slots__", None) == names
+    return 0
+
+
+cdef inline void _put(PyObject* o, Py_ssize_t off, object value):
+    Py_INCREF(value)
+    (<PyObject**>((<char*>o) + off))[0] = <PyObject*>value
+
+
+cdef object _element(object name, object ns, object attrs, object children, object lazy,
+                     object raw_inner, object raw_ns):
+    cdef PyObject* o
+    if not _FAST_ELEMENT:
+        return Element(name, ns, attrs, children, lazy=lazy, raw_inner=raw_inner, raw_ns=raw_ns)
+    o = PyType_GenericAlloc(<PyTypeObject*>Element, 0)  # Element's tp_alloc
+    el = <object>o
+    Py_DECREF(el)  # tp_alloc's reference now belongs to ``el``
+    _put(o, _OFF[0], name)
+    _put(o, _OFF[1], ns)
+    _put(o, _OFF[2], attrs)
+    _put(o, _OFF[3], children)
+    _put(o, _OFF[4], lazy)
+    _put(o, _OFF[5], raw_inner)
+    _put(o, _OFF[6], raw_ns)
+    return el
+
+
+cdef bint _has_space(str uri):
+    """The pure twin's test (a ``\\s`` match: any Unicode whitespace), fast for ASCII."""
+    cdef Py_ssize_t k
+    cdef unsigned char* d
+    if PyUnicode_IS_COMPACT_ASCII(uri):
+        d = PyUnicode_1BYTE_DATA(uri)
+        for k in range(PyUnicode_GET_LENGTH(uri)):
+            if d[k] <= 0x20 and (d[k] == 0x20 or 0x09 <= d[k] <= 0x0D or 0x1C <= d[k] <= 0x1F):
+                return True
+        return False
+    return _WS_IN_NS(uri) is not None
+
+
 cdef str _attr_str(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, TBuf* tb):
     """Decode a validated attribute value: references, and each tab/CR/LF (CRLF once) ->
     space, as expat normalizes CDATA attributes."""
@@ -426,7 +523,7 @@ cdef str _attr_str(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, TBuf* tb)
     while i < e and not AN[p[i]]:
         i += 1
     if i == e:
-        return _utf8(p + s, e - s)
+        return _istr(p + s, e - s)
     tb.len = 0
     _tb_put(tb, p + s, i - s)
     while i < e:
@@ -502,9 +599,25 @@ cdef inline bint _is_xml_prefix(const unsigned char* p, Py_ssize_t n) noexcept n
 
 # -- the lazy builder ----------------------------------------------------------------------
 
+# attribute positions of the start tag the builder is reading (it is never re-entered)
+cdef Py_ssize_t* _BA = NULL
+cdef Py_ssize_t _BA_CAP = 0
+
+
+cdef int _grow_ba() except -1:
+    global _BA, _BA_CAP
+    cdef Py_ssize_t cap = _BA_CAP * 2 + 16
+    cdef Py_ssize_t* a = <Py_ssize_t*>PyMem_Realloc(_BA, 5 * cap * sizeof(Py_ssize_t))
+    if a == NULL:
+        raise MemoryError()
+    _BA = a
+    _BA_CAP = cap
+    return 0
+
+
 cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scope):
     """Children of validated inner content ``p[:n]``, nothing checked: the tokenizer has."""
-    cdef list root = [], kids = root, stack = [], new_kids, names = []
+    cdef list root = [], kids = root, stack = [], new_kids
     cdef TBuf tb
     cdef TBuf vb
     cdef Py_ssize_t i = 0, j, s, e, col, ncol, vs, ve, k, nat, scope_len
@@ -560,7 +673,6 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                     col = i
                 i += 1
             e = i
-            names.clear()
             nat = 0
             new_dflt = dflt
             while True:
@@ -587,30 +699,40 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                     i += 1
                 q = p[i]
                 j = <Py_ssize_t>(<const unsigned char*>memchr(p + i + 1, q, n - i - 1) - p)
-                value = _attr_str(p, i + 1, j, &vb)
-                i = j + 1
+                if nat >= _BA_CAP:
+                    _grow_ba()
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
+                    value = _attr_str(p, i + 1, j, &vb)
                     scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6) if ve - vs > 5 else b"", value))
                     if ve - vs == 5:
                         new_dflt = value
                 else:
-                    names.append((vs, ve, ncol, value))
+                    _BA[5 * nat] = vs
+                    _BA[5 * nat + 1] = ve
+                    _BA[5 * nat + 2] = ncol
+                    _BA[5 * nat + 3] = i + 1
+                    _BA[5 * nat + 4] = j
+                    nat += 1
+                i = j + 1
             if col >= 0:
                 ns = XML_NS if _is_xml_prefix(p + s, col - s) else (<tuple>scope[_find_prefix(scope, p + s, col - s)])[1]
-                name = _utf8(p + col + 1, e - col - 1)
+                name = _istr(p + col + 1, e - col - 1)
             else:
                 ns = new_dflt
-                name = _utf8(p + s, e - s)
+                name = _istr(p + s, e - s)
             attrs = {}
-            for item in names:
-                vs, ve, ncol, value = <tuple>item
+            for k in range(nat):
+                vs = _BA[5 * k]
+                ve = _BA[5 * k + 1]
+                ncol = _BA[5 * k + 2]
+                value = _attr_str(p, _BA[5 * k + 3], _BA[5 * k + 4], &vb)
                 if ncol < 0:
-                    attrs[_utf8(p + vs, ve - vs)] = value
+                    attrs[_istr(p + vs, ve - vs)] = value
                 else:
                     uri = XML_NS if _is_xml_prefix(p + vs, ncol - vs) else (<tuple>scope[_find_prefix(scope, p + vs, ncol - vs)])[1]
-                    attrs["{%s}%s" % (uri, _utf8(p + ncol + 1, ve - ncol - 1))] = value
+                    attrs["{%s}%s" % (uri, _istr(p + ncol + 1, ve - ncol - 1))] = value
             new_kids = []
-            kids.append(Element(name, ns, attrs, new_kids))
+            kids.append(_element(name, ns, attrs, new_kids, None, None, None))
             if empty:
                 if PyList_GET_SIZE(scope) > scope_len:
                     del scope[scope_len:]
@@ -862,7 +984,7 @@ cdef class Tokenizer:
     cdef Py_ssize_t _depth    # open elements, the stream element included
     cdef list _scope
     cdef object _default      # the default namespace in scope
-    cdef bytes _root_qname
+    cdef str _root_qname       # interned: idle tokenizers share it
     # open elements below the stream element: (qname start, qname length, scope length)
     cdef Py_ssize_t* _fr
     cdef Py_ssize_t _fr_cap
@@ -932,6 +1054,8 @@ cdef class Tokenizer:
             self._head = (self._head + data)[:2]
             if self._head[0] in (0x00, 0xFE, 0xFF) or self._head == b"<\x00":
                 self._fail(E_ENCODING, "the stream is not UTF-8", events)
+            if PyBytes_GET_SIZE(self._head) == 2:
+                self._head = b""  # checked: nothing to keep
         self._fed += PyBytes_GET_SIZE(data)
         direct = PyByteArray_GET_SIZE(self._pend) == 0
         if direct:  # nothing pending: scan the caller's bytes without copying
@@ -970,7 +1094,7 @@ cdef class Tokenizer:
             del self._pend[:last]
         if last:
             self._shift(last)
-        if self._ck_kind != K_STAG and self._att_cap > 16:
+        if self._ck_kind != K_STAG and self._att != NULL:  # idle: keep it small
             PyMem_Free(self._att)
             self._att = NULL
             self._att_cap = 0
@@ -1646,7 +1770,7 @@ cdef class Tokenizer:
                     return self._err(E_PREFIX, "undeclaring a prefix")
                 if prefix == b"xmlns" or (prefix == b"xml") != (value == XML_NS) or value == XMLNS_NS:
                     return self._err(E_PREFIX, "reserved prefix or namespace")
-                if value and _WS_IN_NS(value) is not None:
+                if value and _has_space(value):
                     return self._err(E_BADNS, "namespace name contains whitespace")
                 scope.append((prefix, value))
                 if ln == 5:
@@ -1655,7 +1779,7 @@ cdef class Tokenizer:
                     hdr[prefix.decode()] = value
                 a[5 * k + 2] = -2  # a declaration, not an attribute
             elif build and a[5 * k + 2] == -1:
-                attrs[_utf8(p + s, ln)] = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)
+                attrs[_istr(p + s, ln)] = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)
         if dflt_decl:
             self._default = _default_ns(scope, "")
         for k in range(natt):
@@ -1675,7 +1799,7 @@ cdef class Tokenizer:
                         and memcmp(p + a[5 * j + 2], p + col, ln) == 0:
                     return self._err(E_NWF, "duplicate attribute")
             if build:
-                attrs["{%s}%s" % (uri, _utf8(p + col + 1, ln - 1))] = _attr_str(
+                attrs["{%s}%s" % (uri, _istr(p + col + 1, ln - 1))] = _attr_str(
                     p, a[5 * k + 3], a[5 * k + 4], &_VB)
         col = self._tag_colon
         s = tag_start + 1
@@ -1692,12 +1816,12 @@ cdef class Tokenizer:
         e = self._tag_end
         self._pos = e
         if build:
-            name = _utf8(p + col + 1, self._tag_name_end - col - 1) if col >= 0 else \
-                _utf8(p + s, self._tag_name_end - s)
+            name = _istr(p + col + 1, self._tag_name_end - col - 1) if col >= 0 else \
+                _istr(p + s, self._tag_name_end - s)
         if depth == 0:
             self._last = e
             events.append(StreamOpen(name, ns, attrs, hdr))
-            self._root_qname = PyBytes_FromStringAndSize(<const char*>p + s, self._tag_name_end - s)
+            self._root_qname = _istr(p + s, self._tag_name_end - s)
             self._depth = 1
             if self._tag_empty:
                 events.append(StreamClose())
@@ -1706,7 +1830,7 @@ cdef class Tokenizer:
             return R_OK
         if depth == 1:
             if self._tag_empty:
-                events.append(Element(name, ns, attrs, [], raw_inner=b"", raw_ns=self._default))
+                events.append(_element(name, ns, attrs, [], None, b"", self._default))
                 self._last = e
                 self._pop_scope(sc0)
                 return R_OK
@@ -1779,8 +1903,9 @@ cdef class Tokenizer:
             else:
                 return self._err(E_NWF, "bad end tag")
         if depth == 1:
-            ql = PyBytes_GET_SIZE(self._root_qname)
-            if ql != j - i or memcmp(PyBytes_AS_STRING(self._root_qname), p + i, ql) != 0:
+            qname = self._root_qname.encode()
+            ql = PyBytes_GET_SIZE(qname)
+            if ql != j - i or memcmp(PyBytes_AS_STRING(qname), p + i, ql) != 0:
                 return self._err(E_NWF, "mismatched tag")
             self._last = end
             self._pos = end
@@ -1797,16 +1922,16 @@ cdef class Tokenizer:
         if depth == 2:
             inner = PyBytes_FromStringAndSize(<const char*>p + self._stz_inner, i - 2 - self._stz_inner)
             if PyBytes_GET_SIZE(inner) == 0:
-                el = Element(self._stz_name, self._stz_ns, self._stz_attrs, [],
-                             raw_inner=inner, raw_ns=self._stz_rawns)
+                el = _element(self._stz_name, self._stz_ns, self._stz_attrs, [], None, inner,
+                              self._stz_rawns)
             elif self._stz_self:
-                el = Element(self._stz_name, self._stz_ns, self._stz_attrs, None,
-                             lazy=_LazyChildren(inner, self._stz_rawns), raw_inner=inner,
-                             raw_ns=self._stz_rawns)
+                el = _element(self._stz_name, self._stz_ns, self._stz_attrs, None,
+                              _LazyChildren(inner, self._stz_rawns), inner, self._stz_rawns)
             else:
-                el = Element(self._stz_name, self._stz_ns, self._stz_attrs,
-                             _build(<const unsigned char*>PyBytes_AS_STRING(inner),
-                                    PyBytes_GET_SIZE(inner), "", self._scope[:self._stz_scope]))
+                el = _element(self._stz_name, self._stz_ns, self._stz_attrs,
+                              _build(<const unsigned char*>PyBytes_AS_STRING(inner),
+                                     PyBytes_GET_SIZE(inner), "", self._scope[:self._stz_scope]),
+                              None, None, None)
             self._stz_name = self._stz_ns = self._stz_attrs = self._stz_rawns = None
             self._last = end
             events.append(el)
@@ -1815,3 +1940,4 @@ cdef class Tokenizer:
 
 
 _init_tables()
+_init_element_slots()
