@@ -91,6 +91,7 @@ cdef unsigned char CT[256]
 cdef unsigned char TX[256]
 cdef unsigned char AV[256]
 cdef unsigned char AN[256]
+cdef unsigned char NMC[256]  # ASCII name characters (no colon)
 cdef unsigned char NMSTRT_BM[8192]
 cdef unsigned char NAME_BM[8192]
 
@@ -176,6 +177,7 @@ cdef int _init_tables() except -1:
         TX[c] = c >= 0x80 or (c < 0x20 and c != 0x09 and c != 0x0A) or c == 0x3C or c == 0x26 or c == 0x5D or c == 0x0D
         AV[c] = c >= 0x80 or (c < 0x20 and c != 0x09 and c != 0x0A and c != 0x0D) or c == 0x3C or c == 0x26 or c == 0x22 or c == 0x27
         AN[c] = c == 0x26 or c == 0x09 or c == 0x0A or c == 0x0D
+        NMC[c] = CT[c] == C_NMSTRT or CT[c] == C_NAME
     for bm, ranges in ((0, _NMSTRT_RANGES_ALL), (1, _NAME_RANGES_ALL)):
         for item in ranges.split():
             lo, _, hi = item.partition("-")
@@ -437,25 +439,22 @@ cdef list _ICACHE = [None] * _ICACHE_SIZE
 
 
 cdef str _istr(const unsigned char* p, Py_ssize_t n):
-    """``p[:n]`` as a str, from the cache when it is short ASCII."""
-    cdef unsigned int h = 2166136261u
-    cdef unsigned char acc = 0
-    cdef Py_ssize_t k
+    """``p[:n]`` as a str, from the cache when it is short ASCII (a hit is verified with
+    memcmp, so the hash only needs to spread the usual names)."""
+    cdef unsigned int h
     cdef object hit
-    if n > 48:
+    if n > 48 or n == 0:
         return _utf8(p, n)
-    for k in range(n):
-        acc |= p[k]
-        h = (h ^ p[k]) * 16777619u
-    if acc >= 0x80:
-        return _utf8(p, n)
-    h = (h ^ (h >> 15)) & (_ICACHE_SIZE - 1)
+    h = (<unsigned int>n * 0x9E3779B1u) ^ (p[0] * 0x85EBCA77u) ^ (p[n - 1] * 0xC2B2AE3Du) \
+        ^ (p[n >> 1] * 0x27D4EB2Fu) ^ (p[n >> 2] * 0x165667B1u) ^ (p[(3 * n) >> 2] * 0xD3A2646Cu)
+    h = (h ^ (h >> 15) ^ (h >> 23)) & (_ICACHE_SIZE - 1)
     hit = <object>PyList_GET_ITEM(_ICACHE, h)
     if hit is not None and PyUnicode_GET_LENGTH(hit) == n and \
             memcmp(PyUnicode_1BYTE_DATA(hit), p, n) == 0:
         return <str>hit
     value = _utf8(p, n)
-    _ICACHE[h] = value
+    if PyUnicode_IS_COMPACT_ASCII(value):
+        _ICACHE[h] = value
     return value
 
 
@@ -818,6 +817,24 @@ cdef int _check_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t e) noexce
         if v == -1:
             return E_NWF
         i = j
+    return R_OK
+
+
+cdef int _check_default_decl(const unsigned char* p, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
+    """A default namespace declaration's value on its bytes: E_BADNS for whitespace,
+    E_PREFIX for a reserved namespace, R_OK, or R_PARTIAL when it needs decoding
+    (references or non-ASCII)."""
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    for k in range(s, e):
+        c = p[k]
+        if c >= 0x80 or c == 0x26:
+            return R_PARTIAL
+        if c == 0x20 or c == 0x09 or c == 0x0A or c == 0x0D:
+            return E_BADNS
+    if (e - s == 36 and memcmp(p + s, b"http://www.w3.org/XML/1998/namespace", 36) == 0) or \
+            (e - s == 29 and memcmp(p + s, b"http://www.w3.org/2000/xmlns/", 29) == 0):
+        return E_PREFIX
     return R_OK
 
 
@@ -1601,6 +1618,8 @@ cdef class Tokenizer:
             elif ph == P_NAME or ph == P_ANAME:
                 if t == C_NMSTRT or t == C_NAME:
                     i += 1
+                    while i < n and NMC[p[i]]:
+                        i += 1
                     continue
                 at = self._att + 5 * self._natt
                 if t == C_COLON:
@@ -1764,6 +1783,17 @@ cdef class Tokenizer:
             if r:
                 return self._err(r, "bad reference in an attribute value")
             if ln >= 5 and memcmp(p + s, b"xmlns", 5) == 0 and (ln == 5 or a[5 * k + 2] == s + 5):
+                if ln == 5 and depth >= 2:
+                    # Inside a stanza nothing reads the default namespace (the builder
+                    # re-reads the declarations): check a plain value on its bytes only.
+                    r = _check_default_decl(p, a[5 * k + 3], a[5 * k + 4])
+                    if r == E_BADNS:
+                        return self._err(E_BADNS, "namespace name contains whitespace")
+                    if r == E_PREFIX:
+                        return self._err(E_PREFIX, "reserved prefix or namespace")
+                    if r == R_OK:
+                        a[5 * k + 2] = -2
+                        continue
                 value = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)
                 prefix = PyBytes_FromStringAndSize(<const char*>p + s + 6, ln - 6) if ln > 5 else b""
                 if not value and ln > 5:
@@ -1859,10 +1889,12 @@ cdef class Tokenizer:
         self._depth = depth + 1
         return R_OK
 
-    cdef inline void _pop_scope(self, Py_ssize_t sc0):
+    cdef inline int _pop_scope(self, Py_ssize_t sc0) except -1:
         if PyList_GET_SIZE(self._scope) > sc0:
-            del self._scope[sc0:]
+            while PyList_GET_SIZE(self._scope) > sc0:
+                self._scope.pop()
             self._default = _default_ns(self._scope, "")
+        return 0
 
     cdef int _end_tag(self, const unsigned char* p, Py_ssize_t n, list events) except -1:
         """The end tag at ``_pos`` (expat's scanEndTag), matched against the open element."""
