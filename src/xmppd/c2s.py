@@ -46,8 +46,11 @@ class C2SStream(XMLStream):
             max_depth=limits.max_depth,
             max_attrs=limits.max_attrs,
             max_output_buffer=limits.max_output_buffer_bytes,
+            rate_limit=limits.rate_limit_bytes_per_s,
+            rate_burst=limits.rate_limit_burst_bytes,
         )
         self.server = server
+        self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secure = listener.direct_tls
         self.domain: str | None = None
         self.username: str | None = None
@@ -82,6 +85,8 @@ class C2SStream(XMLStream):
     def _auth_timeout(self) -> None:
         self._timeout = None
         if self.jid is None:
+            log.info("limit auth_timeout_s (%g) reached for %s: closing",
+                     self.server.config.limits.auth_timeout_s, self.peer)
             self.stream_error("connection-timeout", "not authenticated in time")
 
     def on_closed(self, abrupt: bool) -> None:
@@ -246,6 +251,7 @@ class C2SStream(XMLStream):
         extra = encode_payload(step.additional_data)
         self.send_bytes(f"<success xmlns='{SASL_NS}'>{extra}</success>".encode())
         self.tokenizer.max_stanza_size = server.config.limits.max_stanza_size_bytes
+        self.size_limit_name = "max_stanza_size_bytes"
         log.info("%s authenticated as %s@%s", self.peer, self.username, self.domain)
         self.restart_stream()
 
@@ -254,6 +260,8 @@ class C2SStream(XMLStream):
         self.server.auth_failed(self.peer)
         self._sasl_failure(condition)
         if self.auth_failures >= self.server.config.limits.max_auth_failures:
+            log.warning("limit max_auth_failures (%d) reached for %s: closing",
+                        self.auth_failures, self.peer)
             self.stream_error("policy-violation", "too many failed authentication attempts")
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
@@ -278,6 +286,7 @@ class C2SStream(XMLStream):
         router = self.server.router
         limit = self.server.config.limits.max_resources_per_account
         if router.sessions.get(jid) is None and router.sessions.count(jid.bare) >= limit:
+            log.info("limit max_resources_per_account (%d) reached for %s", limit, jid.bare)
             self.send(error_reply(iq, "resource-constraint", text="too many resources bound"))
             return
         self.jid = jid

@@ -58,6 +58,7 @@ class ComponentStream(XMLStream):
             max_output_buffer=limits.max_output_buffer_bytes,
         )
         self.server = server
+        self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secrets = secrets
         self._attach = attach
         self._detach = detach
@@ -128,6 +129,7 @@ class ComponentStream(XMLStream):
             self._timeout.cancel()
             self._timeout = None
         self.tokenizer.max_stanza_size = self.server.config.limits.max_stanza_size_bytes
+        self.size_limit_name = "max_stanza_size_bytes"
         log.info("component %s connected from %s", self.domain, self.peer)
         self.send_bytes(b"<handshake/>")
 

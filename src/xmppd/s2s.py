@@ -100,6 +100,7 @@ class S2SInStream(XMLStream):
         )
         self.manager = manager
         self.server = manager.server
+        self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.direct_tls = direct_tls
         self.secure = False
         self.local: str | None = None  # the 'to' of the stream header
@@ -228,6 +229,7 @@ class S2SInStream(XMLStream):
         log.info("inbound s2s stream %s authenticated as %s -> %s", self.peer, remote, local)
         self.authorized.add((remote, local))
         self.tokenizer.max_stanza_size = self.server.config.limits.max_stanza_size_bytes
+        self.size_limit_name = "max_stanza_size_bytes"
 
     # -- STARTTLS ---------------------------------------------------------------------------
 

@@ -6,7 +6,15 @@ awaitable (a storage lookup, a SASL step): the stream then stops reading and pro
 it completes, so events are always handled in order, while the common path costs no task.
 
 Output is batched: :meth:`send` appends to a buffer flushed once per event-loop iteration.
-A peer that does not read is cut off once its transport buffer passes the output limit.
+A peer that does not read is cut off once its transport buffer passes the output limit, and
+while its buffer is above the transport's high-water mark we stop reading from it too (a
+peer that does not read our answers gets no more answers to compute).
+
+Input is flow-controlled, never dropped: at most :attr:`XMLStream.read_slice` bytes are
+processed per event-loop iteration (the rest waits, with reading paused, so one busy peer
+cannot hold the loop), and an optional token bucket (``rate_limit_bytes_per_s``,
+``rate_limit_burst_bytes``) pauses reading once a peer has sent more than its share, until
+the bucket has refilled: TCP backpressure slows the sender instead of the server buffering.
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ class XMLStream(asyncio.Protocol):
     """One XML stream over one transport (subclasses supply the protocol logic)."""
 
     default_ns = "jabber:client"
+    #: Bytes handed to the tokenizer per event-loop iteration: a 256 KiB read of small
+    #: stanzas would otherwise be parsed and routed in one go, stalling every other peer.
+    read_slice = 16 * 1024
+    #: The setting behind ``tokenizer.max_stanza_size``, for the log line when it trips.
+    size_limit_name = "max_stanza_size_bytes"
 
     def __init__(
         self,
@@ -48,6 +61,8 @@ class XMLStream(asyncio.Protocol):
         max_depth: int,
         max_attrs: int,
         max_output_buffer: int,
+        rate_limit: int = 0,
+        rate_burst: int = 0,
     ) -> None:
         self.tokenizer = Tokenizer(max_stanza_size, max_depth, max_attrs)
         self.transport: asyncio.Transport | None = None
@@ -65,19 +80,39 @@ class XMLStream(asyncio.Protocol):
         self._restart = False
         self._reset = False
         self._close_timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        # Token bucket over received bytes: ``rate_limit`` bytes/s, ``rate_burst`` capacity.
+        self.rate_limit = rate_limit
+        self.rate_burst = max(rate_burst, 1)
+        self._tokens = float(self.rate_burst)
+        self._tokens_at = 0.0
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._rate_logged = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
+        self._tokens_at = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
-        if self._busy or self._closing:
-            if not self._closing:
-                self._inbox.append(data)
+        if self._closing:
+            return
+        if self._busy or self._inbox or self._held():
+            self._inbox.append(data)
             return
         self._feed(data)
+
+    def pause_writing(self) -> None:
+        # The transport buffer passed its high-water mark: the peer is not keeping up with
+        # what we send, so stop reading (and answering) its requests until it drains.
+        self._write_paused = True
+        self._set_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._kick()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -87,19 +122,101 @@ class XMLStream(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
         self.on_closed(abrupt=not self._closing)
+
+    # -- flow control -----------------------------------------------------------------------
+
+    def _set_reading(self) -> None:
+        """Pause or resume the transport: paused while an event is being handled, while
+        the rate limit is in force, or while the peer is not reading our output."""
+        transport = self.transport
+        if transport is None or self.closed or self._closing:
+            return
+        if self._busy or self._held():
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _held(self) -> bool:
+        """Input must wait: the rate limit is in force, or the peer is not reading."""
+        return self._rate_timer is not None or self._write_paused
+
+    def _kick(self) -> None:
+        """A hold ended: process what is queued (next iteration), or read again."""
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+        else:
+            self._set_reading()
+
+    def _charge(self, n: int) -> None:
+        """Take ``n`` bytes about to be processed from the bucket; in debt, hold the input
+        (pause reading and processing) until the debt is repaid."""
+        now = self.loop.time()
+        tokens = self._tokens + (now - self._tokens_at) * self.rate_limit
+        self._tokens = min(tokens, self.rate_burst) - n
+        self._tokens_at = now
+        if self._tokens < 0 and self._rate_timer is None:
+            if not self._rate_logged:  # once per connection: a flooder would fill the log
+                self._rate_logged = True
+                log.info("limit rate_limit_bytes_per_s (%d, burst %d) reached for %s: "
+                         "reading paused", self.rate_limit, self.rate_burst, self.peer)
+            self._rate_timer = self.loop.call_later(-self._tokens / self.rate_limit,
+                                                    self._rate_resume)
+            self._set_reading()
+
+    def _rate_resume(self) -> None:
+        self._rate_timer = None
+        self._charge(0)
+        if self._rate_timer is None:
+            self._kick()
 
     # -- input ------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        step = self.read_slice
+        if len(data) > step:
+            self._inbox[0:0] = [data[i : i + step] for i in range(step, len(data), step)]
+            data = data[:step]
+        if self.rate_limit:
+            self._charge(len(data))
         try:
             events = self.tokenizer.feed(data)
         except TokenizerError as exc:
             self._process(exc.events)
             if not self._closing:
+                self.limit_fired(exc.condition, exc.text)
                 self.stream_error(exc.condition, exc.text)
             return
         self._process(events)
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+
+    def _yield(self) -> None:
+        """Let other connections run before processing the rest of our input."""
+        self._busy = True
+        self._set_reading()
+        self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._busy = False
+        if self._closing or self.closed:
+            return
+        if self._inbox and not self._held():  # else the end of the hold drains it
+            self._feed(self._inbox.pop(0))
+        self._set_reading()
+
+    def limit_fired(self, condition: str, text: str | None) -> None:
+        """Log a tokenizer limit with the name of the setting that set it."""
+        if condition != "policy-violation":
+            return
+        name = {
+            "too many attributes": "max_attrs",
+            "elements nested too deeply": "max_depth",
+        }.get(text or "", self.size_limit_name)
+        log.warning("limit %s reached for %s: %s", name, self.peer, text)
 
     def _process(self, events: list) -> None:
         i = 0
@@ -143,8 +260,7 @@ class XMLStream(asyncio.Protocol):
 
     def _wait(self, awaitable: Awaitable, rest: list) -> None:
         self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._set_reading()
         task = asyncio.ensure_future(self._finish(awaitable, rest))
         task.add_done_callback(_log_task_error)
 
@@ -164,10 +280,9 @@ class XMLStream(asyncio.Protocol):
         if self._restart:
             rest = self._apply_restart()
         self._process(rest)
-        while self._inbox and not self._busy and not self._closing:
-            self._feed(self._inbox.pop(0))
-        if not self._busy and not self._closing and self.transport is not None:
-            self.transport.resume_reading()
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+        self._set_reading()
 
     def restart_stream(self) -> None:
         """After SASL success: expect a new header, keeping bytes already received."""
@@ -223,8 +338,8 @@ class XMLStream(asyncio.Protocol):
         self._out = []
         self.transport.write(data)
         if self.transport.get_write_buffer_size() > self.max_output_buffer:
-            log.warning("%s: output buffer over %d bytes, peer not reading; disconnecting",
-                        self.peer, self.max_output_buffer)
+            log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
+                        " disconnecting", self.max_output_buffer, self.peer)
             self._closing = True
             self.transport.abort()
 

@@ -1,0 +1,455 @@
+"""Hardening: hostile input, floods, slow and silent peers, secrets and shutdown.
+
+Every misbehaving connection is checked for the exact stream (or SASL) error, and a session
+bound before the misbehaviour (the bystander) must still answer a ping afterwards.  Cases
+that ``test_c2s_negative.py`` already covers exactly are not repeated here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import resource
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from support import STREAM_HEADER, RawClient
+from test_c2s_negative import (
+    assert_alive,
+    expect_stream_error,
+    ping,
+    stream_error,
+)
+
+from xmppd.config import Limits
+from xmppd.jid import JID
+
+USERS = {"alice": "secret", "bob": "secret", "carol": "secret"}
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (the test server runs in a thread of it)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def start(make_server, **limits):
+    """A server with ``limits`` overridden, and a bound bystander on it."""
+    srv = make_server(users=USERS, allow_plain=True, limits=Limits(**limits))
+    bystander = RawClient(srv.port)
+    bystander.login("carol", "secret", resource="bystander")
+    return srv, bystander
+
+
+@pytest.fixture
+def server_and_bystander(make_server):
+    srv, bystander = start(make_server)
+    yield srv, bystander
+    bystander.close()
+
+
+def send_ignoring_reset(client: RawClient, data: bytes | str) -> None:
+    """Send what the server may refuse half-way by closing the connection."""
+    try:
+        client.send(data)
+    except OSError:
+        pass
+
+
+# -- restricted and malformed XML ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("prologue", [
+    # billion laughs: entities that expand exponentially
+    "<!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;'>]>",
+    # external entity (XXE)
+    "<!DOCTYPE stream [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>",
+])
+def test_doctype_with_entities_is_restricted_xml(server_and_bystander, prologue):
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    client.send("<?xml version='1.0'?>" + prologue
+                + STREAM_HEADER.format(to="localhost").replace("<?xml version='1.0'?>", ""))
+    text = expect_stream_error(client, "restricted-xml")
+    assert "root:" not in text and "lol" not in text
+    assert_alive(bystander)
+
+
+@pytest.mark.parametrize("junk", ["<!-- c -->", "<?pi x?>", "<a>&undefined;</a>"])
+def test_restricted_xml_before_authentication(server_and_bystander, junk):
+    """``test_c2s_negative`` checks these on a bound stream; here on a fresh one."""
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    client.header()
+    client.send(junk)
+    expect_stream_error(client, "restricted-xml")
+    assert_alive(bystander)
+
+
+BAD_UTF8 = {
+    "overlong-slash": b"<message><body>\xc0\xaf</body></message>",
+    "overlong-3-byte": b"<message><body>\xe0\x80\xaf</body></message>",
+    "invalid-byte": b"<message><body>\xff</body></message>",
+    "surrogate": b"<message><body>\xed\xa0\x80</body></message>",
+    "truncated": b"<message><body>\xe2\x82</body></message>",
+    "in-tag-name": b"<mes\xc0\xafsage/>",
+    "in-attribute-name": b"<message a\xff='1'/>",
+    "in-attribute-value": b"<message to='\xc1\xbf'/>",
+}
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["preauth", "bound"])
+@pytest.mark.parametrize("payload", list(BAD_UTF8.values()), ids=list(BAD_UTF8))
+def test_invalid_utf8_is_not_well_formed(server_and_bystander, payload, bound):
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    if bound:
+        client.login("alice", "secret")
+    else:
+        client.header()
+    client.send(payload)
+    expect_stream_error(client, "not-well-formed")
+    assert_alive(bystander)
+
+
+def test_newline_in_stream_xmlns_is_invalid_namespace(server_and_bystander):
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    client.send(STREAM_HEADER.format(to="localhost").replace("xmlns='jabber:client'",
+                                                             "xmlns='jabber:\nclient'"))
+    expect_stream_error(client, "invalid-namespace")
+    assert_alive(bystander)
+
+
+def test_newline_in_stanza_xmlns_is_invalid_namespace(server_and_bystander):
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    client.login("alice", "secret")
+    client.send("<iq type='get' id='n' to='localhost'><ping xmlns='urn:xmpp:\nping'/></iq>")
+    expect_stream_error(client, "invalid-namespace")
+    assert_alive(bystander)
+
+
+# -- resource exhaustion through the parser ---------------------------------------------------
+
+
+def _deep(n: int) -> bytes:
+    return b"<message>" + b"<a>" * n
+
+
+def _many_attrs(n: int) -> bytes:
+    return b"<message " + b"".join(b"a%d='' " % i for i in range(n)) + b"/>"
+
+
+def _big_attr(n: int) -> bytes:
+    return b"<message to='" + b"x" * n + b"'/>"
+
+
+BOMBS = {
+    "depth-10000": (_deep(10_000), "max_depth"),
+    "attrs-100000": (_many_attrs(100_000), "max_stanza_size_bytes"),
+    "attrs-1000": (_many_attrs(1000), "max_attrs"),  # within the size limit: the count trips
+    "attr-1MiB": (_big_attr(1 << 20), "max_stanza_size_bytes"),
+}
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["preauth", "bound"])
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_parser_bombs_are_policy_violation(server_and_bystander, caplog, name, bound):
+    srv, bystander = server_and_bystander
+    payload, limit = BOMBS[name]
+    client = RawClient(srv.port)
+    if bound:
+        client.login("alice", "secret")
+    else:
+        client.header()
+        limit = limit.replace("max_stanza_size", "max_stanza_size_preauth")
+    before = rss_bytes()
+    with caplog.at_level(logging.WARNING, logger="xmppd"):
+        # Send the bomb 16 times over (~16 MiB for the big ones): if the server kept what
+        # it was sent instead of stopping at the limit, memory would grow by that much.
+        for _ in range(16):
+            send_ignoring_reset(client, payload)
+        expect_stream_error(client, "policy-violation")
+    assert f"limit {limit} reached" in caplog.text
+    assert rss_bytes() - before < 12 << 20
+    assert_alive(bystander)
+
+
+# -- connections: per-IP limit, slowloris, shedding idle connections ---------------------------
+
+
+def _collect(socks: list[socket.socket], deadline: float) -> dict[socket.socket, bytes]:
+    """Read every socket until it closes or shows its features, until ``deadline``."""
+    sel = selectors.DefaultSelector()
+    got: dict[socket.socket, bytes] = {}
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        got[s] = b""
+    open_ = set(socks)
+    while open_ and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                chunk = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            got[s] += chunk
+            if not chunk or b"</stream:features>" in got[s]:
+                sel.unregister(s)
+                open_.discard(s)
+    sel.close()
+    return got
+
+
+def _raise_fd_limit(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n:
+            pytest.skip(f"needs {n} file descriptors")
+
+
+def test_thousand_connections_from_one_address(make_server, caplog):
+    _raise_fd_limit(3000)
+    srv, bystander = start(make_server)  # the default limit of 100 per address
+    limit = srv.config.limits.max_connections_per_ip
+    socks = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="xmppd"):
+            for _ in range(1000):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                socks.append(s)
+                send_ignoring_reset_sock(s, STREAM_HEADER.format(to="localhost").encode())
+            got = _collect(socks, time.monotonic() + 20)
+        served = [s for s in socks if b"</stream:features>" in got[s]]
+        refused = [s for s in socks if stream_error(got[s].decode()) == "policy-violation"]
+        assert len(served) == limit - 1  # the bystander holds one slot
+        assert len(refused) == 1000 - len(served)
+        assert all(b"<stream:features" not in got[s] for s in refused)
+        assert "limit max_connections_per_ip (100) reached for 127.0.0.1" in caplog.text
+        assert_alive(bystander)
+    finally:
+        for s in socks:
+            s.close()
+    # every slot comes back once the connections are gone
+    deadline = time.monotonic() + 10
+    while len(srv.server.streams) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(srv.server.streams) == 1
+    bystander.close()
+
+
+def send_ignoring_reset_sock(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+
+
+def test_slowloris_is_cut_at_the_auth_timeout(make_server, caplog):
+    srv, bystander = start(make_server, auth_timeout_s=0.5)
+    client = RawClient(srv.port)
+    header = STREAM_HEADER.format(to="localhost").encode() + b" " * 1000
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="xmppd"):
+        for i in range(len(header)):  # bounded: 50 s of bytes, far past the timeout
+            try:
+                client.sock.sendall(header[i:i + 1])
+            except OSError:
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 3:
+                break
+        expect_stream_error(client, "connection-timeout")
+    assert time.monotonic() - started < 3, "still served long after the auth timeout"
+    assert "limit auth_timeout_s (0.5) reached" in caplog.text
+    assert_alive(bystander)
+
+
+def test_idle_unauthenticated_connections_are_shed(make_server):
+    """300 connections from 30 addresses (10 each) that never authenticate: all closed
+    with ``connection-timeout``, and the server forgets them (streams and per-IP counts)."""
+    _raise_fd_limit(2000)
+    srv, bystander = start(make_server, auth_timeout_s=0.5)
+    socks = []
+    try:
+        for i in range(300):
+            s = socket.socket()
+            s.bind((f"127.0.1.{i % 30 + 1}", 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", srv.port))
+            if i % 2:  # half send a header, half stay silent
+                s.sendall(STREAM_HEADER.format(to="localhost").encode())
+            socks.append(s)
+        got = _collect_until_closed(socks, time.monotonic() + 15)
+        assert all(stream_error(t.decode()) == "connection-timeout" for t in got.values())
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 5
+    while len(srv.server.streams) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(srv.server.streams) == 1
+    assert list(srv.server._per_ip) == ["127.0.0.1"]
+    assert_alive(bystander)
+    bystander.close()
+
+
+def _collect_until_closed(socks: list[socket.socket], deadline: float) -> dict:
+    sel = selectors.DefaultSelector()
+    got = {}
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        got[s] = b""
+    left = len(socks)
+    while left and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            try:
+                chunk = key.fileobj.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            got[key.fileobj] += chunk
+            if not chunk:
+                sel.unregister(key.fileobj)
+                left -= 1
+    sel.close()
+    assert left == 0, f"{left} connections still open"
+    return got
+
+
+# -- slow and silent peers -------------------------------------------------------------------
+
+
+def test_peer_that_never_reads_is_disconnected(make_server, caplog):
+    """Others keep sending to a session that never reads: once its output buffer passes
+    ``max_output_buffer_bytes`` it is cut off; the senders and bystander carry on."""
+    limit = 256 * 1024
+    srv, bystander = start(make_server, max_output_buffer_bytes=limit, rate_limit_bytes_per_s=0)
+    silent = RawClient(srv.port)
+    silent.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    silent.login("bob", "secret", resource="silent")
+    sender = RawClient(srv.port)
+    sender.login("alice", "secret", resource="sender")
+    jid = JID("bob@localhost/silent")
+    stanza = ("<message to='bob@localhost/silent' type='chat'><body>"
+              + "x" * 8000 + "</body></message>").encode()
+    streams_before = len(srv.server.streams)
+    with caplog.at_level(logging.WARNING, logger="xmppd"):
+        for _ in range(100):  # at most 100 MiB, far more than any kernel buffers
+            sender.send(stanza * 128)
+            ping(sender, "sync")  # everything sent so far has been routed
+            if srv.server.router.sessions.get(jid) is None:
+                break
+        assert srv.server.router.sessions.get(jid) is None, "the silent peer is still bound"
+    assert f"limit max_output_buffer_bytes ({limit}) reached" in caplog.text
+    deadline = time.monotonic() + 5
+    while len(srv.server.streams) >= streams_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(srv.server.streams) == streams_before - 1
+    # the stream never held much more than the limit: it was checked at every flush
+    assert_alive(sender)
+    assert_alive(bystander)
+    silent.close()
+
+
+def test_peer_that_does_not_read_its_answers_is_not_read_either(make_server):
+    """A client pipelining pings without reading the results: once its transport buffer is
+    full the server stops reading from it (pause_writing), so its requests stay in the
+    kernel instead of becoming server memory."""
+    srv, bystander = start(make_server, rate_limit_bytes_per_s=0)
+    greedy = RawClient(srv.port)
+    greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    greedy.login("alice", "secret", resource="greedy")
+    batch = b"".join(b"<iq type='get' id='g%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+                     % i for i in range(1000))
+    greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    greedy.sock.settimeout(0.5)
+    stream = next(s for s in srv.server.streams
+                  if getattr(s, "jid", None) == JID("alice@localhost/greedy"))
+    deadline = time.monotonic() + 15
+    while not stream._write_paused and time.monotonic() < deadline:
+        try:
+            greedy.sock.send(batch)
+        except TimeoutError:
+            pass  # the kernel buffers are full; the server catches up
+    assert stream._write_paused, "the server never saw its output back up"
+    limit = srv.config.limits.max_output_buffer_bytes
+    time.sleep(0.1)  # the slice being handled when the buffer backed up is finished
+    size = stream.transport.get_write_buffer_size()
+    for _ in range(5):  # the server no longer reads, so no more answers pile up
+        try:
+            greedy.sock.send(batch)
+        except TimeoutError:
+            pass
+        time.sleep(0.05)
+    assert stream.transport.get_write_buffer_size() == size < limit
+    assert not stream.closed and stream._write_paused
+    assert_alive(bystander)
+    greedy.close()
+
+
+# -- flooding: the rate limit pauses reading, nothing is dropped -------------------------------
+
+
+def test_flood_is_paced_not_dropped(make_server, caplog):
+    rate = 100 * 1024
+    srv, bystander = start(make_server, rate_limit_bytes_per_s=rate,
+                           rate_limit_burst_bytes=16 * 1024)
+    sink = RawClient(srv.port, timeout=30)
+    sink.login("bob", "secret", resource="sink")
+    flooder = RawClient(srv.port, timeout=30)
+    flooder.login("alice", "secret", resource="flood")
+    count = 300
+    body = "f" * 900
+    data = b"".join(f"<message to='bob@localhost/sink' type='chat' id='f{i}'><body>{body}"
+                    f"</body></message>".encode() for i in range(count))
+    assert len(data) >= 2.5 * rate  # ten times the rate for a quarter of a second, at least
+    received: list[str] = []
+
+    def read_sink() -> None:
+        while len(received) < count:
+            received.extend(re.findall(r"id=['\"](f\d+)['\"]", sink.read_until(
+                r"(<message.*?</message>\s*)+")))
+
+    reader = threading.Thread(target=read_sink, daemon=True)
+    reader.start()
+    with caplog.at_level(logging.INFO, logger="xmppd"):
+        sender = threading.Thread(target=flooder.send, args=(data,), daemon=True)
+        started = time.monotonic()
+        sender.start()
+        time.sleep(0.2)
+        assert "type='result'" in ping(bystander, "during").replace('"', "'")
+        answered_while_flooding = len(received) < count
+        sender.join(30)
+        reader.join(30)
+    assert received == [f"f{i}" for i in range(count)]  # all, in order: none dropped
+    assert answered_while_flooding
+    assert "limit rate_limit_bytes_per_s" in caplog.text
+    # reading was paused: the whole flood cannot have gone faster than burst + rate * t
+    assert time.monotonic() - started >= (len(data) - 16 * 1024) / rate * 0.8
+    assert_alive(flooder)
+    assert_alive(bystander)
+
+
+def test_rate_limit_off_with_zero(make_server, caplog):
+    srv, bystander = start(make_server, rate_limit_bytes_per_s=0,
+                           rate_limit_burst_bytes=1024)
+    client = RawClient(srv.port)
+    client.login("alice", "secret")
+    with caplog.at_level(logging.INFO, logger="xmppd"):
+        client.send(b"<message to='carol@localhost/bystander'><body>" + b"z" * 100_000
+                    + b"</body></message>")
+        assert "z" * 100_000 in bystander.read_until("</message>")
+    assert "rate_limit_bytes_per_s" not in caplog.text
+    assert_alive(client)
