@@ -29,6 +29,7 @@ XMPPD_PORT=${XMPPD_PORT:-15223}
 XMPPD=${XMPPD:-$(command -v xmppd || echo "$(dirname "$PY")/xmppd")}
 WORK=${WORK:-$(mktemp -d /tmp/xmppd-compare.XXXXXX)}
 OUT=${OUT:-$WORK/results.jsonl}
+mkdir -p "$WORK"
 chmod 755 "$WORK"   # mktemp makes it 0700; prosody runs as its own user
 
 # Enough descriptors for MEM_SESSIONS sessions on both ends (plus TIME_WAIT slack).
@@ -44,7 +45,8 @@ cleanup() {
         [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
     done
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM   # exit runs the EXIT trap: servers are stopped
 
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
