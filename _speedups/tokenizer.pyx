@@ -621,6 +621,10 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     cdef TBuf vb
     cdef Py_ssize_t i = 0, j, s, e, col, ncol, vs, ve, k, nat, scope_len
     cdef unsigned char c, q
+    cdef const unsigned char* lt
+    cdef list kid_stack = [], dflt_stack = []
+    cdef Py_ssize_t depth = 0
+    cdef Py_ssize_t[64] sl_small
     cdef object dflt = _default_ns(scope, base_ns), uri, value, ns
     cdef dict attrs
     cdef bint empty
@@ -631,7 +635,8 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     try:
         while i < n:
             if p[i] != 0x3C:
-                s = <Py_ssize_t>(<const unsigned char*>memchr(p + i, 0x3C, n - i) - p) if memchr(p + i, 0x3C, n - i) != NULL else n
+                lt = <const unsigned char*>memchr(p + i, 0x3C, n - i)
+                s = n if lt == NULL else lt - p
                 j = i
                 while j < s and p[j] != 0x0D and p[j] != 0x26:
                     j += 1
@@ -655,7 +660,10 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 tb.len = 0
             if c == 0x2F:  # end tag
                 i = <Py_ssize_t>(<const unsigned char*>memchr(p + i, 0x3E, n - i) - p) + 1
-                kids, dflt, scope_len = stack.pop()
+                kids = kid_stack.pop()
+                dflt = dflt_stack.pop()
+                depth -= 1
+                scope_len = sl_small[depth] if depth < 64 else <Py_ssize_t>stack.pop()
                 if PyList_GET_SIZE(scope) > scope_len:
                     del scope[scope_len:]
                 continue
@@ -736,7 +744,13 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 if PyList_GET_SIZE(scope) > scope_len:
                     del scope[scope_len:]
             else:
-                stack.append((kids, dflt, scope_len))
+                kid_stack.append(kids)
+                dflt_stack.append(dflt)
+                if depth < 64:
+                    sl_small[depth] = scope_len
+                else:
+                    stack.append(scope_len)
+                depth += 1
                 kids = new_kids
                 dflt = new_dflt
         if tb.len:
