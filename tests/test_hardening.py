@@ -7,22 +7,35 @@ that ``test_c2s_negative.py`` already covers exactly are not repeated here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import os
 import re
 import resource
 import selectors
+import signal
 import socket
+import ssl
+import stat
+import subprocess
+import sys
 import threading
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 from support import STREAM_HEADER, RawClient
 from test_c2s_negative import (
+    SASL,
     assert_alive,
     expect_stream_error,
     ping,
+    plain_auth,
     stream_error,
+    tls_client,
 )
 
 from xmppd.config import Limits
@@ -453,3 +466,309 @@ def test_rate_limit_off_with_zero(make_server, caplog):
         assert "z" * 100_000 in bystander.read_until("</message>")
     assert "rate_limit_bytes_per_s" not in caplog.text
     assert_alive(client)
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def test_plain_with_another_users_authzid(server_and_bystander):
+    srv, bystander = server_and_bystander
+    client = tls_client(srv)
+    token = base64.b64encode(b"bob@localhost\0alice\0secret").decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert "<invalid-authzid/>" in client.read_until("</failure>")
+    # one's own authzid is fine
+    token = base64.b64encode(b"alice@localhost\0alice\0secret").decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert "<success" in client.read_until(r"<success[^>]*(/>|>.*?</success>)|</failure>")
+    assert_alive(bystander)
+
+
+def _scram_exchange(client: RawClient, *, mechanism: str = "SCRAM-SHA-256", gs2: str = "n,,",
+                    cbind: bytes = b"", password: str = "secret",
+                    nonce_suffix: str = "") -> str:
+    """One SCRAM exchange as user alice; returns the server's last reply."""
+    cnonce = base64.b64encode(os.urandom(18)).decode()
+    first_bare = f"n=alice,r={cnonce}"
+    payload = base64.b64encode((gs2 + first_bare).encode()).decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='{mechanism}'>{payload}</auth>")
+    reply = client.read_until(r"</challenge>|</failure>")
+    if "</failure>" in reply:
+        return reply
+    challenge = base64.b64decode(re.search(r"<challenge[^>]*>(.*?)</challenge>", reply).group(1))
+    attrs = dict(kv.split("=", 1) for kv in challenge.decode().split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                 int(attrs["i"]))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    channel = base64.b64encode(gs2.encode() + cbind).decode()
+    without_proof = f"c={channel},r={attrs['r']}{nonce_suffix}"
+    auth_message = f"{first_bare},{challenge.decode()},{without_proof}".encode()
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True)))
+    final = base64.b64encode(f"{without_proof},p={proof.decode()}".encode()).decode()
+    client.send(f"<response xmlns='{SASL}'>{final}</response>")
+    return client.read_until(r"<success[^>]*(/>|>.*?</success>)|</failure>")
+
+
+def test_scram_control_succeeds(server_and_bystander):
+    """The SCRAM client below is right: with nothing tampered, it logs in."""
+    srv, _ = server_and_bystander
+    assert "<success" in _scram_exchange(tls_client(srv))
+
+
+@pytest.mark.parametrize("tamper,condition", [
+    ({"password": "wrong"}, "not-authorized"),
+    ({"nonce_suffix": "x"}, "not-authorized"),  # the combined nonce changed
+    ({"gs2": "y,,"}, "not-authorized"),  # 'y' while -PLUS was advertised: a downgrade
+])
+def test_scram_tampering(server_and_bystander, tamper, condition):
+    srv, bystander = server_and_bystander
+    client = tls_client(srv)
+    reply = _scram_exchange(client, **tamper)
+    assert f"<{condition}/>" in reply, reply
+    assert "<success" not in reply
+    assert_alive(bystander)
+
+
+def test_scram_plus_is_advertised_for_the_downgrade_check(server_and_bystander):
+    srv, _ = server_and_bystander
+    client = RawClient(srv.port)
+    client.header()
+    client.starttls()
+    assert "SCRAM-SHA-256-PLUS" in client.header()
+
+
+@pytest.mark.parametrize("forged", ["alice@localhost/other", "bob@localhost", "localhost",
+                                    "alice@other.example/raw", "@@@"])
+def test_forged_from_variants(server_and_bystander, forged):
+    """``test_c2s_negative`` covers another user's full JID; these are the near misses."""
+    srv, bystander = server_and_bystander
+    client = RawClient(srv.port)
+    client.login("alice", "secret", resource="raw")
+    client.send(f"<message from='{forged}' to='carol@localhost/bystander'>"
+                "<body>forged</body></message>")
+    expect_stream_error(client, "invalid-from")
+    assert "forged" not in ping(bystander, "after")
+
+
+# -- TLS and stream features -------------------------------------------------------------------
+
+
+def _old_tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        with warnings.catch_warnings():  # deprecated versions: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    return ctx
+
+
+def test_tls_1_1_is_refused(server_and_bystander):
+    srv, bystander = server_and_bystander
+    ctx = _old_tls_context()
+    # direct TLS
+    with socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError) as exc:
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    # the refusal comes from the server (an alert or a hang-up after our hello), not
+    # from a client that could not even offer TLS 1.1
+    assert "NO_PROTOCOLS" not in str(exc.value), exc.value
+    assert isinstance(exc.value, ssl.SSLEOFError) or "ALERT" in str(exc.value).upper()
+    # STARTTLS
+    client = RawClient(srv.port)
+    client.header()
+    client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    client.read_until("<proceed[^>]*/>")
+    with pytest.raises((ssl.SSLError, OSError)):
+        ctx.wrap_socket(client.sock, server_hostname="localhost")
+    # a TLS 1.2 client on the same terms is served
+    ok = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ok.check_hostname, ok.verify_mode = False, ssl.CERT_NONE
+    ok.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5) as raw:
+        with ok.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() == "TLSv1.2"
+            assert tls.compression() is None
+    assert_alive(bystander)
+
+
+def test_compression_is_never_offered(server_and_bystander):
+    srv, _ = server_and_bystander
+    client = RawClient(srv.port)
+    seen = [client.header()]
+    client.starttls()
+    seen.append(client.header())
+    assert "<success" in plain_auth(client, "alice", "secret")
+    seen.append(client.header())
+    assert isinstance(client.sock, ssl.SSLSocket) and client.sock.compression() is None
+    for features in seen:
+        assert "<stream:features" in features
+        assert "compress" not in features.lower()
+    client.send("<compress xmlns='http://jabber.org/protocol/compress'>"
+                "<method>zlib</method></compress>")
+    assert stream_error(client.read_closed()) in ("unsupported-stanza-type", "not-authorized")
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_secrets_and_database_are_owner_only(make_server, tmp_path):
+    """Even with a umask of 0, nothing private is readable by others."""
+    old = os.umask(0)
+    try:
+        srv = make_server(users={"alice": "secret"}, allow_plain=True, data_dir=tmp_path / "d")
+    finally:
+        os.umask(old)
+    client = RawClient(srv.port)
+    client.login("alice", "secret")
+    client.send("<message to='bob@localhost'><body>x</body></message>")  # some writes
+    assert_alive(client)
+    data = tmp_path / "d"
+    private = [data, data / "secret", data / "certs", data / "certs" / "localhost.key",
+               data / "xmppd.sqlite3", data / "xmppd.sqlite3-wal", data / "xmppd.sqlite3-shm"]
+    for path in private:
+        assert path.exists(), path
+        assert _mode(path) & 0o077 == 0, f"{path} is mode {_mode(path):o}"
+    assert not [p for p in data.rglob("*") if _mode(p) & 0o002], "world-writable files"
+    client.close()
+
+
+def test_no_password_or_sasl_payload_in_logs(make_server, caplog):
+    password = "Pw-9f3b7c1e-do-not-log"
+    token = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+    with caplog.at_level(logging.DEBUG):
+        srv = make_server(users={"alice": password, "bob": "secret"}, allow_plain=True)
+        client = RawClient(srv.port)
+        client.login("alice", password)  # PLAIN
+        assert_alive(client)
+        wrong = tls_client(srv)
+        bad = base64.b64encode(f"\0alice\0{password}x".encode()).decode()
+        wrong.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{bad}</auth>")
+        wrong.read_until("</failure>")
+        scram = tls_client(srv)
+        scram_reply = _scram_exchange(scram, password="secret")  # as alice: wrong password
+        assert "<not-authorized/>" in scram_reply
+        srv.stop()
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert caplog.records, "nothing was logged at all"
+    for secret in (password, token, bad, base64.b64encode(password.encode()).decode()):
+        assert secret not in logged
+    assert not re.search(r"<auth\b|<response\b", logged)
+
+
+# -- shutdown and the command line ---------------------------------------------------------------
+
+
+def _cli(args: list[str], config: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xmppd.cli", "--config", str(config), *args],
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def _write_config(tmp_path: Path) -> Path:
+    config = tmp_path / "xmppd.toml"
+    config.write_text(
+        "[server]\n"
+        f"data_dir = '{tmp_path / 'data'}'\n"
+        "log_level = 'debug'\n"
+        "[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls = []\nallow_plain = true\n"
+    )
+    return config
+
+
+def test_account_changes_from_the_cli_are_durable(tmp_path):
+    """Each CLI command commits before it reports success: a new process sees it."""
+    config = _write_config(tmp_path)
+    assert _cli(["adduser", "dave@localhost"], config, "first\n").returncode == 0
+    assert _mode(tmp_path / "data" / "xmppd.sqlite3") & 0o077 == 0
+    check = ("import asyncio, sys\n"
+             "from xmppd.storage import open_storage\n"
+             "async def main():\n"
+             "    s = await open_storage(sys.argv[1])\n"
+             "    print(await s.account_exists('dave', 'localhost'),"
+             " (await s.get_scram('dave', 'localhost', 'SHA-256') or 0) and 1)\n"
+             "    await s.close()\n"
+             "asyncio.run(main())\n")
+    url = f"sqlite:///{tmp_path / 'data' / 'xmppd.sqlite3'}"
+
+    def seen() -> str:
+        out = subprocess.run([sys.executable, "-c", check, url], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert seen() == "True 1"
+    assert _cli(["passwd", "dave@localhost"], config, "second\n").returncode == 0
+    assert seen() == "True 1"
+    assert _cli(["deluser", "dave@localhost"], config).returncode == 0
+    assert seen() == "False 0"
+
+
+def test_sigterm_shuts_down_gracefully(tmp_path):
+    config = _write_config(tmp_path)
+    for user in ("alice", "bob"):
+        assert _cli(["adduser", f"{user}@localhost"], config, "secret\n").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "xmppd.cli", "--config", str(config), "run"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        lines = []
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"listening for c2s on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+        assert port, "".join(lines)
+        drain = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        drain.start()
+        client = RawClient(port)
+        client.login("alice", "secret")
+        # an acknowledged write: the result comes only once it is committed
+        client.send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'>"
+                    "<item jid='bob@localhost' name='Bob'/></query></iq>")
+        assert "type='result'" in client.read_until(r"id=['\"]r1['\"][^>]*>").replace('"', "'")
+        # offline messages in flight when the signal comes
+        for i in range(20):
+            client.send(f"<message to='bob@localhost' type='chat'><body>m{i}</body></message>")
+        proc.send_signal(signal.SIGTERM)
+        text = expect_stream_error(client, "system-shutdown")
+        assert "<system-shutdown" in text
+        assert proc.wait(timeout=10) == 0
+        drain.join(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = "".join(lines)
+    assert "xmppd stopped" in log
+    assert "Traceback" not in log
+    # the database is intact and the messages that were stored are the first ones, in order
+    url = f"sqlite:///{tmp_path / 'data' / 'xmppd.sqlite3'}"
+    check = ("import asyncio, sys\n"
+             "from xmppd.storage import open_storage\n"
+             "async def main():\n"
+             "    s = await open_storage(sys.argv[1])\n"
+             "    for m in await s.offline_messages('bob', 'localhost'): print(m.data.decode())\n"
+             "    print('ROSTER', (await s.roster('alice', 'localhost')).get('bob@localhost'))\n"
+             "    await s.close()\n"
+             "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", check, url], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    stored = re.findall(r"<body>(m\d+)</body>", out.stdout)
+    assert re.search(r"ROSTER RosterItem\(.*name='Bob'", out.stdout), out.stdout
+    assert stored == [f"m{i}" for i in range(len(stored))]
