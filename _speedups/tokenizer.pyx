@@ -271,10 +271,13 @@ cdef inline bint _is_hex(unsigned char c) noexcept nogil:
     return (0x30 <= c <= 0x39) or (0x41 <= c <= 0x46) or (0x61 <= c <= 0x66)
 
 
-cdef Py_ssize_t _scan_ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int* res) noexcept nogil:
+cdef Py_ssize_t _scan_ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int* res,
+                          Py_ssize_t hint) noexcept nogil:
     """Scan a reference whose ``&`` is at ``i``; return the index after its ``;``.
 
-    ``res`` is R_OK, R_PARTIAL or E_NWF (expat's scanRef/scanCharRef syntax)."""
+    ``res`` is R_OK, R_PARTIAL or E_NWF (expat's scanRef/scanCharRef syntax).  On
+    R_PARTIAL the index returned is where a later call may resume (``hint``), so a long
+    reference arriving in pieces is scanned once."""
     cdef int k
     i += 1
     if i >= n:
@@ -294,6 +297,8 @@ cdef Py_ssize_t _scan_ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, in
                 res[0] = E_NWF
                 return i
             i += 1
+            if hint > i:
+                i = hint
             while i < n:
                 if p[i] == 0x3B:
                     res[0] = R_OK
@@ -308,6 +313,8 @@ cdef Py_ssize_t _scan_ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, in
             res[0] = E_NWF
             return i
         i += 1
+        if hint > i:
+            i = hint
         while i < n:
             if p[i] == 0x3B:
                 res[0] = R_OK
@@ -323,6 +330,8 @@ cdef Py_ssize_t _scan_ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, in
         res[0] = R_PARTIAL if k < 0 else E_NWF
         return i
     i += k
+    if hint > i:
+        i = hint
     while i < n:
         if p[i] == 0x3B:
             res[0] = R_OK
@@ -1032,6 +1041,10 @@ cdef class Tokenizer:
     cdef int _ck_phase
     cdef Py_ssize_t _ck_pos
     cdef int _ck_aux
+    # where the scan of a partial reference or end tag at _hint_at may resume
+    cdef Py_ssize_t _hint_at
+    cdef Py_ssize_t _hint
+    cdef Py_ssize_t _hint_ne
     # the stanza being read
     cdef Py_ssize_t _stz_inner
     cdef Py_ssize_t _stz_scope
@@ -1163,6 +1176,7 @@ cdef class Tokenizer:
         self._default = ""
         self._root_qname = None
         self._ck_kind = K_NONE
+        self._hint_at = -1
         self._natt = 0
         self._stz_name = self._stz_ns = self._stz_attrs = self._stz_rawns = None
         self._etext = ""
@@ -1173,6 +1187,10 @@ cdef class Tokenizer:
         self._pos -= d
         self._last -= d
         self._ck_pos -= d
+        self._hint_at -= d
+        self._hint -= d
+        if self._hint_ne >= 0:
+            self._hint_ne -= d
         self._stz_inner -= d
         self._tag_name_end -= d
         if self._tag_colon >= 0:
@@ -1483,8 +1501,10 @@ cdef class Tokenizer:
                 break
             if c < 0x80:
                 if c == 0x26:
-                    j = _scan_ref(p, i, n, &res)
+                    j = _scan_ref(p, i, n, &res, self._hint if self._hint_at == i else 0)
                     if res == R_PARTIAL:
+                        self._hint_at = i
+                        self._hint = j
                         self._pos = i
                         return R_PARTIAL
                     if res != R_OK:
@@ -1614,8 +1634,10 @@ cdef class Tokenizer:
                 elif c == 0x22 or c == 0x27:
                     i += 1
                 elif c == 0x26:
-                    j = _scan_ref(p, i, n, &res)
+                    j = _scan_ref(p, i, n, &res, self._hint if self._hint_at == i else 0)
                     if res == R_PARTIAL:
+                        self._hint_at = i
+                        self._hint = j
                         break
                     if res != R_OK:
                         return self._err(E_NWF, "bad reference")
@@ -1912,7 +1934,7 @@ cdef class Tokenizer:
 
     cdef int _end_tag(self, const unsigned char* p, Py_ssize_t n, list events) except -1:
         """The end tag at ``_pos`` (expat's scanEndTag), matched against the open element."""
-        cdef Py_ssize_t i = self._pos + 2, j, end, qs, ql, depth = self._depth
+        cdef Py_ssize_t i = self._pos + 2, j, end, qs, ql, ne = -1, depth = self._depth
         cdef int k
         cdef unsigned char c
         cdef bytes inner
@@ -1922,32 +1944,46 @@ cdef class Tokenizer:
         if k <= 0:
             return R_PARTIAL if k < 0 else self._err(E_NWF, "bad end tag")
         j = i + k
+        if self._hint_at == self._pos and self._hint > j:  # resume a long one
+            j = self._hint
+            ne = self._hint_ne
         while True:
             if j >= n:
+                self._hint_at = self._pos
+                self._hint = j
+                self._hint_ne = ne
                 return R_PARTIAL
             c = p[j]
+            if ne >= 0:  # whitespace after the name
+                if _ws(c):
+                    j += 1
+                    continue
+                if c != 0x3E:
+                    return self._err(E_NWF, "bad end tag")
+                end = j + 1
+                break
             if CT[c] == C_NMSTRT or CT[c] == C_NAME or CT[c] == C_COLON:
                 j += 1
             elif c == 0x3E:
+                ne = j
                 end = j + 1
                 break
             elif _ws(c):
-                end = j + 1
-                while end < n and _ws(p[end]):
-                    end += 1
-                if end >= n:
-                    return R_PARTIAL
-                if p[end] != 0x3E:
-                    return self._err(E_NWF, "bad end tag")
-                end += 1
-                break
+                ne = j
+                j += 1
             elif c >= 0x80:
                 k = _name_char(p + j, n - j, 0)
                 if k <= 0:
-                    return R_PARTIAL if k < 0 else self._err(E_NWF, "bad end tag")
+                    if k < 0:
+                        self._hint_at = self._pos
+                        self._hint = j
+                        self._hint_ne = -1
+                        return R_PARTIAL
+                    return self._err(E_NWF, "bad end tag")
                 j += k
             else:
                 return self._err(E_NWF, "bad end tag")
+        j = ne
         if depth == 1:
             qname = self._root_qname.encode()
             ql = PyBytes_GET_SIZE(qname)

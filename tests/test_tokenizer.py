@@ -291,3 +291,18 @@ def test_truncated_multibyte_is_not_an_error_yet(tokenizer_impl):
     tok = tokenizer_impl.Tokenizer()
     tok.feed(HEADER + b"<message><body>\xe2\x82")
     assert tok.feed(b"\xac</body></message>")[0].findtext("body") == "€"
+
+
+def test_long_tokens_in_small_pieces(tokenizer_impl):
+    """Long end tags, references and attribute values split into many pieces (the compiled
+    tokenizer resumes them instead of rescanning: linear, however they are split)."""
+    pad = b" " * 3000
+    data = HEADER + b"<message a='" + b"v" * 3000 + b"'><b>x</b" + pad + b"></message" + pad + b">"
+    tok = tokenizer_impl.Tokenizer()
+    events = feed_all(tok, [data[i : i + 7] for i in range(0, len(data), 7)])
+    assert events[1] == Element("message", C, {"a": "v" * 3000}, [Element("b", C, {}, ["x"])])
+    ref = HEADER + b"<message>&" + b"a" * 3000 + b";</message>"
+    tok = tokenizer_impl.Tokenizer()
+    with pytest.raises(TokenizerError) as info:
+        feed_all(tok, [ref[i : i + 5] for i in range(0, len(ref), 5)])
+    assert info.value.condition == "restricted-xml"
