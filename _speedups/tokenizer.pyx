@@ -1813,12 +1813,14 @@ cdef class Tokenizer:
                 seen.add(key)
             else:
                 for j in range(k):
-                    if a[5 * j + 1] - a[5 * j] == ln and memcmp(p + a[5 * j], p + s, ln) == 0:
+                    if a[5 * j + 1] - a[5 * j] == ln and p[a[5 * j]] == p[s] \
+                            and memcmp(p + a[5 * j], p + s, ln) == 0:
                         return self._err(E_NWF, "duplicate attribute")
             r = _check_value(p, a[5 * k + 3], a[5 * k + 4])
             if r:
                 return self._err(r, "bad reference in an attribute value")
-            if ln >= 5 and memcmp(p + s, b"xmlns", 5) == 0 and (ln == 5 or a[5 * k + 2] == s + 5):
+            if ln >= 5 and p[s] == 0x78 and p[s + 1] == 0x6D and p[s + 2] == 0x6C and p[s + 3] == 0x6E \
+                    and p[s + 4] == 0x73 and (ln == 5 or a[5 * k + 2] == s + 5):  # xmlns, xmlns:*
                 if ln == 5 and depth >= 2:
                     # Inside a stanza nothing reads the default namespace (the builder
                     # re-reads the declarations): check a plain value on its bytes only.
