@@ -607,24 +607,32 @@ cdef inline bint _is_xml_prefix(const unsigned char* p, Py_ssize_t n) noexcept n
 
 # -- the lazy builder ----------------------------------------------------------------------
 
-# attribute positions of the start tag the builder is reading (it is never re-entered)
-cdef Py_ssize_t* _BA = NULL
-cdef Py_ssize_t _BA_CAP = 0
+# Attribute positions of the start tag the builder is reading.  A garbage collection
+# triggered while building could run a finalizer that builds another element's children:
+# the nested call then gets its own array instead of sharing this one.
+cdef struct PosBuf:
+    Py_ssize_t* data
+    Py_ssize_t cap
+
+cdef PosBuf _BA
+_BA.data = NULL
+_BA.cap = 0
+cdef bint _BA_BUSY = False
 
 
-cdef int _grow_ba() except -1:
-    global _BA, _BA_CAP
-    cdef Py_ssize_t cap = _BA_CAP * 2 + 16
-    cdef Py_ssize_t* a = <Py_ssize_t*>PyMem_Realloc(_BA, 5 * cap * sizeof(Py_ssize_t))
+cdef int _grow_pos(PosBuf* b) except -1:
+    cdef Py_ssize_t cap = b.cap * 2 + 16
+    cdef Py_ssize_t* a = <Py_ssize_t*>PyMem_Realloc(b.data, 5 * cap * sizeof(Py_ssize_t))
     if a == NULL:
         raise MemoryError()
-    _BA = a
-    _BA_CAP = cap
+    b.data = a
+    b.cap = cap
     return 0
 
 
 cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scope):
     """Children of validated inner content ``p[:n]``, nothing checked: the tokenizer has."""
+    global _BA_BUSY
     cdef list root = [], kids = root, stack = [], new_kids
     cdef TBuf tb
     cdef TBuf vb
@@ -637,10 +645,19 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     cdef object dflt = _default_ns(scope, base_ns), uri, value, ns
     cdef dict attrs
     cdef bint empty
+    cdef PosBuf own
+    cdef PosBuf* ba = &own
+    cdef bint shared
     tb.data = NULL
     tb.len = tb.cap = 0
     vb.data = NULL
     vb.len = vb.cap = 0
+    own.data = NULL
+    own.cap = 0
+    shared = not _BA_BUSY
+    if shared:
+        ba = &_BA
+        _BA_BUSY = True
     try:
         while i < n:
             if p[i] != 0x3C:
@@ -715,19 +732,19 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                     i += 1
                 q = p[i]
                 j = <Py_ssize_t>(<const unsigned char*>memchr(p + i + 1, q, n - i - 1) - p)
-                if nat >= _BA_CAP:
-                    _grow_ba()
+                if nat >= ba.cap:
+                    _grow_pos(ba)
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
                     value = _attr_str(p, i + 1, j, &vb)
                     scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6) if ve - vs > 5 else b"", value))
                     if ve - vs == 5:
                         new_dflt = value
                 else:
-                    _BA[5 * nat] = vs
-                    _BA[5 * nat + 1] = ve
-                    _BA[5 * nat + 2] = ncol
-                    _BA[5 * nat + 3] = i + 1
-                    _BA[5 * nat + 4] = j
+                    ba.data[5 * nat] = vs
+                    ba.data[5 * nat + 1] = ve
+                    ba.data[5 * nat + 2] = ncol
+                    ba.data[5 * nat + 3] = i + 1
+                    ba.data[5 * nat + 4] = j
                     nat += 1
                 i = j + 1
             if col >= 0:
@@ -738,10 +755,10 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 name = _istr(p + s, e - s)
             attrs = {}
             for k in range(nat):
-                vs = _BA[5 * k]
-                ve = _BA[5 * k + 1]
-                ncol = _BA[5 * k + 2]
-                value = _attr_str(p, _BA[5 * k + 3], _BA[5 * k + 4], &vb)
+                vs = ba.data[5 * k]
+                ve = ba.data[5 * k + 1]
+                ncol = ba.data[5 * k + 2]
+                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], &vb)
                 if ncol < 0:
                     attrs[_istr(p + vs, ve - vs)] = value
                 else:
@@ -767,6 +784,9 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     finally:
         PyMem_Free(tb.data)
         PyMem_Free(vb.data)
+        PyMem_Free(own.data)
+        if shared:
+            _BA_BUSY = False
     return root
 
 
