@@ -772,3 +772,9 @@ def test_sigterm_shuts_down_gracefully(tmp_path):
     stored = re.findall(r"<body>(m\d+)</body>", out.stdout)
     assert re.search(r"ROSTER RosterItem\(.*name='Bob'", out.stdout), out.stdout
     assert stored == [f"m{i}" for i in range(len(stored))]
+
+
+def test_rate_limit_is_on_by_default():
+    limits = Limits()
+    assert limits.rate_limit_bytes_per_s == 1024 * 1024
+    assert limits.rate_limit_burst_bytes >= limits.max_stanza_size_bytes

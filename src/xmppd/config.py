@@ -51,7 +51,9 @@ class Limits:
     max_connections_per_ip: int = 100
     max_resources_per_account: int = 10
     max_output_buffer_bytes: int = 4 * 1024 * 1024
-    rate_limit_bytes_per_s: int = 0  # 0 disables the per-connection read-rate limit
+    # c2s input, token bucket: reading pauses (TCP backpressure) once a client is over its
+    # average rate; nothing is dropped.  0 disables it (benchmarks).  See docs/SECURITY.md.
+    rate_limit_bytes_per_s: int = 1024 * 1024
     rate_limit_burst_bytes: int = 256 * 1024
     max_offline_messages: int = 1000
     auth_failures_per_ip_per_min: int = 30
