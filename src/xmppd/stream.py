@@ -13,8 +13,9 @@ peer that does not read our answers gets no more answers to compute).
 Input is flow-controlled, never dropped: at most :attr:`XMLStream.read_slice` bytes are
 processed per event-loop iteration (the rest waits, with reading paused, so one busy peer
 cannot hold the loop), and an optional token bucket (``rate_limit_bytes_per_s``,
-``rate_limit_burst_bytes``) pauses reading once a peer has sent more than its share, until
-the bucket has refilled: TCP backpressure slows the sender instead of the server buffering.
+``rate_limit_burst_bytes``), charged as input is processed, holds reading and processing once
+a peer is over its share until the bucket has refilled: TCP backpressure slows the sender
+instead of the server buffering, and nothing is dropped.
 """
 
 from __future__ import annotations
