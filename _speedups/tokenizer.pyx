@@ -1035,7 +1035,7 @@ cdef class Tokenizer:
     cdef object _error
     cdef str _etext
     cdef bytearray _pend      # unconsumed input, from the end of the last event on
-    cdef bytes _head          # the stream's first two bytes, for the encoding check
+    cdef bytes _head          # a lone first byte, held until the second one arrives
     cdef Py_ssize_t _fed
     cdef Py_ssize_t _pos      # next byte to scan (a token start when a token is pending)
     cdef Py_ssize_t _last     # end of the last event
@@ -1099,7 +1099,7 @@ cdef class Tokenizer:
     @property
     def buffered(self):
         """Bytes held since the last event (an incomplete element and whitespace)."""
-        return PyByteArray_GET_SIZE(self._pend) - self._last
+        return PyByteArray_GET_SIZE(self._pend) - self._last + PyBytes_GET_SIZE(self._head)
 
     def feed(self, data) -> list:
         """Tokenize a chunk; return the events it completed."""
@@ -1114,12 +1114,14 @@ cdef class Tokenizer:
             return events
         if type(data) is not bytes:
             data = bytes(data)
-        if self._fed < 2:
-            self._head = (self._head + data)[:2]
-            if self._head[0] in (0x00, 0xFE, 0xFF) or self._head == b"<\x00":
+        if self._fed == 0:
+            # The first two bytes decide the encoding check: hold a lone first byte back.
+            data = self._head + data
+            self._head = data[:1] if PyBytes_GET_SIZE(data) < 2 else b""
+            if data[0] in (0x00, 0xFE, 0xFF) or data[1:2] == b"\x00":
                 self._fail(E_ENCODING, "the stream is not UTF-8", events)
-            if PyBytes_GET_SIZE(self._head) == 2:
-                self._head = b""  # checked: nothing to keep
+            if PyBytes_GET_SIZE(self._head):
+                return events
         self._fed += PyBytes_GET_SIZE(data)
         direct = PyByteArray_GET_SIZE(self._pend) == 0
         if direct:  # nothing pending: scan the caller's bytes without copying
@@ -1171,7 +1173,7 @@ cdef class Tokenizer:
     def restart(self) -> list:
         """Expect a new stream header, re-reading the bytes after the last event (also
         after an error: they may have been the new stream's header)."""
-        leftover = bytes(self._pend[self._last:])
+        leftover = self._head + bytes(self._pend[self._last:])
         self._error = None
         self._new_stream()
         return self.feed(leftover)
@@ -1254,6 +1256,11 @@ cdef class Tokenizer:
             if self._ck_kind == K_COMMENT:
                 return self._comment(p, n)
             c = p[i]
+            if epilog:  # after the closing tag: whitespace only (the twin's rule)
+                if not _ws(c):
+                    return self._err(E_NWF, "junk after the stream's closing tag")
+                i += 1
+                continue
             if self._bom_ok:
                 if c == 0xEF:
                     if i + 1 >= n:

@@ -223,6 +223,9 @@ VIOLATIONS = [
     ("cdata-end-in-text", HEADER + b"<message>]]></message>", "not-well-formed"),
     ("misplaced-decl", HEADER + b"<?xml version='1.0'?>", "not-well-formed"),
     ("junk-after-close", HEADER + b"</stream:stream><message/>", "not-well-formed"),
+    ("comment-after-close", HEADER + b"</stream:stream> <!-- bye -->", "not-well-formed"),
+    ("text-after-close", HEADER + b"</stream:stream>x", "not-well-formed"),
+    ("second-byte-nul", b"x\x00", "unsupported-encoding"),
     ("lt-in-attr", HEADER + b"<message to='<'/>", "not-well-formed"),
 ]
 

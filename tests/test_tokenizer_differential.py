@@ -138,6 +138,23 @@ def mutated(draw) -> bytes:
     return bytes(data)
 
 
+# Token soup: markup fragments anywhere (the prolog, inside the stream, after its end),
+# where expat's decisions on incomplete tokens are the subtle part.
+SOUP = [
+    b"<", b">", b"?", b"!", b"-", b"--", b"[", b"]", b"(", b")", b"%", b"#", b"'", b'"', b"x",
+    b"xml", b"XmL", b"DOCTYPE", b" ", b"\n", b"\r", b"=", b"a", b":", b";", b"&", b"&#", b"\xc3\xa9",
+    b"\xe2\x82", b"\xff", b"\xef\xbb\xbf", b"version", b"encoding", b"'1.0'", b"'UTF-8'", b"'latin1'",
+    b"standalone", b"'yes'", b"<s>", b"</s>", b"<?xml version='1.0'?>", b"<!--", b"-->", b"?>",
+    b"<![CDATA[", b"]]>", b"/", b"\x00", b"\t", b"|", b",", b"*", b"1", b"<?xml", b"<!DOCTYPE",
+]
+
+
+@st.composite
+def soups(draw) -> bytes:
+    prefix = draw(st.sampled_from([b"", b"", b"<s>", b"<s></s>", b"<s><a>"]))
+    return prefix + b"".join(draw(st.lists(st.sampled_from(SOUP), min_size=1, max_size=12)))
+
+
 # -- running ----------------------------------------------------------------------------
 
 
@@ -178,6 +195,12 @@ def test_well_formed_streams(data, cuts):
 @SETTINGS
 @given(mutated(), st.lists(st.integers(0, 10_000), max_size=8))
 def test_mutated_streams(data, cuts):
+    check(data, cuts)
+
+
+@SETTINGS
+@given(soups(), st.lists(st.integers(0, 10_000), max_size=4))
+def test_token_soup(data, cuts):
     check(data, cuts)
 
 

@@ -35,8 +35,11 @@ Where expat's own behaviour depended on how the input was split, this twin pins 
   where buffered text used to let the later entity error win when both came in one chunk.
 - A DOCTYPE is refused as soon as the ``<!DOCTYPE`` keyword is complete, not when expat
   reaches the end of the declaration's name.
-- A stream starting ``<\0`` (which expat would re-read as UTF-16) is
+- A stream whose second byte is NUL (which expat would re-read as UTF-16) is
   ``unsupported-encoding``.
+- After the stream's closing tag only whitespace may follow (until ``restart()`` or
+  ``reset()``); anything else is ``not-well-formed`` as soon as it arrives (expat's verdict
+  on junk there depended on where the input was split).
 - The size limit trips at the byte that exceeds it (expat never parses past that byte),
   not at the end of whichever ``feed`` call happened to carry it.
 
@@ -80,6 +83,7 @@ _EXPAT_CONDITIONS = {
 # The end of a start tag that expat has already validated: only the trailing "/" matters.
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
 _WS = frozenset(" \t\r\n")
+_WS_BYTES = frozenset(b" \t\r\n")
 _BAD_NS_CHARS = re.compile(r"[\s]")
 
 
@@ -123,7 +127,7 @@ class Tokenizer:
     @property
     def buffered(self) -> int:
         """Bytes held since the last event (an incomplete element and whitespace)."""
-        return self._fed - self._last_end
+        return self._fed - self._last_end + len(self._head)
 
     def feed(self, data: bytes) -> list:
         if self._error is not None:
@@ -132,11 +136,14 @@ class Tokenizer:
         if not data:
             return events
         self._events = events
-        if self._fed < 2:
-            head = (self._head + data)[:2]
-            self._head = head
-            if head[0] in (0x00, 0xFE, 0xFF) or head == b"<\x00":
+        if self._fed == 0:
+            # The first two bytes decide the encoding check: hold a lone first byte back.
+            data = self._head + data
+            self._head = data[:1] if len(data) < 2 else b""
+            if data[0] in (0x00, 0xFE, 0xFF) or data[1:2] == b"\x00":
                 self._fail("unsupported-encoding", "the stream is not UTF-8", events)
+            if self._head:
+                return events
         self._buf += data
         try:
             # Never parse past the byte that would exceed the size limit: errors in the
@@ -149,6 +156,10 @@ class Tokenizer:
                 piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
                 self._fed += len(piece)
                 self._parser.Parse(piece, False)
+                if self._closed:
+                    tail = self._buf[self._last_end - self._buf_off : self._fed - self._buf_off]
+                    if not _WS_BYTES.issuperset(tail):
+                        raise _Abort("not-well-formed", "junk after the stream's closing tag")
         except _Abort as exc:
             self._fail(exc.condition, exc.text, events)
         except ExpatError as exc:
@@ -161,7 +172,7 @@ class Tokenizer:
 
     def restart(self) -> list:
         """Expect a new stream header, re-reading the bytes after the last event."""
-        leftover = bytes(self._buf[self._last_end - self._buf_off :])
+        leftover = self._head + bytes(self._buf[self._last_end - self._buf_off :])
         self._error = None
         self._new_parser()
         return self.feed(leftover)
@@ -210,6 +221,7 @@ class Tokenizer:
         self._top_start = 0
         self._top_empty = False
         self._root_empty_end = -1
+        self._closed = False
         self._events: list = []
 
     def _consumed(self, end: int) -> None:
@@ -269,6 +281,7 @@ class Tokenizer:
             if end < 0:
                 end = self._buf.index(b">", idx - self._buf_off) + 1 + self._buf_off
             self._consumed(end)
+            self._closed = True
             self._events.append(StreamClose())
             return
         el = self._stack.pop()
@@ -303,9 +316,13 @@ class Tokenizer:
             raise _Abort("restricted-xml", "DTDs are not allowed")
 
     def _forbidden_comment(self, *args: object) -> None:
+        if self._closed:
+            raise _Abort("not-well-formed", "junk after the stream's closing tag")
         raise _Abort("restricted-xml", "comments are not allowed")
 
     def _forbidden_pi(self, *args: object) -> None:
+        if self._closed:
+            raise _Abort("not-well-formed", "junk after the stream's closing tag")
         raise _Abort("restricted-xml", "processing instructions are not allowed")
 
     def _forbidden_doctype(self, *args: object) -> None:
