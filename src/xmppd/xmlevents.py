@@ -33,7 +33,9 @@ class TokenizerError(Exception):
 
     ``condition`` is the stream error to send, ``text`` a human-readable reason, and
     ``events`` the events completed in the same ``feed`` call before the error (they are
-    well-formed and may still be processed).  After this error the tokenizer is dead.
+    well-formed and may still be processed).  After this error ``feed`` raises it again;
+    only ``restart()`` (re-reading the bytes after the last event as a new stream, as when
+    ``<auth/>`` and the next stream header were pipelined) or ``reset()`` go on.
     """
 
     def __init__(self, condition: str, text: str = "", events: list | None = None) -> None:
