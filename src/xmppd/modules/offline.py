@@ -93,7 +93,7 @@ def load(api: ModuleAPI) -> None:
         limit = api.limits.max_offline_messages
         if not await storage.offline_store(username, domain, encode_stanza(stanza),
                                            time.time(), limit):
-            api.log.info("offline store of %s is full (%d)", target, limit)
+            api.log.info("limit max_offline_messages (%d) reached for %s", limit, target)
             return False
         # A session may have become available while we were writing; it already fetched
         # the store, so hand it this message now.
