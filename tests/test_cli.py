@@ -148,6 +148,28 @@ def test_account_errors(tmp_path):
     assert empty.returncode != 0 and "empty password" in empty.stderr
 
 
+def test_import_accounts(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    assert xmppd_cmd("adduser", "alice@localhost", config=config, input="old\n").returncode == 0
+    lines = "# benchmark users\nalice@localhost\tnew\nbob@localhost\tp w\n\nCarol@localhost\tc\n"
+    done = xmppd_cmd("import-accounts", "-", config=config, input=lines)
+    assert done.returncode == 0, done.stderr
+    assert "created 2 of 3 accounts" in done.stdout
+    assert "alice@localhost exists already" in done.stderr
+    server = RunningServer(config, port)
+    try:
+        assert can_login(port, "alice", "old")  # an existing account is left alone
+        assert can_login(port, "bob", "p w")
+        assert can_login(port, "carol", "c")  # the localpart is normalized
+    finally:
+        server.stop()
+    bad = xmppd_cmd("import-accounts", "-", config=config, input="dave@localhost pw\n")
+    assert bad.returncode != 0 and "line 1" in bad.stderr
+    ctrl = xmppd_cmd("import-accounts", "-", config=config, input="\ndave@localhost\tp\x01\n")
+    assert ctrl.returncode != 0 and "line 2: password is not a valid" in ctrl.stderr
+
+
 def test_adduser_uses_the_data_dir_from_the_environment(tmp_path):
     done = xmppd_cmd("adduser", "carol@localhost", data_dir=tmp_path / "env", input="pw\n")
     assert done.returncode == 0, done.stderr

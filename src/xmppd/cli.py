@@ -38,6 +38,16 @@ def _read_password(confirm: bool = True) -> str:
             raise SystemExit("xmppd: the passwords differ")
     if not password:
         raise SystemExit("xmppd: an empty password is not allowed")
+    return _check_password(password)
+
+
+def _check_password(password: str, where: str = "") -> str:
+    from xmppd.sasl import prepare_password
+
+    try:
+        prepare_password(password)
+    except ValueError as exc:
+        raise SystemExit(f"xmppd: {where}{exc}") from None
     return password
 
 
@@ -92,6 +102,54 @@ def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
 
     _run(_with_storage(config, action))
     print(f"created {user}@{domain}")
+    return 0
+
+
+def _import_lines(stream) -> list[tuple[str, str]]:
+    """``jid<TAB>password`` lines; blank lines and ``#`` comments are skipped."""
+    out = []
+    for number, line in enumerate(stream, 1):
+        line = line.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        jid, sep, password = line.partition("\t")
+        if not sep or not password:
+            raise SystemExit(f"xmppd: line {number}: expected 'user@domain<TAB>password'")
+        _check_password(password, f"line {number}: ")
+        out.append((jid.strip(), password))
+    return out
+
+
+def cmd_import_accounts(config: Config, args: argparse.Namespace) -> int:
+    """Create many accounts at once; PBKDF2 runs on every core (one salt per account)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from xmppd.sasl import derive_all
+    from xmppd.storage import AccountExists
+
+    if args.file == "-":
+        entries = _import_lines(sys.stdin)
+    else:
+        with open(args.file, encoding="utf-8") as fh:
+            entries = _import_lines(fh)
+    accounts = [_account(config, jid) for jid, _ in entries]
+    with ProcessPoolExecutor() as pool:
+        creds = list(pool.map(derive_all, [pw for _, pw in entries], chunksize=64))
+
+    async def action(storage):
+        async def one(account, cred):
+            try:
+                await storage.create_account(*account, cred)
+            except AccountExists:
+                print(f"xmppd: {account[0]}@{account[1]} exists already; left as it is",
+                      file=sys.stderr)
+                return False
+            return True
+
+        return await asyncio.gather(*(one(a, c) for a, c in zip(accounts, creds, strict=True)))
+
+    created = sum(_run(_with_storage(config, action)) or [])
+    print(f"created {created} of {len(accounts)} accounts")
     return 0
 
 
@@ -163,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("deluser", "delete an account")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("jid", help="user@domain")
+    imp = sub.add_parser("import-accounts", parents=[common],
+                         help="create accounts from 'user@domain<TAB>password' lines")
+    imp.add_argument("file", help="the file to read, or - for stdin")
     cert = sub.add_parser("cert", parents=[common], help="certificates")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True)
     gen = cert_sub.add_parser("generate", parents=[common], help="generate a self-signed certificate")
@@ -174,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "run": cmd_run,
     "adduser": cmd_adduser,
+    "import-accounts": cmd_import_accounts,
     "passwd": cmd_passwd,
     "deluser": cmd_deluser,
     "cert": cmd_cert,
