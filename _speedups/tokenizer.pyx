@@ -690,8 +690,8 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 dflt = dflt_stack.pop()
                 depth -= 1
                 scope_len = sl_small[depth] if depth < 64 else <Py_ssize_t>stack.pop()
-                if PyList_GET_SIZE(scope) > scope_len:
-                    del scope[scope_len:]
+                while PyList_GET_SIZE(scope) > scope_len:
+                    scope.pop()
                 continue
             # start tag
             scope_len = PyList_GET_SIZE(scope)
@@ -736,9 +736,10 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                     _grow_pos(ba)
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
                     value = _attr_str(p, i + 1, j, &vb)
-                    scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6) if ve - vs > 5 else b"", value))
                     if ve - vs == 5:
-                        new_dflt = value
+                        new_dflt = value  # tracked in dflt/dflt_stack, not in the scope
+                    else:
+                        scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6), value))
                 else:
                     ba.data[5 * nat] = vs
                     ba.data[5 * nat + 1] = ve
@@ -767,8 +768,8 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
             new_kids = []
             kids.append(_element(name, ns, attrs, new_kids, None, None, None))
             if empty:
-                if PyList_GET_SIZE(scope) > scope_len:
-                    del scope[scope_len:]
+                while PyList_GET_SIZE(scope) > scope_len:
+                    scope.pop()
             else:
                 kid_stack.append(kids)
                 dflt_stack.append(dflt)
