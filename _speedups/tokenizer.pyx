@@ -644,7 +644,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     cdef Py_ssize_t[64] sl_small
     cdef object dflt = _default_ns(scope, base_ns), uri, value, ns
     cdef dict attrs
-    cdef bint empty
+    cdef bint empty = False
     cdef PosBuf own
     cdef PosBuf* ba = &own
     cdef bint shared
@@ -1379,7 +1379,7 @@ cdef class Tokenizer:
         complete, with ``_pos`` after it."""
         cdef Py_ssize_t i, t0
         cdef int k, tok
-        cdef unsigned char c
+        cdef unsigned char c = 0
         if self._ck_kind == K_PI:
             i = self._ck_pos
             tok = self._ck_aux
@@ -1516,7 +1516,7 @@ cdef class Tokenizer:
         cdef bint ws_only = self._depth == 1
         cdef unsigned char c
         cdef Py_ssize_t j
-        cdef int res, k
+        cdef int res = R_OK, k
         cdef long v
         while i < n:
             if not ws_only:
@@ -1626,7 +1626,7 @@ cdef class Tokenizer:
         checkpoint; on R_OK the attributes are in ``_att`` and ``_tag_end`` is set."""
         cdef Py_ssize_t i, j
         cdef Py_ssize_t* at
-        cdef int ph, k, t, res
+        cdef int ph, k, t, res = R_OK
         cdef unsigned char c, q = 0
         if self._ck_kind == K_STAG:
             i = self._ck_pos
@@ -1827,6 +1827,7 @@ cdef class Tokenizer:
         cdef list uris = None
         cdef int r
         cdef bytes prefix
+        name = None
         sc0 = PyList_GET_SIZE(scope)
         for k in range(natt):
             s = a[5 * k]
@@ -1964,7 +1965,7 @@ cdef class Tokenizer:
 
     cdef int _end_tag(self, const unsigned char* p, Py_ssize_t n, list events) except -1:
         """The end tag at ``_pos`` (expat's scanEndTag), matched against the open element."""
-        cdef Py_ssize_t i = self._pos + 2, j, end, qs, ql, ne = -1, depth = self._depth
+        cdef Py_ssize_t i = self._pos + 2, j, end = 0, qs, ql, ne = -1, depth = self._depth
         cdef int k
         cdef unsigned char c
         cdef bytes inner
