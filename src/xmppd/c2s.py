@@ -55,6 +55,7 @@ class C2SStream(XMLStream):
         self.domain: str | None = None
         self.username: str | None = None
         self.jid: JID | None = None  # the full JID once bound
+        self.bare: JID | None = None  # its bare JID, kept: JID.bare builds a new object
         self.sasl: SASLServer | None = None
         self.auth_failures = 0
         # presence state, maintained by the presence module
@@ -290,6 +291,7 @@ class C2SStream(XMLStream):
             self.send(error_reply(iq, "resource-constraint", text="too many resources bound"))
             return
         self.jid = jid
+        self.bare = jid.bare
         old = router.sessions.add(self)
         if old is not None and old is not self:
             old.stream_error("conflict", "replaced by a new session")

@@ -75,10 +75,12 @@ class Hooks:
         """Fire with synchronous handlers only (a coroutine handler is scheduled, not awaited)."""
         for _prio, _seq, handler in self._events[name]:
             result = handler(*args)
-            if inspect.isawaitable(result):
-                raise TypeError(f"{name} handler {handler!r} is a coroutine; use fire()")
+            if result is None or result is False:
+                continue
             if result is True:
                 return True
+            if inspect.isawaitable(result):
+                raise TypeError(f"{name} handler {handler!r} is a coroutine; use fire()")
         return False
 
     async def fire(self, name: str, *args: Any) -> bool:
@@ -98,10 +100,13 @@ class Hooks:
         handlers = self._events[name]
         for i, (_prio, _seq, handler) in enumerate(handlers):
             result = handler(*args)
-            if inspect.isawaitable(result):
-                return self._finish(result, handlers[i + 1 :], args)
+            # Identity checks first: inspect.isawaitable is slow on this path.
+            if result is None or result is False:
+                continue
             if result is True:
                 return True
+            if inspect.isawaitable(result):
+                return self._finish(result, handlers[i + 1 :], args)
         return False
 
     @staticmethod

@@ -36,6 +36,7 @@ class Session(Protocol):
     """What the router needs of a bound client session."""
 
     jid: JID
+    bare: JID  # jid.bare, kept
     available: bool
     priority: int
 
@@ -44,14 +45,15 @@ class Session(Protocol):
 
 
 class SessionTable:
-    """Bound sessions by bare JID, then resource."""
+    """Bound sessions by full JID, and by bare JID then resource."""
 
     def __init__(self) -> None:
         self._by_bare: dict[JID, dict[str, Session]] = {}
+        # The hot path (a stanza to a full JID) must not build a bare JID per lookup.
+        self._by_full: dict[JID, Session] = {}
 
     def get(self, full: JID) -> Session | None:
-        resources = self._by_bare.get(full.bare)
-        return None if resources is None else resources.get(full.resource)
+        return self._by_full.get(full)
 
     def resources(self, bare: JID) -> list[Session]:
         resources = self._by_bare.get(bare)
@@ -65,6 +67,7 @@ class SessionTable:
         resources = self._by_bare.setdefault(session.jid.bare, {})
         old = resources.get(session.jid.resource)
         resources[session.jid.resource] = session
+        self._by_full[session.jid] = session
         return old
 
     def remove(self, session: Session) -> bool:
@@ -72,6 +75,7 @@ class SessionTable:
         if resources is None or resources.get(session.jid.resource) is not session:
             return False
         del resources[session.jid.resource]
+        del self._by_full[session.jid]
         if not resources:
             del self._by_bare[session.jid.bare]
         return True
@@ -81,7 +85,7 @@ class SessionTable:
             yield from list(resources.values())
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._by_bare.values())
+        return len(self._by_full)
 
 
 class Router:
@@ -235,11 +239,12 @@ class Router:
         except StanzaError as exc:
             self.bounce(stanza, exc.condition, exc.text, exc.type)
             return None
-        if isinstance(result, Awaitable):
-            return self._await_iq(result, stanza)
-        if result is not None:
+        if result is None:
+            return None
+        if isinstance(result, Element):
             self.route_from_server(result)
-        return None
+            return None
+        return self._await_iq(result, stanza)
 
     async def _await_iq(self, pending: Awaitable, stanza: Element) -> None:
         try:
@@ -293,4 +298,4 @@ class Router:
 
     @staticmethod
     def _maybe(result: bool | Awaitable[bool]) -> Awaitable | None:
-        return result if isinstance(result, Awaitable) else None
+        return None if result is True or result is False else result

@@ -220,7 +220,7 @@ class Server:
             result = self.hooks.fire_maybe_async(event, stanza, session)
             if result is True:
                 return None
-            if isinstance(result, Awaitable):
+            if result is not False:
                 return self._route_after(result, stanza, session)
         return self.router.route(stanza, session)
 

@@ -46,6 +46,9 @@ def matches(blocked: set[str] | frozenset[str], jid: JID) -> bool:
     return any(c in blocked for c in candidates)
 
 
+_EMPTY: frozenset[str] = frozenset()
+
+
 def _jid(text: str | None) -> JID | None:
     try:
         return JID(text) if text else None
@@ -95,6 +98,8 @@ def load(api: ModuleAPI) -> None:
         return err
 
     def outbound(stanza: Element, session: Any) -> bool | Any:
+        if cache.get(session.bare) == _EMPTY:  # the common case: nobody blocked
+            return False
         verdict = blocks(session.jid, _jid(stanza.get("to")))
         if verdict is False:
             return False
@@ -109,7 +114,14 @@ def load(api: ModuleAPI) -> None:
             session.send(blocked_error(stanza))
         return True
 
-    def inbound(stanza: Element, origin: Any, *_: Any) -> bool | Any:
+    def inbound(stanza: Element, origin: Any, *target: Any) -> bool | Any:
+        if (
+            target
+            and target[0] is not None
+            and stanza.name != "presence"
+            and cache.get(target[0].bare) == _EMPTY
+        ):
+            return False  # a bound recipient who blocks nobody (the common case)
         sender = _jid(stanza.get("from"))
         target = _jid(stanza.get("to"))
         theirs = blocks(target, sender)
@@ -127,9 +139,11 @@ def load(api: ModuleAPI) -> None:
         return await resolve(ours)
 
     def inbound_sync(stanza: Element, session: Any) -> bool:
+        items = cache.get(session.bare)
+        if not items:
+            return False
         sender = _jid(stanza.get("from"))
-        items = cache.get(session.jid.bare)
-        if sender is None or not items or not matches(items, sender):
+        if sender is None or not matches(items, sender):
             return False
         if stanza.get("type") in ("get", "set"):
             router.bounce(stanza, "service-unavailable")
