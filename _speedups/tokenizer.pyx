@@ -443,7 +443,8 @@ cdef inline str _utf8(const unsigned char* p, Py_ssize_t n):
 
 # Names, namespaces and short attribute values repeat endlessly: a direct-mapped cache of
 # ASCII strings saves the allocation and decoding, and idle tokenizers share their strings.
-DEF _ICACHE_SIZE = 4096
+cdef enum:
+    _ICACHE_SIZE = 4096
 cdef list _ICACHE = [None] * _ICACHE_SIZE
 
 
@@ -1119,7 +1120,8 @@ cdef class Tokenizer:
             # The first two bytes decide the encoding check: hold a lone first byte back.
             data = self._head + data
             self._head = data[:1] if PyBytes_GET_SIZE(data) < 2 else b""
-            if data[0] in (0x00, 0xFE, 0xFF) or data[1:2] == b"\x00":
+            p = <const unsigned char*>PyBytes_AS_STRING(data)
+            if p[0] == 0x00 or p[0] == 0xFE or p[0] == 0xFF or (PyBytes_GET_SIZE(data) > 1 and p[1] == 0):
                 self._fail(E_ENCODING, "the stream is not UTF-8", events)
             if PyBytes_GET_SIZE(self._head):
                 return events
@@ -1865,7 +1867,9 @@ cdef class Tokenizer:
                 prefix = PyBytes_FromStringAndSize(<const char*>p + s + 6, ln - 6) if ln > 5 else b""
                 if not value and ln > 5:
                     return self._err(E_PREFIX, "undeclaring a prefix")
-                if prefix == b"xmlns" or (prefix == b"xml") != (value == XML_NS) or value == XMLNS_NS:
+                if (ln == 11 and memcmp(p + s + 6, b"xmlns", 5) == 0) \
+                        or (ln == 9 and _is_xml_prefix(p + s + 6, 3)) != (value == XML_NS) \
+                        or value == XMLNS_NS:
                     return self._err(E_PREFIX, "reserved prefix or namespace")
                 if value and _has_space(value):
                     return self._err(E_BADNS, "namespace name contains whitespace")
