@@ -222,15 +222,16 @@ class Element:
         content reuses the tokenizer's validated bytes when they mean the same under the
         default namespace the new start tag puts in scope, which is always ``self.ns``.
         """
-        out: list[str] = []
         raw = self._raw_inner
         if raw is not None and self._raw_ns == self.ns:
-            _open_tag(self, default_ns, out)
+            # The forwarding path of every routed stanza: one string, one encode.
+            name = self.name
+            head = "<" + name if self.ns == default_ns else f'<{name} xmlns="{escape_attr(self.ns)}"'
+            head += _attrs_text(self.attrs)
             if not raw:
-                out.append("/>")
-                return "".join(out).encode()
-            out.append(">")
-            return b"".join(("".join(out).encode(), raw, f"</{self.name}>".encode()))
+                return (head + "/>").encode()
+            return b"".join(((head + ">").encode(), raw, ("</" + name + ">").encode()))
+        out: list[str] = []
         _serialize(self, default_ns, out)
         return "".join(out).encode()
 
@@ -238,25 +239,31 @@ class Element:
         return self.to_bytes().decode()
 
 
-def _attr_string(el: Element, out: list[str], prefixes: list[str]) -> None:
-    for key, value in el.attrs.items():
-        if key[0] == "{":
-            uri, local = key[1:].split("}", 1)
-            if uri == XML_NS:
-                out.append(f' xml:{local}="{escape_attr(value)}"')
-                continue
-            prefix = f"ns{len(prefixes)}"
-            prefixes.append(prefix)
-            out.append(f' xmlns:{prefix}="{escape_attr(uri)}" {prefix}:{local}="{escape_attr(value)}"')
+def _attrs_text(attrs: dict[str, str]) -> str:
+    """The attributes of a start tag, each with its leading space."""
+    text = ""
+    n_prefixes = 0
+    for key, value in attrs.items():
+        if _ATTR_SPECIAL(value) is not None:
+            value = value.translate(_ATTR_ESCAPES)
+        if key[0] != "{":
+            text += f' {key}="{value}"'
+            continue
+        uri, local = key[1:].split("}", 1)
+        if uri == XML_NS:
+            text += f' xml:{local}="{value}"'
         else:
-            out.append(f' {key}="{escape_attr(value)}"')
+            # A fresh prefix per qualified attribute: declared on this element only.
+            text += f' xmlns:ns{n_prefixes}="{escape_attr(uri)}" ns{n_prefixes}:{local}="{value}"'
+            n_prefixes += 1
+    return text
 
 
 def _open_tag(el: Element, parent_ns: str | None, out: list[str]) -> None:
     out.append("<" + el.name)
     if el.ns != parent_ns:
         out.append(f' xmlns="{escape_attr(el.ns)}"')
-    _attr_string(el, out, [])
+    out.append(_attrs_text(el.attrs))
 
 
 def _serialize(el: Element, parent_ns: str | None, out: list[str]) -> None:
