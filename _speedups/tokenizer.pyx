@@ -807,7 +807,7 @@ cdef class _LazyChildren:
                       PyBytes_GET_SIZE(self.raw), self.ns, [])
 
 
-# -- the tokenizer --------------------------------------------------------------------------
+# -- scanner states and checks ----------------------------------------------------------------
 
 cdef enum:
     PH_PROLOG0 = 0   # nothing but a BOM yet: an XML declaration may come
@@ -1027,6 +1027,8 @@ cdef int _pseudo_attr(const unsigned char* p, Py_ssize_t* pos, Py_ssize_t e, Py_
     pos[0] = i + 1
     return 1
 
+
+# -- the tokenizer --------------------------------------------------------------------------
 
 cdef class Tokenizer:
     """Incremental XMPP stream tokenizer (compiled); see ``xmppd._tokenizer_pure``."""
