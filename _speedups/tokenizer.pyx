@@ -890,6 +890,7 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bint epilog) 
     cdef unsigned char c = p[i], q
     cdef int k
     cdef int at_end = E_NWF if epilog else R_PARTIAL
+    cdef bint colon_ok = True
     if c == 0x29 or c == 0x5D:  # ) ]
         if i + 1 >= n:
             return at_end
@@ -913,7 +914,8 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bint epilog) 
                     return R_PARTIAL if k < 0 else E_NWF
                 i += k
         return R_PARTIAL
-    if c == 0x25 or c == 0x23:  # %name; #name
+    if c == 0x25 or c == 0x23:  # %name; #name: no colon in these (scanPercent/PoundName)
+        colon_ok = False
         if c == 0x25:
             at_end = R_PARTIAL
         i += 1
@@ -927,6 +929,8 @@ cdef int _junk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bint epilog) 
         return E_NWF
     while i < n:  # a name or name token
         if p[i] == 0x3A:
+            if not colon_ok:
+                return E_NWF
             i += 1
             continue
         k = _name_char(p + i, n - i, 0)

@@ -226,6 +226,7 @@ VIOLATIONS = [
     ("comment-after-close", HEADER + b"</stream:stream> <!-- bye -->", "not-well-formed"),
     ("text-after-close", HEADER + b"</stream:stream>x", "not-well-formed"),
     ("second-byte-nul", b"x\x00", "unsupported-encoding"),
+    ("pound-name-before-header", b"#s:s", "not-well-formed"),
     ("lt-in-attr", HEADER + b"<message to='<'/>", "not-well-formed"),
 ]
 
