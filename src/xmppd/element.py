@@ -249,7 +249,7 @@ def _attrs_text(attrs: dict[str, str]) -> str:
         if key[0] != "{":
             text += f' {key}="{value}"'
             continue
-        uri, local = key[1:].split("}", 1)
+        uri, local = key[1:].rsplit("}", 1)  # a namespace name may contain "}"
         if uri == XML_NS:
             text += f' xml:{local}="{value}"'
         else:
