@@ -335,3 +335,43 @@ def test_scram_plus_unknown_binding_type_fails(server):
     answer = scram_plus(client, "alice", "secret", "tls-unique", b"\x00" * 12)
     assert "<failure" in answer and "<success" not in answer
     client.close()
+
+
+@pytest.mark.parametrize("decl", ["", "<?xml version='1.0'?>"])
+def test_pipelined_auth_restart_and_bind(server, decl):
+    """A client may send <auth/>, the new stream header (with or without an XML declaration,
+    which is not-well-formed in the old stream) and its bind request in one write."""
+    client = RawClient(server.port)
+    try:
+        client.header()
+        client.starttls()
+        client.header()
+        token = base64.b64encode(b"\0alice\0secret").decode()
+        client.send(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+            f"{decl}<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+            "xmlns:stream='http://etherx.jabber.org/streams'>"
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            "<resource>fast</resource></bind></iq>"
+        )
+        text = client.read_until(r"<jid>alice@localhost/fast</jid>")
+        assert "<success" in text and "<bind" in text and "stream:error" not in text
+        client.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert 'id="p1"' in client.read_until(r"<iq[^>]*id=.p1.[^>]*>")
+    finally:
+        client.close()
+
+
+def test_pipelined_garbage_after_failed_auth_is_still_an_error(server):
+    client = RawClient(server.port)
+    try:
+        client.header()
+        client.starttls()
+        client.header()
+        token = base64.b64encode(b"\0alice\0wrong").decode()
+        client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+                    f"{token}</auth><?xml version='1.0'?><stream:stream>")
+        text = client.read_closed()
+        assert "<not-authorized/>" in text and "<not-well-formed" in text
+    finally:
+        client.close()

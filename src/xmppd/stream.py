@@ -80,6 +80,8 @@ class XMLStream(asyncio.Protocol):
         self._inbox: list[bytes] = []
         self._restart = False
         self._reset = False
+        self._restarts = 0  # restarts and resets so far: tells an old stream's error
+        self._pending_error: tuple[TokenizerError, int] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._write_paused = False
         # Token bucket over received bytes: ``rate_limit`` bytes/s, ``rate_burst`` capacity.
@@ -186,14 +188,24 @@ class XMLStream(asyncio.Protocol):
         try:
             events = self.tokenizer.feed(data)
         except TokenizerError as exc:
+            generation = self._restarts
             self._process(exc.events)
-            if not self._closing:
-                self.limit_fired(exc.condition, exc.text)
-                self.stream_error(exc.condition, exc.text)
+            if self._busy and not self._closing:
+                # An async step (SASL) may still restart the stream, and then the error
+                # was the old stream's: a pipelined new header with its <?xml?>.
+                self._pending_error = (exc, generation)
+                return
+            self._tokenizer_failed(exc, generation)
             return
         self._process(events)
         if self._inbox and not self._busy and not self._closing:
             self._yield()
+
+    def _tokenizer_failed(self, exc: TokenizerError, generation: int) -> None:
+        if self._restarts != generation or self._closing:
+            return  # the stream restarted: the error belonged to the old one
+        self.limit_fired(exc.condition, exc.text)
+        self.stream_error(exc.condition, exc.text)
 
     def _yield(self) -> None:
         """Let other connections run before processing the rest of our input."""
@@ -244,6 +256,7 @@ class XMLStream(asyncio.Protocol):
     def _apply_restart(self) -> list:
         """A restart discards the rest of the batch: it was parsed under the old stream."""
         self._restart = False
+        self._restarts += 1
         try:
             return self.tokenizer.restart()
         except TokenizerError as exc:
@@ -281,6 +294,11 @@ class XMLStream(asyncio.Protocol):
         if self._restart:
             rest = self._apply_restart()
         self._process(rest)
+        pending, self._pending_error = self._pending_error, None
+        if pending is not None and not self._busy:
+            self._tokenizer_failed(*pending)
+        elif pending is not None:
+            self._pending_error = pending
         if self._inbox and not self._busy and not self._closing:
             self._yield()
         self._set_reading()
@@ -295,6 +313,7 @@ class XMLStream(asyncio.Protocol):
         before the handshake, so nothing decrypted later can be mistaken for it."""
         self.tokenizer.reset()
         self._inbox.clear()
+        self._restarts += 1
         self._reset = True
         self.header_sent = False
 
