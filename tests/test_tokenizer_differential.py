@@ -91,8 +91,17 @@ def elements(draw, depth: int = 0) -> str:
     if depth >= 3 or draw(st.integers(0, 3)) == 0:
         return start + ws + "/>"
     kids = []
+    last_text = False
     for _ in range(draw(st.integers(0, 3))):
-        kids.append(draw(texts()) if draw(st.booleans()) else draw(elements(depth + 1)))
+        if draw(st.booleans()):
+            text = draw(texts())
+            if last_text and kids[-1].endswith("]") and text.startswith(("]", ">")):
+                text = "x" + text  # two text runs side by side must not spell "]]>"
+            kids.append(text)
+            last_text = True
+        else:
+            kids.append(draw(elements(depth + 1)))
+            last_text = False
     return f"{start}{ws}>{''.join(kids)}</{qname}{ws}>"
 
 
