@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests with a fixed derivation of examples per test, so that a run is
+# repeatable (a failure found there reproduces); developers get fresh random examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _load_impls(name: str) -> list:
