@@ -11,7 +11,7 @@ PASSWORD=${PASSWORD:-bench}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 GEN_PROCS=${GEN_PROCS:-1}
-TARGETS=${TARGETS:-"stub prosody xmppd"}
+TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # xmppd-pure: XMPPD_PURE_PYTHON=1
 WORKLOADS=${WORKLOADS:-"throughput latency logins memory"}
 DURATION=${DURATION:-3}                 # s, throughput/latency window (plus WARMUP)
 WARMUP=${WARMUP:-1}
@@ -103,7 +103,7 @@ run_workloads() {  # run_workloads TARGET PORT
             # allocator arenas) that would hide the next run's growth.
             for tls in "" --tls; do
                 stop_last
-                "start_$target" || return 1
+                "start_${target//-/_}" || return 1
                 load "$target" "$port" $tls memory -n "$MEM_SESSIONS" -c "$LOGIN_CONC"
             done ;;
         esac
@@ -179,13 +179,18 @@ TOML
         fi
         touch "$dir/provisioned"
     fi
-    taskset -c "$SERVER_CPU" "$XMPPD" --config "$dir/xmppd.toml" run >"$dir/stdout.log" 2>&1 &
+    XMPPD_PURE_PYTHON=${XMPPD_PURE:-0} taskset -c "$SERVER_CPU" "$XMPPD" --config "$dir/xmppd.toml" run \
+        >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
     if ! wait_port "$XMPPD_PORT" $!; then
         echo "== xmppd: did not start listening on $XMPPD_PORT; skipping xmppd. Its output:"
         tail -20 "$dir/stdout.log"
         return 1
     fi
+}
+
+start_xmppd_pure() {  # the same server with the pure-Python twins
+    XMPPD_PURE=1 start_xmppd
 }
 
 stop_last() {  # stop the most recently started server so it does not compete for the CPU
@@ -201,6 +206,7 @@ for target in $TARGETS; do
     stub) start_stub && { run_workloads stub "$STUB_PORT"; stop_last; } ;;
     prosody) start_prosody && { run_workloads prosody "$PROSODY_PORT"; stop_last; } ;;
     xmppd) start_xmppd && { run_workloads xmppd "$XMPPD_PORT"; stop_last; } ;;
+    xmppd-pure) start_xmppd_pure && { run_workloads xmppd-pure "$XMPPD_PORT"; stop_last; } ;;
     *) echo "unknown target $target" ;;
     esac
 done
