@@ -5,7 +5,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-PY=${PYTHON:-/tmp/venv/bin/python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 DOMAIN=${DOMAIN:-localhost}
 PASSWORD=${PASSWORD:-bench}
 SERVER_CPU=${SERVER_CPU:-0}
