@@ -1,6 +1,6 @@
 """JID preparation speed: compiled vs pure vs a plain precis-i18n + idna baseline.
 
-    /tmp/venv/bin/python -m pytest benchmarks/bench_jid.py --benchmark-only
+    python -m pytest benchmarks/bench_jid.py --benchmark-only
 
 Each benchmark prepares a whole list of JIDs per round; the summary printed at the end
 gives normalizations per second.  "cached" runs warm the cache first (every lookup
