@@ -21,6 +21,7 @@ Speed comes from three choices:
 
 import re
 
+cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
@@ -631,21 +632,31 @@ cdef int _grow_pos(PosBuf* b) except -1:
     return 0
 
 
+# One open element of the builder: its parent's child list (borrowed: the tree being built
+# owns it), the parent's default namespace (a reference: a prefixed element's own
+# xmlns='' value is held by nothing else) and the scope length to restore at its end tag.
+cdef struct BFrame:
+    PyObject* kids
+    PyObject* dflt
+    Py_ssize_t scope_len
+
+
 cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scope):
     """Children of validated inner content ``p[:n]``, nothing checked: the tokenizer has."""
     global _BA_BUSY
-    cdef list root = [], kids = root, stack = [], new_kids
+    cdef list root = [], kids = root, new_kids
     cdef TBuf tb
     cdef TBuf vb
     cdef Py_ssize_t i = 0, j, s, e, col, ncol, vs, ve, k, nat, scope_len
     cdef unsigned char c, q
     cdef const unsigned char* lt
-    cdef list kid_stack = [], dflt_stack = []
-    cdef Py_ssize_t depth = 0
-    cdef Py_ssize_t[64] sl_small
-    cdef object dflt = _default_ns(scope, base_ns), uri, value, ns
+    cdef Py_ssize_t depth = 0, fr_cap = 32
+    cdef BFrame[32] fr_small
+    cdef BFrame* fr = fr_small
+    cdef BFrame* fr_heap = NULL
+    cdef object dflt = _default_ns(scope, base_ns), uri, value, ns, new_dflt
     cdef dict attrs
-    cdef bint empty = False
+    cdef bint empty = False, leaf
     cdef PosBuf own
     cdef PosBuf* ba = &own
     cdef bint shared
@@ -687,10 +698,11 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 tb.len = 0
             if c == 0x2F:  # end tag
                 i = <Py_ssize_t>(<const unsigned char*>memchr(p + i, 0x3E, n - i) - p) + 1
-                kids = kid_stack.pop()
-                dflt = dflt_stack.pop()
                 depth -= 1
-                scope_len = sl_small[depth] if depth < 64 else <Py_ssize_t>stack.pop()
+                kids = <list>fr[depth].kids
+                dflt = <object>fr[depth].dflt
+                Py_DECREF(dflt)  # the frame's reference; ``dflt`` holds its own
+                scope_len = fr[depth].scope_len
                 while PyList_GET_SIZE(scope) > scope_len:
                     scope.pop()
                 continue
@@ -738,7 +750,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
                     value = _attr_str(p, i + 1, j, &vb)
                     if ve - vs == 5:
-                        new_dflt = value  # tracked in dflt/dflt_stack, not in the scope
+                        new_dflt = value  # tracked in the frames, not in the scope
                     else:
                         scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6), value))
                 else:
@@ -766,45 +778,64 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 else:
                     uri = XML_NS if _is_xml_prefix(p + vs, ncol - vs) else (<tuple>scope[_find_prefix(scope, p + vs, ncol - vs)])[1]
                     attrs["{%s}%s" % (uri, _istr(p + ncol + 1, ve - ncol - 1))] = value
-            new_kids = []
+            # A leaf (``<x/>`` or ``<x></x>``) gets no child list: Element makes one on
+            # first use, as Element(name) does.
+            leaf = empty or (p[i] == 0x3C and p[i + 1] == 0x2F)
+            new_kids = None if leaf else []
             kids.append(_element(name, ns, attrs, new_kids, None, None, None))
             if empty:
                 while PyList_GET_SIZE(scope) > scope_len:
                     scope.pop()
             else:
-                kid_stack.append(kids)
-                dflt_stack.append(dflt)
-                if depth < 64:
-                    sl_small[depth] = scope_len
-                else:
-                    stack.append(scope_len)
+                if depth >= fr_cap:
+                    fr_cap *= 2
+                    fr_heap = <BFrame*>PyMem_Realloc(fr_heap, fr_cap * sizeof(BFrame))
+                    if fr_heap == NULL:
+                        raise MemoryError()
+                    if fr == fr_small:
+                        memcpy(fr_heap, fr_small, sizeof(fr_small))
+                    fr = fr_heap
+                fr[depth].kids = <PyObject*>kids
+                Py_INCREF(dflt)
+                fr[depth].dflt = <PyObject*>dflt
+                fr[depth].scope_len = scope_len
                 depth += 1
-                kids = new_kids
+                kids = new_kids  # None for a leaf: its end tag comes next
                 dflt = new_dflt
         if tb.len:
             kids.append(_utf8(<const unsigned char*>tb.data, tb.len))
     finally:
+        for k in range(depth):  # only after an error
+            Py_XDECREF(fr[k].dflt)
         PyMem_Free(tb.data)
         PyMem_Free(vb.data)
         PyMem_Free(own.data)
+        PyMem_Free(fr_heap)
         if shared:
             _BA_BUSY = False
     return root
 
 
+@cython.no_gc  # holds a bytes and a str: never part of a cycle
+@cython.freelist(64)
+@cython.final
 cdef class _LazyChildren:
     """The ``lazy=`` callable of a stanza: decodes its validated inner bytes on demand."""
 
     cdef bytes raw
     cdef object ns
 
-    def __cinit__(self, bytes raw, object ns):
-        self.raw = raw
-        self.ns = ns
-
     def __call__(self):
         return _build(<const unsigned char*>PyBytes_AS_STRING(self.raw),
                       PyBytes_GET_SIZE(self.raw), self.ns, [])
+
+
+cdef _LazyChildren _lazy_children(bytes raw, object ns):
+    # __new__ without arguments: no argument parsing on the per-stanza path
+    cdef _LazyChildren lazy = _LazyChildren.__new__(_LazyChildren)
+    lazy.raw = raw
+    lazy.ns = ns
+    return lazy
 
 
 # -- scanner states and checks ----------------------------------------------------------------
@@ -1937,7 +1968,7 @@ cdef class Tokenizer:
             return R_OK
         if depth == 1:
             if self._tag_empty:
-                events.append(_element(name, ns, attrs, [], None, b"", self._default))
+                events.append(_element(name, ns, attrs, None, None, b"", self._default))
                 self._last = e
                 self._pop_scope(sc0)
                 return R_OK
@@ -2045,11 +2076,11 @@ cdef class Tokenizer:
         if depth == 2:
             inner = PyBytes_FromStringAndSize(<const char*>p + self._stz_inner, i - 2 - self._stz_inner)
             if PyBytes_GET_SIZE(inner) == 0:
-                el = _element(self._stz_name, self._stz_ns, self._stz_attrs, [], None, inner,
+                el = _element(self._stz_name, self._stz_ns, self._stz_attrs, None, None, inner,
                               self._stz_rawns)
             elif self._stz_self:
                 el = _element(self._stz_name, self._stz_ns, self._stz_attrs, None,
-                              _LazyChildren(inner, self._stz_rawns), inner, self._stz_rawns)
+                              _lazy_children(inner, self._stz_rawns), inner, self._stz_rawns)
             else:
                 el = _element(self._stz_name, self._stz_ns, self._stz_attrs,
                               _build(<const unsigned char*>PyBytes_AS_STRING(inner),
