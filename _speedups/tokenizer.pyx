@@ -93,6 +93,9 @@ cdef unsigned char TX[256]
 cdef unsigned char AV[256]
 cdef unsigned char AN[256]
 cdef unsigned char NMC[256]  # ASCII name characters (no colon)
+# NSV: bytes of a default namespace declaration's value that need a closer look: 1 for
+# non-ASCII and references (decode it), 2 for whitespace (invalid-namespace).
+cdef unsigned char NSV[256]
 cdef unsigned char NMSTRT_BM[8192]
 cdef unsigned char NAME_BM[8192]
 
@@ -179,6 +182,7 @@ cdef int _init_tables() except -1:
         AV[c] = c >= 0x80 or (c < 0x20 and c != 0x09 and c != 0x0A and c != 0x0D) or c == 0x3C or c == 0x26 or c == 0x22 or c == 0x27
         AN[c] = c == 0x26 or c == 0x09 or c == 0x0A or c == 0x0D
         NMC[c] = CT[c] == C_NMSTRT or CT[c] == C_NAME
+        NSV[c] = 1 if (c >= 0x80 or c == 0x26) else (2 if (c == 0x20 or c == 0x09 or c == 0x0A or c == 0x0D) else 0)
     for bm, ranges in ((0, _NMSTRT_RANGES_ALL), (1, _NAME_RANGES_ALL)):
         for item in ranges.split():
             lo, _, hi = item.partition("-")
@@ -900,14 +904,15 @@ cdef int _check_default_decl(const unsigned char* p, Py_ssize_t s, Py_ssize_t e)
     """A default namespace declaration's value on its bytes: E_BADNS for whitespace,
     E_PREFIX for a reserved namespace, R_OK, or R_PARTIAL when it needs decoding
     (references or non-ASCII)."""
-    cdef Py_ssize_t k
-    cdef unsigned char c
-    for k in range(s, e):
-        c = p[k]
-        if c >= 0x80 or c == 0x26:
-            return R_PARTIAL
-        if c == 0x20 or c == 0x09 or c == 0x0A or c == 0x0D:
-            return E_BADNS
+    cdef Py_ssize_t k = s
+    cdef unsigned char t
+    while k + 4 <= e and not (NSV[p[k]] | NSV[p[k + 1]] | NSV[p[k + 2]] | NSV[p[k + 3]]):
+        k += 4
+    while k < e:
+        t = NSV[p[k]]
+        if t:
+            return R_PARTIAL if t == 1 else E_BADNS
+        k += 1
     if (e - s == 36 and memcmp(p + s, b"http://www.w3.org/XML/1998/namespace", 36) == 0) or \
             (e - s == 29 and memcmp(p + s, b"http://www.w3.org/2000/xmlns/", 29) == 0):
         return E_PREFIX
@@ -1095,6 +1100,7 @@ cdef class Tokenizer:
     cdef Py_ssize_t _tag_colon
     cdef Py_ssize_t _tag_end
     cdef bint _tag_empty
+    cdef bint _tag_refs       # a reference in some attribute value of the tag
     # checkpoint of the pending token at _pos
     cdef int _ck_kind
     cdef int _ck_phase
@@ -1524,9 +1530,11 @@ cdef class Tokenizer:
                 else:
                     k = K_STAG
             if k == K_STAG:
-                r = self._scan_stag(p, n)
+                r = -1 if self._ck_kind == K_STAG else self._fast_stag(p, n)
                 if r != R_OK:
-                    return r
+                    r = self._scan_stag(p, n)
+                    if r != R_OK:
+                        return r
                 r = self._start_tag(p, events)
                 if r != R_OK:
                     return r
@@ -1559,6 +1567,8 @@ cdef class Tokenizer:
         cdef long v
         while i < n:
             if not ws_only:
+                while i + 4 <= n and not (TX[p[i]] | TX[p[i + 1]] | TX[p[i + 2]] | TX[p[i + 3]]):
+                    i += 4
                 while i < n and not TX[p[i]]:
                     i += 1
                 if i >= n:
@@ -1660,6 +1670,117 @@ cdef class Tokenizer:
         self._att_cap = cap
         return 0
 
+    cdef int _fast_stag(self, const unsigned char* p, Py_ssize_t n) except -2:
+        """The common start tag, complete and plain (ASCII names, ``name='value'`` with no
+        space around ``=``), in one straight pass: R_OK with the same results as
+        ``_scan_stag``, or -1 when anything else turns up, and ``_scan_stag`` starts over
+        (so every byte is still looked at no more than twice)."""
+        cdef Py_ssize_t i = self._pos + 1, natt = 0, colon = -1, j
+        cdef Py_ssize_t* at
+        cdef unsigned char c, q
+        cdef int k, res = R_OK
+        cdef bint refs = False
+        if i >= n or CT[p[i]] != C_NMSTRT:
+            return -1
+        i += 1
+        while i < n and NMC[p[i]]:
+            i += 1
+        if i < n and p[i] == 0x3A:
+            colon = i
+            i += 1
+            if i >= n or CT[p[i]] != C_NMSTRT:
+                return -1
+            i += 1
+            while i < n and NMC[p[i]]:
+                i += 1
+        if i >= n:
+            return -1
+        self._tag_name_end = i
+        if self._att == NULL:
+            self._grow_atts()
+        while True:
+            c = p[i]
+            if c == 0x3E:
+                self._tag_empty = False
+                break
+            if c == 0x2F:
+                if i + 1 >= n or p[i + 1] != 0x3E:
+                    return -1
+                i += 1
+                self._tag_empty = True
+                break
+            if not (c == 0x20 or c == 0x0A or c == 0x09 or c == 0x0D):
+                return -1
+            i += 1
+            while i < n and (p[i] == 0x20 or p[i] == 0x0A or p[i] == 0x09 or p[i] == 0x0D):
+                i += 1
+            if i >= n:
+                return -1
+            c = p[i]
+            if c == 0x3E or c == 0x2F:
+                continue
+            if CT[c] != C_NMSTRT:
+                return -1
+            if natt >= self._att_cap:
+                self._grow_atts()
+            at = self._att + 5 * natt
+            at[0] = i
+            at[2] = -1
+            i += 1
+            while i < n and NMC[p[i]]:
+                i += 1
+            if i < n and p[i] == 0x3A:
+                at[2] = i
+                i += 1
+                if i >= n or CT[p[i]] != C_NMSTRT:
+                    return -1
+                i += 1
+                while i < n and NMC[p[i]]:
+                    i += 1
+            if i + 1 >= n or p[i] != 0x3D:
+                return -1
+            at[1] = i
+            q = p[i + 1]
+            if q != 0x22 and q != 0x27:
+                return -1
+            i += 2
+            at[3] = i
+            while True:
+                while i + 4 <= n and not (AV[p[i]] | AV[p[i + 1]] | AV[p[i + 2]] | AV[p[i + 3]]):
+                    i += 4
+                while i < n and not AV[p[i]]:
+                    i += 1
+                if i >= n:
+                    return -1
+                c = p[i]
+                if c == q:
+                    break
+                if c == 0x22 or c == 0x27:
+                    i += 1
+                elif c == 0x26:
+                    j = _scan_ref(p, i, n, &res, 0)
+                    if res != R_OK:
+                        return -1
+                    refs = True
+                    i = j
+                elif c >= 0x80:
+                    k = _mb_len(p + i, n - i)
+                    if k <= 0:
+                        return -1
+                    i += k
+                else:
+                    return -1
+            at[4] = i
+            natt += 1
+            i += 1
+            if i >= n:
+                return -1
+        self._natt = natt
+        self._tag_colon = colon
+        self._tag_refs = refs
+        self._tag_end = i + 1
+        return R_OK
+
     cdef int _scan_stag(self, const unsigned char* p, Py_ssize_t n) except -1:
         """Scan the start tag at ``_pos`` (expat's scanLt/scanAtts), resuming from the
         checkpoint; on R_OK the attributes are in ``_att`` and ``_tag_end`` is set."""
@@ -1679,6 +1800,7 @@ cdef class Tokenizer:
             i += k
             ph = P_NAME
             self._natt = 0
+            self._tag_refs = False
             self._tag_colon = -1
             if self._att == NULL:
                 self._grow_atts()
@@ -1687,6 +1809,8 @@ cdef class Tokenizer:
             c = p[i]
             t = CT[c]
             if ph == P_VAL:
+                while i + 4 <= n and not (AV[p[i]] | AV[p[i + 1]] | AV[p[i + 2]] | AV[p[i + 3]]):
+                    i += 4
                 while i < n and not AV[p[i]]:
                     i += 1
                 if i >= n:
@@ -1701,6 +1825,7 @@ cdef class Tokenizer:
                 elif c == 0x22 or c == 0x27:
                     i += 1
                 elif c == 0x26:
+                    self._tag_refs = True
                     j = _scan_ref(p, i, n, &res, self._hint if self._hint_at == i else 0)
                     if res == R_PARTIAL:
                         self._hint_at = i
@@ -1884,9 +2009,10 @@ cdef class Tokenizer:
                     if a[5 * j + 1] - a[5 * j] == ln and p[a[5 * j]] == p[s] \
                             and memcmp(p + a[5 * j], p + s, ln) == 0:
                         return self._err(E_NWF, "duplicate attribute")
-            r = _check_value(p, a[5 * k + 3], a[5 * k + 4])
-            if r:
-                return self._err(r, "bad reference in an attribute value")
+            if self._tag_refs:
+                r = _check_value(p, a[5 * k + 3], a[5 * k + 4])
+                if r:
+                    return self._err(r, "bad reference in an attribute value")
             if ln >= 5 and p[s] == 0x78 and p[s + 1] == 0x6D and p[s + 2] == 0x6C and p[s + 3] == 0x6E \
                     and p[s + 4] == 0x73 and (ln == 5 or a[5 * k + 2] == s + 5):  # xmlns, xmlns:*
                 if ln == 5 and depth >= 2:
