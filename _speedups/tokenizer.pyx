@@ -29,6 +29,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from "Python.h":
@@ -40,6 +41,7 @@ cdef extern from "Python.h":
     unsigned char* PyUnicode_1BYTE_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     PyObject* PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n) except NULL
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
 from xmppd.element import Element
 from xmppd.xmlevents import (
@@ -442,7 +444,26 @@ cdef inline int _tb_putc(TBuf* tb, long cp) except -1:
     return 0
 
 
+cdef inline bint _is_ascii(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k = 0
+    cdef uint64_t w, acc = 0
+    while k + 8 <= n:
+        memcpy(&w, p + k, 8)
+        acc |= w
+        k += 8
+    while k < n:
+        acc |= p[k]
+        k += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
 cdef inline str _utf8(const unsigned char* p, Py_ssize_t n):
+    """Validated UTF-8 as a str; ASCII (most of it) is copied without the codec machinery."""
+    cdef str u
+    if n > 1 and _is_ascii(p, n):
+        u = <str>PyUnicode_New(n, 127)
+        memcpy(PyUnicode_1BYTE_DATA(u), p, n)
+        return u
     return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
 
 
