@@ -1,6 +1,6 @@
 """Stream tokenizer throughput: compiled vs pure twin vs pyexpat and lxml baselines.
 
-    /tmp/venv/bin/python -m pytest benchmarks/bench_tokenizer.py --benchmark-only
+    python -m pytest benchmarks/bench_tokenizer.py --benchmark-only
 
 Every benchmark reads the same realistic client stream (``benchmarks/corpus.py``: chats,
 chat states, receipts, presence with caps, rosters, MAM pages; some non-ASCII) cut into
