@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,12 @@ class C2SStream(XMLStream):
 
     default_ns = CLIENT_NS
 
+    __slots__ = (
+        "server", "size_limit_name", "secure", "domain", "username", "jid", "bare", "sasl",
+        "auth_failures", "available", "priority", "presence", "interested", "_directed",
+        "_data", "_timeout", "_bindings",
+    )
+
     def __init__(self, server: Server, listener: Listener) -> None:
         limits = server.config.limits
         super().__init__(
@@ -62,11 +69,30 @@ class C2SStream(XMLStream):
         self.available = False
         self.priority = 0
         self.presence: Element | None = None
-        self.directed: set[JID] = set()
+        self._directed: set[JID] | None = None
         self.interested = False  # requested the roster (RFC 6121 §2.1.6)
-        self.data: dict[str, object] = {}  # per-session state for modules
+        self._data: dict[str, object] | None = None
         self._timeout: asyncio.TimerHandle | None = None
-        self._bindings: dict[str, bytes] = {}
+        self._bindings: dict[str, bytes] | None = None  # TLS channel bindings, until auth
+
+    # Created on first use: most sessions never send directed presence, and most modules
+    # keep no per-session state.
+
+    @property
+    def directed(self) -> set[JID]:
+        """JIDs this session sent available directed presence to (RFC 6121 §4.6)."""
+        directed = self._directed
+        if directed is None:
+            directed = self._directed = set()
+        return directed
+
+    @property
+    def data(self) -> dict[str, object]:
+        """Per-session state for modules."""
+        data = self._data
+        if data is None:
+            data = self._data = {}
+        return data
 
     # -- connection lifecycle ---------------------------------------------------------------
 
@@ -107,7 +133,8 @@ class C2SStream(XMLStream):
     # -- stream header ----------------------------------------------------------------------
 
     def handle_stream_open(self, header: StreamOpen) -> None:
-        to = header.attrs.get("to", "").lower().rstrip(".")
+        # interned: every session of a domain then shares one string
+        to = sys.intern(header.attrs.get("to", "").lower().rstrip("."))
         previous = self.domain
         if header.name != "stream" or header.ns != STREAM_NS:
             raise StreamErrorCondition("invalid-namespace", "not an XMPP stream")
@@ -249,6 +276,8 @@ class C2SStream(XMLStream):
             self.send_bytes(f"<challenge xmlns='{SASL_NS}'>{text}</challenge>".encode())
             return
         self.username = step.username
+        self.sasl = None  # negotiation state is not needed any more
+        self._bindings = None
         extra = encode_payload(step.additional_data)
         self.send_bytes(f"<success xmlns='{SASL_NS}'>{extra}</success>".encode())
         self.tokenizer.max_stanza_size = server.config.limits.max_stanza_size_bytes

@@ -45,10 +45,14 @@ class Session(Protocol):
 
 
 class SessionTable:
-    """Bound sessions by full JID, and by bare JID then resource."""
+    """Bound sessions by full JID, and by bare JID (the resources of an account, in bind
+    order)."""
 
     def __init__(self) -> None:
-        self._by_bare: dict[JID, dict[str, Session]] = {}
+        # A tuple per account, replaced on bind and unbind (rare), not a dict: an account
+        # has a handful of resources at most, and a one-entry dict costs four times a
+        # one-entry tuple on every idle session.
+        self._by_bare: dict[JID, tuple[Session, ...]] = {}
         # The hot path (a stanza to a full JID) must not build a bare JID per lookup.
         self._by_full: dict[JID, Session] = {}
 
@@ -56,33 +60,38 @@ class SessionTable:
         return self._by_full.get(full)
 
     def resources(self, bare: JID) -> list[Session]:
-        resources = self._by_bare.get(bare)
-        return [] if resources is None else list(resources.values())
+        return list(self._by_bare.get(bare, ()))
 
     def count(self, bare: JID) -> int:
         return len(self._by_bare.get(bare, ()))
 
     def add(self, session: Session) -> Session | None:
         """Bind ``session``; returns the session it displaced (same full JID), if any."""
-        resources = self._by_bare.setdefault(session.jid.bare, {})
-        old = resources.get(session.jid.resource)
-        resources[session.jid.resource] = session
-        self._by_full[session.jid] = session
+        jid = session.jid
+        old = self._by_full.get(jid)
+        current = self._by_bare.get(jid.bare, ())
+        if old is None:
+            self._by_bare[jid.bare] = (*current, session)
+        else:  # the new session takes the old one's place
+            self._by_bare[jid.bare] = tuple(session if s is old else s for s in current)
+        self._by_full[jid] = session
         return old
 
     def remove(self, session: Session) -> bool:
-        resources = self._by_bare.get(session.jid.bare)
-        if resources is None or resources.get(session.jid.resource) is not session:
+        jid = session.jid
+        if self._by_full.get(jid) is not session:
             return False
-        del resources[session.jid.resource]
-        del self._by_full[session.jid]
-        if not resources:
-            del self._by_bare[session.jid.bare]
+        del self._by_full[jid]
+        others = tuple(s for s in self._by_bare[jid.bare] if s is not session)
+        if others:
+            self._by_bare[jid.bare] = others
+        else:
+            del self._by_bare[jid.bare]
         return True
 
     def all(self) -> Iterable[Session]:
         for resources in list(self._by_bare.values()):
-            yield from list(resources.values())
+            yield from resources
 
     def __len__(self) -> int:
         return len(self._by_full)

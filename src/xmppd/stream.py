@@ -24,7 +24,8 @@ import asyncio
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any
 
 from xmppd.element import Element, escape_attr, escape_text
@@ -45,6 +46,51 @@ class StreamErrorCondition(Exception):
         self.text = text
 
 
+class _Started:
+    """The rest of a coroutine that already ran up to its first suspension: awaiting it
+    resumes the coroutine where it stopped (results, exceptions and cancellation pass
+    through unchanged)."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine, yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 -- thrown in by the task: pass it on
+                step, arg = coro.throw, exc
+            else:
+                step, arg = coro.send, value
+            try:
+                yielded = step(arg)
+            except StopIteration as stop:
+                return stop.value
+
+
+def start_eagerly(coro: Coroutine) -> Awaitable | None:
+    """Run ``coro`` now, up to its first real suspension.
+
+    Returns None when it finished without suspending (its exceptions propagate, its result
+    is dropped), else an awaitable for the rest.  Most handlers only await storage reads
+    that are answered at once, so this saves a task, a loop iteration and a pause/resume
+    of the transport per login step.  Like a task's first step, but run in the caller:
+    the coroutine must not need :func:`asyncio.current_task` before it first suspends.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return None
+    return _Started(coro, yielded)
+
+
 class XMLStream(asyncio.Protocol):
     """One XML stream over one transport (subclasses supply the protocol logic)."""
 
@@ -54,6 +100,16 @@ class XMLStream(asyncio.Protocol):
     read_slice = 16 * 1024
     #: The setting behind ``tokenizer.max_stanza_size``, for the log line when it trips.
     size_limit_name = "max_stanza_size_bytes"
+
+    # Slots: a server holds one stream per idle client, and a dict of this many attributes
+    # (past the shared-key limit) would cost more than a kilobyte each.  Subclasses that
+    # do not declare __slots__ get a __dict__ as usual.
+    __slots__ = (
+        "tokenizer", "transport", "loop", "peer", "stream_id", "max_output_buffer",
+        "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
+        "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
+        "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
+    )
 
     def __init__(
         self,
@@ -74,7 +130,7 @@ class XMLStream(asyncio.Protocol):
         self.header_sent = False
         self.closed = False
         self._closing = False
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # created by the first send after a flush
         self._flush_handle: asyncio.Handle | None = None
         self._busy = False
         self._inbox: list[bytes] = []
@@ -240,8 +296,14 @@ class XMLStream(asyncio.Protocol):
             i += 1
             try:
                 result = self._dispatch(event)
+                if type(result) is CoroutineType:
+                    result = start_eagerly(result)
             except StreamErrorCondition as exc:
                 self.stream_error(exc.condition, exc.text)
+                return
+            except Exception:
+                log.exception("error while handling a stanza from %s", self.peer)
+                self.stream_error("internal-server-error")
                 return
             if self._reset:
                 # STARTTLS: what followed <starttls/> in this batch was plaintext; drop it.
@@ -346,16 +408,21 @@ class XMLStream(asyncio.Protocol):
     def send_bytes(self, data: bytes) -> None:
         if self.closed or self._closing:  # nothing may follow </stream:stream>
             return
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_handle = None
-        if not self._out or self.transport is None or self.closed:
+        out = self._out
+        if not out or self.transport is None or self.closed:
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out = []
+        data = b"".join(out) if len(out) > 1 else out[0]
+        self._out = None
         self.transport.write(data)
         if self.transport.get_write_buffer_size() > self.max_output_buffer:
             log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"

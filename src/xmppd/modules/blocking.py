@@ -25,6 +25,7 @@ from xmppd.element import Element
 from xmppd.jid import JID, JIDError
 from xmppd.moduleapi import ModuleAPI
 from xmppd.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
+from xmppd.stream import start_eagerly
 
 from . import roster as rosters
 
@@ -69,7 +70,8 @@ def load(api: ModuleAPI) -> None:
         cached = cache.get(bare)
         if cached is not None:
             return cached
-        items = frozenset(await storage.blocklist(bare.localpart or "", bare.domain))
+        # The common empty list is the shared _EMPTY: one cached list per bound account.
+        items = frozenset(await storage.blocklist(bare.localpart or "", bare.domain)) or _EMPTY
         if router.sessions.count(bare):
             cache[bare] = items
         return items
@@ -230,7 +232,12 @@ def load(api: ModuleAPI) -> None:
     # -- cache lifecycle -----------------------------------------------------------------------
 
     def bound(session: Any) -> None:
-        asyncio.ensure_future(blocklist(session.jid.bare))
+        if session.bare in cache:
+            return
+        # Usually answered at once by the storage: a task only if the read must wait.
+        rest = start_eagerly(blocklist(session.bare))
+        if rest is not None:
+            asyncio.ensure_future(rest)
 
     def closed(session: Any, abrupt: bool) -> None:
         if not router.sessions.count(session.jid.bare):

@@ -38,7 +38,6 @@ CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
 HINTS_NS = "urn:xmpp:hints"
 MSGOFFLINE_NS = "msgoffline"
 AVAILABLE_EVENT = "presence/available"  # declared by the presence module too
-_DELIVERED = "offline:delivered"  # session.data key: this session got the store
 
 
 def storable(message: Element) -> bool | None:
@@ -74,7 +73,14 @@ def _handed_over(session: Any) -> bool:
 def load(api: ModuleAPI) -> None:
     router = api.router
     storage = api.storage
-    locks: dict[JID, asyncio.Lock] = {}
+    # One lock per account while deliveries to it run (with how many hold or wait for
+    # it): dropped as soon as the last one ends, so idle sessions keep none.
+    locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+    # Full JID -> the session that got the store (here rather than in each session's
+    # data: a few bytes per idle session, not a dict).  A session displaced by another with
+    # the same full JID gets no session-closed: its entry goes when the JID's next session
+    # becomes available or closes.
+    delivered: dict[JID, Any] = {}
     api.declare(AVAILABLE_EVENT)
 
     async def store(stanza: Element, origin: Any) -> bool:
@@ -98,42 +104,60 @@ def load(api: ModuleAPI) -> None:
         # A session may have become available while we were writing; it already fetched
         # the store, so hand it this message now.
         for session in router.sessions.resources(target):
-            if session.data.get(_DELIVERED) and session.available and session.priority >= 0:
+            if delivered.get(session.jid) is session and session.available \
+                    and session.priority >= 0:
                 asyncio.ensure_future(deliver(session))
                 break
         return True
 
     async def deliver(session: Any) -> None:
         bare = session.jid.bare
-        lock = locks.setdefault(bare, asyncio.Lock())
-        async with lock:
-            username, domain = session.jid.localpart or "", session.jid.domain
-            stored = await storage.offline_messages(username, domain)
-            if session.closed or not stored:
-                return
-            for item in stored:
-                try:
-                    msg = decode_stanza(item.data)
-                except Exception:  # one damaged row must not block the rest
-                    api.log.warning("unreadable offline message %d for %s", item.id, bare)
-                    continue
-                msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
-                               text="Offline Storage")
-                router.deliver(session, msg)
-            if _handed_over(session):
-                await storage.offline_delete(username, domain, [m.id for m in stored])
-        if not lock.locked() and not router.sessions.resources(bare):
-            locks.pop(bare, None)
+        entry = locks.get(bare)
+        if entry is None:
+            entry = locks[bare] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                await deliver_locked(session, bare)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del locks[bare]
+
+    async def deliver_locked(session: Any, bare: JID) -> None:
+        username, domain = session.jid.localpart or "", session.jid.domain
+        stored = await storage.offline_messages(username, domain)
+        if session.closed or not stored:
+            return
+        for item in stored:
+            try:
+                msg = decode_stanza(item.data)
+            except Exception:  # one damaged row must not block the rest
+                api.log.warning("unreadable offline message %d for %s", item.id, bare)
+                continue
+            msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
+                           text="Offline Storage")
+            router.deliver(session, msg)
+        if _handed_over(session):
+            await storage.offline_delete(username, domain, [m.id for m in stored])
 
     async def on_available(session: Any, initial: bool) -> None:
+        got_store = delivered.get(session.jid) is session
         if session.priority < 0:
-            session.data.pop(_DELIVERED, None)
+            if got_store:
+                del delivered[session.jid]
             return
-        if session.data.get(_DELIVERED):
+        if got_store:
             return
-        session.data[_DELIVERED] = True
+        delivered[session.jid] = session
         await deliver(session)
+
+    def on_closed(session: Any, abrupt: bool) -> None:
+        if delivered.get(session.jid) is not router.sessions.get(session.jid):
+            delivered.pop(session.jid, None)
 
     api.hook("message/offline", store)
     api.hook(AVAILABLE_EVENT, on_available)
+    api.hook("session-closed", on_closed, priority=-100)
     api.add_feature(MSGOFFLINE_NS)

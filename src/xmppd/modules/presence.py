@@ -62,6 +62,12 @@ def _with_state(old: RosterItem | None, jid: str, state: State, **extra: Any) ->
     )
 
 
+def _subscribers(items: tuple[RosterItem, ...]) -> tuple[list[str], list[str]]:
+    """(contacts with 'from', contacts with 'to') among roster ``items``."""
+    states = [(i.jid, rosters.state_of(i)) for i in items]
+    return [j for j, s in states if s.has_from], [j for j, s in states if s.has_to]
+
+
 def load(api: ModuleAPI) -> None:
     router = api.router
     storage = api.storage
@@ -171,9 +177,7 @@ def load(api: ModuleAPI) -> None:
     async def subscribers(user: JID) -> tuple[list[str], list[str]]:
         """(contacts with 'from', contacts with 'to') of ``user``."""
         username, domain = rosters.account(user)
-        items = (await storage.roster(username, domain)).items
-        states = [(i.jid, rosters.state_of(i)) for i in items]
-        return [j for j, s in states if s.has_from], [j for j, s in states if s.has_to]
+        return _subscribers((await storage.roster(username, domain)).items)
 
     def to_own_resources(session: Any, stanza: Element) -> None:
         for other in router.sessions.resources(session.jid.bare):
@@ -185,11 +189,16 @@ def load(api: ModuleAPI) -> None:
     async def available(stanza: Element, session: Any) -> None:
         initial = not session.available
         stanza.attrs.pop("to", None)
-        session.presence = stanza.copy()
+        # Kept as is, not copied: nothing else holds the stanza once this hook has run,
+        # and every use below and later (probes, broadcasts) sends copies of it.
+        session.presence = stanza
         session.priority = _priority(stanza)
         session.available = True
         user = session.jid.bare
-        has_from, has_to = await subscribers(user)
+        # one roster read serves the broadcast, the probes and the pending requests
+        username, domain = rosters.account(user)
+        items = (await storage.roster(username, domain)).items
+        has_from, has_to = _subscribers(items)
         for contact in has_from:
             out = stanza.copy()
             out.attrs["to"] = contact
@@ -203,12 +212,11 @@ def load(api: ModuleAPI) -> None:
                     router.deliver(session, out)
             for contact in has_to:
                 api.send(presence("probe", str(user), contact))
-            await redeliver_requests(session)
+            redeliver_requests(session, items)
         await api.server.hooks.fire(AVAILABLE_EVENT, session, initial)
 
-    async def redeliver_requests(session: Any) -> None:
-        username, domain = rosters.account(session.jid)
-        for item in (await storage.roster(username, domain)).items:
+    def redeliver_requests(session: Any, items: tuple[RosterItem, ...]) -> None:
+        for item in items:
             if item.request:
                 try:
                     request = decode_stanza(item.request)
