@@ -463,3 +463,33 @@ def test_garbage_only_ever_fails_cleanly(mech, first, final):
         assert exc.condition in {"malformed-request", "not-authorized", "incorrect-encoding"}
     else:
         raise AssertionError("authenticated without an account")
+
+
+def _precis_username(text: str) -> str | type[ValueError]:
+    import precis_i18n
+
+    try:
+        return precis_i18n.get_profile("UsernameCaseMapped").enforce(text)
+    except UnicodeError:
+        return ValueError
+
+
+def _ours(text: str) -> str | type[ValueError]:
+    from xmppd.sasl import normalize_username
+
+    try:
+        return normalize_username(text)
+    except ValueError:
+        return ValueError
+
+
+def test_ascii_username_fast_path_matches_precis():
+    texts = [chr(a) for a in range(128)] + [chr(a) + chr(b) for a in range(128) for b in range(128)]
+    texts += ["", "Juliet", "ROMEO.Montague", "a b", "x\x7f", "tab\tname", "O'Neil+tag"]
+    assert [_ours(t) for t in texts] == [_precis_username(t) for t in texts]
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=12))
+@settings(max_examples=300)
+def test_username_normalization_matches_precis(text):
+    assert _ours(text) == _precis_username(text)

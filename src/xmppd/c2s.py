@@ -35,6 +35,30 @@ SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 
 
+def _preauth_features(
+    starttls: bool, required: bool, mechs: tuple[str, ...], cb_types: tuple[str, ...]
+) -> bytes:
+    feats = Element("features", STREAM_NS, {}, [])
+    if starttls:
+        tls = feats.subelement("starttls", TLS_NS)
+        if required:
+            tls.subelement("required")
+    if mechs:
+        mechanisms = feats.subelement("mechanisms", SASL_NS)
+        for name in mechs:
+            mechanisms.subelement("mechanism", text=name)
+    if cb_types:
+        cb = feats.subelement("sasl-channel-binding", SASL_CB_NS)
+        for t in cb_types:
+            cb.subelement("channel-binding", attrs={"type": t})
+    inner = b"".join(k.to_bytes(None) for k in feats.children if isinstance(k, Element))
+    return b"<stream:features>" + inner + b"</stream:features>"
+
+
+#: Serialized pre-authentication features by (starttls, required, mechanisms, cb types).
+_PREAUTH_FEATURES: dict[tuple, bytes] = {}
+
+
 class C2SStream(XMLStream):
     """One client connection, from the TCP accept to the closing tag."""
 
@@ -151,27 +175,32 @@ class C2SStream(XMLStream):
             raise StreamErrorCondition("host-unknown", "'to' changed across a stream restart")
         self.domain = to
         self.send_header(to)
-        self.send_features(self._features())
+        if self.username is None:
+            self._send_preauth_features()
+        else:
+            self.send_features(self._features())
         return None
+
+    def _send_preauth_features(self) -> None:
+        """STARTTLS and SASL mechanisms: the same few variants for every connection, so
+        each is serialized once."""
+        starttls = not self.secure and self.server.tls_available
+        required = self.server.config.require_encryption
+        mechs: tuple[str, ...] = ()
+        cb_types: tuple[str, ...] = ()
+        if self.secure or not required:
+            self._new_sasl()
+            mechs = tuple(self.sasl.mechanisms())
+            cb_types = tuple(self.sasl.channel_binding_types())
+        key = (starttls, required, mechs, cb_types)
+        data = _PREAUTH_FEATURES.get(key)
+        if data is None:
+            data = _PREAUTH_FEATURES[key] = _preauth_features(*key)
+        self.send_bytes(data)
 
     def _features(self) -> Element:
         feats = Element("features", STREAM_NS, {}, [])
-        if self.username is None:
-            if not self.secure and self.server.tls_available:
-                tls = feats.subelement("starttls", TLS_NS)
-                if self.server.config.require_encryption:
-                    tls.subelement("required")
-            if self.secure or not self.server.config.require_encryption:
-                self._new_sasl()
-                mechs = feats.subelement("mechanisms", SASL_NS)
-                for name in self.sasl.mechanisms():
-                    mechs.subelement("mechanism", text=name)
-                cb_types = self.sasl.channel_binding_types()
-                if cb_types:
-                    cb = feats.subelement("sasl-channel-binding", SASL_CB_NS)
-                    for t in cb_types:
-                        cb.subelement("channel-binding", attrs={"type": t})
-        elif self.jid is None:
+        if self.jid is None:
             feats.subelement("bind", BIND_NS)
             feats.subelement("session", SESSION_NS).subelement("optional")
             self.server.hooks.fire_sync("stream-features", self, feats)

@@ -431,6 +431,16 @@ class XMLStream(asyncio.Protocol):
             self.transport.abort()
 
     def send_header(self, from_: str | None, to: str | None = None, **extra: str) -> None:
+        if not extra and not to:  # c2s: the id is hex, only 'from' needs escaping
+            text = f' id="{self.stream_id}" version="1.0" xml:lang="en"'
+            if from_:
+                text += f' from="{escape_attr(from_)}"'
+            self.send_bytes(
+                f"<?xml version='1.0'?><stream:stream xmlns='{self.default_ns}'"
+                f" xmlns:stream='{STREAM_NS}'{text}>".encode()
+            )
+            self.header_sent = True
+            return
         attrs = {"id": self.stream_id, "version": "1.0", "xml:lang": "en"}
         if from_:
             attrs["from"] = from_
