@@ -133,7 +133,7 @@ class XMLStream(asyncio.Protocol):
         self._out: list[bytes] | None = None  # created by the first send after a flush
         self._flush_handle: asyncio.Handle | None = None
         self._busy = False
-        self._inbox: list[bytes] = []
+        self._inbox: list[bytes] | None = None  # input waiting its turn, when there is any
         self._restart = False
         self._reset = False
         self._restarts = 0  # restarts and resets so far: tells an old stream's error
@@ -143,7 +143,7 @@ class XMLStream(asyncio.Protocol):
         # Token bucket over received bytes: ``rate_limit`` bytes/s, ``rate_burst`` capacity.
         self.rate_limit = rate_limit
         self.rate_burst = max(rate_burst, 1)
-        self._tokens = float(self.rate_burst)
+        self._tokens = float(self.rate_burst) if rate_limit else 0.0
         self._tokens_at = 0.0
         self._rate_timer: asyncio.TimerHandle | None = None
         self._rate_logged = False
@@ -153,13 +153,17 @@ class XMLStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
-        self._tokens_at = self.loop.time()
+        if self.rate_limit:
+            self._tokens_at = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         if self._busy or self._inbox or self._held():
-            self._inbox.append(data)
+            if self._inbox is None:
+                self._inbox = [data]
+            else:
+                self._inbox.append(data)
             return
         self._feed(data)
 
@@ -237,7 +241,9 @@ class XMLStream(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         step = self.read_slice
         if len(data) > step:
-            self._inbox[0:0] = [data[i : i + step] for i in range(step, len(data), step)]
+            self._inbox = [data[i : i + step] for i in range(step, len(data), step)] + (
+                self._inbox or []
+            )
             data = data[:step]
         if self.rate_limit:
             self._charge(len(data))
@@ -273,8 +279,12 @@ class XMLStream(asyncio.Protocol):
         self._busy = False
         if self._closing or self.closed:
             return
-        if self._inbox and not self._held():  # else the end of the hold drains it
-            self._feed(self._inbox.pop(0))
+        inbox = self._inbox
+        if inbox and not self._held():  # else the end of the hold drains it
+            data = inbox.pop(0)
+            if not inbox:
+                self._inbox = None
+            self._feed(data)
         self._set_reading()
 
     def limit_fired(self, condition: str, text: str | None) -> None:
@@ -374,7 +384,7 @@ class XMLStream(asyncio.Protocol):
         """On STARTTLS: expect a new header; plaintext received after it is dropped now,
         before the handshake, so nothing decrypted later can be mistaken for it."""
         self.tokenizer.reset()
-        self._inbox.clear()
+        self._inbox = None
         self._restarts += 1
         self._reset = True
         self.header_sent = False
