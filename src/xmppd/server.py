@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from xmppd.hooks import Hooks
 from xmppd.moduleapi import ModuleAPI
 from xmppd.router import Router
 from xmppd.storage import storage_from_spec
+from xmppd.stream import start_eagerly
 from xmppd.tls import ensure_certificate, server_context, sni_context
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,14 @@ class Server:
         """
         if getattr(stream, "jid", None) is not None and self.router.sessions.remove(stream):
             result = self.hooks.fire_maybe_async("session-closed", stream, abrupt)
+            if isinstance(result, Coroutine):
+                # Run now (the unavailable broadcast's storage read is usually answered
+                # at once); a task only for what has to wait.
+                try:
+                    result = start_eagerly(result)
+                except Exception:
+                    log.exception("session-closed handler failed for %s", stream.jid)
+                    return
             if isinstance(result, Awaitable):
                 asyncio.ensure_future(result)
 
