@@ -1,6 +1,6 @@
 """Memory held by idle tokenizers: many connections sit between stanzas most of the time.
 
-    python benchmarks/tokenizer_memory.py [count]
+    python -m benchmarks.tokenizer_memory [count]      (from the repository root)
 
 Creates ``count`` tokenizers (default 10 000) per implementation, feeds each a stream header
 and a few stanzas (whose events are dropped), then measures with ``tracemalloc`` what the
