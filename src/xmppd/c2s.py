@@ -18,7 +18,7 @@ from xmppd.element import Element
 from xmppd.jid import JID, JIDError
 from xmppd.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
 from xmppd.stanza import CLIENT_NS, STANZA_NAMES, error_reply, reply
-from xmppd.stream import StreamErrorCondition, XMLStream
+from xmppd.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.tls import channel_bindings
 from xmppd.xmlevents import STREAM_NS, StreamOpen
 
@@ -72,14 +72,7 @@ class C2SStream(XMLStream):
 
     def __init__(self, server: Server, listener: Listener) -> None:
         limits = server.config.limits
-        super().__init__(
-            max_stanza_size=limits.max_stanza_size_preauth_bytes,
-            max_depth=limits.max_depth,
-            max_attrs=limits.max_attrs,
-            max_output_buffer=limits.max_output_buffer_bytes,
-            rate_limit=limits.rate_limit_bytes_per_s,
-            rate_burst=limits.rate_limit_burst_bytes,
-        )
+        super().__init__(**limits_kwargs(limits, rate_limited=True))
         self.server = server
         self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secure = listener.direct_tls

@@ -20,7 +20,7 @@ from xmppd.element import Element
 from xmppd.jid import JID, JIDError
 from xmppd.s2s import renamespace
 from xmppd.stanza import CLIENT_NS, STANZA_NAMES
-from xmppd.stream import StreamErrorCondition, XMLStream
+from xmppd.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.xmlevents import STREAM_NS, StreamOpen
 
 if TYPE_CHECKING:
@@ -51,12 +51,7 @@ class ComponentStream(XMLStream):
         detach: Callable[[ComponentStream], None],
     ) -> None:
         limits = server.config.limits
-        super().__init__(
-            max_stanza_size=limits.max_stanza_size_preauth_bytes,
-            max_depth=limits.max_depth,
-            max_attrs=limits.max_attrs,
-            max_output_buffer=limits.max_output_buffer_bytes,
-        )
+        super().__init__(**limits_kwargs(limits))
         self.server = server
         self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secrets = secrets

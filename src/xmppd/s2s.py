@@ -32,7 +32,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.resolver import ResolutionError, Resolver, Target
 from xmppd.sasl import SASLFailure, decode_payload
 from xmppd.stanza import CLIENT_NS, SERVER_NS, STANZA_NAMES
-from xmppd.stream import StreamErrorCondition, XMLStream
+from xmppd.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.tls import server_context, sni_context
 from xmppd.xmlevents import STREAM_NS, StreamOpen
 
@@ -92,12 +92,7 @@ class S2SInStream(XMLStream):
 
     def __init__(self, manager: S2SManager, direct_tls: bool = False) -> None:
         limits = manager.server.config.limits
-        super().__init__(
-            max_stanza_size=limits.max_stanza_size_preauth_bytes,
-            max_depth=limits.max_depth,
-            max_attrs=limits.max_attrs,
-            max_output_buffer=limits.max_output_buffer_bytes,
-        )
+        super().__init__(**limits_kwargs(limits))
         self.manager = manager
         self.server = manager.server
         self.size_limit_name = "max_stanza_size_preauth_bytes"
@@ -356,12 +351,7 @@ class S2SOutStream(XMLStream):
 
     def __init__(self, link: OutboundLink, direct_tls: bool) -> None:
         limits = link.manager.server.config.limits
-        super().__init__(
-            max_stanza_size=limits.max_stanza_size_bytes,
-            max_depth=limits.max_depth,
-            max_attrs=limits.max_attrs,
-            max_output_buffer=limits.max_output_buffer_bytes,
-        )
+        super().__init__(**limits_kwargs(limits, preauth=False))
         self.link = link
         self.secure = direct_tls
         self.events: asyncio.Queue = asyncio.Queue()

@@ -26,11 +26,14 @@ import logging
 import secrets
 from collections.abc import Awaitable, Coroutine, Generator
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmppd.element import Element, escape_attr, escape_text
 from xmppd.tokenizer import StreamClose, StreamOpen, Tokenizer, TokenizerError
 from xmppd.xmlevents import STREAM_NS
+
+if TYPE_CHECKING:
+    from xmppd.config import Limits
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,23 @@ def start_eagerly(coro: Coroutine) -> Awaitable | None:
     except StopIteration:
         return None
     return _Started(coro, yielded)
+
+
+def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = False) -> dict:
+    """The :class:`XMLStream` limits from the configured ``limits``: the small
+    pre-authentication stanza size (or the full one), and the read-rate limit for clients."""
+    kwargs = {
+        "max_stanza_size": (
+            limits.max_stanza_size_preauth_bytes if preauth else limits.max_stanza_size_bytes
+        ),
+        "max_depth": limits.max_depth,
+        "max_attrs": limits.max_attrs,
+        "max_output_buffer": limits.max_output_buffer_bytes,
+    }
+    if rate_limited:
+        kwargs["rate_limit"] = limits.rate_limit_bytes_per_s
+        kwargs["rate_burst"] = limits.rate_limit_burst_bytes
+    return kwargs
 
 
 class XMLStream(asyncio.Protocol):
