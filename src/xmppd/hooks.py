@@ -139,6 +139,3 @@ class Hooks:
 
     def find_iq_handler(self, to: str, type: str, ns: str, name: str) -> Handler | None:
         return self._iq.get((to, type, ns, name))
-
-    def iq_namespaces(self, to: str = "host") -> set[str]:
-        return {k[2] for k in self._iq if k[0] == to}

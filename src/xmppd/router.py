@@ -19,15 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from xmppd.element import Element
 from xmppd.hooks import Hooks
 from xmppd.jid import JID, JIDError
 from xmppd.stanza import StanzaError, error_reply, iq_payload
-
-if TYPE_CHECKING:
-    from xmppd.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +97,9 @@ class SessionTable:
 class Router:
     """Decides where each stanza goes and delivers it."""
 
-    def __init__(self, hooks: Hooks, hosts: Iterable[str], storage: Storage | None = None):
+    def __init__(self, hooks: Hooks, hosts: Iterable[str]) -> None:
         self.hooks = hooks
         self.hosts = frozenset(hosts)
-        self.storage = storage
         self.sessions = SessionTable()
 
     def is_local(self, domain: str) -> bool:

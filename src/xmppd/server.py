@@ -43,7 +43,7 @@ class Server:
         self.config = config
         self.hooks = Hooks()
         self.storage = storage_from_spec(config.storage_url)
-        self.router = Router(self.hooks, config.domains, self.storage)
+        self.router = Router(self.hooks, config.domains)
         self.features: set[str] = set()
         self.account_features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]

@@ -46,10 +46,6 @@ class StanzaError(Exception):
         self.type = type or ERROR_TYPES.get(condition, "cancel")
 
 
-def is_stanza(el: Element) -> bool:
-    return el.name in STANZA_NAMES and el.ns in (CLIENT_NS, SERVER_NS)
-
-
 def reply(stanza: Element, type: str = "result") -> Element:
     """An empty reply to ``stanza`` (``to``/``from`` swapped, same ``id``)."""
     attrs = {"type": type}
