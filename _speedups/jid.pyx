@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled JID preparation (RFC 7622), the twin of ``xmppd._jid_pure``.
+"""Compiled JID preparation (RFC 7622), the twin of ``xmppd.jid._pure``.
 
 The pure module is the specification: same public API, same results, same errors
 (``part`` and ``reason``).  What differs is speed:

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled XMPP stream tokenizer, the twin of ``xmppd._tokenizer_pure``.
+"""Compiled XMPP stream tokenizer, the twin of ``xmppd.xml._tokenizer_pure``.
 
 The pure module (pyexpat) is the specification: same events, same error conditions, for any
 split of the input.  This module is a byte-level scanner over ``const unsigned char*`` that
@@ -43,8 +43,8 @@ cdef extern from "Python.h":
     PyObject* PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n) except NULL
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
-from xmppd.element import Element
-from xmppd.xmlevents import (
+from xmppd.xml.element import Element
+from xmppd.xml.events import (
     MAX_ATTRS,
     MAX_DEPTH,
     MAX_STANZA_SIZE,
@@ -1092,7 +1092,7 @@ cdef int _pseudo_attr(const unsigned char* p, Py_ssize_t* pos, Py_ssize_t e, Py_
 # -- the tokenizer --------------------------------------------------------------------------
 
 cdef class Tokenizer:
-    """Incremental XMPP stream tokenizer (compiled); see ``xmppd._tokenizer_pure``."""
+    """Incremental XMPP stream tokenizer (compiled); see ``xmppd.xml._tokenizer_pure``."""
 
     cdef public Py_ssize_t max_stanza_size
     cdef public Py_ssize_t max_depth

@@ -19,7 +19,7 @@ import idna
 import pytest
 from precis_i18n import get_profile
 
-import xmppd._jid_pure as pure
+import xmppd.jid._pure as pure
 
 _USERNAME = get_profile("UsernameCaseMapped")
 _OPAQUE = get_profile("OpaqueString")

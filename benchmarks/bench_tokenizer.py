@@ -88,7 +88,7 @@ def test_compiled_envelope(benchmark):
 
 
 def test_pure(benchmark):
-    mod = importlib.import_module("xmppd._tokenizer_pure")
+    mod = importlib.import_module("xmppd.xml._tokenizer_pure")
     assert benchmark(_tokenize, mod, True) == STANZAS + 1
     _record(benchmark)
 

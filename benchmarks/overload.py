@@ -43,8 +43,8 @@ HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
 
 
 def _serve(data_dir: str, limits: dict, ports, stop) -> None:
-    from xmppd.config import Config, Limits, Listener
-    from xmppd.sasl import derive_all
+    from xmppd.c2s.sasl import derive_all
+    from xmppd.core.config import Config, Limits, Listener
     from xmppd.server import Server
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

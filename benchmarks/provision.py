@@ -109,8 +109,8 @@ def _provision_xmppd_in_process(config_path: str, jids: list[str], password: str
     """
     import asyncio
 
-    from xmppd.config import load
-    from xmppd.sasl import derive_all
+    from xmppd.c2s.sasl import derive_all
+    from xmppd.core.config import load
     from xmppd.storage import AccountExists, open_storage
 
     config = load(config_path)

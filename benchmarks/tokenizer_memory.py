@@ -16,7 +16,7 @@ import tracemalloc
 
 from benchmarks.corpus import HEADER, corpus
 
-IMPLS = {"compiled": "xmppd._speedups.tokenizer", "pure": "xmppd._tokenizer_pure"}
+IMPLS = {"compiled": "xmppd._speedups.tokenizer", "pure": "xmppd.xml._tokenizer_pure"}
 
 
 def idle_bytes(modname: str, count: int = 10_000) -> float:

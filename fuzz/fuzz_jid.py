@@ -1,4 +1,4 @@
-"""Differential fuzzing of the JID twins (``xmppd._jid_pure`` vs ``xmppd._speedups.jid``).
+"""Differential fuzzing of the JID twins (``xmppd.jid._pure`` vs ``xmppd._speedups.jid``).
 
 Input layout: one mode byte (how to decode the text, which entry point to call), then
 the text.  Every implementation must give the same prepared parts or the same
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _driver import FuzzInput, instrumented, main  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
-    from xmppd import _jid_pure
+    from xmppd.jid import _pure as _jid_pure
 
 
 def _compiled():

@@ -1,4 +1,4 @@
-"""Fuzzing of the SASL server (``xmppd.sasl``) with arbitrary client payloads.
+"""Fuzzing of the SASL server (``xmppd.c2s.sasl``) with arbitrary client payloads.
 
 Input layout: one byte choosing the mechanism and the connection (TLS, channel
 bindings, PLAIN allowed), one byte choosing the scenario, then scenario data:
@@ -9,7 +9,7 @@ bindings, PLAIN allowed), one byte choosing the scenario, then scenario data:
 * ``client``: an honest SCRAM/PLAIN client whose username, password, authzid, GS2
   flag, nonce and extensions come from the fuzzer, with optional tampering.
 
-Invariants: nothing but :class:`~xmppd.sasl.SASLFailure` is raised; success only for
+Invariants: nothing but :class:`~xmppd.c2s.sasl.SASLFailure` is raised; success only for
 an existing account with its password (PRECIS-equal), the step names that account, and
 an authzid, if any, denotes that same account.
 
@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _driver import FuzzInput, instrumented, main  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
-    from xmppd import _jid_pure
-    from xmppd.sasl import (
+    from xmppd.c2s.sasl import (
         HASHES,
         SASLFailure,
         SASLServer,
@@ -41,6 +40,7 @@ with instrumented(__name__ == "__main__"):
         normalize_username,
         prepare_password,
     )
+    from xmppd.jid import _pure as _jid_pure
     from xmppd.storage import MemoryStorage
 
 DOMAIN = "example.org"

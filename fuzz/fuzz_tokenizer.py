@@ -3,7 +3,7 @@
 Input layout (see :func:`decode`): one byte of limits, four bytes seeding the chunk
 borders, then the stream bytes.  Every implementation gets the same chunks; their
 traces (events per ``feed``, or the error condition and the events completed before it)
-must be equal, and every trace must satisfy the contract of ``xmppd._tokenizer_pure``.
+must be equal, and every trace must satisfy the contract of ``xmppd.xml._tokenizer_pure``.
 A top-level ``<success/>`` ending a ``feed`` triggers ``restart()`` and ``<proceed/>``
 triggers ``reset()``, as the c2s layer does after SASL and STARTTLS.
 
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _driver import FuzzInput, instrumented, main, pieces, split_points  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
-    from xmppd import _tokenizer_pure
-    from xmppd.element import Element, escape_attr
-    from xmppd.xmlevents import (
+    from xmppd.xml import _tokenizer_pure
+    from xmppd.xml.element import Element, escape_attr
+    from xmppd.xml.events import (
         CONDITIONS,
         MAX_ATTRS,
         MAX_DEPTH,

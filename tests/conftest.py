@@ -15,9 +15,13 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+#: The pure twin of each compiled module.
+PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure"}
+
+
 def _load_impls(name: str) -> list:
     """[pure module, compiled module] for ``name``; compiled is skipped if not built."""
-    params = [pytest.param(f"xmppd._{name}_pure", id="pure")]
+    params = [pytest.param(PURE_TWINS[name], id="pure")]
     params.append(pytest.param(f"xmppd._speedups.{name}", id="compiled"))
     return params
 

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from xmppd.config import Config, Listener
-from xmppd.sasl import derive_all
+from xmppd.c2s.sasl import derive_all
+from xmppd.core.config import Config, Listener
 from xmppd.server import Server
 
 STREAM_HEADER = (

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from support import RawClient
 
 import xmppd
-from xmppd.tls import generate_self_signed
+from xmppd.transport.tls import generate_self_signed
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from xmppd.xmlevents import StreamClose, StreamOpen, TokenizerError
+from xmppd.xml.events import StreamClose, StreamOpen, TokenizerError
 
 FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
 

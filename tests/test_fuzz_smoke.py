@@ -177,22 +177,22 @@ def test_jid_harness_catches_a_divergent_twin(monkeypatch) -> None:
 
 def test_sasl_harness_catches_a_wrong_password(monkeypatch) -> None:
     mod = harness("sasl")
-    import xmppd.sasl
+    import xmppd.c2s.sasl
 
     seed = (FUZZ_DIR / "corpus" / "sasl" / "plain-wrong").read_bytes()
     mod.test_one_input(seed)
-    monkeypatch.setattr(xmppd.sasl, "_plain_matches", lambda password, creds: True)
+    monkeypatch.setattr(xmppd.c2s.sasl, "_plain_matches", lambda password, creds: True)
     with pytest.raises(AssertionError, match="wrong password"):
         mod.test_one_input(seed)
 
 
 def test_sasl_harness_catches_a_skipped_proof_check(monkeypatch) -> None:
     mod = harness("sasl")
-    import xmppd.sasl
+    import xmppd.c2s.sasl
 
     seed = (FUZZ_DIR / "corpus" / "sasl" / "client-scram-tamper").read_bytes()
     mod.test_one_input(seed)
-    monkeypatch.setattr(xmppd.sasl.hmac, "compare_digest", lambda a, b: True)
+    monkeypatch.setattr(xmppd.c2s.sasl.hmac, "compare_digest", lambda a, b: True)
     with pytest.raises(AssertionError, match="tampered"):
         mod.test_one_input(seed)
 

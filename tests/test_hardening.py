@@ -38,7 +38,7 @@ from test_c2s_negative import (
     tls_client,
 )
 
-from xmppd.config import Limits
+from xmppd.core.config import Limits
 from xmppd.jid import JID
 
 USERS = {"alice": "secret", "bob": "secret", "carol": "secret"}

@@ -23,14 +23,14 @@ def _run(code: str, **env: str) -> str:
 
 
 def test_public_tokenizer_is_the_active_implementation():
-    import xmppd.tokenizer
+    import xmppd.xml.tokenizer
 
-    expected = "xmppd._tokenizer_pure" if PURE_PYTHON else "xmppd._speedups.tokenizer"
+    expected = "xmppd.xml._tokenizer_pure" if PURE_PYTHON else "xmppd._speedups.tokenizer"
     try:
         importlib.import_module("xmppd._speedups.tokenizer")
     except ImportError:
-        expected = "xmppd._tokenizer_pure"
-    assert xmppd.tokenizer.Tokenizer.__module__ == expected
+        expected = "xmppd.xml._tokenizer_pure"
+    assert xmppd.xml.tokenizer.Tokenizer.__module__ == expected
 
 
 @pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid"])
@@ -44,10 +44,10 @@ def test_required_extensions_are_importable(module):
 
 def test_pure_python_forced_in_a_subprocess():
     code = (
-        "import xmppd._impl as i, xmppd.tokenizer as t;"
+        "import xmppd._impl as i, xmppd.xml.tokenizer as t;"
         "print(i.implementation(), t.Tokenizer.__module__)"
     )
-    assert _run(code, XMPPD_PURE_PYTHON="1") == "pure-Python xmppd._tokenizer_pure"
+    assert _run(code, XMPPD_PURE_PYTHON="1") == "pure-Python xmppd.xml._tokenizer_pure"
 
 
 def test_compiled_reported_in_a_subprocess():
@@ -57,7 +57,7 @@ def test_compiled_reported_in_a_subprocess():
     except ImportError:
         pytest.skip("compiled modules not built")
     code = (
-        "import xmppd._impl as i, xmppd.tokenizer as t;"
+        "import xmppd._impl as i, xmppd.xml.tokenizer as t;"
         "print(i.implementation(), t.Tokenizer.__module__)"
     )
     assert _run(code, XMPPD_PURE_PYTHON="0") == "compiled (Cython) xmppd._speedups.tokenizer"
@@ -75,10 +75,10 @@ def test_missing_extension_is_an_error_when_required(tmp_path):
         "            raise ImportError('blocked for the test')\n"
         "sys.meta_path.insert(0, Block())\n"
         "try:\n"
-        "    import xmppd.tokenizer as t\n"
+        "    import xmppd.xml.tokenizer as t\n"
         "    print('fallback', t.Tokenizer.__module__)\n"
         "except ImportError as exc:\n"
         "    print('error', exc)\n"
     )
-    assert _run(code) == "fallback xmppd._tokenizer_pure"
+    assert _run(code) == "fallback xmppd.xml._tokenizer_pure"
     assert _run(code, XMPPD_REQUIRE_EXTENSIONS="1") == "error blocked for the test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-IMPLS = ["xmppd._speedups.jid", "xmppd._jid_pure"]
+IMPLS = ["xmppd._speedups.jid", "xmppd.jid._pure"]
 
 
 def _load(name: str):

@@ -11,7 +11,7 @@ import importlib
 import pyexpat
 import random
 
-IMPLS = ["xmppd._speedups.tokenizer", "xmppd._tokenizer_pure"]
+IMPLS = ["xmppd._speedups.tokenizer", "xmppd.xml._tokenizer_pure"]
 HEADER = (
     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
     b"xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>"

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from xmppd import __version__
-from xmppd.config import Config, ConfigError, load
+from xmppd.core.config import Config, ConfigError, load
 
 
 def _runner() -> asyncio.Runner:
@@ -42,7 +42,7 @@ def _read_password(confirm: bool = True) -> str:
 
 
 def _check_password(password: str, where: str = "") -> str:
-    from xmppd.sasl import prepare_password
+    from xmppd.c2s.sasl import prepare_password
 
     try:
         prepare_password(password)
@@ -88,7 +88,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
-    from xmppd.sasl import derive_all
+    from xmppd.c2s.sasl import derive_all
     from xmppd.storage import AccountExists
 
     user, domain = _account(config, args.jid)
@@ -124,7 +124,7 @@ def cmd_import_accounts(config: Config, args: argparse.Namespace) -> int:
     """Create many accounts at once; PBKDF2 runs on every core (one salt per account)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from xmppd.sasl import derive_all
+    from xmppd.c2s.sasl import derive_all
     from xmppd.storage import AccountExists
 
     if args.file == "-":
@@ -154,7 +154,7 @@ def cmd_import_accounts(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
-    from xmppd.sasl import derive_all
+    from xmppd.c2s.sasl import derive_all
 
     user, domain = _account(config, args.jid)
     creds = derive_all(_read_password())
@@ -181,7 +181,7 @@ def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_cert(config: Config, args: argparse.Namespace) -> int:
-    from xmppd.tls import generate_self_signed
+    from xmppd.transport.tls import generate_self_signed
 
     domain = args.domain.lower().rstrip(".")
     cert = config.certificate_for(domain)
@@ -192,7 +192,7 @@ def cmd_cert(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    from xmppd.tls import check_certificate
+    from xmppd.transport.tls import check_certificate
 
     problems = []
     for domain in config.domains:

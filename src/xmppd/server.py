@@ -17,15 +17,15 @@ from typing import Any
 
 from xmppd import __version__
 from xmppd._impl import implementation
-from xmppd.c2s import C2SStream
-from xmppd.config import Config, Listener
-from xmppd.element import Element
-from xmppd.hooks import Hooks
-from xmppd.moduleapi import ModuleAPI
-from xmppd.router import Router
+from xmppd.c2s.stream import C2SStream
+from xmppd.core.config import Config, Listener
+from xmppd.core.hooks import Hooks
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.router import Router
+from xmppd.eager import start_eagerly
 from xmppd.storage import storage_from_spec
-from xmppd.stream import start_eagerly
-from xmppd.tls import ensure_certificate, server_context, sni_context
+from xmppd.transport.tls import ensure_certificate, server_context, sni_context
+from xmppd.xml.element import Element
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""XEP and RFC feature modules; each plugs into the core through :mod:`xmppd.hooks`."""
+"""XEP and RFC feature modules; each plugs into the core through :mod:`xmppd.core.hooks`."""

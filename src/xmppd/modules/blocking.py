@@ -21,11 +21,11 @@ import asyncio
 import itertools
 from typing import Any
 
-from xmppd.element import Element
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.eager import start_eagerly
 from xmppd.jid import JID, JIDError
-from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
-from xmppd.stream import start_eagerly
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
 
 from . import roster as rosters
 

@@ -9,11 +9,11 @@ opens only when components are configured: on ``[components] listen``, else on
 
 from __future__ import annotations
 
-from xmppd.component import ComponentStream
-from xmppd.config import Listener
-from xmppd.element import Element
+from xmppd.component.stream import ComponentStream
+from xmppd.core.config import Listener
+from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
-from xmppd.moduleapi import ModuleAPI
+from xmppd.xml.element import Element
 
 NAME = "component"
 XEPS = ("XEP-0114",)

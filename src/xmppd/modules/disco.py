@@ -8,9 +8,9 @@ suggests, so presence leaks are avoided.
 
 from __future__ import annotations
 
-from xmppd.element import Element
-from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import StanzaError, reply
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import StanzaError, reply
 
 NAME = "disco"
 XEPS = ("XEP-0030",)

@@ -26,10 +26,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from xmppd.element import Element
+from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
-from xmppd.moduleapi import ModuleAPI
-from xmppd.storage.base import decode_stanza, encode_stanza
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import decode_stanza, encode_stanza
 
 NAME = "offline"
 XEPS = ("XEP-0160", "XEP-0203")

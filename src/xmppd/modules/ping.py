@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from xmppd.element import Element
-from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import reply
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import reply
 
 NAME = "ping"
 XEPS = ("XEP-0199",)

@@ -1,6 +1,6 @@
 """RFC 6121 §3 and §4: presence subscriptions and presence.
 
-Subscription stanzas go through the pure state machine of :mod:`xmppd.subscription`: the
+Subscription stanzas go through the pure state machine of :mod:`xmppd.modules._subscription`: the
 user's outbound ones on ``presence/outbound``, inbound ones on ``presence/bare`` (and
 ``presence/full``, handled as if sent to the bare JID).  The contact is an opaque JID:
 stanzas for it go through the router, so a remote contact needs only the ``route/remote``
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from xmppd.element import Element
+from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
-from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import CLIENT_NS
-from xmppd.storage.base import RosterItem, decode_stanza, encode_stanza
-from xmppd.subscription import TYPES as SUBSCRIPTION_TYPES
-from xmppd.subscription import Outcome, State, inbound, outbound
+from xmppd.modules._subscription import TYPES as SUBSCRIPTION_TYPES
+from xmppd.modules._subscription import Outcome, State, inbound, outbound
+from xmppd.storage.base import RosterItem
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza, encode_stanza
 
 from . import roster as rosters
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from xmppd.element import Element
+from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
-from xmppd.moduleapi import ModuleAPI
-from xmppd.stanza import CLIENT_NS, StanzaError, own_account, reply
+from xmppd.modules._subscription import State
 from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
-from xmppd.subscription import State
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
 
 if TYPE_CHECKING:
-    from xmppd.router import Router
+    from xmppd.core.router import Router
 
 NAME = "roster"
 XEPS = ("RFC 6121 §2", "XEP-0237")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import weakref
 
-from xmppd.config import Listener
-from xmppd.moduleapi import ModuleAPI
-from xmppd.s2s import S2SInStream, S2SManager
+from xmppd.core.config import Listener
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.s2s.streams import S2SInStream, S2SManager
 
 NAME = "s2s"
 XEPS = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0368")

@@ -5,7 +5,7 @@ implementation in every backend, and (for SQL backends) a migration appended to 
 backend's list; ``SCHEMA_VERSION`` counts those migrations.
 
 Usernames and domains are stored exactly as given: callers pass them normalized
-(``xmppd.sasl.normalize_username`` for localparts, lower-case domains).
+(``xmppd.c2s.sasl.normalize_username`` for localparts, lower-case domains).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from xmppd.element import Element
-from xmppd.sasl import HASHES, ScramCredentials
+from xmppd.storage.credentials import HASH_NAMES, ScramCredentials
 
 __all__ = [
     "AccountExists",
@@ -28,8 +27,6 @@ __all__ = [
     "StorageError",
     "apply_roster_change",
     "check_credentials",
-    "decode_stanza",
-    "encode_stanza",
 ]
 
 SUBSCRIPTIONS = ("none", "to", "from", "both")
@@ -48,7 +45,7 @@ def check_credentials(creds: Mapping[str, ScramCredentials]) -> None:
     if not creds:
         raise ValueError("an account needs at least one set of SCRAM credentials")
     for name, c in creds.items():
-        if name != c.hash_name or name not in HASHES:
+        if name != c.hash_name or name not in HASH_NAMES:
             raise ValueError(f"credentials for {name!r} carry hash {c.hash_name!r}")
 
 
@@ -273,28 +270,3 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def unblock(self, username: str, domain: str, jids: list[str] | None) -> list[str]:
         """Remove JIDs (all of them for None); returns those that were removed, sorted."""
-
-
-# -- stanzas kept as bytes (offline messages, pending subscription requests) --------------------
-
-_STORED_HEADER = (
-    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-)
-
-
-def encode_stanza(stanza: Element) -> bytes:
-    """Serialize a ``jabber:client`` stanza for storage."""
-    return stanza.to_bytes("jabber:client")
-
-
-def decode_stanza(data: bytes) -> Element:
-    """Parse bytes written by :func:`encode_stanza` back into an element."""
-    from xmppd.tokenizer import Tokenizer  # the stream tokenizer, so limits stay the same
-
-    events = Tokenizer(max_stanza_size=len(data) + len(_STORED_HEADER) + 1).feed(
-        _STORED_HEADER + data
-    )
-    elements = [e for e in events if isinstance(e, Element)]
-    if len(elements) != 1:
-        raise StorageError("a stored stanza does not parse to exactly one element")
-    return elements[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from xmppd.sasl import ScramCredentials
+from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.base import (
     AccountExists,
     OfflineMessage,

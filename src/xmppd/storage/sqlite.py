@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xmppd.sasl import ScramCredentials
+from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.base import (
     AccountExists,
     OfflineMessage,

@@ -1,0 +1,306 @@
+"""Stanza routing (RFC 6120 §10, RFC 6121 §8.5) and the table of bound sessions.
+
+The router reads only the envelope (``to``, ``type``) to decide where a stanza goes, then
+either delivers it to a local session or fires the event a module handles.  Sessions are
+behind :class:`SessionTable` so that a clustered table can replace it later.
+
+Delivery choices (RFC 6121 §8.5 leaves them to the server):
+- a ``chat`` message to a bare JID goes to every available resource with non-negative
+  priority; ``normal`` and ``headline`` go to the highest-priority ones only;
+- a ``chat``/``normal`` message to an unavailable full JID is handled as if sent to the bare
+  JID; ``groupchat`` to one is answered with ``service-unavailable``; ``headline`` and
+  ``error`` are dropped;
+- a stanza to a non-existent local account: ``service-unavailable`` for messages and IQs,
+  silently dropped for presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from xmppd.core.hooks import Hooks
+from xmppd.jid import JID, JIDError
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import StanzaError, error_reply, iq_payload
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """What the router needs of a bound client session."""
+
+    jid: JID
+    bare: JID  # jid.bare, kept
+    available: bool
+    priority: int
+
+    def send(self, element: Element) -> None: ...
+    def stream_error(self, condition: str, text: str | None = None) -> None: ...
+
+
+class SessionTable:
+    """Bound sessions by full JID, and by bare JID (the resources of an account, in bind
+    order)."""
+
+    def __init__(self) -> None:
+        # A tuple per account, replaced on bind and unbind (rare), not a dict: an account
+        # has a handful of resources at most, and a one-entry dict costs four times a
+        # one-entry tuple on every idle session.
+        self._by_bare: dict[JID, tuple[Session, ...]] = {}
+        # The hot path (a stanza to a full JID) must not build a bare JID per lookup.
+        self._by_full: dict[JID, Session] = {}
+
+    def get(self, full: JID) -> Session | None:
+        return self._by_full.get(full)
+
+    def resources(self, bare: JID) -> list[Session]:
+        return list(self._by_bare.get(bare, ()))
+
+    def count(self, bare: JID) -> int:
+        return len(self._by_bare.get(bare, ()))
+
+    def add(self, session: Session) -> Session | None:
+        """Bind ``session``; returns the session it displaced (same full JID), if any."""
+        jid = session.jid
+        old = self._by_full.get(jid)
+        current = self._by_bare.get(jid.bare, ())
+        if old is None:
+            self._by_bare[jid.bare] = (*current, session)
+        else:  # the new session takes the old one's place
+            self._by_bare[jid.bare] = tuple(session if s is old else s for s in current)
+        self._by_full[jid] = session
+        return old
+
+    def remove(self, session: Session) -> bool:
+        jid = session.jid
+        if self._by_full.get(jid) is not session:
+            return False
+        del self._by_full[jid]
+        others = tuple(s for s in self._by_bare[jid.bare] if s is not session)
+        if others:
+            self._by_bare[jid.bare] = others
+        else:
+            del self._by_bare[jid.bare]
+        return True
+
+    def all(self) -> Iterable[Session]:
+        for resources in list(self._by_bare.values()):
+            yield from resources
+
+    def __len__(self) -> int:
+        return len(self._by_full)
+
+
+class Router:
+    """Decides where each stanza goes and delivers it."""
+
+    def __init__(self, hooks: Hooks, hosts: Iterable[str]) -> None:
+        self.hooks = hooks
+        self.hosts = frozenset(hosts)
+        self.sessions = SessionTable()
+
+    def is_local(self, domain: str) -> bool:
+        return domain in self.hosts
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def route(self, stanza: Element, origin: Session | None = None) -> Awaitable | None:
+        """Route a stanza whose ``from`` is already stamped; may return an awaitable."""
+        to = stanza.attrs.get("to")
+        try:
+            target = JID(to) if to is not None else None
+        except JIDError as exc:
+            self.bounce(stanza, "jid-malformed", str(exc))
+            return None
+        if target is None:
+            return self._to_own_account(stanza, origin)
+        if target.domain not in self.hosts:
+            return self._unless_handled(
+                self.hooks.fire_maybe_async("route/remote", stanza, origin),
+                lambda: self.bounce(stanza, "remote-server-not-found"),
+            )
+        if target.localpart is None:
+            return self._to_host(stanza, origin, target)
+        if target.resource is not None:
+            return self._to_full(stanza, origin, target)
+        return self._to_bare(stanza, origin, target)
+
+    def _to_own_account(self, stanza: Element, origin: Session | None) -> Awaitable | None:
+        if stanza.name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
+        if origin is None:
+            return None
+        return self._to_bare(stanza, origin, origin.jid.bare, addressed=False)
+
+    def _to_host(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
+        name = stanza.name
+        if name == "iq":
+            return self._iq(stanza, origin, "host")
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
+        return self._unless_handled(
+            self.hooks.fire_maybe_async("message/host", stanza, origin),
+            lambda: self.bounce(stanza, "service-unavailable"),
+        )
+
+    def _to_full(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
+        session = self.sessions.get(target)
+        name = stanza.name
+        if name == "message":
+            if session is not None:
+                return self._unless_handled(
+                    self.hooks.fire_maybe_async("message/full", stanza, origin, session),
+                    lambda: self.deliver(session, stanza),
+                )
+            mtype = stanza.attrs.get("type", "normal")
+            if mtype in ("chat", "normal"):
+                return self._to_bare(stanza, origin, target.bare)
+            if mtype == "groupchat":
+                self.bounce(stanza, "service-unavailable")
+            return None
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/full", stanza, origin, session))
+        if session is not None and stanza.attrs.get("type") in ("get", "set", "result", "error"):
+            self.deliver(session, stanza)
+            return None
+        if stanza.attrs.get("type") in ("get", "set"):
+            self.bounce(stanza, "service-unavailable")
+        return None
+
+    def _to_bare(
+        self, stanza: Element, origin: Session | None, bare: JID, addressed: bool = True
+    ) -> Awaitable | None:
+        name = stanza.name
+        if name == "iq":
+            return self._iq(stanza, origin, "bare", bare if addressed else None)
+        if name == "presence":
+            return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
+        return self._unless_handled(
+            self.hooks.fire_maybe_async("message/bare", stanza, origin),
+            lambda: self.deliver_message_to_bare(stanza, origin, bare),
+        )
+
+    # -- messages --------------------------------------------------------------------------
+
+    def deliver_message_to_bare(
+        self, stanza: Element, origin: Session | None, bare: JID
+    ) -> Awaitable | None:
+        mtype = stanza.attrs.get("type", "normal")
+        if mtype == "groupchat":
+            self.bounce(stanza, "service-unavailable")
+            return None
+        targets = self.message_targets(bare, mtype)
+        if targets:
+            for session in targets:
+                self.deliver(session, stanza)
+            return None
+        if mtype in ("headline", "error"):
+            return None
+        return self._offline(stanza, origin, bare)
+
+    def message_targets(self, bare: JID, mtype: str) -> list[Session]:
+        available = [
+            s for s in self.sessions.resources(bare) if s.available and s.priority >= 0
+        ]
+        if mtype == "chat" or len(available) < 2:
+            return available
+        top = max(s.priority for s in available)
+        return [s for s in available if s.priority == top]
+
+    async def _offline(self, stanza: Element, origin: Session | None, bare: JID) -> None:
+        if await self.hooks.fire("message/offline", stanza, origin):
+            return
+        self.bounce(stanza, "service-unavailable")
+
+    # -- IQs -------------------------------------------------------------------------------
+
+    def _iq(
+        self, stanza: Element, origin: Session | None, to: str, bare: JID | None = None
+    ) -> Awaitable | None:
+        itype = stanza.attrs.get("type")
+        if itype not in ("get", "set"):
+            return None  # results and errors to the server or a bare JID end here
+        payload = iq_payload(stanza)
+        if payload is None:
+            self.bounce(stanza, "bad-request")
+            return None
+        # An IQ to one's own bare JID (or with no 'to') is handled by the server on the
+        # account's behalf (roster, blocking, ...); to another account's bare JID, too
+        # (e.g. vCard, PEP), with the handler checking who may ask.
+        handler = self.hooks.find_iq_handler(to, itype, payload.ns, payload.name)
+        if handler is None:
+            result = self.hooks.fire_maybe_async("iq/bare", stanza, origin) if to == "bare" else False
+            return self._unless_handled(
+                result, lambda: self.bounce(stanza, "service-unavailable")
+            )
+        return self._run_iq(handler, stanza, origin, payload)
+
+    def _run_iq(self, handler, stanza, origin, payload) -> Awaitable | None:
+        try:
+            result = handler(stanza, origin, payload)
+        except StanzaError as exc:
+            self.bounce(stanza, exc.condition, exc.text, exc.type)
+            return None
+        if result is None:
+            return None
+        if isinstance(result, Element):
+            self.route_from_server(result)
+            return None
+        return self._await_iq(result, stanza)
+
+    async def _await_iq(self, pending: Awaitable, stanza: Element) -> None:
+        try:
+            result = await pending
+        except StanzaError as exc:
+            self.bounce(stanza, exc.condition, exc.text, exc.type)
+            return
+        if result is not None:
+            self.route_from_server(result)
+
+    # -- delivery helpers ---------------------------------------------------------------------
+
+    def deliver(self, session: Session, stanza: Element) -> None:
+        if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
+            session.send(stanza)
+
+    def bounce(
+        self, stanza: Element, condition: str, text: str | None = None, type: str | None = None
+    ) -> None:
+        """Answer ``stanza`` with an error, unless it is itself an error (no loops)."""
+        if stanza.attrs.get("type") == "error" or "from" not in stanza.attrs:
+            return
+        self.route_from_server(error_reply(stanza, condition, type, text))
+
+    def route_from_server(self, stanza: Element) -> None:
+        """Route a stanza the server generated (its ``from`` set by the caller)."""
+        result = self.route(stanza, None)
+        if result is not None:
+            asyncio.ensure_future(result)
+
+    def _unless_handled(
+        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None]
+    ) -> Awaitable | None:
+        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza, also when
+        a hook only decides asynchronously (e.g. after a storage lookup)."""
+        if result is False:
+            return default()
+        if result is True:
+            return None
+        return self._default_after(result, default)
+
+    @staticmethod
+    async def _default_after(
+        pending: Awaitable[bool], default: Callable[[], Awaitable | None]
+    ) -> None:
+        if await pending:
+            return
+        follow = default()
+        if follow is not None:
+            await follow
+
+    @staticmethod
+    def _maybe(result: bool | Awaitable[bool]) -> Awaitable | None:
+        return None if result is True or result is False else result

@@ -1,0 +1,481 @@
+"""The XML stream shared by client, server and component connections.
+
+An :class:`XMLStream` is an ``asyncio.Protocol``: bytes in go through the tokenizer, and each
+event goes to :meth:`handle_event` (overridden by c2s/s2s/component).  A handler may return an
+awaitable (a storage lookup, a SASL step): the stream then stops reading and processing until
+it completes, so events are always handled in order, while the common path costs no task.
+
+Output is batched: :meth:`send` appends to a buffer flushed once per event-loop iteration.
+A peer that does not read is cut off once its transport buffer passes the output limit, and
+while its buffer is above the transport's high-water mark we stop reading from it too (a
+peer that does not read our answers gets no more answers to compute).
+
+Input is flow-controlled, never dropped: at most :attr:`XMLStream.read_slice` bytes are
+processed per event-loop iteration (the rest waits, with reading paused, so one busy peer
+cannot hold the loop), and an optional token bucket (``rate_limit_bytes_per_s``,
+``rate_limit_burst_bytes``), charged as input is processed, holds reading and processing once
+a peer is over its share until the bucket has refilled: TCP backpressure slows the sender
+instead of the server buffering, and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+from collections.abc import Awaitable
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from xmppd.eager import start_eagerly
+from xmppd.xml.element import Element, escape_attr, escape_text
+from xmppd.xml.events import STREAM_NS
+from xmppd.xml.tokenizer import StreamClose, StreamOpen, Tokenizer, TokenizerError
+
+if TYPE_CHECKING:
+    from xmppd.core.config import Limits
+
+log = logging.getLogger(__name__)
+
+STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
+
+
+class StreamErrorCondition(Exception):
+    """Raised by handlers to end the stream with an RFC 6120 §4.9 stream error."""
+
+    def __init__(self, condition: str, text: str | None = None) -> None:
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+
+
+def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = False) -> dict:
+    """The :class:`XMLStream` limits from the configured ``limits``: the small
+    pre-authentication stanza size (or the full one), and the read-rate limit for clients."""
+    kwargs = {
+        "max_stanza_size": (
+            limits.max_stanza_size_preauth_bytes if preauth else limits.max_stanza_size_bytes
+        ),
+        "max_depth": limits.max_depth,
+        "max_attrs": limits.max_attrs,
+        "max_output_buffer": limits.max_output_buffer_bytes,
+    }
+    if rate_limited:
+        kwargs["rate_limit"] = limits.rate_limit_bytes_per_s
+        kwargs["rate_burst"] = limits.rate_limit_burst_bytes
+    return kwargs
+
+
+class XMLStream(asyncio.Protocol):
+    """One XML stream over one transport (subclasses supply the protocol logic)."""
+
+    default_ns = "jabber:client"
+    #: Bytes handed to the tokenizer per event-loop iteration: a 256 KiB read of small
+    #: stanzas would otherwise be parsed and routed in one go, stalling every other peer.
+    read_slice = 16 * 1024
+    #: The setting behind ``tokenizer.max_stanza_size``, for the log line when it trips.
+    size_limit_name = "max_stanza_size_bytes"
+
+    # Slots: a server holds one stream per idle client, and a dict of this many attributes
+    # (past the shared-key limit) would cost more than a kilobyte each.  Subclasses that
+    # do not declare __slots__ get a __dict__ as usual.
+    __slots__ = (
+        "tokenizer", "transport", "loop", "peer", "stream_id", "max_output_buffer",
+        "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
+        "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
+        "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_stanza_size: int,
+        max_depth: int,
+        max_attrs: int,
+        max_output_buffer: int,
+        rate_limit: int = 0,
+        rate_burst: int = 0,
+    ) -> None:
+        self.tokenizer = Tokenizer(max_stanza_size, max_depth, max_attrs)
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_event_loop()
+        self.peer: tuple[str, int] | None = None
+        self.stream_id = secrets.token_hex(8)
+        self.max_output_buffer = max_output_buffer
+        self.header_sent = False
+        self.closed = False
+        self._closing = False
+        self._out: list[bytes] | None = None  # created by the first send after a flush
+        self._flush_handle: asyncio.Handle | None = None
+        self._busy = False
+        self._inbox: list[bytes] | None = None  # input waiting its turn, when there is any
+        self._restart = False
+        self._reset = False
+        self._restarts = 0  # restarts and resets so far: tells an old stream's error
+        self._pending_error: tuple[TokenizerError, int] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        # Token bucket over received bytes: ``rate_limit`` bytes/s, ``rate_burst`` capacity.
+        self.rate_limit = rate_limit
+        self.rate_burst = max(rate_burst, 1)
+        self._tokens = float(self.rate_burst) if rate_limit else 0.0
+        self._tokens_at = 0.0
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._rate_logged = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        if self.rate_limit:
+            self._tokens_at = self.loop.time()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._busy or self._inbox or self._held():
+            if self._inbox is None:
+                self._inbox = [data]
+            else:
+                self._inbox.append(data)
+            return
+        self._feed(data)
+
+    def pause_writing(self) -> None:
+        # The transport buffer passed its high-water mark: the peer is not keeping up with
+        # what we send, so stop reading (and answering) its requests until it drains.
+        self._write_paused = True
+        self._set_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._kick()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+        self.on_closed(abrupt=not self._closing)
+
+    # -- flow control -----------------------------------------------------------------------
+
+    def _set_reading(self) -> None:
+        """Pause or resume the transport: paused while an event is being handled, while
+        the rate limit is in force, or while the peer is not reading our output."""
+        transport = self.transport
+        if transport is None or self.closed or self._closing:
+            return
+        if self._busy or self._held():
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _held(self) -> bool:
+        """Input must wait: the rate limit is in force, or the peer is not reading."""
+        return self._rate_timer is not None or self._write_paused
+
+    def _kick(self) -> None:
+        """A hold ended: process what is queued (next iteration), or read again."""
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+        else:
+            self._set_reading()
+
+    def _charge(self, n: int) -> None:
+        """Take ``n`` bytes about to be processed from the bucket; in debt, hold the input
+        (pause reading and processing) until the debt is repaid."""
+        now = self.loop.time()
+        tokens = self._tokens + (now - self._tokens_at) * self.rate_limit
+        self._tokens = min(tokens, self.rate_burst) - n
+        self._tokens_at = now
+        if self._tokens < 0 and self._rate_timer is None:
+            if not self._rate_logged:  # once per connection: a flooder would fill the log
+                self._rate_logged = True
+                log.info("limit rate_limit_bytes_per_s (%d, burst %d) reached for %s: "
+                         "reading paused", self.rate_limit, self.rate_burst, self.peer)
+            self._rate_timer = self.loop.call_later(-self._tokens / self.rate_limit,
+                                                    self._rate_resume)
+            self._set_reading()
+
+    def _rate_resume(self) -> None:
+        self._rate_timer = None
+        self._charge(0)
+        if self._rate_timer is None:
+            self._kick()
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        step = self.read_slice
+        if len(data) > step:
+            self._inbox = [data[i : i + step] for i in range(step, len(data), step)] + (
+                self._inbox or []
+            )
+            data = data[:step]
+        if self.rate_limit:
+            self._charge(len(data))
+        try:
+            events = self.tokenizer.feed(data)
+        except TokenizerError as exc:
+            generation = self._restarts
+            self._process(exc.events)
+            if self._busy and not self._closing:
+                # An async step (SASL) may still restart the stream, and then the error
+                # was the old stream's: a pipelined new header with its <?xml?>.
+                self._pending_error = (exc, generation)
+                return
+            self._tokenizer_failed(exc, generation)
+            return
+        self._process(events)
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+
+    def _tokenizer_failed(self, exc: TokenizerError, generation: int) -> None:
+        if self._restarts != generation or self._closing:
+            return  # the stream restarted: the error belonged to the old one
+        self.limit_fired(exc.condition, exc.text)
+        self.stream_error(exc.condition, exc.text)
+
+    def _yield(self) -> None:
+        """Let other connections run before processing the rest of our input."""
+        self._busy = True
+        self._set_reading()
+        self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._busy = False
+        if self._closing or self.closed:
+            return
+        inbox = self._inbox
+        if inbox and not self._held():  # else the end of the hold drains it
+            data = inbox.pop(0)
+            if not inbox:
+                self._inbox = None
+            self._feed(data)
+        self._set_reading()
+
+    def limit_fired(self, condition: str, text: str | None) -> None:
+        """Log a tokenizer limit with the name of the setting that set it."""
+        if condition != "policy-violation":
+            return
+        name = {
+            "too many attributes": "max_attrs",
+            "elements nested too deeply": "max_depth",
+        }.get(text or "", self.size_limit_name)
+        log.warning("limit %s reached for %s: %s", name, self.peer, text)
+
+    def _process(self, events: list) -> None:
+        i = 0
+        while i < len(events):
+            if self._closing:
+                return
+            event = events[i]
+            i += 1
+            try:
+                result = self._dispatch(event)
+                if type(result) is CoroutineType:
+                    result = start_eagerly(result)
+            except StreamErrorCondition as exc:
+                self.stream_error(exc.condition, exc.text)
+                return
+            except Exception:
+                log.exception("error while handling a stanza from %s", self.peer)
+                self.stream_error("internal-server-error")
+                return
+            if self._reset:
+                # STARTTLS: what followed <starttls/> in this batch was plaintext; drop it.
+                self._reset = False
+                events, i = [], 0
+            if result is not None and inspect.isawaitable(result):
+                self._wait(result, events[i:])
+                return
+            if self._restart:
+                events, i = self._apply_restart(), 0
+
+    def _apply_restart(self) -> list:
+        """A restart discards the rest of the batch: it was parsed under the old stream."""
+        self._restart = False
+        self._restarts += 1
+        try:
+            return self.tokenizer.restart()
+        except TokenizerError as exc:
+            self._process(exc.events)
+            self.stream_error(exc.condition, exc.text)
+            return []
+
+    def _dispatch(self, event: Any) -> Awaitable | None:
+        if type(event) is StreamOpen:
+            return self.handle_stream_open(event)
+        if type(event) is StreamClose:
+            self.handle_stream_close()
+            return None
+        return self.handle_element(event)
+
+    def _wait(self, awaitable: Awaitable, rest: list) -> None:
+        self._busy = True
+        self._set_reading()
+        task = asyncio.ensure_future(self._finish(awaitable, rest))
+        task.add_done_callback(_log_task_error)
+
+    async def _finish(self, awaitable: Awaitable, rest: list) -> None:
+        try:
+            await awaitable
+        except StreamErrorCondition as exc:
+            self._busy = False
+            self.stream_error(exc.condition, exc.text)
+            return
+        except Exception:
+            self._busy = False
+            log.exception("error while handling a stanza from %s", self.peer)
+            self.stream_error("internal-server-error")
+            return
+        self._busy = False
+        if self._restart:
+            rest = self._apply_restart()
+        self._process(rest)
+        pending, self._pending_error = self._pending_error, None
+        if pending is not None and not self._busy:
+            self._tokenizer_failed(*pending)
+        elif pending is not None:
+            self._pending_error = pending
+        if self._inbox and not self._busy and not self._closing:
+            self._yield()
+        self._set_reading()
+
+    def restart_stream(self) -> None:
+        """After SASL success: expect a new header, keeping bytes already received."""
+        self._restart = True
+        self.header_sent = False
+
+    def reset_stream(self) -> None:
+        """On STARTTLS: expect a new header; plaintext received after it is dropped now,
+        before the handshake, so nothing decrypted later can be mistaken for it."""
+        self.tokenizer.reset()
+        self._inbox = None
+        self._restarts += 1
+        self._reset = True
+        self.header_sent = False
+
+    # -- subclass interface -----------------------------------------------------------------
+
+    def handle_stream_open(self, header: StreamOpen) -> Awaitable | None:
+        raise NotImplementedError
+
+    def handle_stream_close(self) -> None:
+        self.close()
+
+    def handle_element(self, element: Element) -> Awaitable | None:
+        raise NotImplementedError
+
+    def on_closed(self, abrupt: bool) -> None:
+        """The transport is gone (``abrupt`` when no closing handshake happened)."""
+
+    # -- output -----------------------------------------------------------------------------
+
+    def send(self, element: Element) -> None:
+        self.send_bytes(element.to_bytes(self.default_ns))
+
+    def send_features(self, features: Element) -> None:
+        """Write ``<stream:features>`` with the prefix every client expects."""
+        inner = b"".join(
+            k.to_bytes(None) for k in features.children if isinstance(k, Element)
+        )
+        self.send_bytes(b"<stream:features>" + inner + b"</stream:features>")
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.closed or self._closing:  # nothing may follow </stream:stream>
+            return
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        out = self._out
+        if not out or self.transport is None or self.closed:
+            return
+        data = b"".join(out) if len(out) > 1 else out[0]
+        self._out = None
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > self.max_output_buffer:
+            log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
+                        " disconnecting", self.max_output_buffer, self.peer)
+            self._closing = True
+            self.transport.abort()
+
+    def send_header(self, from_: str | None, to: str | None = None, **extra: str) -> None:
+        if not extra and not to:  # c2s: the id is hex, only 'from' needs escaping
+            text = f' id="{self.stream_id}" version="1.0" xml:lang="en"'
+            if from_:
+                text += f' from="{escape_attr(from_)}"'
+            self.send_bytes(
+                f"<?xml version='1.0'?><stream:stream xmlns='{self.default_ns}'"
+                f" xmlns:stream='{STREAM_NS}'{text}>".encode()
+            )
+            self.header_sent = True
+            return
+        attrs = {"id": self.stream_id, "version": "1.0", "xml:lang": "en"}
+        if from_:
+            attrs["from"] = from_
+        if to:
+            attrs["to"] = to
+        attrs.update(extra)
+        text = "".join(f' {k}="{escape_attr(v)}"' for k, v in attrs.items())
+        self.send_bytes(
+            f"<?xml version='1.0'?><stream:stream xmlns='{self.default_ns}'"
+            f" xmlns:stream='{STREAM_NS}'{text}>".encode()
+        )
+        self.header_sent = True
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """Send an RFC 6120 §4.9 stream error and close the stream."""
+        if self._closing or self.closed:
+            return
+        log.info("stream error to %s: %s%s", self.peer, condition, f" ({text})" if text else "")
+        if not self.header_sent:
+            self.send_header(self.local_domain())
+        body = f"<{condition} xmlns='{STREAM_ERRORS_NS}'/>"
+        if text:
+            body += f"<text xmlns='{STREAM_ERRORS_NS}'>{escape_text(text)}</text>"
+        self.send_bytes(f"<stream:error>{body}</stream:error>".encode())
+        self.close()
+
+    def local_domain(self) -> str | None:
+        return None
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send ``</stream:stream>``, flush, and close the transport; abort it if it is
+        still open ``timeout`` seconds later."""
+        if self._closing or self.closed:
+            return
+        self.send_bytes(b"</stream:stream>")
+        self._closing = True
+        self.flush()
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            # A TLS close waits for the peer's close_notify (30 s by default): a peer that
+            # never sends it must not hold the connection (and its per-IP slot) that long.
+            self._close_timer = self.loop.call_later(timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+
+def _log_task_error(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stream task failed", exc_info=task.exception())
