@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: Modules loaded unless disabled in the config (``[modules] disabled = [...]``).
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
-    "roster", "presence", "offline", "blocking",
+    "message", "roster", "presence", "offline", "blocking",
 )
 
 
@@ -48,6 +48,7 @@ class Server:
         self.account_features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
         self.modules: dict[str, ModuleAPI] = {}
+        self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
         self.streams: set[Any] = set()
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
@@ -147,7 +148,7 @@ class Server:
 
     def load_module(self, name: str) -> ModuleAPI:
         mod = importlib.import_module(f"xmppd.modules.{name}")
-        api = ModuleAPI(self, name)
+        api = ModuleAPI(self, name, slot=len(self.modules))
         mod.load(api)
         self.modules[name] = api
         return api
@@ -185,15 +186,16 @@ class Server:
         close can wait for the peer): stanzas for it must bounce or go offline meanwhile,
         not be written into a closing transport and lost.
         """
-        if getattr(stream, "jid", None) is not None and self.router.sessions.remove(stream):
-            result = self.hooks.fire_maybe_async("session-closed", stream, abrupt)
+        session = getattr(stream, "session", None)
+        if session is not None and self.router.sessions.remove(session):
+            result = self.hooks.fire_maybe_async("session-closed", session, abrupt)
             if isinstance(result, Coroutine):
                 # Run now (the unavailable broadcast's storage read is usually answered
                 # at once); a task only for what has to wait.
                 try:
                     result = start_eagerly(result)
                 except Exception:
-                    log.exception("session-closed handler failed for %s", stream.jid)
+                    log.exception("session-closed handler failed for %s", session.jid)
                     return
             if isinstance(result, Awaitable):
                 asyncio.ensure_future(result)

@@ -1,15 +1,18 @@
-"""Routing rules (RFC 6120 §10, RFC 6121 §8.5) with fake sessions: no sockets, no loop
+"""Routing rules (RFC 6120 §10) and the message module's RFC 6121 §8.5 delivery, with fake sessions: no sockets, no loop
 unless a rule needs one (offline delivery is a coroutine)."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from xmppd.core.hooks import Hooks
+from xmppd.core.moduleapi import ModuleAPI
 from xmppd.core.router import Router, SessionTable
 from xmppd.jid import JID
+from xmppd.modules import message as message_module
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, error_condition, message
 
@@ -36,9 +39,28 @@ def hooks() -> Hooks:
     return Hooks()
 
 
+class FakePresence:
+    """The presence module's service, read from the fake sessions."""
+
+    @staticmethod
+    def available(session: FakeSession) -> bool:
+        return session.available
+
+    @staticmethod
+    def priority(session: FakeSession) -> int:
+        return session.priority
+
+
 @pytest.fixture
 def router(hooks) -> Router:
-    return Router(hooks, ["example.com"])
+    """A router with the message module (bare-JID delivery) loaded through its handle."""
+    router = Router(hooks, ["example.com"])
+    server = SimpleNamespace(
+        hooks=hooks, router=router, services={"presence": FakePresence()},
+        config=SimpleNamespace(modules_options={}),
+    )
+    message_module.load(ModuleAPI(server, "message"))
+    return router
 
 
 def bind(router: Router, jid: str, **kw) -> FakeSession:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from xmppd.c2s.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
+from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.transport.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.transport.tls import channel_bindings
@@ -65,9 +66,8 @@ class C2SStream(XMLStream):
     default_ns = CLIENT_NS
 
     __slots__ = (
-        "server", "size_limit_name", "secure", "domain", "username", "jid", "bare", "sasl",
-        "auth_failures", "available", "priority", "presence", "interested", "_directed",
-        "_data", "_timeout", "_bindings",
+        "server", "size_limit_name", "secure", "domain", "username", "jid", "session", "sasl",
+        "auth_failures", "_timeout", "_bindings",
     )
 
     def __init__(self, server: Server, listener: Listener) -> None:
@@ -79,37 +79,11 @@ class C2SStream(XMLStream):
         self.domain: str | None = None
         self.username: str | None = None
         self.jid: JID | None = None  # the full JID once bound
-        self.bare: JID | None = None  # its bare JID, kept: JID.bare builds a new object
+        self.session: Session | None = None  # what the router sees, once bound
         self.sasl: SASLServer | None = None
         self.auth_failures = 0
-        # presence state, maintained by the presence module
-        self.available = False
-        self.priority = 0
-        self.presence: Element | None = None
-        self._directed: set[JID] | None = None
-        self.interested = False  # requested the roster (RFC 6121 §2.1.6)
-        self._data: dict[str, object] | None = None
         self._timeout: asyncio.TimerHandle | None = None
         self._bindings: dict[str, bytes] | None = None  # TLS channel bindings, until auth
-
-    # Created on first use: most sessions never send directed presence, and most modules
-    # keep no per-session state.
-
-    @property
-    def directed(self) -> set[JID]:
-        """JIDs this session sent available directed presence to (RFC 6121 §4.6)."""
-        directed = self._directed
-        if directed is None:
-            directed = self._directed = set()
-        return directed
-
-    @property
-    def data(self) -> dict[str, object]:
-        """Per-session state for modules."""
-        data = self._data
-        if data is None:
-            data = self._data = {}
-        return data
 
     # -- connection lifecycle ---------------------------------------------------------------
 
@@ -342,8 +316,8 @@ class C2SStream(XMLStream):
             self.send(error_reply(iq, "resource-constraint", text="too many resources bound"))
             return
         self.jid = jid
-        self.bare = jid.bare
-        old = router.sessions.add(self)
+        self.session = Session(jid, self)
+        old = router.sessions.add(self.session)
         if old is not None and old is not self:
             old.stream_error("conflict", "replaced by a new session")
         if self._timeout is not None:
@@ -353,7 +327,7 @@ class C2SStream(XMLStream):
         result.attrs.pop("from", None)
         result.subelement("bind", BIND_NS).subelement("jid", text=str(jid))
         self.send(result)
-        self.server.hooks.fire_sync("resource-bound", self)
+        self.server.hooks.fire_sync("resource-bound", self.session)
 
     # -- stanzas after binding ----------------------------------------------------------------
 
@@ -374,7 +348,7 @@ class C2SStream(XMLStream):
         attrs["from"] = full.full
         if name == "iq":
             return self._iq(el)
-        return self.server.route_from_client(el, self)
+        return self.server.route_from_client(el, self.session)
 
     def _iq(self, iq: Element) -> Awaitable | None:
         itype = iq.attrs.get("type")
@@ -393,5 +367,5 @@ class C2SStream(XMLStream):
             if kids[0].ns == BIND_NS:
                 self.send(error_reply(iq, "not-allowed", text="already bound"))
                 return None
-        return self.server.route_from_client(iq, self)
+        return self.server.route_from_client(iq, self.session)
 

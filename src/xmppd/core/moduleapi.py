@@ -18,15 +18,17 @@ from xmppd.xml.element import Element
 
 if TYPE_CHECKING:
     from xmppd.core.config import Listener
+    from xmppd.core.session import Session
     from xmppd.server import Server
 
 
 class ModuleAPI:
     """One loaded module's connection to the core."""
 
-    def __init__(self, server: Server, name: str) -> None:
+    def __init__(self, server: Server, name: str, slot: int = 0) -> None:
         self.server = server
         self.name = name
+        self.slot = slot  # this module's index into each session's state list
         self.log = logging.getLogger(f"xmppd.modules.{name}")
         self.options: dict[str, Any] = dict(server.config.modules_options.get(name, {}))
         self._undo: list[Callable[[], None]] = []
@@ -81,6 +83,37 @@ class ModuleAPI:
         """Open a listener (e.g. s2s on 5269) whose connections ``factory`` serves;
         it is closed with the server.  Its addresses appear in ``server.addresses[kind]``."""
         await self.server.listen(kind, listener, factory)
+
+    # -- per-session state -----------------------------------------------------------------
+
+    def state(self, session: Session, factory: Callable[[], Any]) -> Any:
+        """This module's state on ``session``, created with ``factory()`` on first use."""
+        value = session.get_state(self.slot)
+        if value is None:
+            value = factory()
+            session.set_state(self.slot, value)
+        return value
+
+    def peek_state(self, session: Session) -> Any:
+        """This module's state on ``session``, or None (nothing is created)."""
+        return session.get_state(self.slot)
+
+    def drop_state(self, session: Session) -> None:
+        session.set_state(self.slot, None)
+
+    # -- services: what one module offers others ---------------------------------------------
+
+    def provide(self, name: str, service: Any) -> None:
+        """Offer ``service`` to other modules under ``name`` (withdrawn on unload)."""
+        services = self.server.services
+        if name in services:
+            raise KeyError(f"service {name!r} is provided already")
+        services[name] = service
+        self._undo.append(lambda: services.pop(name, None))
+
+    def service(self, name: str) -> Any:
+        """The service another module provides under ``name``, or None."""
+        return self.server.services.get(name)
 
     def on_unload(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)

@@ -4,14 +4,13 @@ The router reads only the envelope (``to``, ``type``) to decide where a stanza g
 either delivers it to a local session or fires the event a module handles.  Sessions are
 behind :class:`SessionTable` so that a clustered table can replace it later.
 
-Delivery choices (RFC 6121 §8.5 leaves them to the server):
-- a ``chat`` message to a bare JID goes to every available resource with non-negative
-  priority; ``normal`` and ``headline`` go to the highest-priority ones only;
-- a ``chat``/``normal`` message to an unavailable full JID is handled as if sent to the bare
-  JID; ``groupchat`` to one is answered with ``service-unavailable``; ``headline`` and
-  ``error`` are dropped;
-- a stanza to a non-existent local account: ``service-unavailable`` for messages and IQs,
-  silently dropped for presence.
+The delivery policy for messages to a bare JID (RFC 6121 §8.5.2: which resources, or
+offline storage) is not here: the router fires ``message/bare`` and the ``message`` module
+decides, as Prosody's ``mod_message`` does.  A stanza to a full JID that has a session is
+delivered here (the hot path); a ``chat``/``normal`` message to an unavailable full JID is
+handled as if sent to the bare JID, ``groupchat`` to one is answered with
+``service-unavailable``, ``headline`` and ``error`` are dropped.  IQs to the server or to a
+bare JID go to the payload handler a module registered, else ``service-unavailable``.
 """
 
 from __future__ import annotations
@@ -19,26 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
 
 from xmppd.core.hooks import Hooks
+from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, error_reply, iq_payload
 
 log = logging.getLogger(__name__)
-
-
-class Session(Protocol):
-    """What the router needs of a bound client session."""
-
-    jid: JID
-    bare: JID  # jid.bare, kept
-    available: bool
-    priority: int
-
-    def send(self, element: Element) -> None: ...
-    def stream_error(self, condition: str, text: str | None = None) -> None: ...
 
 
 class SessionTable:
@@ -180,40 +167,8 @@ class Router:
             return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
         return self._unless_handled(
             self.hooks.fire_maybe_async("message/bare", stanza, origin),
-            lambda: self.deliver_message_to_bare(stanza, origin, bare),
+            lambda: self.bounce(stanza, "service-unavailable"),
         )
-
-    # -- messages --------------------------------------------------------------------------
-
-    def deliver_message_to_bare(
-        self, stanza: Element, origin: Session | None, bare: JID
-    ) -> Awaitable | None:
-        mtype = stanza.attrs.get("type", "normal")
-        if mtype == "groupchat":
-            self.bounce(stanza, "service-unavailable")
-            return None
-        targets = self.message_targets(bare, mtype)
-        if targets:
-            for session in targets:
-                self.deliver(session, stanza)
-            return None
-        if mtype in ("headline", "error"):
-            return None
-        return self._offline(stanza, origin, bare)
-
-    def message_targets(self, bare: JID, mtype: str) -> list[Session]:
-        available = [
-            s for s in self.sessions.resources(bare) if s.available and s.priority >= 0
-        ]
-        if mtype == "chat" or len(available) < 2:
-            return available
-        top = max(s.priority for s in available)
-        return [s for s in available if s.priority == top]
-
-    async def _offline(self, stanza: Element, origin: Session | None, bare: JID) -> None:
-        if await self.hooks.fire("message/offline", stanza, origin):
-            return
-        self.bounce(stanza, "service-unavailable")
 
     # -- IQs -------------------------------------------------------------------------------
 

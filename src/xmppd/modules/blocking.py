@@ -33,7 +33,9 @@ NAME = "blocking"
 XEPS = ("XEP-0191",)
 BLOCKING_NS = "urn:xmpp:blocking"
 BLOCKING_ERRORS_NS = "urn:xmpp:blocking:errors"
-_REQUESTED = "blocking:requested"  # session.data key: asked for the block list
+def _requested() -> bool:
+    """A session's state here: it asked for the block list (and so gets pushes)."""
+    return True
 _push_ids = itertools.count(1)
 
 
@@ -170,7 +172,7 @@ def load(api: ModuleAPI) -> None:
 
     def push(bare: JID, name: str, jids: list[str] | None) -> None:
         for session in router.sessions.resources(bare):
-            if not session.data.get(_REQUESTED):
+            if not api.peek_state(session):  # did not ask for the block list
                 continue
             iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"block{next(_push_ids)}",
                                            "to": session.jid.full}, [])
@@ -181,7 +183,7 @@ def load(api: ModuleAPI) -> None:
 
     async def get(iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
-        origin.data[_REQUESTED] = True
+        api.state(origin, _requested)
         out = reply(iq)
         out.attrs.pop("from", None)
         el = out.subelement("blocklist", BLOCKING_NS)
@@ -192,7 +194,9 @@ def load(api: ModuleAPI) -> None:
     async def contacts_seeing(bare: JID, jids: list[str]) -> list[str]:
         """Those of ``jids`` that receive the user's presence (subscription or directed)."""
         roster = await storage.roster(bare.localpart or "", bare.domain)
-        directed = {str(j) for s in router.sessions.resources(bare) for j in s.directed}
+        presence = api.service("presence")
+        directed = {str(j) for s in router.sessions.resources(bare)
+                    for j in (presence.directed(s) if presence else ())}
         return [j for j in jids
                 if rosters.state_of(roster.get(j)).has_from or j in directed]
 
@@ -205,7 +209,7 @@ def load(api: ModuleAPI) -> None:
         # The unavailable presence goes out before the block takes effect (it would be
         # filtered afterwards).
         for jid in seeing:
-            rosters.presence_from_resources(router, bare, jid, available=False)
+            api.service("roster").presence_from_resources(bare, jid, available=False)
         added = await storage.block(bare.localpart or "", bare.domain, jids)
         cache.pop(bare, None)
         await blocklist(bare)
@@ -224,7 +228,7 @@ def load(api: ModuleAPI) -> None:
         if removed:
             push(bare, "unblock", removed if jids else None)
             for jid in await contacts_seeing(bare, removed):
-                rosters.presence_from_resources(router, bare, jid, available=True)
+                api.service("roster").presence_from_resources(bare, jid, available=True)
         out = reply(iq)
         out.attrs.pop("from", None)
         return out

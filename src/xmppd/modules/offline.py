@@ -104,8 +104,9 @@ def load(api: ModuleAPI) -> None:
         # A session may have become available while we were writing; it already fetched
         # the store, so hand it this message now.
         for session in router.sessions.resources(target):
-            if delivered.get(session.jid) is session and session.available \
-                    and session.priority >= 0:
+            presence = api.service("presence")
+            if delivered.get(session.jid) is session and presence.available(session) \
+                    and presence.priority(session) >= 0:
                 asyncio.ensure_future(deliver(session))
                 break
         return True
@@ -144,7 +145,7 @@ def load(api: ModuleAPI) -> None:
 
     async def on_available(session: Any, initial: bool) -> None:
         got_store = delivered.get(session.jid) is session
-        if session.priority < 0:
+        if api.service("presence").priority(session) < 0:
             if got_store:
                 del delivered[session.jid]
             return

@@ -68,8 +68,47 @@ def _subscribers(items: tuple[RosterItem, ...]) -> tuple[list[str], list[str]]:
     return [j for j, s in states if s.has_from], [j for j, s in states if s.has_to]
 
 
+class PresenceState:
+    """A session's presence: its last available presence stanza (None while unavailable),
+    its priority, and the JIDs it sent directed presence to (RFC 6121 §4.6)."""
+
+    __slots__ = ("presence", "priority", "directed")
+
+    def __init__(self) -> None:
+        self.presence: Element | None = None
+        self.priority = 0
+        self.directed: set[JID] | None = None  # created by the first directed presence
+
+
+class PresenceService:
+    """What other modules may ask about a session's presence (service ``presence``)."""
+
+    def __init__(self, api: ModuleAPI) -> None:
+        self._api = api
+
+    def last(self, session: Any) -> Element | None:
+        """The session's last available presence; None while it is unavailable."""
+        st = self._api.peek_state(session)
+        return None if st is None else st.presence
+
+    def available(self, session: Any) -> bool:
+        return self.last(session) is not None
+
+    def priority(self, session: Any) -> int:
+        st = self._api.peek_state(session)
+        return 0 if st is None else st.priority
+
+    def directed(self, session: Any) -> frozenset[JID]:
+        """The JIDs the session sent available directed presence to."""
+        st = self._api.peek_state(session)
+        return frozenset(st.directed) if st is not None and st.directed else frozenset()
+
+
 def load(api: ModuleAPI) -> None:
     router = api.router
+    service = PresenceService(api)
+    api.provide("presence", service)
+    last = service.last
     storage = api.storage
     api.declare(AVAILABLE_EVENT)
 
@@ -103,14 +142,14 @@ def load(api: ModuleAPI) -> None:
             listed = (old is not None and old.listed) or stype in ("subscribe", "subscribed")
             return _with_state(old, cjid, outcome.state, listed=listed)
 
-        result = await rosters.update(api, user, cjid, change, announce=False)
+        result = await api.service("roster").update(user, cjid, change, announce=False)
         if seen and seen[-1].passed_on:
             # RFC 6121 §3.1.2: stamped with the bare JID, addressed to the bare JID.
             out = stanza.copy()
             out.attrs["from"] = str(user)
             out.attrs["to"] = cjid
             await route(out)
-        rosters.announce_change(api, user, cjid, result)
+        api.service("roster").announce_change(user, cjid, result)
         return True
 
     # -- inbound subscription stanzas (Appendix A.3) ---------------------------------------
@@ -140,18 +179,18 @@ def load(api: ModuleAPI) -> None:
                 item = item.replace(request=encode_stanza(request))
             return item
 
-        result = await rosters.update(api, target, sjid, change, announce=False)
+        result = await api.service("roster").update(target, sjid, change, announce=False)
         outcome = seen[-1] if seen else None
         if outcome is not None and outcome.passed_on:
             for session in router.sessions.resources(target):
-                if session.available:
+                if last(session) is not None:
                     router.deliver(session, request.copy())
         if outcome is not None and outcome.auto_reply:
             await route(presence(outcome.auto_reply, str(target), sjid))
             if outcome.state == rosters.state_of(result.before):
                 # already subscribed: still tell the contact where we are (§3.1.3)
-                rosters.presence_from_resources(router, target, sjid, True)
-        rosters.announce_change(api, target, sjid, result)
+                api.service("roster").presence_from_resources(target, sjid, True)
+        api.service("roster").announce_change(target, sjid, result)
 
     # -- probes ---------------------------------------------------------------------------------
 
@@ -164,11 +203,11 @@ def load(api: ModuleAPI) -> None:
         if not rosters.state_of(item).has_from:
             return
         answer_to = stanza.get("from")
-        sessions = [s for s in router.sessions.resources(target) if s.available]
-        if not sessions:
+        current = [(s, p) for s in router.sessions.resources(target) if (p := last(s)) is not None]
+        if not current:
             api.send(presence("unavailable", str(target), answer_to))
-        for session in sessions:
-            out = session.presence.copy()
+        for session, their in current:
+            out = their.copy()
             out.attrs["from"], out.attrs["to"] = session.jid.full, answer_to
             api.send(out)
 
@@ -181,19 +220,19 @@ def load(api: ModuleAPI) -> None:
 
     def to_own_resources(session: Any, stanza: Element) -> None:
         for other in router.sessions.resources(session.jid.bare):
-            if other.available:
+            if last(other) is not None:
                 out = stanza.copy()
                 out.attrs["to"] = other.jid.full
                 router.deliver(other, out)
 
     async def available(stanza: Element, session: Any) -> None:
-        initial = not session.available
+        st = api.state(session, PresenceState)
+        initial = st.presence is None
         stanza.attrs.pop("to", None)
         # Kept as is, not copied: nothing else holds the stanza once this hook has run,
         # and every use below and later (probes, broadcasts) sends copies of it.
-        session.presence = stanza
-        session.priority = _priority(stanza)
-        session.available = True
+        st.presence = stanza
+        st.priority = _priority(stanza)
         user = session.jid.bare
         # one roster read serves the broadcast, the probes and the pending requests
         username, domain = rosters.account(user)
@@ -206,8 +245,9 @@ def load(api: ModuleAPI) -> None:
         to_own_resources(session, stanza)
         if initial:
             for other in router.sessions.resources(user):
-                if other is not session and other.available and other.presence is not None:
-                    out = other.presence.copy()
+                their = last(other)
+                if other is not session and their is not None:
+                    out = their.copy()
                     out.attrs["from"], out.attrs["to"] = other.jid.full, session.jid.full
                     router.deliver(session, out)
             for contact in has_to:
@@ -228,26 +268,26 @@ def load(api: ModuleAPI) -> None:
 
     async def unavailable(stanza: Element | None, session: Any) -> None:
         """Broadcast unavailable presence for ``session`` (sent or implied by a drop)."""
-        if not session.available:
+        st = api.peek_state(session)
+        if st is None or st.presence is None:
             return
-        session.available = False
+        st.presence = None
         if stanza is None:
             stanza = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
         stanza.attrs.pop("to", None)
         stanza.attrs["from"] = session.jid.full
-        session.presence = None
         has_from, _ = await subscribers(session.jid.bare)
         sent = set(has_from)
         for contact in has_from:
             out = stanza.copy()
             out.attrs["to"] = contact
             api.send(out)
-        for jid in list(session.directed):
+        for jid in list(st.directed or ()):
             if str(jid) not in sent and str(jid.bare) not in sent:
                 out = stanza.copy()
                 out.attrs["to"] = str(jid)
                 api.send(out)
-        session.directed.clear()
+        st.directed = None
         to_own_resources(session, stanza)
         if router.sessions.get(session.jid) is session:
             out = stanza.copy()
@@ -267,10 +307,13 @@ def load(api: ModuleAPI) -> None:
                 target = JID(to)
             except JIDError:
                 return False
-            if ptype is None and session.available:
-                session.directed.add(target)
-            else:
-                session.directed.discard(target)
+            st = api.peek_state(session)
+            if ptype is None and st is not None and st.presence is not None:
+                if st.directed is None:
+                    st.directed = set()
+                st.directed.add(target)
+            elif st is not None and st.directed:
+                st.directed.discard(target)
         return False
 
     def on_host(stanza: Element, origin: Any) -> Any:
@@ -293,7 +336,7 @@ def load(api: ModuleAPI) -> None:
         if ptype == "probe":
             return probe(stanza, target)
         for session in router.sessions.resources(target):
-            if session.available:
+            if last(session) is not None:
                 router.deliver(session, stanza.copy())
         return True
 
@@ -306,7 +349,7 @@ def load(api: ModuleAPI) -> None:
         return True
 
     def on_closed(session: Any, abrupt: bool) -> Any:
-        if session.available:
+        if last(session) is not None:
             return unavailable(None, session)
         return None
 

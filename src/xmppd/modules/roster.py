@@ -15,7 +15,7 @@ RFC 6121 §3.1.5; unavailable presence when it loses it, §3.2.2).
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
@@ -23,9 +23,6 @@ from xmppd.modules._subscription import State
 from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
-
-if TYPE_CHECKING:
-    from xmppd.core.router import Router
 
 NAME = "roster"
 XEPS = ("RFC 6121 §2", "XEP-0237")
@@ -68,60 +65,81 @@ def item_element(item: RosterItem) -> Element:
     return el
 
 
-def push(router: Router, bare: JID, item: RosterItem, version: int | None) -> None:
-    """Send a roster push to every resource of ``bare`` that requested the roster.
+class RosterState:
+    """A session's roster state: whether it requested the roster (RFC 6121 §2.1.6: only
+    such resources get roster pushes)."""
 
-    The push has no 'from' (RFC 6121 §2.1.6: a client accepts pushes without one or
-    from its own bare JID only).
-    """
-    for session in router.sessions.resources(bare):
-        if not getattr(session, "interested", False):
-            continue
-        iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"push{next(_push_ids)}",
-                                       "to": session.jid.full}, [])
-        query = iq.subelement("query", ROSTER_NS)
-        if version is not None:
-            query.attrs["ver"] = str(version)
-        query.append(item_element(item))
-        router.deliver(session, iq)
+    __slots__ = ("interested",)
+
+    def __init__(self) -> None:
+        self.interested = False
 
 
-def presence_from_resources(router: Router, owner: JID, contact: str, available: bool) -> None:
-    """Send ``contact`` the current presence (or unavailable presence) of each available
-    resource of ``owner``."""
-    for session in router.sessions.resources(owner):
-        if not getattr(session, "available", False):
-            continue
-        if available and session.presence is not None:
-            out = session.presence.copy()
-        else:
-            out = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
-        out.attrs["from"] = session.jid.full
-        out.attrs["to"] = contact
-        router.route_from_server(out)
+class RosterService:
+    """Roster changes for other modules (service ``roster``): the one way rows change."""
 
+    def __init__(self, api: ModuleAPI) -> None:
+        self._api = api
 
-async def update(
-    api: ModuleAPI, owner: JID, contact: str, change: RosterChangeFn, *, announce: bool = True
-) -> RosterUpdate:
-    """Apply ``change`` to ``owner``'s row for ``contact`` and push it; with ``announce``,
-    also send the presence the change implies (else call :func:`announce_change` later, e.g. after
-    routing the subscription stanza that caused it, so that the contact sees it first)."""
-    username, domain = account(owner)
-    result = await api.storage.roster_update(username, domain, contact, change)
-    if result.pushed:
-        push(api.router, owner, result.after, result.version)
-    if announce:
-        announce_change(api, owner, contact, result)
-    return result
+    def push(self, bare: JID, item: RosterItem, version: int | None) -> None:
+        """Send a roster push to every resource of ``bare`` that requested the roster.
 
+        The push has no 'from' (RFC 6121 §2.1.6: a client accepts pushes without one or
+        from its own bare JID only).
+        """
+        api = self._api
+        for session in api.router.sessions.resources(bare):
+            st = api.peek_state(session)
+            if st is None or not st.interested:
+                continue
+            iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"push{next(_push_ids)}",
+                                           "to": session.jid.full}, [])
+            query = iq.subelement("query", ROSTER_NS)
+            if version is not None:
+                query.attrs["ver"] = str(version)
+            query.append(item_element(item))
+            api.router.deliver(session, iq)
 
-def announce_change(api: ModuleAPI, owner: JID, contact: str, result: RosterUpdate) -> None:
-    """Presence due to ``contact`` after a change of the 'from' half of the subscription."""
-    had_from = state_of(result.before).has_from
-    has_from = state_of(result.after).has_from
-    if had_from != has_from:
-        presence_from_resources(api.router, owner, contact, has_from)
+    def presence_from_resources(self, owner: JID, contact: str, available: bool) -> None:
+        """Send ``contact`` the current presence (or unavailable presence) of each available
+        resource of ``owner``."""
+        presence = self._api.service("presence")
+        if presence is None:
+            return
+        router = self._api.router
+        for session in router.sessions.resources(owner):
+            current = presence.last(session)
+            if current is None:
+                continue
+            if available:
+                out = current.copy()
+            else:
+                out = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
+            out.attrs["from"] = session.jid.full
+            out.attrs["to"] = contact
+            router.route_from_server(out)
+
+    async def update(
+        self, owner: JID, contact: str, change: RosterChangeFn, *, announce: bool = True
+    ) -> RosterUpdate:
+        """Apply ``change`` to ``owner``'s row for ``contact`` and push it; with
+        ``announce``, also send the presence the change implies (else call
+        :meth:`announce_change` later, e.g. after routing the subscription stanza that
+        caused it, so that the contact sees it first)."""
+        username, domain = account(owner)
+        result = await self._api.storage.roster_update(username, domain, contact, change)
+        if result.pushed:
+            self.push(owner, result.after, result.version)
+        if announce:
+            self.announce_change(owner, contact, result)
+        return result
+
+    def announce_change(self, owner: JID, contact: str, result: RosterUpdate) -> None:
+        """Presence due to ``contact`` after a change of the 'from' half of the subscription."""
+        had_from = state_of(result.before).has_from
+        has_from = state_of(result.after).has_from
+        if had_from != has_from:
+            self.presence_from_resources(owner, contact, has_from)
 
 
 def _parse_item(item: Element, max_len: int) -> tuple[str, str, tuple[str, ...], bool]:
@@ -154,10 +172,12 @@ def _parse_item(item: Element, max_len: int) -> tuple[str, str, tuple[str, ...],
 def load(api: ModuleAPI) -> None:
     max_len = int(api.options.get("max_name_length", MAX_NAME_LENGTH))
     router = api.router
+    service = RosterService(api)
+    api.provide("roster", service)
 
     async def roster_get(iq: Element, origin: Any, payload: Element) -> Element | None:
         bare = own_account(iq, origin)
-        origin.interested = True
+        api.state(origin, RosterState).interested = True
         username, domain = account(bare)
         ver = payload.get("ver")
         roster = await api.storage.roster(username, domain)
@@ -197,7 +217,7 @@ def load(api: ModuleAPI) -> None:
                 base = old if old is not None else RosterItem(jid)
                 return base.replace(name=name, groups=groups, listed=True)
 
-            await update(api, bare, jid, change)
+            await service.update(bare, jid, change)
         out = reply(iq)
         out.attrs.pop("from", None)
         return out
@@ -208,7 +228,7 @@ def load(api: ModuleAPI) -> None:
         if current is None or not current.listed:
             raise StanzaError("item-not-found")
         state = state_of(current)
-        await update(api, bare, jid, lambda old: RosterItem(jid, listed=False,
+        await service.update(bare, jid, lambda old: RosterItem(jid, listed=False,
                                                             version=old.version if old else 0))
         # §2.5.2: cancel both halves of the subscription on the user's behalf.
         for stype, due in (("unsubscribe", state.has_to or state.pending_out),

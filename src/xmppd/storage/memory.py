@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.base import (
     AccountExists,
     OfflineMessage,
@@ -17,6 +16,7 @@ from xmppd.storage.base import (
     apply_roster_change,
     check_credentials,
 )
+from xmppd.storage.credentials import ScramCredentials
 
 
 class _UserData:

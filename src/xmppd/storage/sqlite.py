@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.base import (
     AccountExists,
     OfflineMessage,
@@ -51,6 +50,7 @@ from xmppd.storage.base import (
     apply_roster_change,
     check_credentials,
 )
+from xmppd.storage.credentials import ScramCredentials
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
 

@@ -1,0 +1,88 @@
+"""A bound client session: what the router and the modules see of a client.
+
+A :class:`Session` is not a connection.  It has a full JID, a :meth:`Session.send` that
+hands a stanza to whatever carries the session now (its *transport*: a TCP stream today,
+later a WebSocket, a BOSH session, a stream-management queue while detached, or a link to
+another cluster node), and per-module state that each module reaches through its own
+handle (:meth:`xmppd.core.moduleapi.ModuleAPI.state`).  The transport is replaceable
+(:meth:`Session.attach`): stream management re-attaches a session to a new connection.
+
+``send`` is the transport's own bound method, stored on the session when it is attached:
+delivering a stanza costs no extra call on the routing hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from xmppd.jid import JID
+    from xmppd.xml.element import Element
+
+
+class Transport(Protocol):
+    """What a session needs of the connection that carries it."""
+
+    closed: bool
+    peer: tuple[str, int] | None
+
+    def send(self, element: Element) -> None: ...
+    def flush(self) -> None: ...
+    def stream_error(self, condition: str, text: str | None = None) -> None: ...
+
+
+class Session:
+    """One bound resource of a local account."""
+
+    # An idle server holds one per client: slots, and module state in a list created on
+    # first use (most sessions carry state of one or two modules at most).
+    __slots__ = ("jid", "bare", "transport", "send", "_states")
+
+    def __init__(self, jid: JID, transport: Transport) -> None:
+        self.jid = jid
+        self.bare = jid.bare  # kept: JID.bare builds a new object each time
+        self._states: list[Any] | None = None
+        self.attach(transport)
+
+    def attach(self, transport: Transport) -> None:
+        """Carry the session over ``transport`` from now on."""
+        self.transport = transport
+        self.send: Callable[[Element], None] = transport.send
+
+    @property
+    def closed(self) -> bool:
+        """No stanza sent now can reach the client any more."""
+        return self.transport.closed
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self.transport.peer
+
+    def flush(self) -> None:
+        """Write what is buffered for the client now, not at the end of the iteration."""
+        self.transport.flush()
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """End the client's stream with an RFC 6120 §4.9 stream error."""
+        self.transport.stream_error(condition, text)
+
+    # -- per-module state: slots handed out by the module manager ------------------------
+
+    def get_state(self, slot: int) -> Any:
+        """The state in ``slot``, or None."""
+        states = self._states
+        if states is None or slot >= len(states):
+            return None
+        return states[slot]
+
+    def set_state(self, slot: int, value: Any) -> None:
+        states = self._states
+        if states is None:
+            states = self._states = [None] * (slot + 1)
+        elif slot >= len(states):
+            states.extend([None] * (slot + 1 - len(states)))
+        states[slot] = value
+
+    def __repr__(self) -> str:
+        return f"<Session {self.jid}>"

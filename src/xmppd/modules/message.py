@@ -1,0 +1,75 @@
+"""RFC 6121 §8.5.2: where a message to a local bare JID goes.
+
+The router fires ``message/bare`` for a message to an account's bare JID (and for a
+``chat``/``normal`` message to a full JID with no session); this module picks the
+resources (RFC 6121 leaves the choice to the server):
+
+- ``chat``: every available resource with non-negative priority;
+- ``normal`` and ``headline``: the available resources of the highest non-negative priority;
+- ``groupchat``: ``service-unavailable`` (a bare JID is not a room);
+- with no such resource, ``chat``/``normal`` messages fire ``message/offline`` (the offline
+  module stores them); unhandled, they bounce with ``service-unavailable``; ``headline``
+  and ``error`` are dropped.
+
+"Available" and "priority" come from the presence module's ``presence`` service.  Without
+it (presence disabled), every bound resource counts as available with priority 0: a
+message to an online user is delivered, never stored while the user is connected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.session import Session
+from xmppd.jid import JID, JIDError
+from xmppd.xml.element import Element
+
+NAME = "message"
+XEPS = ("RFC 6121 §8.5",)
+#: Module event: (stanza, origin) -- no resource takes the message; True if stored.
+OFFLINE_EVENT = "message/offline"
+
+
+def targets(sessions: list[Session], mtype: str, presence: Any) -> list[Session]:
+    """The resources of one account that get a message of type ``mtype``."""
+    if presence is None:
+        return sessions if sessions and mtype != "groupchat" else []
+    available = [s for s in sessions if presence.available(s) and presence.priority(s) >= 0]
+    if mtype == "chat" or len(available) < 2:
+        return available
+    top = max(presence.priority(s) for s in available)
+    return [s for s in available if presence.priority(s) == top]
+
+
+def load(api: ModuleAPI) -> None:
+    router = api.router
+    hooks = api.server.hooks
+    api.declare(OFFLINE_EVENT)
+
+    def to_bare(stanza: Element, origin: Any) -> Any:
+        mtype = stanza.attrs.get("type", "normal")
+        if mtype == "groupchat":
+            router.bounce(stanza, "service-unavailable")
+            return True
+        try:
+            bare = JID(stanza.attrs["to"]).bare if "to" in stanza.attrs else origin.jid.bare
+        except (JIDError, AttributeError):
+            router.bounce(stanza, "jid-malformed")
+            return True
+        chosen = targets(router.sessions.resources(bare), mtype, api.service("presence"))
+        if chosen:
+            for session in chosen:
+                router.deliver(session, stanza)
+            return True
+        if mtype in ("headline", "error"):
+            return True
+        return offline(stanza, origin)
+
+    async def offline(stanza: Element, origin: Any) -> bool:
+        if not await hooks.fire(OFFLINE_EVENT, stanza, origin):
+            router.bounce(stanza, "service-unavailable")
+        return True
+
+    # Last, so that modules that take a message first (carbons, archive) run before it.
+    api.hook("message/bare", to_bare, priority=-100)
