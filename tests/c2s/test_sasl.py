@@ -202,8 +202,10 @@ def test_mechanisms(store):
     assert "PLAIN" not in no_cb.mechanisms()
     assert not any(m.endswith("-PLUS") for m in no_cb.mechanisms())
     assert no_cb.channel_binding_types() == []
-    # tls-unique is never offered, even if a caller passes it.
-    assert server(store, cb={"tls-unique": b"x"}).channel_binding_types() == []
+    # tls-unique is offered when the connection has it (the caller passes it on TLS 1.2
+    # only), after the types that are defined for every TLS version.
+    assert server(store, cb={**CB, "tls-unique": b"x"}).channel_binding_types() == [
+        "tls-exporter", "tls-server-end-point", "tls-unique"]
     assert server(store, enabled={"SCRAM-SHA-256"}).mechanisms() == ["SCRAM-SHA-256"]
 
 
@@ -493,3 +495,36 @@ def test_ascii_username_fast_path_matches_precis():
 @settings(max_examples=300)
 def test_username_normalization_matches_precis(text):
     assert _ours(text) == _precis_username(text)
+
+
+def test_tls_unique_on_tls_13_fails_with_a_text_that_says_why(store):
+    c = ScramClient("SHA-256", "juliet", "r0m30myr0m30", gs2="p=tls-unique,,")
+    with pytest.raises(SASLFailure) as info:
+        asyncio.run(server(store, cb=CB).start("SCRAM-SHA-256-PLUS", c.first()))
+    assert info.value.condition == "not-authorized" and "TLS 1.3" in info.value.text
+    assert not info.value.credentials
+
+
+@pytest.mark.parametrize("mech, first", [
+    ("SCRAM-SHA-256", b"x,,n=juliet,r=abc"),          # bad GS2 flag
+    ("SCRAM-SHA-256", b"n,,r=abc"),                   # no n=
+    ("SCRAM-SHA-256-PLUS", b"p=tls-unique,,n=juliet,r=abc"),  # unknown binding type
+    ("SCRAM-SHA-256", b"y,,n=juliet,r=abc"),          # downgrade: PLUS was offered
+    ("DIGEST-MD5", b""),                              # not offered
+    ("PLAIN", b"juliet"),                             # malformed
+])
+def test_negotiation_errors_are_not_credential_failures(store, mech, first):
+    with pytest.raises(SASLFailure) as info:
+        asyncio.run(server(store, cb=CB).start(mech, first))
+    assert not info.value.credentials
+
+
+def test_wrong_password_is_a_credential_failure(store):
+    for srv, mech, data in (
+        (server(store), "PLAIN", b"\0juliet\0wrong"),
+        (server(store), "PLAIN", b"\0nobody\0wrong"),
+    ):
+        with pytest.raises(SASLFailure) as info:
+            asyncio.run(srv.start(mech, data))
+        assert info.value.credentials and info.value.condition == "not-authorized"
+        assert srv.username_tried in ("juliet", "nobody") and srv.mechanism == "PLAIN"

@@ -70,9 +70,10 @@ HASHES: dict[str, str] = dict(zip(HASH_NAMES, ("sha1", "sha256", "sha512"), stri
 #: RFC 5802 §5.1 / RFC 7677 §4: at least 4096 iterations.
 MIN_ITERATIONS = 4096
 
-#: Channel-binding types we can offer, preferred first.  ``tls-unique`` is deliberately
-#: absent: it is undefined for TLS 1.3 (RFC 9266).
-CB_TYPES = ("tls-exporter", "tls-server-end-point")
+#: Channel-binding types we can offer, preferred first.  ``tls-unique`` is offered only on
+#: TLS 1.2 connections, where it is defined (RFC 5929); it is undefined for TLS 1.3
+#: (RFC 9266), and a request for it there fails with a text that says so.
+CB_TYPES = ("tls-exporter", "tls-server-end-point", "tls-unique")
 
 # Larger payloads are never legitimate for these mechanisms; refusing them early bounds
 # the work an unauthenticated peer can cause.
@@ -87,14 +88,22 @@ _USERNAME = precis_i18n.get_profile("UsernameCaseMapped")
 
 
 class SASLFailure(Exception):
-    """An authentication failure with its RFC 6120 §6.5 condition name."""
+    """An authentication failure with its RFC 6120 §6.5 condition name.
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    ``credentials`` is True only when the credentials were checked and found wrong (a
+    bad proof or password, an unknown user): only those count toward lockouts.  A
+    negotiation error (malformed message, unknown mechanism or channel-binding type) says
+    nothing about the password and is not counted.
+    """
+
+    def __init__(self, condition: str, text: str | None = None, *,
+                 credentials: bool = False) -> None:
         if condition not in CONDITIONS:
             raise ValueError(f"unknown SASL condition {condition!r}")
         super().__init__(condition if text is None else f"{condition}: {text}")
         self.condition = condition
         self.text = text
+        self.credentials = credentials
 
 
 @dataclass
@@ -271,6 +280,9 @@ class SASLServer:
         self._nonce_factory = nonce_factory or (lambda: secrets.token_urlsafe(18))
         self._state: _Scram | _Plain | None = None
         self._authenticated = False
+        #: The mechanism and the username (as sent) of the last attempt, for log lines.
+        self.mechanism = ""
+        self.username_tried = ""
 
     # advertisement
 
@@ -303,6 +315,8 @@ class SASLServer:
         if self._authenticated:
             raise SASLFailure("malformed-request", "already authenticated")
         self._state = None
+        self.mechanism = mechanism[:40]
+        self.username_tried = ""
         offered = self.mechanisms()
         if mechanism not in offered:
             if mechanism == "PLAIN" and self._allow_plain and not self._secure:
@@ -412,6 +426,7 @@ class _Scram:
         if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
             raise SASLFailure("malformed-request", "expected n= and r=")
         raw_user = _unescape_saslname(attrs[0][1])
+        self.server.username_tried = raw_user[:100]
         client_nonce = attrs[1][1]
         if not raw_user or not _NONCE.match(client_nonce):
             raise SASLFailure("malformed-request", "bad username or nonce")
@@ -444,7 +459,10 @@ class _Scram:
             if not _CB_NAME.match(cb_name):
                 raise SASLFailure("malformed-request", "bad channel-binding name")
             if cb_name not in self.server._bindings:
-                raise SASLFailure("not-authorized", "unsupported channel-binding type")
+                if cb_name == "tls-unique":
+                    raise SASLFailure("not-authorized", "tls-unique is not defined for TLS 1.3;"
+                                      " use tls-exporter or tls-server-end-point")
+                raise SASLFailure("not-authorized", f"unsupported channel-binding type {cb_name}")
             self.cb_data = self.server._bindings[cb_name]
         elif flag in ("n", "y"):
             if self.plus:
@@ -479,7 +497,7 @@ class _Scram:
         else:
             ok = False
         if not (ok and self.known):
-            raise SASLFailure("not-authorized")
+            raise SASLFailure("not-authorized", credentials=True)
         self.server._check_authzid(self.authzid, self.username)
         verifier = hmac.digest(creds.server_key, auth_message, self.algo)
         return SASLStep(
@@ -501,6 +519,7 @@ class _Plain:
             raise SASLFailure("malformed-request", "expected authzid NUL authcid NUL passwd")
         authzid, authcid, password = (_text(p) for p in parts)
         server = self.server
+        server.username_tried = authcid[:100]
         try:
             username = normalize_username(authcid)
         except ValueError:
@@ -517,7 +536,7 @@ class _Plain:
             creds = server._fake_credentials(authcid, "SHA-256")
         ok = await asyncio.to_thread(_plain_matches, password, creds)
         if not (ok and known):
-            raise SASLFailure("not-authorized")
+            raise SASLFailure("not-authorized", credentials=True)
         server._check_authzid(authzid, username)
         return SASLStep(success=True, username=username)
 

@@ -19,7 +19,7 @@ from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.transport.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.transport.tls import channel_bindings
-from xmppd.xml.element import Element
+from xmppd.xml.element import Element, escape_text
 from xmppd.xml.events import STREAM_NS, StreamOpen
 from xmppd.xml.stanza import CLIENT_NS, STANZA_NAMES, error_reply, reply
 
@@ -265,7 +265,7 @@ class C2SStream(XMLStream):
             else:
                 step = await self.sasl.respond(data if data is not None else b"")
         except SASLFailure as exc:
-            self._auth_failed(exc.condition)
+            self._auth_failed(exc)
             return
         if not step.success:
             text = encode_payload(step.challenge or b"")
@@ -281,10 +281,17 @@ class C2SStream(XMLStream):
         log.info("%s authenticated as %s@%s", self.peer, self.username, self.domain)
         self.restart_stream()
 
-    def _auth_failed(self, condition: str) -> None:
+    def _auth_failed(self, exc: SASLFailure) -> None:
+        sasl = self.sasl
+        log.info("authentication failed: address %s, username %r, mechanism %s: %s%s",
+                 self.peer[0] if self.peer else "?", sasl.username_tried if sasl else "",
+                 sasl.mechanism if sasl else "?", exc.condition,
+                 f" ({exc.text})" if exc.text else "")
+        self._sasl_failure(exc.condition, exc.text)
+        if not exc.credentials:
+            return  # a negotiation error says nothing about the password: not counted
         self.auth_failures += 1
         self.server.auth_failed(self.peer)
-        self._sasl_failure(condition)
         if self.auth_failures >= self.server.config.limits.max_auth_failures:
             log.warning("limit max_auth_failures (%d) reached for %s: closing",
                         self.auth_failures, self.peer)
@@ -293,7 +300,7 @@ class C2SStream(XMLStream):
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         body = f"<{condition}/>"
         if text:
-            body += f"<text>{text}</text>"
+            body += f"<text>{escape_text(text)}</text>"
         self.send_bytes(f"<failure xmlns='{SASL_NS}'>{body}</failure>".encode())
 
     # -- resource binding -------------------------------------------------------------------

@@ -221,6 +221,12 @@ def channel_bindings(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, byt
     exporter = _tlsexport.tls_exporter(ssl_object)
     if exporter is not None:
         bindings["tls-exporter"] = exporter
+    if ssl_object.version() == "TLSv1.2":
+        # Defined for TLS 1.2 only (RFC 5929; RFC 9266 excludes TLS 1.3); some deployed
+        # clients (slixmpp 1.8) still ask for it.
+        unique = ssl_object.get_channel_binding("tls-unique")
+        if unique:
+            bindings["tls-unique"] = unique
     return bindings
 
 
