@@ -1239,8 +1239,13 @@ cdef class Tokenizer:
 
     def restart(self) -> list:
         """Expect a new stream header, re-reading the bytes after the last event (also
-        after an error: they may have been the new stream's header)."""
+        after an error: they may have been the new stream's header).  Whitespace directly
+        after the last event is the old stream's and is dropped (see the twin)."""
         leftover = self._head + bytes(self._pend[self._last:])
+        # _pend holds the bytes from the last event's end on: that end is a stream offset
+        # above 0 when the old stream returned an event.
+        if self._fed - PyByteArray_GET_SIZE(self._pend) + self._last > 0:
+            leftover = leftover.lstrip(b" \t\r\n")
         self._error = None
         self._new_stream()
         return self.feed(leftover)

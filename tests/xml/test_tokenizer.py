@@ -186,6 +186,118 @@ def test_stream_close_then_restart(tokenizer_impl):
     assert tok.feed(HEADER) == [OPEN]
 
 
+# -- whitespace after the element at the restart point ----------------------------------------
+# Clients like go-xmpp end every element with a newline: "</auth>\n".  That whitespace is
+# the old stream's; restart() drops it, so the new header's XML declaration comes first.
+
+RESPONSE = b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>Yz1iaXdz</response>"
+SUCCESS = b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+HEADER_NO_DECL = HEADER[HEADER.index(b"?>") + 2 :]
+WS_TAILS = [b"\n", b"\r\n", b" ", b"\t", b" \r\n\t \n"]
+
+
+@pytest.mark.parametrize("ws", WS_TAILS)
+@pytest.mark.parametrize("element", [AUTH, RESPONSE, SUCCESS], ids=["auth", "response", "success"])
+@pytest.mark.parametrize("split", ["one-chunk", "later-feed", "bytewise"])
+def test_restart_drops_whitespace_after_the_element(tokenizer_impl, ws, element, split):
+    tok = tokenizer_impl.Tokenizer()
+    assert tok.feed(HEADER) == [OPEN]
+    if split == "one-chunk":
+        chunks = [element + ws]
+    elif split == "later-feed":
+        chunks = [element, ws]
+    else:
+        chunks = bytewise(element + ws)
+    assert [e.name for e in feed_all(tok, chunks)] == [element[1:].split(b" ")[0].decode()]
+    assert tok.buffered == len(ws)
+    assert tok.restart() == []
+    assert tok.buffered == 0
+    assert tok.feed(HEADER + b"<iq id='b'/>\n") == [OPEN, Element("iq", C, {"id": "b"})]
+
+
+@pytest.mark.parametrize("header", [HEADER, HEADER_NO_DECL], ids=["decl", "no-decl"])
+@pytest.mark.parametrize("ws", [b"", *WS_TAILS])
+def test_restart_whitespace_then_pipelined_header(tokenizer_impl, header, ws):
+    """"</auth>\n<?xml ...?><stream:stream ...>" in one chunk, and in two at every point with
+    restart() between them: the whitespace fed before restart() is dropped, the pipelined
+    header and stanza are the new stream's.  Whitespace fed after restart() is the new
+    stream's: before the XML declaration it is not-well-formed."""
+    data = AUTH + ws + header + b"<iq id='b'/>"
+    for cut in range(len(data) + 1):
+        tok = tokenizer_impl.Tokenizer()
+        tok.feed(HEADER)
+        events: list = []
+        try:
+            events += feed_all(tok, [data[:cut]])
+        except TokenizerError as exc:  # the declaration, inside the old stream
+            assert header is HEADER and exc.condition == "not-well-formed"
+            events += exc.events
+        assert [e.name for e in events] == (["auth"] if cut >= len(AUTH) else [])
+        if cut < len(AUTH):
+            continue  # no restart point yet
+        after = tok.restart()
+        if header is HEADER and cut < len(AUTH + ws):
+            with pytest.raises(TokenizerError) as info:
+                tok.feed(data[cut:])
+            assert (info.value.condition, info.value.events) == ("not-well-formed", []), cut
+            continue
+        after += feed_all(tok, [data[cut:]])
+        assert after == [OPEN, Element("iq", C, {"id": "b"})], cut
+
+
+def test_whitespace_fed_after_restart_is_the_new_streams(tokenizer_impl):
+    # before an XML declaration it is an error, as in any XML document
+    tok = tokenizer_impl.Tokenizer()
+    tok.feed(HEADER + AUTH + b"\n")
+    assert tok.restart() == []
+    with pytest.raises(TokenizerError) as info:
+        tok.feed(b"\n" + HEADER)
+    assert info.value.condition == "not-well-formed"
+    # before a header without one it is fine
+    tok = tokenizer_impl.Tokenizer()
+    tok.feed(HEADER + AUTH + b"\n")
+    assert tok.restart() == []
+    assert tok.feed(b"\n") == []
+    assert tok.buffered == 1
+    assert tok.feed(HEADER_NO_DECL) == [OPEN]
+
+
+def test_restart_keeps_whitespace_when_the_old_stream_had_no_event(tokenizer_impl):
+    """The rule is about whitespace after the restart point's element: a second restart()
+    before the new stream produced anything re-reads its whitespace (the new stream's)."""
+    tok = tokenizer_impl.Tokenizer()
+    tok.feed(HEADER + AUTH)
+    assert tok.restart() == []
+    assert tok.feed(b"\n") == []
+    assert tok.restart() == []
+    assert tok.buffered == 1
+    with pytest.raises(TokenizerError) as info:
+        tok.feed(HEADER)
+    assert info.value.condition == "not-well-formed"
+
+
+@pytest.mark.parametrize("junk", [b"\nx", b" \x0c", b"\n\xc2\xa0", b"\n<!-- c -->"])
+def test_restart_drops_only_whitespace(tokenizer_impl, junk):
+    """Text after the element is an error in the old stream and, re-read, in the new one;
+    only XML whitespace (space, tab, CR, LF) is dropped."""
+    tok = tokenizer_impl.Tokenizer()
+    tok.feed(HEADER)
+    with pytest.raises(TokenizerError) as info:
+        tok.feed(AUTH + junk + HEADER)
+    assert [e.name for e in info.value.events] == ["auth"]
+    with pytest.raises(TokenizerError) as again:
+        tok.restart()
+    assert again.value.condition in ("not-well-formed", "restricted-xml")
+
+
+def test_stream_close_whitespace_then_restart(tokenizer_impl):
+    tok = tokenizer_impl.Tokenizer()
+    assert tok.feed(HEADER + b"</stream:stream>\r\n") == [OPEN, StreamClose()]
+    assert tok.restart() == []
+    assert tok.buffered == 0
+    assert tok.feed(HEADER) == [OPEN]
+
+
 # -- violations -----------------------------------------------------------------------------
 
 VIOLATIONS = [

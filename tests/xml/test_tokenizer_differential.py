@@ -252,7 +252,8 @@ def script(mod, steps: list[tuple[str, bytes]]) -> list:
             st.sampled_from(
                 [HEADER.encode(), b"<auth xmlns='urn:s'/>", HEADER.encode() + b"<iq id='1'/>",
                  b"<iq id='2'><q xmlns='urn:q'/></iq>", b"<iq id='3'", b"/>", b" ", b"</stream:stream>",
-                 b"<success xmlns='urn:s'/>" + HEADER.encode() + b"<iq/>", b"x"]
+                 b"<success xmlns='urn:s'/>" + HEADER.encode() + b"<iq/>", b"x", b"\r\n",
+                 b"<auth xmlns='urn:s'/>\n"]
             ),
         ),
         max_size=8,
@@ -260,3 +261,77 @@ def script(mod, steps: list[tuple[str, bytes]]) -> list:
 )
 def test_restart_reset_sequences(steps):
     assert script(compiled, steps) == script(pure, steps)
+
+
+# -- restart after a SASL element followed by whitespace --------------------------------------
+
+HEADER_NO_DECL = HEADER[HEADER.index("?>") + 2 :]
+SASL_ELEMENTS = [
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFAYg==</auth>",
+    "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>Yz1iaXdz</response>",
+    "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+]
+WS = st.text(alphabet=" \t\r\n", max_size=6)
+
+
+@st.composite
+def restart_scripts(draw) -> tuple[bytes, bytes, bytes]:
+    """(old stream up to its last element, bytes after it up to restart(), bytes after):
+    the element is followed by random whitespace and maybe a pipelined new stream; more
+    whitespace, a header (with or without declaration) or a stanza may come later."""
+    old = HEADER + draw(st.sampled_from(SASL_ELEMENTS))
+    pipelined = draw(st.sampled_from(["", "", HEADER, HEADER_NO_DECL, HEADER + "<iq id='1'/>",
+                                      "<iq id='1'/>", "x", "<?xml version='1.0'?>"]))
+    later = draw(st.sampled_from(["", HEADER, HEADER_NO_DECL]) if not pipelined else
+                 st.sampled_from(["", "<iq id='2'/>"]))
+    tail = draw(WS) + pipelined
+    return old.encode(), tail.encode(), (draw(WS) + later).encode()
+
+
+def run_restart(mod, before: list[bytes], after: list[bytes]) -> tuple:
+    """Feed ``before``, restart(), feed ``after``: the events and error of each stream and
+    what stays buffered (events flattened, so that the split does not show).  After an error
+    in the old stream (the pipelined declaration) its remaining chunks go to the new one, as
+    XMLStream does with input that arrives while the SASL step runs."""
+    tok = mod.Tokenizer()
+    old: list = []
+    old_error = new_error = None
+    for k, chunk in enumerate(before):
+        try:
+            old.extend(tok.feed(chunk))
+        except TokenizerError as exc:
+            old.extend(exc.events)
+            old_error = exc.condition
+            after = before[k + 1 :] + after
+            break
+    new: list = []
+    try:
+        new.extend(tok.restart())
+        for chunk in after:
+            new.extend(tok.feed(chunk))
+    except TokenizerError as exc:
+        new.extend(exc.events)
+        new_error = exc.condition
+    return old, old_error, new, new_error, None if new_error else tok.buffered
+
+
+@SETTINGS
+@given(restart_scripts(), st.lists(st.integers(0, 10_000), max_size=6),
+       st.lists(st.integers(0, 10_000), max_size=3))
+def test_restart_after_whitespace_tail(script, cuts, later_cuts):
+    old, tail, later = script
+    before = old + tail
+    expected = run_restart(pure, [before], [later])
+    for mod in (pure, compiled):
+        assert run_restart(mod, split(before, cuts), split(later, later_cuts)) == expected
+    assert run_restart(compiled, [before], [later]) == expected
+    # The oracle: the whitespace before restart() is the old stream's, whatever the split;
+    # whitespace after it is the new stream's (fine before a header, not before <?xml?>).
+    new_stream = tail.lstrip(b" \t\r\n") + later
+    stripped = new_stream.lstrip(b" \t\r\n")
+    old_events, _, new_events, new_error, _ = expected
+    assert [type(e).__name__ for e in old_events[:2]] == ["StreamOpen", "Element"]
+    if stripped.startswith(b"<?xml") and stripped != new_stream:
+        assert new_error == "not-well-formed"
+    elif stripped.startswith((HEADER.encode(), HEADER_NO_DECL.encode())):
+        assert new_error is None and new_events[0].name == "stream"

@@ -50,6 +50,15 @@ dropped).  Both also work after an error: a client may pipeline ``<auth/>`` and 
 stream header (with its XML declaration, an error inside the old stream) in one chunk; the
 error then carries the ``<auth/>`` event and ``restart()`` re-reads the header and what
 follows as the new stream (an error in those bytes is raised again).
+
+Whitespace (space, tab, CR, LF) directly after the last event is the old stream's character
+data and ``restart()`` drops it: clients that end every element with a newline send
+``</auth>\n`` or ``</response>\n``, and the new header's XML declaration must still come
+first in the new stream.  This covers the whitespace fed before ``restart()`` is called, in
+any number of ``feed`` calls, also when an error (the pipelined declaration) followed it;
+it does not apply when the old stream returned no event (its bytes are all re-read).
+Whitespace fed after ``restart()`` is the new stream's: before a header it is fine, before
+an XML declaration it is ``not-well-formed``, as XML requires.
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ _EXPAT_CONDITIONS = {
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
 _WS = frozenset(" \t\r\n")
 _WS_BYTES = frozenset(b" \t\r\n")
+_XML_WS = b" \t\r\n"
 _BAD_NS_CHARS = re.compile(r"[\s]")
 
 
@@ -173,6 +183,9 @@ class Tokenizer:
     def restart(self) -> list:
         """Expect a new stream header, re-reading the bytes after the last event."""
         leftover = self._head + bytes(self._buf[self._last_end - self._buf_off :])
+        if self._last_end:
+            # Whitespace after the last event (the SASL element) is the old stream's.
+            leftover = leftover.lstrip(_XML_WS)
         self._error = None
         self._new_parser()
         return self.feed(leftover)
