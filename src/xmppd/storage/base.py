@@ -1,8 +1,10 @@
-"""The storage interface: one async class, methods grouped by feature.
+"""The storage interface: one async class; accounts and credentials are its core.
 
-Later features (rosters, offline messages, block lists, ...) add a method group here, an
-implementation in every backend, and (for SQL backends) a migration appended to the
-backend's list; ``SCHEMA_VERSION`` counts those migrations.
+Modules keep their data in per-module stores opened with :meth:`Storage.open_store` (a
+key-value store and an ordered archive per namespace, :mod:`xmppd.storage.stores`), which
+every backend implements once.  The roster, offline-message and block-list method groups
+below predate those stores and are still used by their modules.  SQL backends change their
+schema by appending a migration to their list; ``SCHEMA_VERSION`` counts those migrations.
 
 Usernames and domains are stored exactly as given: callers pass them normalized
 (``xmppd.c2s.sasl.normalize_username`` for localparts, lower-case domains).
@@ -14,8 +16,12 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import TYPE_CHECKING, Literal, overload
 
 from xmppd.storage.credentials import HASH_NAMES, ScramCredentials
+
+if TYPE_CHECKING:
+    from xmppd.storage.stores import ArchiveStore, KeyValueStore
 
 __all__ = [
     "AccountExists",
@@ -158,6 +164,9 @@ class Storage(abc.ABC):
     #: The schema version this code writes (the number of migrations for SQL backends).
     SCHEMA_VERSION: int = 1
 
+    def __init__(self) -> None:
+        self._stores: dict[tuple[str, str], KeyValueStore | ArchiveStore] = {}
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect, create or migrate the schema."""
@@ -192,7 +201,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete_account(self, username: str, domain: str) -> bool:
-        """Delete an account and everything it owns; False if there was none."""
+        """Delete an account and everything it owns (its rosters, offline messages and
+        block list, and, with :meth:`delete_user_data`, every per-module datum of
+        ``username@domain``), atomically where the backend can; False if there was no
+        account (its per-module data, if any, is deleted all the same)."""
 
     @abc.abstractmethod
     async def set_credentials(
@@ -212,6 +224,47 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         """``(username, domain)`` pairs, sorted by domain then username."""
+
+    # -- per-module stores -------------------------------------------------------------
+
+    @overload
+    def open_store(
+        self, namespace: str, kind: Literal["keyvalue"] = "keyvalue"
+    ) -> KeyValueStore: ...
+
+    @overload
+    def open_store(self, namespace: str, kind: Literal["archive"]) -> ArchiveStore: ...
+
+    def open_store(self, namespace: str, kind: str = "keyvalue") -> KeyValueStore | ArchiveStore:
+        """The ``kind`` (``"keyvalue"`` or ``"archive"``) store of ``namespace``.
+
+        One object per (namespace, kind), valid across ``close()``/``open()``; its methods
+        raise :class:`StorageError` while the storage is closed.  ``namespace`` is
+        ``[a-z0-9_.-]{1,64}``, by convention the module's name.
+        """
+        from xmppd.storage.stores import STORE_KINDS, check_namespace
+
+        check_namespace(namespace)
+        if kind not in STORE_KINDS:
+            raise ValueError(f"unknown store kind {kind!r}")
+        stores = self.__dict__.setdefault("_stores", {})  # also if a subclass skipped __init__
+        store = stores.get((namespace, kind))
+        if store is None:
+            store = stores[(namespace, kind)] = self._new_store(namespace, kind)
+        return store
+
+    @abc.abstractmethod
+    def _new_store(self, namespace: str, kind: str) -> KeyValueStore | ArchiveStore:
+        """Build the backend's store object (``open_store`` checks and caches)."""
+
+    @abc.abstractmethod
+    async def delete_user_data(self, owner: str) -> None:
+        """Delete the data of ``owner`` and of its sub-owners (``owner + "/..."``) in every
+        namespace of every store kind, including namespaces no loaded module opened.
+
+        ``owner`` is a bare JID (or a room/host), non-empty and without ``/``.
+        :meth:`delete_account` does this for the account's bare JID.
+        """
 
     # -- rosters (RFC 6121 §2, §3) ------------------------------------------------------
 

@@ -17,6 +17,8 @@ from xmppd.storage.base import (
     check_credentials,
 )
 from xmppd.storage.credentials import ScramCredentials
+from xmppd.storage.memory_stores import MemoryArchiveStore, MemoryKeyValueStore, StoreState
+from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner
 
 
 class _UserData:
@@ -35,9 +37,11 @@ class MemoryStorage(Storage):
     """The :class:`Storage` interface over dicts."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._accounts: dict[tuple[str, str], dict[str, ScramCredentials]] | None = None
         self._users: dict[tuple[str, str], _UserData] = {}
         self._next_offline_id = 1
+        self.state = StoreState()
 
     async def open(self) -> None:
         if self._accounts is None:
@@ -46,6 +50,7 @@ class MemoryStorage(Storage):
     async def close(self) -> None:
         self._accounts = None
         self._users = {}
+        self.state = StoreState()
 
     @property
     def _data(self) -> dict[tuple[str, str], dict[str, ScramCredentials]]:
@@ -67,8 +72,25 @@ class MemoryStorage(Storage):
         self._users[(username, domain)] = _UserData()
 
     async def delete_account(self, username: str, domain: str) -> bool:
+        existed = self._data.pop((username, domain), None) is not None
         self._users.pop((username, domain), None)
-        return self._data.pop((username, domain), None) is not None
+        await self.delete_user_data(f"{username}@{domain}")
+        return existed
+
+    # -- per-module stores --------------------------------------------------------------------
+
+    def _new_store(self, namespace: str, kind: str) -> KeyValueStore | ArchiveStore:
+        if kind == "archive":
+            return MemoryArchiveStore(self, namespace)
+        return MemoryKeyValueStore(self, namespace)
+
+    async def delete_user_data(self, owner: str) -> None:
+        check_user_owner(owner)
+        self._data  # noqa: B018 - raises when closed
+        prefix = owner + "/"
+        for table in (*self.state.kv.values(), *self.state.archives.values()):
+            for o in [o for o in table if o == owner or o.startswith(prefix)]:
+                del table[o]
 
     async def set_credentials(
         self, username: str, domain: str, creds: Mapping[str, ScramCredentials]

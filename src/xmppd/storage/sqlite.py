@@ -18,6 +18,9 @@ these reads are index lookups served from the page cache, a few microseconds, wh
 to the thread and back costs tens (two thread switches and a loop wake-up) and, for the
 caller, a task.  A read that finds the database busy (WAL recovery) falls back to the thread.
 
+Per-module stores (:meth:`Storage.open_store`) live in generic tables, see
+:mod:`xmppd.storage.sqlite_stores`.
+
 Schema changes are forward migrations: append a tuple of SQL statements to
 :data:`MIGRATIONS`; ``open()`` applies the missing ones, each in its own transaction, and
 records them in ``schema_version``.
@@ -51,6 +54,12 @@ from xmppd.storage.base import (
     check_credentials,
 )
 from xmppd.storage.credentials import ScramCredentials
+from xmppd.storage.sqlite_stores import (
+    SQLiteArchiveStore,
+    SQLiteKeyValueStore,
+    delete_user_rows,
+)
+from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
 
@@ -125,6 +134,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 ON DELETE CASCADE
         ) WITHOUT ROWID""",
     ),
+    # 3: generic per-module stores: key-value, archive (see xmppd.storage.sqlite_stores)
+    (
+        """CREATE TABLE kv (
+            ns TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (ns, owner, key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE archive (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ns TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            id TEXT NOT NULL,
+            stamp REAL NOT NULL,
+            with_jid TEXT NOT NULL,
+            data BLOB NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX archive_by_id ON archive (ns, owner, id)",
+        "CREATE INDEX archive_by_owner ON archive (ns, owner, seq)",
+        "CREATE INDEX archive_by_with ON archive (ns, owner, with_jid, seq)",
+        "CREATE INDEX archive_by_owner_stamp ON archive (ns, owner, stamp)",
+        "CREATE INDEX archive_by_stamp ON archive (ns, stamp)",
+        """CREATE TABLE archive_counts (
+            ns TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (ns, owner)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE store_versions (
+            ns TEXT NOT NULL PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 
@@ -155,6 +198,7 @@ class SQLiteStorage(Storage):
     SCHEMA_VERSION = len(MIGRATIONS)
 
     def __init__(self, path: Path | str, *, max_batch: int = 128) -> None:
+        super().__init__()
         self.path = Path(path)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -371,13 +415,31 @@ class SQLiteStorage(Storage):
         await self._call(create, write=True)
 
     async def delete_account(self, username: str, domain: str) -> bool:
+        owner = check_user_owner(f"{username}@{domain}")
+
         def delete(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
+            cur = conn.execute(  # rosters, offline messages, block lists: ON DELETE CASCADE
                 "DELETE FROM accounts WHERE domain = ? AND username = ?", (domain, username)
             )
+            delete_user_rows(conn, owner)  # per-module stores, in the same transaction
             return cur.rowcount > 0
 
         return await self._call(delete, write=True)
+
+    # -- per-module stores --------------------------------------------------------------
+
+    def _new_store(self, namespace: str, kind: str) -> KeyValueStore | ArchiveStore:
+        if kind == "archive":
+            return SQLiteArchiveStore(self, namespace)
+        return SQLiteKeyValueStore(self, namespace)
+
+    async def delete_user_data(self, owner: str) -> None:
+        check_user_owner(owner)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            delete_user_rows(conn, owner)
+
+        await self._call(delete, write=True)
 
     async def set_credentials(
         self, username: str, domain: str, creds: Mapping[str, ScramCredentials]

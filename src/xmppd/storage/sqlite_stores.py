@@ -1,0 +1,526 @@
+"""The per-module stores of :class:`~xmppd.storage.sqlite.SQLiteStorage`.
+
+Tables (migration 3 of :data:`xmppd.storage.sqlite.MIGRATIONS`), shared by all namespaces:
+
+* ``kv (ns, owner, key, value)``: ``value`` is JSON text; primary key ``(ns, owner, key)``.
+* ``archive (seq, ns, owner, id, stamp, with_jid, data)``: ``seq`` is the AUTOINCREMENT
+  rowid (increasing, never reused); ``(ns, owner, id)`` unique; indexes ``(ns, owner, seq)``
+  for paging, ``(ns, owner, with_jid, seq)`` for ``with``, ``(ns, owner, stamp)`` for time
+  ranges and ``(ns, stamp)`` for retention.
+* ``archive_counts (ns, owner, n)``: the number of items of each owner, kept by every
+  write below (never write ``archive`` without it): unfiltered ``count()`` and the
+  ``limit`` of ``append()`` read one row instead of counting an owner's archive.
+* ``store_versions (ns, version)``: each namespace's own schema version.
+
+Writes run on the connection thread in the group-committed transaction (each in its own
+savepoint); point reads and pages of at most :data:`PAGE_READ_MAX` items run on the
+loop-thread reader; larger or filtered scans (``owners()``, filtered ``count()``, big
+queries) go through the connection thread so they never block the event loop for long.
+
+Only portable SQL: ``INSERT ... ON CONFLICT (...) DO UPDATE``, ``LIMIT/OFFSET``, plain
+indexes and a recursive CTE (the loose index scan listing namespaces), so a PostgreSQL
+backend can run the same statements (``seq`` an identity column, ``data`` ``bytea``, text
+columns ``COLLATE "C"`` so that key order is code-point order as here).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from xmppd.storage.stores import (
+    UNCHANGED,
+    ArchiveItem,
+    ArchiveStore,
+    ItemExists,
+    ItemNotFound,
+    KeyValueStore,
+    UpdateFn,
+    check_filters,
+    check_item_args,
+    check_item_id,
+    check_key,
+    check_owner,
+    check_version,
+    decode_value,
+    encode_value,
+    new_item_id,
+    subowner_range,
+)
+
+if TYPE_CHECKING:
+    from xmppd.storage.sqlite import SQLiteStorage
+
+__all__ = [
+    "PAGE_READ_MAX",
+    "SQLiteArchiveStore",
+    "SQLiteKeyValueStore",
+    "delete_user_rows",
+    "select_sql",
+]
+
+T = TypeVar("T")
+
+#: Queries with a limit up to this many items run on the loop-thread reader.
+PAGE_READ_MAX = 1000
+#: Items deleted per transaction by ``delete_before``.
+PURGE_BATCH = 2000
+#: Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit).
+_CHUNK = 500
+
+_ITEM_COLUMNS = "id, seq, stamp, with_jid, data"
+
+
+def _item(row: tuple) -> ArchiveItem:
+    id, seq, stamp, with_jid, data = row
+    return ArchiveItem(id, seq, stamp, with_jid, bytes(data))
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)] or [[]]
+
+
+def _namespaces(conn: sqlite3.Connection, table: str) -> list[str]:
+    """The distinct ``ns`` of a table, one index probe each (a loose index scan)."""
+    rows = conn.execute(
+        f"WITH RECURSIVE n(ns) AS (SELECT MIN(ns) FROM {table} UNION ALL"
+        f" SELECT (SELECT MIN(ns) FROM {table} WHERE ns > n.ns) FROM n WHERE n.ns IS NOT NULL)"
+        " SELECT ns FROM n WHERE ns IS NOT NULL"
+    )
+    return [r[0] for r in rows]
+
+
+def delete_user_rows(conn: sqlite3.Connection, owner: str) -> int:
+    """Delete ``owner``'s and its sub-owners' rows in every namespace (in the caller's
+    transaction); returns how many key-value and archive rows were deleted."""
+    low, high = subowner_range(owner)
+    deleted = 0
+    for table in ("kv", "archive", "archive_counts"):
+        for ns in _namespaces(conn, table):
+            n = conn.execute(
+                f"DELETE FROM {table} WHERE ns = ? AND owner = ?", (ns, owner)
+            ).rowcount
+            n += conn.execute(
+                f"DELETE FROM {table} WHERE ns = ? AND owner >= ? AND owner < ?", (ns, low, high)
+            ).rowcount
+            if table != "archive_counts":
+                deleted += n
+    return deleted
+
+
+def select_sql(
+    ns: str,
+    owner: str,
+    *,
+    with_jid: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    ids: list[str] | None = None,
+    limit: int | None = None,
+    reverse: bool = False,
+    count: bool = False,
+) -> tuple[str, list[Any]]:
+    """The SELECT for a query (anchors already resolved to seqs) or its COUNT."""
+    conds, args = ["ns = ?", "owner = ?"], [ns, owner]
+    for cond, value in (
+        ("with_jid = ?", with_jid), ("stamp >= ?", start), ("stamp <= ?", end),
+        ("seq > ?", after_seq), ("seq < ?", before_seq),
+    ):
+        if value is not None:
+            conds.append(cond)
+            args.append(value)
+    if ids is not None:
+        conds.append(f"id IN ({', '.join('?' * len(ids))})")
+        args += ids
+    where = " AND ".join(conds)
+    if count:
+        return f"SELECT COUNT(*) FROM archive WHERE {where}", args
+    sql = f"SELECT {_ITEM_COLUMNS} FROM archive WHERE {where} ORDER BY seq"
+    if reverse:
+        sql += " DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return sql, args
+
+
+def _adjust_count(conn: sqlite3.Connection, ns: str, owner: str, delta: int) -> None:
+    if delta > 0:
+        conn.execute(
+            "INSERT INTO archive_counts (ns, owner, n) VALUES (?, ?, ?)"
+            " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
+            (ns, owner, delta),
+        )
+    elif delta < 0:
+        conn.execute(
+            "UPDATE archive_counts SET n = n + ? WHERE ns = ? AND owner = ?", (delta, ns, owner)
+        )
+        conn.execute(
+            "DELETE FROM archive_counts WHERE ns = ? AND owner = ? AND n <= 0", (ns, owner)
+        )
+
+
+def _stored_count(conn: sqlite3.Connection, ns: str, owner: str) -> int:
+    row = conn.execute(
+        "SELECT n FROM archive_counts WHERE ns = ? AND owner = ?", (ns, owner)
+    ).fetchone()
+    return 0 if row is None else row[0]
+
+
+class _SQLiteStore:
+    namespace: str
+
+    def __init__(self, storage: SQLiteStorage, namespace: str) -> None:
+        super().__init__(namespace)  # type: ignore[call-arg]
+        self._storage = storage
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._storage._call(fn, write=True)
+
+    async def _scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._storage._call(fn, write=False)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._storage._read(fn)
+
+    async def get_version(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT version FROM store_versions WHERE ns = ?", (self.namespace,)
+            ).fetchone()
+            return 0 if row is None else row[0]
+
+        return await self._read(read)
+
+    async def set_version(self, version: int) -> None:
+        check_version(version)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO store_versions (ns, version) VALUES (?, ?)"
+                " ON CONFLICT (ns) DO UPDATE SET version = excluded.version",
+                (self.namespace, version),
+            )
+
+        await self._write(write)
+
+
+class SQLiteKeyValueStore(_SQLiteStore, KeyValueStore):
+    def _put(self, conn: sqlite3.Connection, owner: str, key: str, text: str | None) -> bool:
+        if text is None:
+            return conn.execute(
+                "DELETE FROM kv WHERE ns = ? AND owner = ? AND key = ?",
+                (self.namespace, owner, key),
+            ).rowcount > 0
+        conn.execute(
+            "INSERT INTO kv (ns, owner, key, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (ns, owner, key) DO UPDATE SET value = excluded.value",
+            (self.namespace, owner, key, text),
+        )
+        return True
+
+    def _get(self, conn: sqlite3.Connection, owner: str, key: str) -> str | None:
+        row = conn.execute(
+            "SELECT value FROM kv WHERE ns = ? AND owner = ? AND key = ?",
+            (self.namespace, owner, key),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    async def get(self, owner: str, key: str, default: Any = None) -> Any:
+        check_owner(owner)
+        check_key(key)
+        text = await self._read(lambda conn: self._get(conn, owner, key))
+        return default if text is None else decode_value(text)
+
+    async def set(self, owner: str, key: str, value: Any) -> None:
+        check_owner(owner)
+        check_key(key)
+        text = None if value is None else encode_value(value)
+        await self._write(lambda conn: self._put(conn, owner, key, text))
+
+    async def delete(self, owner: str, key: str) -> bool:
+        check_owner(owner)
+        check_key(key)
+        return await self._write(lambda conn: self._put(conn, owner, key, None))
+
+    async def keys(self, owner: str) -> list[str]:
+        check_owner(owner)
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT key FROM kv WHERE ns = ? AND owner = ? ORDER BY key",
+                (self.namespace, owner),
+            )
+            return [r[0] for r in rows]
+
+        return await self._read(read)
+
+    async def items(self, owner: str) -> dict[str, Any]:
+        check_owner(owner)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute(
+                "SELECT key, value FROM kv WHERE ns = ? AND owner = ? ORDER BY key",
+                (self.namespace, owner),
+            ).fetchall()
+
+        return {k: decode_value(v) for k, v in await self._read(read)}
+
+    async def update(self, owner: str, key: str, fn: UpdateFn) -> tuple[Any, Any]:
+        check_owner(owner)
+        check_key(key)
+
+        def write(conn: sqlite3.Connection) -> tuple[Any, Any]:
+            old_text = self._get(conn, owner, key)
+            new = fn(decode_value(old_text))
+            old = decode_value(old_text)
+            if new is UNCHANGED:
+                return old, old
+            text = None if new is None else encode_value(new)
+            self._put(conn, owner, key, text)
+            return old, decode_value(text)
+
+        return await self._write(write)
+
+    async def owners(self) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT owner FROM kv WHERE ns = ? ORDER BY owner", (self.namespace,)
+            )
+            return [r[0] for r in rows]
+
+        return await self._scan(read)
+
+    async def delete_owner(self, owner: str) -> int:
+        check_owner(owner)
+        return await self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM kv WHERE ns = ? AND owner = ?", (self.namespace, owner)
+            ).rowcount
+        )
+
+
+class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
+    def _anchor(self, conn: sqlite3.Connection, owner: str, id: str | None) -> int | None:
+        if id is None:
+            return None
+        row = conn.execute(
+            "SELECT seq FROM archive WHERE ns = ? AND owner = ? AND id = ?",
+            (self.namespace, owner, id),
+        ).fetchone()
+        if row is None:
+            raise ItemNotFound(f"no item {id!r}")
+        return row[0]
+
+    async def append(
+        self,
+        owner: str,
+        data: bytes,
+        *,
+        stamp: float,
+        with_jid: str = "",
+        id: str | None = None,
+        limit: int = 0,
+        replace: bool = False,
+    ) -> ArchiveItem | None:
+        data = check_item_args(data, stamp, with_jid, id, limit)
+        check_owner(owner)
+        ns, stamp = self.namespace, float(stamp)
+
+        def write(conn: sqlite3.Connection) -> ArchiveItem | None:
+            old = None
+            if id is not None:
+                old = conn.execute(
+                    "SELECT seq FROM archive WHERE ns = ? AND owner = ? AND id = ?",
+                    (ns, owner, id),
+                ).fetchone()
+                if old is not None and not replace:
+                    raise ItemExists(f"{owner!r} already has an item {id!r}")
+            if limit and _stored_count(conn, ns, owner) + (old is None) > limit:
+                return None
+            if old is not None:
+                conn.execute("DELETE FROM archive WHERE seq = ?", (old[0],))
+            for attempt in range(5):
+                item_id = new_item_id() if id is None else id
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO archive (ns, owner, id, stamp, with_jid, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (ns, owner, item_id, stamp, with_jid, data),
+                    )
+                    break
+                except sqlite3.IntegrityError:  # pragma: no cover - a random id collided
+                    if id is not None or attempt == 4:
+                        raise
+            if old is None:
+                _adjust_count(conn, ns, owner, 1)
+            return ArchiveItem(item_id, cur.lastrowid, stamp, with_jid, data)
+
+        return await self._write(write)
+
+    async def get(self, owner: str, id: str) -> ArchiveItem | None:
+        check_owner(owner)
+        check_item_id(id)
+
+        def read(conn: sqlite3.Connection) -> ArchiveItem | None:
+            row = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM archive WHERE ns = ? AND owner = ? AND id = ?",
+                (self.namespace, owner, id),
+            ).fetchone()
+            return None if row is None else _item(row)
+
+        return await self._read(read)
+
+    async def query(
+        self,
+        owner: str,
+        *,
+        with_jid: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        after_id: str | None = None,
+        before_id: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[ArchiveItem]:
+        check_owner(owner)
+        wanted = check_filters(with_jid, after_id, before_id, ids, limit)
+        filters = {"with_jid": with_jid, "start": start, "end": end}
+
+        def read(conn: sqlite3.Connection) -> list[ArchiveItem]:
+            low = self._anchor(conn, owner, after_id)
+            high = self._anchor(conn, owner, before_id)
+            if wanted is None:
+                sql, args = select_sql(
+                    self.namespace, owner, **filters, after_seq=low, before_seq=high,
+                    limit=limit, reverse=reverse,
+                )
+                return [_item(r) for r in conn.execute(sql, args)]
+            rows: list[tuple] = []
+            for chunk in _chunks(wanted):
+                sql, args = select_sql(
+                    self.namespace, owner, **filters, after_seq=low, before_seq=high, ids=chunk
+                )
+                rows += conn.execute(sql, args).fetchall()
+            rows.sort(key=lambda r: r[1], reverse=reverse)
+            return [_item(r) for r in rows[:limit]]
+
+        small = limit is not None and limit <= PAGE_READ_MAX and start is None and end is None
+        return await (self._read(read) if small else self._scan(read))
+
+    async def count(
+        self,
+        owner: str,
+        *,
+        with_jid: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        after_id: str | None = None,
+        before_id: str | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        check_owner(owner)
+        wanted = check_filters(with_jid, after_id, before_id, ids)
+        if (with_jid, start, end, after_id, before_id, wanted) == (None,) * 6:
+            return await self._read(lambda conn: _stored_count(conn, self.namespace, owner))
+
+        def read(conn: sqlite3.Connection) -> int:
+            low = self._anchor(conn, owner, after_id)
+            high = self._anchor(conn, owner, before_id)
+            total = 0
+            for chunk in [None] if wanted is None else _chunks(wanted):
+                sql, args = select_sql(
+                    self.namespace, owner, with_jid=with_jid, start=start, end=end,
+                    after_seq=low, before_seq=high, ids=chunk, count=True,
+                )
+                total += conn.execute(sql, args).fetchone()[0]
+            return total
+
+        return await self._scan(read)
+
+    async def delete(self, owner: str, ids: Sequence[str]) -> int:
+        check_owner(owner)
+        wanted = check_filters(None, None, None, ids) or []
+        ns = self.namespace
+
+        def write(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for chunk in _chunks(wanted):
+                if chunk:
+                    deleted += conn.execute(
+                        f"DELETE FROM archive WHERE ns = ? AND owner = ?"
+                        f" AND id IN ({', '.join('?' * len(chunk))})",
+                        [ns, owner, *chunk],
+                    ).rowcount
+            _adjust_count(conn, ns, owner, -deleted)
+            return deleted
+
+        return await self._write(write)
+
+    async def delete_before(self, stamp: float) -> int:
+        ns, cutoff = self.namespace, float(stamp)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT seq, owner FROM archive WHERE ns = ? AND stamp < ? LIMIT ?",
+                (ns, cutoff, PURGE_BATCH),
+            ).fetchall()
+            conn.executemany("DELETE FROM archive WHERE seq = ?", [(r[0],) for r in rows])
+            for owner, n in Counter(r[1] for r in rows).items():
+                _adjust_count(conn, ns, owner, -n)
+            return len(rows)
+
+        total = 0
+        while True:
+            n = await self._write(purge)
+            total += n
+            if n < PURGE_BATCH:
+                return total
+
+    async def trim(self, owner: str, keep: int) -> int:
+        check_owner(owner)
+        if not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"bad keep {keep!r}")
+        ns = self.namespace
+
+        def write(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT seq FROM archive WHERE ns = ? AND owner = ?"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                (ns, owner, keep),
+            ).fetchone()
+            if row is None:
+                return 0
+            deleted = conn.execute(
+                "DELETE FROM archive WHERE ns = ? AND owner = ? AND seq <= ?", (ns, owner, row[0])
+            ).rowcount
+            _adjust_count(conn, ns, owner, -deleted)
+            return deleted
+
+        return await self._write(write)
+
+    async def owners(self) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT owner FROM archive_counts WHERE ns = ? ORDER BY owner", (self.namespace,)
+            )
+            return [r[0] for r in rows]
+
+        return await self._scan(read)
+
+    async def delete_owner(self, owner: str) -> int:
+        check_owner(owner)
+        ns = self.namespace
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM archive_counts WHERE ns = ? AND owner = ?", (ns, owner))
+            return conn.execute(
+                "DELETE FROM archive WHERE ns = ? AND owner = ?", (ns, owner)
+            ).rowcount
+
+        return await self._write(write)
