@@ -22,6 +22,7 @@ from xmppd.config import Config, Listener
 from xmppd.element import Element
 from xmppd.hooks import Hooks
 from xmppd.moduleapi import ModuleAPI
+from xmppd.preflight import listen_error
 from xmppd.router import Router
 from xmppd.storage import storage_from_spec
 from xmppd.stream import start_eagerly
@@ -98,10 +99,13 @@ class Server:
     async def listen(self, kind: str, listener: Listener, factory: Any) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.direct_tls_context if listener.direct_tls else None
-        srv = await loop.create_server(
-            factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
-            ssl_handshake_timeout=15 if ctx else None,
-        )
+        try:
+            srv = await loop.create_server(
+                factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
+                ssl_handshake_timeout=15 if ctx else None,
+            )
+        except OSError as exc:  # e.g. the port is in use: name the config key
+            raise listen_error(kind, listener, exc) from None
         self._listeners.append(srv)
         for sock in srv.sockets:
             addr = sock.getsockname()[:2]
