@@ -68,9 +68,11 @@ def _account(config: Config, text: str) -> tuple[str, str]:
 
 
 async def _with_storage(config: Config, action):
+    from xmppd.preflight import prepare_data_dir
     from xmppd.storage import open_storage
 
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # No data directory lock: account commands are meant to run beside a running server.
+    prepare_data_dir(config)
     storage = await open_storage(config.storage_url)
     try:
         return await action(storage)
@@ -79,12 +81,14 @@ async def _with_storage(config: Config, action):
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.preflight import prepare_run
     from xmppd.server import Server
 
     async def main() -> None:
         await Server(config).run_until_signalled()
 
-    return _run(main())
+    with prepare_run(config):  # data directory, its lock (held until exit), certificates
+        return _run(main())
 
 
 def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
@@ -192,15 +196,13 @@ def cmd_cert(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    from xmppd.transport.tls import check_certificate
+    from xmppd.preflight import check_all
 
-    problems = []
     for domain in config.domains:
         cert = config.certificate_for(domain)
-        if domain not in config.certificates and not cert.cert.exists():
+        if domain not in config.certificates and not (cert.cert.exists() and cert.key.exists()):
             print(f"{domain}: no certificate yet; a self-signed one is generated on first start")
-            continue
-        problems += [f"{domain}: {p}" for p in check_certificate(cert.cert, cert.key, domain)]
+    problems = check_all(config)  # data dir, certificates, ports, database
     for problem in problems:
         print(problem)
     if problems:
@@ -263,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return COMMANDS[args.command](config, args)
+    from xmppd.preflight import PreflightError, describe_error
+    from xmppd.storage import StorageError
+
+    try:
+        return COMMANDS[args.command](config, args)
+    except (PreflightError, ConfigError) as exc:  # operator errors: one line, no traceback
+        print(f"xmppd: {exc}", file=sys.stderr)
+    except (OSError, StorageError) as exc:
+        print(f"xmppd: {describe_error(exc)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

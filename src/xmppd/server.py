@@ -23,6 +23,7 @@ from xmppd.core.hooks import Hooks
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.core.router import Router
 from xmppd.eager import start_eagerly
+from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.tls import ensure_certificate, server_context, sni_context
 from xmppd.xml.element import Element
@@ -99,10 +100,13 @@ class Server:
     async def listen(self, kind: str, listener: Listener, factory: Any) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.direct_tls_context if listener.direct_tls else None
-        srv = await loop.create_server(
-            factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
-            ssl_handshake_timeout=15 if ctx else None,
-        )
+        try:
+            srv = await loop.create_server(
+                factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
+                ssl_handshake_timeout=15 if ctx else None,
+            )
+        except OSError as exc:  # e.g. the port is in use: name the config key
+            raise listen_error(kind, listener, exc) from None
         self._listeners.append(srv)
         for sock in srv.sockets:
             addr = sock.getsockname()[:2]

@@ -53,7 +53,7 @@ def storage_from_spec(spec: StorageSpec) -> Storage:
         if rest.startswith("//"):
             if not rest.startswith("///"):
                 raise ValueError(f"sqlite URL must be sqlite:///path, got {spec!r}")
-            rest = rest[2:]
+            rest = "/" + rest[2:].lstrip("/")  # sqlite:////abs too: never a "//abs" path
         if not rest:
             raise ValueError("sqlite URL without a path")
         return SQLiteStorage(Path(rest))
