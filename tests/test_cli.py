@@ -125,6 +125,12 @@ def test_accounts_with_a_running_server(tmp_path):
         gone = xmppd_cmd("deluser", "alice@localhost", config=config)
         assert gone.returncode == 0 and "deleted alice@localhost" in gone.stdout
         assert not can_login(port, "alice", "second pw")
+        # the deleted account's session is ended, with the reason
+        text = watcher.read_closed()
+        assert "<not-authorized xmlns=" in text and "account deleted" in text
+        assert xmppd_cmd("adduser", "bob@localhost", config=config, input="pw\n").returncode == 0
+        watcher = RawClient(port)
+        watcher.login("bob", "pw")
     finally:
         assert server.stop() == 0
     # a clean stop tells connected clients why

@@ -157,8 +157,21 @@ def cmd_import_accounts(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(config: Config, command: str, **args):
+    """Run ``command`` in the server running on this data directory; raises
+    ControlUnavailable when none is."""
+    from xmppd.control.client import ControlFailed, call
+    from xmppd.control.protocol import socket_path
+
+    try:
+        return call(socket_path(config.data_dir), command, **args)
+    except ControlFailed as exc:
+        raise SystemExit(f"xmppd: {exc}") from None
+
+
 def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
     from xmppd.c2s.sasl import derive_all
+    from xmppd.control.client import ControlUnavailable
 
     user, domain = _account(config, args.jid)
     creds = derive_all(_read_password())
@@ -169,19 +182,77 @@ def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
     if not _run(_with_storage(config, action)):
         raise SystemExit(f"xmppd: no account {user}@{domain}")
     print(f"password changed for {user}@{domain}")
+    if args.end_sessions:
+        try:
+            ended = _control(config, "password-changed", jid=f"{user}@{domain}")
+        except ControlUnavailable:
+            ended = 0
+        print(f"ended {ended} session(s)")
     return 0
 
 
 def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
+    """Delete an account: in the running server when there is one (its sessions end, its
+    contacts' rosters are updated live), else through the modules in this process."""
+    from xmppd.control.client import ControlUnavailable
+
     user, domain = _account(config, args.jid)
-
-    async def action(storage):
-        return await storage.delete_account(user, domain)
-
-    if not _run(_with_storage(config, action)):
-        raise SystemExit(f"xmppd: no account {user}@{domain}")
-    print(f"deleted {user}@{domain}")
+    jid = f"{user}@{domain}"
+    try:
+        _control(config, "deluser", jid=jid)
+    except ControlUnavailable:
+        _run(_offline_delete(config, jid))
+    print(f"deleted {jid}")
     return 0
+
+
+async def _offline_delete(config: Config, jid: str) -> None:
+    from xmppd.control.commands import delete_account
+    from xmppd.control.server import CommandError
+    from xmppd.jid import JID
+    from xmppd.preflight import prepare_data_dir
+    from xmppd.server import Server
+
+    prepare_data_dir(config)
+    server = Server(config)
+    await server.start(listen=False)
+    try:
+        await delete_account(server, JID(jid))
+    except CommandError as exc:
+        raise SystemExit(f"xmppd: {exc}") from None
+    finally:
+        await server.stop()
+
+
+def _print_control(config: Config, command: str, **args) -> int:
+    from xmppd.control.client import ControlUnavailable
+
+    try:
+        result = _control(config, command, **args)
+    except ControlUnavailable as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(result, dict):
+        for key, value in result.items():
+            print(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    elif isinstance(result, list):
+        for item in result:
+            print(item)
+    elif command == "kick":
+        print(f"ended {result} session(s)")
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    return _print_control(config, "status")
+
+
+def cmd_online(config: Config, args: argparse.Namespace) -> int:
+    return _print_control(config, "online")
+
+
+def cmd_kick(config: Config, args: argparse.Namespace) -> int:
+    return _print_control(config, "kick", jid=args.jid)
 
 
 def cmd_cert(config: Config, args: argparse.Namespace) -> int:
@@ -220,9 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", parents=[common], help="run the server")
     for name, text in (("adduser", "create an account"), ("passwd", "change a password"),
-                       ("deluser", "delete an account")):
+                       ("deluser", "delete an account and all its data"),
+                       ("kick", "end the sessions of a JID (all of an account's for user@domain)")):
         p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("jid", help="user@domain")
+        p.add_argument("jid", help="user@domain" + ("[/resource]" if name == "kick" else ""))
+        if name == "passwd":
+            p.add_argument("--end-sessions", action="store_true",
+                           help="also end the account's sessions in the running server")
+    sub.add_parser("status", parents=[common], help="the running server's status")
+    sub.add_parser("online", parents=[common], help="the running server's online sessions")
     imp = sub.add_parser("import-accounts", parents=[common],
                          help="create accounts from 'user@domain<TAB>password' lines")
     imp.add_argument("file", help="the file to read, or - for stdin")
@@ -240,6 +317,9 @@ COMMANDS = {
     "import-accounts": cmd_import_accounts,
     "passwd": cmd_passwd,
     "deluser": cmd_deluser,
+    "kick": cmd_kick,
+    "status": cmd_status,
+    "online": cmd_online,
     "cert": cmd_cert,
     "check": cmd_check,
 }

@@ -18,6 +18,9 @@ from typing import Any
 from xmppd import __version__
 from xmppd._impl import implementation
 from xmppd.c2s.stream import C2SStream
+from xmppd.control.commands import commands as control_commands
+from xmppd.control.protocol import socket_path
+from xmppd.control.server import ControlServer
 from xmppd.core.config import Config, Listener
 from xmppd.core.hooks import Hooks
 from xmppd.core.moduleapi import ModuleAPI
@@ -55,6 +58,7 @@ class Server:
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
         self._listeners: list[asyncio.AbstractServer] = []
+        self.control: ControlServer | None = None
         self._per_ip: dict[str, int] = defaultdict(int)
         self._auth_failures: dict[str, deque[float]] = defaultdict(deque)
         self._stopped = asyncio.Event()
@@ -66,17 +70,29 @@ class Server:
 
     # -- start and stop -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Open storage, load the modules and (with ``listen``) start serving.
+
+        Without ``listen`` the server only runs its modules over its storage, for the
+        ``xmppd`` command to make account changes the way a running server would.
+        """
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.secret = _load_secret(cfg.data_dir / "secret")
         await self.storage.open()
+        if not listen:
+            for name in DEFAULT_MODULES:
+                if name not in cfg.modules_disabled:
+                    self.load_module(name)
+            return
         self._setup_tls()
         for name in DEFAULT_MODULES:
             if name not in cfg.modules_disabled:
                 self.load_module(name)
         for listener in cfg.c2s:
             await self.listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
+        self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
+        await self.control.start()
         await self.hooks.fire("server-started", self)
         log.info(
             "xmppd %s started: domains %s, storage %s, implementation %s",
@@ -117,6 +133,8 @@ class Server:
     async def stop(self) -> None:
         """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
         await self.hooks.fire("server-stopping", self)
+        if self.control is not None:
+            await self.control.close()
         for srv in self._listeners:
             srv.close()
         for stream in list(self.streams):

@@ -27,6 +27,7 @@ CORE_EVENTS = {
     "stream-features": "(session, features: Element) -- add elements to the features",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",
+    "account-deleting": "(bare JID) -- sessions ended, data not yet deleted: clean up",
     "message/bare": "(stanza, origin) -- message to a local bare JID; unhandled: bounced",
     "message/full": "(stanza, origin, target_session)",
     "message/host": "(stanza, origin) -- message to the server itself",
