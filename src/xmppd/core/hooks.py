@@ -176,6 +176,8 @@ class Hooks:
             if value is STOP:
                 return STOP
             if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()  # never awaited: no "never awaited" warning later
                 raise TypeError(f"{name} handler {handler!r} is a coroutine; use fold()")
         return value
 
