@@ -80,9 +80,24 @@ async def _with_storage(config: Config, action):
         await storage.close()
 
 
+def _check_modules(config: Config) -> bool:
+    """Validate ``[modules]`` against the modules' declarations; print the error if any."""
+    from xmppd.core.manager import plan
+
+    try:
+        plan(config)
+    except ConfigError as exc:
+        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from xmppd.preflight import prepare_run
     from xmppd.server import Server
+
+    if not _check_modules(config):  # refuse before anything starts, without a traceback
+        return 1
 
     async def main() -> None:
         await Server(config).run_until_signalled()
@@ -269,6 +284,8 @@ def cmd_cert(config: Config, args: argparse.Namespace) -> int:
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from xmppd.preflight import check_all
 
+    if not _check_modules(config):
+        return 1
     for domain in config.domains:
         cert = config.certificate_for(domain)
         if domain not in config.certificates and not (cert.cert.exists() and cert.key.exists()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import secrets
@@ -11,7 +10,7 @@ import signal
 import ssl
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from xmppd.control.protocol import socket_path
 from xmppd.control.server import ControlServer
 from xmppd.core.config import Config, Listener
 from xmppd.core.hooks import Hooks
-from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.manager import ModuleManager, plan
 from xmppd.core.router import Router
 from xmppd.eager import start_eagerly
 from xmppd.preflight import listen_error
@@ -33,25 +32,21 @@ from xmppd.xml.element import Element
 
 log = logging.getLogger(__name__)
 
-#: Modules loaded unless disabled in the config (``[modules] disabled = [...]``).
-DEFAULT_MODULES = (
-    "disco", "ping", "version", "time", "s2s", "component",
-    "message", "roster", "presence", "offline", "blocking",
-)
-
 
 class Server:
     """One xmppd instance serving the configured domains."""
 
     def __init__(self, config: Config) -> None:
+        """Raises ConfigError when the ``[modules]`` config does not fit the modules."""
         self.config = config
+        self._modules_planned = plan(config)
         self.hooks = Hooks()
         self.storage = storage_from_spec(config.storage_url)
         self.router = Router(self.hooks, config.domains)
         self.features: set[str] = set()
         self.account_features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
-        self.modules: dict[str, ModuleAPI] = {}
+        self.modules = ModuleManager(self)
         self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
         self.streams: set[Any] = set()
         self.secret = b""
@@ -80,15 +75,10 @@ class Server:
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.secret = _load_secret(cfg.data_dir / "secret")
         await self.storage.open()
+        self.modules.load_all(self._modules_planned)
         if not listen:
-            for name in DEFAULT_MODULES:
-                if name not in cfg.modules_disabled:
-                    self.load_module(name)
             return
         self._setup_tls()
-        for name in DEFAULT_MODULES:
-            if name not in cfg.modules_disabled:
-                self.load_module(name)
         for listener in cfg.c2s:
             await self.listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
@@ -113,7 +103,10 @@ class Server:
         self.tls_context = sni_context(contexts, first)
         self.direct_tls_context = sni_context(direct, first)
 
-    async def listen(self, kind: str, listener: Listener, factory: Any) -> None:
+    async def listen(
+        self, kind: str, listener: Listener, factory: Any
+    ) -> tuple[Callable[[], None], list[tuple[str, int]]]:
+        """Open a listener; returns a function that closes it, and its addresses."""
         loop = asyncio.get_running_loop()
         ctx = self.direct_tls_context if listener.direct_tls else None
         try:
@@ -124,11 +117,22 @@ class Server:
         except OSError as exc:  # e.g. the port is in use: name the config key
             raise listen_error(kind, listener, exc) from None
         self._listeners.append(srv)
-        for sock in srv.sockets:
-            addr = sock.getsockname()[:2]
-            self.addresses[kind + ("-tls" if listener.direct_tls else "")].append(addr)
+        key = kind + ("-tls" if listener.direct_tls else "")
+        addresses = [sock.getsockname()[:2] for sock in srv.sockets]
+        for addr in addresses:
+            self.addresses[key].append(addr)
             log.info("listening for %s on %s:%d%s", kind, addr[0], addr[1],
                      " (direct TLS)" if listener.direct_tls else "")
+
+        def close() -> None:
+            srv.close()
+            if srv in self._listeners:
+                self._listeners.remove(srv)
+            for addr in addresses:
+                if addr in self.addresses[key]:
+                    self.addresses[key].remove(addr)
+
+        return close, addresses
 
     async def stop(self) -> None:
         """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
@@ -150,8 +154,7 @@ class Server:
                 await asyncio.wait_for(srv.wait_closed(), 1)
             except TimeoutError:
                 pass
-        for api in list(self.modules.values()):
-            api.unload()
+        self.modules.unload_all()
         await self.storage.close()
         self._stopped.set()
         log.info("xmppd stopped")
@@ -165,18 +168,6 @@ class Server:
         await stop.wait()
         log.info("signal received, shutting down")
         await self.stop()
-
-    # -- modules ---------------------------------------------------------------------------------
-
-    def load_module(self, name: str) -> ModuleAPI:
-        mod = importlib.import_module(f"xmppd.modules.{name}")
-        api = ModuleAPI(self, name, slot=len(self.modules))
-        mod.load(api)
-        self.modules[name] = api
-        return api
-
-    def unload_module(self, name: str) -> None:
-        self.modules.pop(name).unload()
 
     # -- connections -----------------------------------------------------------------------------
 

@@ -55,11 +55,8 @@ class FakePresence:
 def router(hooks) -> Router:
     """A router with the message module (bare-JID delivery) loaded through its handle."""
     router = Router(hooks, ["example.com"])
-    server = SimpleNamespace(
-        hooks=hooks, router=router, services={"presence": FakePresence()},
-        config=SimpleNamespace(modules_options={}),
-    )
-    message_module.load(ModuleAPI(server, "message"))
+    core = SimpleNamespace(hooks=hooks, router=router, services={"presence": FakePresence()})
+    message_module.Message().load(ModuleAPI(core, "message"))
     return router
 
 

@@ -68,7 +68,7 @@ def commands(server: Server) -> dict[str, Command]:
             "domains": list(server.config.domains),
             "sessions": len(server.router.sessions),
             "connections": len(server.streams),
-            "modules": sorted(server.modules),
+            "modules": sorted(server.modules.loaded),
         }
 
     def online(domain: str | None = None) -> list[str]:

@@ -78,6 +78,8 @@ class Config:
     storage: str = ""  # default: sqlite in data_dir
     certificates: dict[str, Certificate] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    # [modules]: checked against the modules' declarations by xmppd.core.manager.plan()
+    modules_enabled: tuple[str, ...] | None = None  # None: the default set
     modules_disabled: tuple[str, ...] = ()
     modules_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Federation (server-to-server) and components.
@@ -187,10 +189,12 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["certificates"][domain.lower()] = Certificate(path(entry["cert"]), path(entry["key"]))
 
     modules = _table(data, "modules")
-    if "disabled" in modules:
-        kw["modules_disabled"] = tuple(_take(modules, "disabled", list, "modules."))
-        if not all(isinstance(m, str) for m in kw["modules_disabled"]):
-            raise ConfigError("modules.disabled must be a list of module names")
+    for key in ("enabled", "disabled"):
+        if key in modules:
+            names = tuple(_take(modules, key, list, "modules."))
+            if not all(isinstance(m, str) for m in names):
+                raise ConfigError(f"modules.{key} must be a list of module names")
+            kw[f"modules_{key}"] = names
     kw["modules_options"] = {k: modules.pop(k) for k in list(modules) if isinstance(modules[k], dict)}
     _no_leftovers(modules, "modules")  # e.g. a misspelt "disabled" must not pass silently
 

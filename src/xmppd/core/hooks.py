@@ -2,8 +2,18 @@
 
 The core fires named events; modules hook them with a priority (higher runs first).  Event
 names are declared up front and hooking an undeclared name is an error, so a typo cannot
-silently never fire.  Handlers may be plain functions or coroutines; a handler that returns
-``True`` (or a coroutine resolving to ``True``) stops the event: it was handled.
+silently never fire.  Two kinds of event (as in ejabberd):
+
+- *notify* (:meth:`Hooks.fire`, :meth:`Hooks.fire_sync`, :meth:`Hooks.fire_maybe_async`):
+  every handler sees the arguments; one that returns ``True`` (or a coroutine resolving to
+  ``True``) stops the event: it was handled.
+- *fold* (:meth:`Hooks.fold`, :meth:`Hooks.fold_sync`, :meth:`Hooks.fold_maybe_async`): a
+  value is threaded through the handlers, ``handler(value, *args)``; each returns the new
+  value, or :data:`STOP` to end the chain (the fold then returns :data:`STOP`).
+
+Handlers may be plain functions or coroutines; the ``maybe_async`` variants run them
+synchronously until one returns an awaitable, so the common all-synchronous case costs no
+coroutine or task.
 
 IQ payload handlers are kept apart, keyed by (type, namespace, element name), the way
 Prosody's ``iq-get/host/<xmlns>:<name>`` events work but without building names from strings.
@@ -19,6 +29,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
+
+
+class _Stop:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STOP"
+
+
+#: Returned by a fold handler to end the chain; the fold then returns it too.
+STOP: Any = _Stop()
 
 #: Events the core fires, with the arguments each receives.
 CORE_EVENTS = {
@@ -51,11 +72,37 @@ class Hooks:
     def __init__(self) -> None:
         self._events: dict[str, list[tuple[int, int, Handler]]] = {n: [] for n in CORE_EVENTS}
         self._iq: dict[tuple[str, str, str, str], Handler] = {}
+        self._declared: dict[str, int] = {}  # module event -> how many modules declared it
         self._seq = 0
 
-    def declare(self, name: str) -> None:
-        """Declare an event a module fires itself."""
+    def declare(self, name: str) -> Callable[[], None]:
+        """Declare an event a module fires itself; returns the undo, which removes the
+        event (and whatever still hooks it) once every module that declared it undid it."""
+        if name in CORE_EVENTS:
+            raise KeyError(f"{name!r} is a core event")
         self._events.setdefault(name, [])
+        self._declared[name] = self._declared.get(name, 0) + 1
+        done = False
+
+        def undeclare() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self._declared[name] -= 1
+            if not self._declared[name]:
+                del self._declared[name]
+                del self._events[name]
+
+        return undeclare
+
+    def events(self) -> list[str]:
+        """The names of all events (core and declared)."""
+        return list(self._events)
+
+    def handlers(self, name: str) -> list[Handler]:
+        """The handlers of ``name``, in the order they run."""
+        return [h for _p, _s, h in self._events.get(name, ())]
 
     def hook(self, name: str, handler: Handler, priority: int = 0) -> Callable[[], None]:
         """Run ``handler`` on ``name``; returns a function that removes it again."""
@@ -120,6 +167,49 @@ class Hooks:
             if result is True:
                 return True
         return False
+
+    # -- fold events -----------------------------------------------------------------------
+
+    def fold_sync(self, name: str, value: Any, *args: Any) -> Any:
+        """Thread ``value`` through synchronous handlers; the final value or :data:`STOP`."""
+        for _prio, _seq, handler in self._events[name]:
+            value = handler(value, *args)
+            if value is STOP:
+                return STOP
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()  # never awaited: no "never awaited" warning later
+                raise TypeError(f"{name} handler {handler!r} is a coroutine; use fold()")
+        return value
+
+    async def fold(self, name: str, value: Any, *args: Any) -> Any:
+        """Thread ``value`` through handlers that may be coroutines."""
+        return await self._fold_rest(value, self._events[name], args)
+
+    def fold_maybe_async(self, name: str, value: Any, *args: Any) -> Any:
+        """Like :meth:`fold`, synchronously until a handler returns an awaitable: then an
+        awaitable of the final value is returned (values themselves must not be
+        awaitable)."""
+        handlers = self._events[name]
+        for i, (_prio, _seq, handler) in enumerate(handlers):
+            value = handler(value, *args)
+            if value is STOP:
+                return STOP
+            if inspect.isawaitable(value):
+                return self._fold_rest(value, handlers[i + 1 :], args)
+        return value
+
+    @staticmethod
+    async def _fold_rest(value: Any, rest: list, args: tuple) -> Any:
+        if inspect.isawaitable(value):
+            value = await value
+        for _prio, _seq, handler in rest:
+            if value is STOP:
+                return STOP
+            value = handler(value, *args)
+            if inspect.isawaitable(value):
+                value = await value
+        return value
 
     # -- IQ payload handlers ----------------------------------------------------------------
 

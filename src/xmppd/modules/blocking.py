@@ -17,25 +17,26 @@ the cache (it is synchronous): it is the last line, for IQs to full JIDs.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import Any
 
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.eager import start_eagerly
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
 
 from . import roster as rosters
 
-NAME = "blocking"
-XEPS = ("XEP-0191",)
 BLOCKING_NS = "urn:xmpp:blocking"
 BLOCKING_ERRORS_NS = "urn:xmpp:blocking:errors"
+
+
 def _requested() -> bool:
     """A session's state here: it asked for the block list (and so gets pushes)."""
     return True
+
+
 _push_ids = itertools.count(1)
 
 
@@ -59,57 +60,107 @@ def _jid(text: str | None) -> JID | None:
         return None
 
 
-def load(api: ModuleAPI) -> None:
-    router = api.router
-    storage = api.storage
-    hosts = api.hosts
-    cache: dict[JID, frozenset[str]] = {}
+async def resolve(value: Any) -> bool:
+    return value if isinstance(value, bool) else await value
 
-    def local_user(jid: JID | None) -> bool:
-        return jid is not None and jid.localpart is not None and jid.domain in hosts
 
-    async def blocklist(bare: JID) -> frozenset[str]:
-        cached = cache.get(bare)
+def blocked_error(stanza: Element) -> Element:
+    """The error a user gets for a stanza to someone they blocked (XEP-0191 §3.3)."""
+    err = error_reply(stanza, "not-acceptable")
+    err.find("error").subelement("blocked", BLOCKING_ERRORS_NS)
+    return err
+
+
+def items_of(payload: Element) -> list[str]:
+    """The JIDs of a block/unblock request; StanzaError on a malformed one."""
+    out = []
+    for item in payload.findall("item", BLOCKING_NS):
+        jid = _jid(item.get("jid"))
+        if jid is None:
+            raise StanzaError("jid-malformed")
+        out.append(str(jid))
+    return out
+
+
+class BlockLists:
+    """Block lists, cached for accounts with bound sessions (the rest read from storage)."""
+
+    def __init__(self, storage: Any, sessions: Any, hosts: frozenset[str]) -> None:
+        self.storage = storage
+        self.sessions = sessions
+        self.hosts = hosts
+        self.cache: dict[JID, frozenset[str]] = {}
+
+    def local_user(self, jid: JID | None) -> bool:
+        return jid is not None and jid.localpart is not None and jid.domain in self.hosts
+
+    async def get(self, bare: JID) -> frozenset[str]:
+        cached = self.cache.get(bare)
         if cached is not None:
             return cached
         # The common empty list is the shared _EMPTY: one cached list per bound account.
-        items = frozenset(await storage.blocklist(bare.localpart or "", bare.domain)) or _EMPTY
-        if router.sessions.count(bare):
-            cache[bare] = items
+        items = frozenset(await self.storage.blocklist(bare.localpart or "", bare.domain)) or _EMPTY
+        if self.sessions.count(bare):
+            self.cache[bare] = items
         return items
 
-    def blocks(owner: JID | None, other: JID | None) -> bool | Any:
+    async def reload(self, bare: JID) -> None:
+        self.cache.pop(bare, None)
+        await self.get(bare)
+
+    def blocks(self, owner: JID | None, other: JID | None) -> bool | Any:
         """``owner`` (a local account) has blocked ``other``: a bool when the list is
         cached, else an awaitable bool."""
-        if not local_user(owner) or other is None:
+        if not self.local_user(owner) or other is None:
             return False
-        cached = cache.get(owner.bare)
+        cached = self.cache.get(owner.bare)
         if cached is not None:
             return matches(cached, other)
-        return _blocks(owner.bare, other)
+        return self._blocks(owner.bare, other)
 
-    async def _blocks(owner: JID, other: JID) -> bool:
-        return matches(await blocklist(owner), other)
+    async def _blocks(self, owner: JID, other: JID) -> bool:
+        return matches(await self.get(owner), other)
 
-    async def resolve(value: Any) -> bool:
-        return value if isinstance(value, bool) else await value
+
+class Blocking(Module):
+    """The blocking command and the filters that enforce it."""
+
+    name = "blocking"
+    xeps = ("XEP-0191",)
+    depends = ("roster",)
+    soft_depends = ("presence",)  # for directed presence, when it is loaded
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.router = api.router
+        self.storage = api.storage
+        self.lists = BlockLists(api.storage, api.router.sessions, api.hosts)
+        self.cache = self.lists.cache
+        api.iq_handler("get", BLOCKING_NS, "blocklist", self.get, to="bare")
+        api.iq_handler("set", BLOCKING_NS, "block", self.block, to="bare")
+        api.iq_handler("set", BLOCKING_NS, "unblock", self.unblock, to="bare")
+        api.add_feature(BLOCKING_NS)
+        for event in ("message/outbound", "presence/outbound", "iq/outbound"):
+            api.hook(event, self.outbound, priority=100)
+        for event in ("message/bare", "message/full", "presence/bare", "presence/full"):
+            api.hook(event, self.inbound, priority=100)
+        api.hook("stanza/inbound", self.inbound_sync, priority=100)
+        api.hook("route/remote", self.remote, priority=100)
+        api.hook("resource-bound", self.bound)
+        # after the presence module's unavailable broadcast (priority 0), which still filters
+        api.hook("session-closed", self.closed, priority=-100)
 
     # -- filtering ---------------------------------------------------------------------------
 
-    def blocked_error(stanza: Element) -> Element:
-        err = error_reply(stanza, "not-acceptable")
-        err.find("error").subelement("blocked", BLOCKING_ERRORS_NS)
-        return err
-
-    def outbound(stanza: Element, session: Any) -> bool | Any:
-        if cache.get(session.bare) == _EMPTY:  # the common case: nobody blocked
+    def outbound(self, stanza: Element, session: Any) -> bool | Any:
+        if self.cache.get(session.bare) == _EMPTY:  # the common case: nobody blocked
             return False
-        verdict = blocks(session.jid, _jid(stanza.get("to")))
+        verdict = self.lists.blocks(session.jid, _jid(stanza.get("to")))
         if verdict is False:
             return False
-        return _outbound(stanza, session, verdict)
+        return self._outbound(stanza, session, verdict)
 
-    async def _outbound(stanza: Element, session: Any, verdict: Any) -> bool:
+    async def _outbound(self, stanza: Element, session: Any, verdict: Any) -> bool:
         if not await resolve(verdict):
             return False
         if stanza.name != "presence" and stanza.get("type") not in ("error", "result"):
@@ -118,145 +169,117 @@ def load(api: ModuleAPI) -> None:
             session.send(blocked_error(stanza))
         return True
 
-    def inbound(stanza: Element, origin: Any, *target: Any) -> bool | Any:
+    def inbound(self, stanza: Element, origin: Any, *target: Any) -> bool | Any:
         if (
             target
             and target[0] is not None
             and stanza.name != "presence"
-            and cache.get(target[0].bare) == _EMPTY
+            and self.cache.get(target[0].bare) == _EMPTY
         ):
             return False  # a bound recipient who blocks nobody (the common case)
         sender = _jid(stanza.get("from"))
-        target = _jid(stanza.get("to"))
-        theirs = blocks(target, sender)
+        recipient = _jid(stanza.get("to"))
+        theirs = self.lists.blocks(recipient, sender)
         # presence the server sends in a user's name to someone that user blocked
-        ours = blocks(sender, target) if stanza.name == "presence" else False
+        ours = self.lists.blocks(sender, recipient) if stanza.name == "presence" else False
         if theirs is False and ours is False:
             return False
-        return _inbound(stanza, theirs, ours)
+        return self._inbound(stanza, theirs, ours)
 
-    async def _inbound(stanza: Element, theirs: Any, ours: Any) -> bool:
+    async def _inbound(self, stanza: Element, theirs: Any, ours: Any) -> bool:
         if await resolve(theirs):
             if stanza.name == "message" or stanza.get("type") in ("get", "set"):
-                router.bounce(stanza, "service-unavailable")
+                self.router.bounce(stanza, "service-unavailable")
             return True
         return await resolve(ours)
 
-    def inbound_sync(stanza: Element, session: Any) -> bool:
-        items = cache.get(session.bare)
+    def inbound_sync(self, stanza: Element, session: Any) -> bool:
+        items = self.cache.get(session.bare)
         if not items:
             return False
         sender = _jid(stanza.get("from"))
         if sender is None or not matches(items, sender):
             return False
         if stanza.get("type") in ("get", "set"):
-            router.bounce(stanza, "service-unavailable")
+            self.router.bounce(stanza, "service-unavailable")
         return True
 
-    def remote(stanza: Element, origin: Any) -> bool | Any:
+    def remote(self, stanza: Element, origin: Any) -> bool | Any:
         if stanza.name != "presence":
             return False
-        verdict = blocks(_jid(stanza.get("from")), _jid(stanza.get("to")))
+        verdict = self.lists.blocks(_jid(stanza.get("from")), _jid(stanza.get("to")))
         return verdict if verdict is False else resolve(verdict)
 
     # -- the protocol ------------------------------------------------------------------------
 
-    def items_of(payload: Element) -> list[str]:
-        out = []
-        for item in payload.findall("item", BLOCKING_NS):
-            jid = _jid(item.get("jid"))
-            if jid is None:
-                raise StanzaError("jid-malformed")
-            out.append(str(jid))
-        return out
-
-    def push(bare: JID, name: str, jids: list[str] | None) -> None:
-        for session in router.sessions.resources(bare):
-            if not api.peek_state(session):  # did not ask for the block list
+    def push(self, bare: JID, name: str, jids: list[str] | None) -> None:
+        for session in self.router.sessions.resources(bare):
+            if not self.api.peek_state(session):  # did not ask for the block list
                 continue
             iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"block{next(_push_ids)}",
                                            "to": session.jid.full}, [])
             el = iq.subelement(name, BLOCKING_NS)
             for jid in jids or ():
                 el.subelement("item", attrs={"jid": jid})
-            router.deliver(session, iq)
+            self.router.deliver(session, iq)
 
-    async def get(iq: Element, origin: Any, payload: Element) -> Element:
+    async def get(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
-        api.state(origin, _requested)
+        self.api.state(origin, _requested)
         out = reply(iq)
         out.attrs.pop("from", None)
         el = out.subelement("blocklist", BLOCKING_NS)
-        for jid in await storage.blocklist(bare.localpart or "", bare.domain):
+        for jid in await self.storage.blocklist(bare.localpart or "", bare.domain):
             el.subelement("item", attrs={"jid": jid})
         return out
 
-    async def contacts_seeing(bare: JID, jids: list[str]) -> list[str]:
+    async def contacts_seeing(self, bare: JID, jids: list[str]) -> list[str]:
         """Those of ``jids`` that receive the user's presence (subscription or directed)."""
-        roster = await storage.roster(bare.localpart or "", bare.domain)
-        presence = api.service("presence")
-        directed = {str(j) for s in router.sessions.resources(bare)
+        roster = await self.storage.roster(bare.localpart or "", bare.domain)
+        presence = self.api.service("presence")
+        directed = {str(j) for s in self.router.sessions.resources(bare)
                     for j in (presence.directed(s) if presence else ())}
         return [j for j in jids
                 if rosters.state_of(roster.get(j)).has_from or j in directed]
 
-    async def block(iq: Element, origin: Any, payload: Element) -> Element:
+    async def block(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
         jids = items_of(payload)
         if not jids:
             raise StanzaError("bad-request", "nothing to block")
-        seeing = await contacts_seeing(bare, jids)
+        seeing = await self.contacts_seeing(bare, jids)
         # The unavailable presence goes out before the block takes effect (it would be
         # filtered afterwards).
         for jid in seeing:
-            api.service("roster").presence_from_resources(bare, jid, available=False)
-        added = await storage.block(bare.localpart or "", bare.domain, jids)
-        cache.pop(bare, None)
-        await blocklist(bare)
+            self.api.service("roster").presence_from_resources(bare, jid, available=False)
+        added = await self.storage.block(bare.localpart or "", bare.domain, jids)
+        await self.lists.reload(bare)
         if added:
-            push(bare, "block", added)
+            self.push(bare, "block", added)
         out = reply(iq)
         out.attrs.pop("from", None)
         return out
 
-    async def unblock(iq: Element, origin: Any, payload: Element) -> Element:
+    async def unblock(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
         jids = items_of(payload)
-        removed = await storage.unblock(bare.localpart or "", bare.domain, jids or None)
-        cache.pop(bare, None)
-        await blocklist(bare)
+        removed = await self.storage.unblock(bare.localpart or "", bare.domain, jids or None)
+        await self.lists.reload(bare)
         if removed:
-            push(bare, "unblock", removed if jids else None)
-            for jid in await contacts_seeing(bare, removed):
-                api.service("roster").presence_from_resources(bare, jid, available=True)
+            self.push(bare, "unblock", removed if jids else None)
+            for jid in await self.contacts_seeing(bare, removed):
+                self.api.service("roster").presence_from_resources(bare, jid, available=True)
         out = reply(iq)
         out.attrs.pop("from", None)
         return out
 
     # -- cache lifecycle -----------------------------------------------------------------------
 
-    def bound(session: Any) -> None:
-        if session.bare in cache:
-            return
-        # Usually answered at once by the storage: a task only if the read must wait.
-        rest = start_eagerly(blocklist(session.bare))
-        if rest is not None:
-            asyncio.ensure_future(rest)
+    def bound(self, session: Any) -> None:
+        if session.bare not in self.cache:
+            # Usually answered at once by the storage: a task only if the read must wait.
+            self.api.spawn(self.lists.get(session.bare))
 
-    def closed(session: Any, abrupt: bool) -> None:
-        if not router.sessions.count(session.jid.bare):
-            cache.pop(session.jid.bare, None)
-
-    api.iq_handler("get", BLOCKING_NS, "blocklist", get, to="bare")
-    api.iq_handler("set", BLOCKING_NS, "block", block, to="bare")
-    api.iq_handler("set", BLOCKING_NS, "unblock", unblock, to="bare")
-    api.add_feature(BLOCKING_NS)
-    for event in ("message/outbound", "presence/outbound", "iq/outbound"):
-        api.hook(event, outbound, priority=100)
-    for event in ("message/bare", "message/full", "presence/bare", "presence/full"):
-        api.hook(event, inbound, priority=100)
-    api.hook("stanza/inbound", inbound_sync, priority=100)
-    api.hook("route/remote", remote, priority=100)
-    api.hook("resource-bound", bound)
-    # after the presence module's unavailable broadcast (priority 0), which still filters
-    api.hook("session-closed", closed, priority=-100)
+    def closed(self, session: Any, abrupt: bool) -> None:
+        if not self.router.sessions.count(session.jid.bare):
+            self.cache.pop(session.jid.bare, None)

@@ -9,66 +9,74 @@ opens only when components are configured: on ``[components] listen``, else on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from xmppd.component.stream import ComponentStream
 from xmppd.core.config import Listener
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 
-NAME = "component"
-XEPS = ("XEP-0114",)
 DEFAULT_LISTENER = Listener("127.0.0.1", 5347)
 
 
-def load(api: ModuleAPI) -> None:
-    cfg = api.server.config
-    secrets = {
-        (name if "." in name else f"{name}.{cfg.domains[0]}"): secret
-        for name, secret in cfg.components.items()
-    }
-    if not secrets:
-        return
-    connected: dict[str, ComponentStream] = {}
+def component_domains(components: Mapping[str, str], default_domain: str) -> dict[str, str]:
+    """Configured component names as full domains -> their secrets (``pubsub`` ->
+    ``pubsub.<default_domain>``)."""
+    return {(name if "." in name else f"{name}.{default_domain}"): secret
+            for name, secret in components.items()}
 
-    def attach(stream: ComponentStream) -> bool:
-        if stream.domain in connected:
+
+class Component(Module):
+    """Routes stanzas for configured component domains to their connected streams."""
+
+    name = "component"
+    xeps = ("XEP-0114",)
+    soft_depends = ("s2s",)  # tells the s2s manager which domains are ours
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.secrets = component_domains(api.components, api.domains[0])
+        self.connected: dict[str, ComponentStream] = {}
+        if not self.secrets:
+            return
+        # before the s2s handler: a component's domain is never looked up in DNS
+        api.hook("route/remote", self.route, priority=10)
+        manager = api.service("s2s")  # optional: s2s may be disabled
+        if manager is not None:
+            manager.extra_domains.update(self.secrets)
+            api.on_unload(lambda: manager.extra_domains.difference_update(self.secrets))
+        api.hook("server-started", self.open_listeners)
+
+    def attach(self, stream: ComponentStream) -> bool:
+        if stream.domain in self.connected:
             return False
-        connected[stream.domain] = stream
+        self.connected[stream.domain] = stream
         return True
 
-    def detach(stream: ComponentStream) -> None:
-        if connected.get(stream.domain) is stream:
-            del connected[stream.domain]
+    def detach(self, stream: ComponentStream) -> None:
+        if self.connected.get(stream.domain) is stream:
+            del self.connected[stream.domain]
 
-    def route(stanza: Element, origin: object) -> bool:
+    def route(self, stanza: Element, origin: object) -> bool:
         try:
             domain = JID(stanza.get("to", "")).domain
         except JIDError:
             return False
-        if domain not in secrets:
+        if domain not in self.secrets:
             return False
-        stream = connected.get(domain)
+        stream = self.connected.get(domain)
         if stream is None:
-            api.router.bounce(stanza, "service-unavailable", f"{domain} is not connected")
+            self.api.bounce(stanza, "service-unavailable", f"{domain} is not connected")
         else:
             stream.send_stanza(stanza)
         return True
 
-    # before the s2s handler: a component's domain is never looked up in DNS
-    api.hook("route/remote", route, priority=10)
-
-    from xmppd.modules.s2s import manager_for  # optional: s2s may be disabled
-
-    manager = manager_for(api.server)
-    if manager is not None:
-        manager.extra_domains.update(secrets)
-        api.on_unload(lambda: manager.extra_domains.difference_update(secrets))
-
-    async def open_listeners(_server: object) -> None:
-        for listener in cfg.component_listeners or (DEFAULT_LISTENER,):
+    async def open_listeners(self, _server: object) -> None:
+        api = self.api
+        for listener in api.listeners("component") or (DEFAULT_LISTENER,):
             await api.listen(
                 "component", listener,
-                lambda: ComponentStream(api.server, secrets, attach, detach),
+                lambda: ComponentStream(api.stream_host, self.secrets, self.attach, self.detach),
             )
-
-    api.hook("server-started", open_listeners)

@@ -8,12 +8,11 @@ suggests, so presence leaks are avoided.
 
 from __future__ import annotations
 
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, reply
 
-NAME = "disco"
-XEPS = ("XEP-0030",)
 INFO_NS = "http://jabber.org/protocol/disco#info"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
 
@@ -34,33 +33,36 @@ def _info(iq: Element, identities, features) -> Element:
     return out
 
 
-def load(api: ModuleAPI) -> None:
-    server = api.server
+class Disco(Module):
+    name = "disco"
+    xeps = ("XEP-0030",)
 
-    def host_info(iq: Element, origin: object, payload: Element) -> Element:
-        return _info(iq, server.identities, server.features)
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        api.iq_handler("get", INFO_NS, "query", self.host_info)
+        api.iq_handler("get", ITEMS_NS, "query", self.host_items)
+        api.iq_handler("get", INFO_NS, "query", self.account_info, to="bare")
+        api.iq_handler("get", ITEMS_NS, "query", self.account_items, to="bare")
 
-    def host_items(iq: Element, origin: object, payload: Element) -> Element:
+    def host_info(self, iq: Element, origin: object, payload: Element) -> Element:
+        return _info(iq, *self.api.disco_info())
+
+    def host_items(self, iq: Element, origin: object, payload: Element) -> Element:
         out = reply(iq)
         query = out.subelement("query", ITEMS_NS)
-        for name in sorted(server.config.components):
+        for name in sorted(self.api.components):
             query.subelement("item", attrs={"jid": name})
         return out
 
-    def account_info(iq: Element, origin, payload: Element) -> Element:
+    def account_info(self, iq: Element, origin: object, payload: Element) -> Element:
         to = iq.get("to")
         own = getattr(origin, "jid", None)
         # Only the account itself may look; a remote server or a component has no jid.
         if origin is not None and to is not None and (own is None or str(own.bare) != to):
             raise StanzaError("service-unavailable")
-        return _info(iq, [("account", "registered", "")], server.account_features)
+        return _info(iq, *self.api.disco_info(account=True))
 
-    def account_items(iq: Element, origin, payload: Element) -> Element:
+    def account_items(self, iq: Element, origin: object, payload: Element) -> Element:
         out = reply(iq)
         out.subelement("query", ITEMS_NS)
         return out
-
-    api.iq_handler("get", INFO_NS, "query", host_info)
-    api.iq_handler("get", ITEMS_NS, "query", host_items)
-    api.iq_handler("get", INFO_NS, "query", account_info, to="bare")
-    api.iq_handler("get", ITEMS_NS, "query", account_items, to="bare")

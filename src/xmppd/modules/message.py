@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 
-NAME = "message"
-XEPS = ("RFC 6121 §8.5",)
 #: Module event: (stanza, origin) -- no resource takes the message; True if stored.
 OFFLINE_EVENT = "message/offline"
 
@@ -42,12 +41,21 @@ def targets(sessions: list[Session], mtype: str, presence: Any) -> list[Session]
     return [s for s in available if presence.priority(s) == top]
 
 
-def load(api: ModuleAPI) -> None:
-    router = api.router
-    hooks = api.server.hooks
-    api.declare(OFFLINE_EVENT)
+class Message(Module):
+    """Delivers messages to bare JIDs; fires ``message/offline`` when nobody takes one."""
 
-    def to_bare(stanza: Element, origin: Any) -> Any:
+    name = "message"
+    xeps = ("RFC 6121 §8.5",)
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.router = api.router
+        api.declare(OFFLINE_EVENT)
+        # Last, so that modules that take a message first (carbons, archive) run before it.
+        api.hook("message/bare", self.to_bare, priority=-100)
+
+    def to_bare(self, stanza: Element, origin: Any) -> Any:
+        router = self.router
         mtype = stanza.attrs.get("type", "normal")
         if mtype == "groupchat":
             router.bounce(stanza, "service-unavailable")
@@ -57,19 +65,16 @@ def load(api: ModuleAPI) -> None:
         except (JIDError, AttributeError):
             router.bounce(stanza, "jid-malformed")
             return True
-        chosen = targets(router.sessions.resources(bare), mtype, api.service("presence"))
+        chosen = targets(router.sessions.resources(bare), mtype, self.api.service("presence"))
         if chosen:
             for session in chosen:
                 router.deliver(session, stanza)
             return True
         if mtype in ("headline", "error"):
             return True
-        return offline(stanza, origin)
+        return self.offline(stanza, origin)
 
-    async def offline(stanza: Element, origin: Any) -> bool:
-        if not await hooks.fire(OFFLINE_EVENT, stanza, origin):
-            router.bounce(stanza, "service-unavailable")
+    async def offline(self, stanza: Element, origin: Any) -> bool:
+        if not await self.api.fire_async(OFFLINE_EVENT, stanza, origin):
+            self.router.bounce(stanza, "service-unavailable")
         return True
-
-    # Last, so that modules that take a message first (carbons, archive) run before it.
-    api.hook("message/bare", to_bare, priority=-100)

@@ -26,18 +26,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import decode_stanza, encode_stanza
 
-NAME = "offline"
-XEPS = ("XEP-0160", "XEP-0203")
 DELAY_NS = "urn:xmpp:delay"
 CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
 HINTS_NS = "urn:xmpp:hints"
 MSGOFFLINE_NS = "msgoffline"
-AVAILABLE_EVENT = "presence/available"  # declared by the presence module too
+AVAILABLE_EVENT = "presence/available"  # declared by the presence module
 
 
 def storable(message: Element) -> bool | None:
@@ -70,20 +69,33 @@ def _handed_over(session: Any) -> bool:
     return not getattr(session, "closed", False)
 
 
-def load(api: ModuleAPI) -> None:
-    router = api.router
-    storage = api.storage
-    # One lock per account while deliveries to it run (with how many hold or wait for
-    # it): dropped as soon as the last one ends, so idle sessions keep none.
-    locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
-    # Full JID -> the session that got the store (here rather than in each session's
-    # data: a few bytes per idle session, not a dict).  A session displaced by another with
-    # the same full JID gets no session-closed: its entry goes when the JID's next session
-    # becomes available or closes.
-    delivered: dict[JID, Any] = {}
-    api.declare(AVAILABLE_EVENT)
+class Offline(Module):
+    """Stores messages nobody can take (``message/offline``); delivers them when a
+    session becomes available (``presence/available``)."""
 
-    async def store(stanza: Element, origin: Any) -> bool:
+    name = "offline"
+    xeps = ("XEP-0160", "XEP-0203")
+    depends = ("message", "presence")
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.router = api.router
+        self.storage = api.storage
+        # One lock per account while deliveries to it run (with how many hold or wait for
+        # it): dropped as soon as the last one ends, so idle sessions keep none.
+        self.locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+        # Full JID -> the session that got the store (here rather than in each session's
+        # state: a few bytes per idle session, not an object).  A session displaced by
+        # another with the same full JID gets no session-closed: its entry goes when the
+        # JID's next session becomes available or closes.
+        self.delivered: dict[JID, Any] = {}
+        api.hook("message/offline", self.store)
+        api.hook(AVAILABLE_EVENT, self.on_available)
+        api.hook("session-closed", self.on_closed, priority=-100)
+        api.add_feature(MSGOFFLINE_NS)
+
+    async def store(self, stanza: Element, origin: Any) -> bool:
+        api, storage = self.api, self.storage
         verdict = storable(stanza)
         if verdict is None:
             return False
@@ -103,62 +115,58 @@ def load(api: ModuleAPI) -> None:
             return False
         # A session may have become available while we were writing; it already fetched
         # the store, so hand it this message now.
-        for session in router.sessions.resources(target):
-            presence = api.service("presence")
-            if delivered.get(session.jid) is session and presence.available(session) \
+        presence = api.service("presence")
+        for session in self.router.sessions.resources(target):
+            if self.delivered.get(session.jid) is session and presence.available(session) \
                     and presence.priority(session) >= 0:
-                asyncio.ensure_future(deliver(session))
+                api.spawn(self.deliver(session), eager=False)
                 break
         return True
 
-    async def deliver(session: Any) -> None:
+    async def deliver(self, session: Any) -> None:
         bare = session.jid.bare
-        entry = locks.get(bare)
+        entry = self.locks.get(bare)
         if entry is None:
-            entry = locks[bare] = (asyncio.Lock(), [0])
+            entry = self.locks[bare] = (asyncio.Lock(), [0])
         lock, users = entry
         users[0] += 1
         try:
             async with lock:
-                await deliver_locked(session, bare)
+                await self.deliver_locked(session, bare)
         finally:
             users[0] -= 1
             if not users[0]:
-                del locks[bare]
+                del self.locks[bare]
 
-    async def deliver_locked(session: Any, bare: JID) -> None:
+    async def deliver_locked(self, session: Any, bare: JID) -> None:
         username, domain = session.jid.localpart or "", session.jid.domain
-        stored = await storage.offline_messages(username, domain)
+        stored = await self.storage.offline_messages(username, domain)
         if session.closed or not stored:
             return
         for item in stored:
             try:
                 msg = decode_stanza(item.data)
             except Exception:  # one damaged row must not block the rest
-                api.log.warning("unreadable offline message %d for %s", item.id, bare)
+                self.api.log.warning("unreadable offline message %d for %s", item.id, bare)
                 continue
             msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
                            text="Offline Storage")
-            router.deliver(session, msg)
+            self.router.deliver(session, msg)
         if _handed_over(session):
-            await storage.offline_delete(username, domain, [m.id for m in stored])
+            await self.storage.offline_delete(username, domain, [m.id for m in stored])
 
-    async def on_available(session: Any, initial: bool) -> None:
+    async def on_available(self, session: Any, initial: bool) -> None:
+        delivered = self.delivered
         got_store = delivered.get(session.jid) is session
-        if api.service("presence").priority(session) < 0:
+        if self.api.service("presence").priority(session) < 0:
             if got_store:
                 del delivered[session.jid]
             return
         if got_store:
             return
         delivered[session.jid] = session
-        await deliver(session)
+        await self.deliver(session)
 
-    def on_closed(session: Any, abrupt: bool) -> None:
-        if delivered.get(session.jid) is not router.sessions.get(session.jid):
-            delivered.pop(session.jid, None)
-
-    api.hook("message/offline", store)
-    api.hook(AVAILABLE_EVENT, on_available)
-    api.hook("session-closed", on_closed, priority=-100)
-    api.add_feature(MSGOFFLINE_NS)
+    def on_closed(self, session: Any, abrupt: bool) -> None:
+        if self.delivered.get(session.jid) is not self.router.sessions.get(session.jid):
+            self.delivered.pop(session.jid, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.modules._subscription import TYPES as SUBSCRIPTION_TYPES
@@ -31,8 +32,6 @@ from xmppd.xml.stanza import CLIENT_NS, decode_stanza, encode_stanza
 
 from . import roster as rosters
 
-NAME = "presence"
-XEPS = ("RFC 6121 §3", "RFC 6121 §4")
 PREAPPROVAL_NS = "urn:xmpp:features:pre-approval"
 #: Module event: (session, initial: bool) -- a session sent available presence.
 AVAILABLE_EVENT = "presence/available"
@@ -62,6 +61,35 @@ def _with_state(old: RosterItem | None, jid: str, state: State, **extra: Any) ->
     )
 
 
+def presence(type_: str | None, frm: str, to: str) -> Element:
+    """A bare ``<presence/>`` of ``type_`` (None: available)."""
+    attrs = {"from": frm, "to": to}
+    if type_:
+        attrs["type"] = type_
+    return Element("presence", CLIENT_NS, attrs, [])
+
+
+def addressed(stanza: Element, to: str, frm: str | None = None) -> Element:
+    """A copy of ``stanza`` addressed to ``to`` (and from ``frm``)."""
+    out = stanza.copy()
+    if frm is not None:
+        out.attrs["from"] = frm
+    out.attrs["to"] = to
+    return out
+
+
+def unavailable_recipients(has_from: list[str], directed: set[JID] | None) -> list[str]:
+    """Who gets a session's unavailable presence (RFC 6121 §4.5.2, §4.6.3): the contacts
+    with a 'from' subscription, then each JID it sent directed presence to and that is not
+    among them."""
+    out = list(has_from)
+    sent = set(has_from)
+    for jid in directed or ():
+        if str(jid) not in sent and str(jid.bare) not in sent:
+            out.append(str(jid))
+    return out
+
+
 def _subscribers(items: tuple[RosterItem, ...]) -> tuple[list[str], list[str]]:
     """(contacts with 'from', contacts with 'to') among roster ``items``."""
     states = [(i.jid, rosters.state_of(i)) for i in items]
@@ -78,6 +106,16 @@ class PresenceState:
         self.presence: Element | None = None
         self.priority = 0
         self.directed: set[JID] | None = None  # created by the first directed presence
+
+    def sent_directed(self, target: JID, available: bool) -> None:
+        """Remember directed available presence to ``target`` (an unavailable one is owed
+        to it later), sent while the session itself is available; forget it otherwise."""
+        if available and self.presence is not None:
+            if self.directed is None:
+                self.directed = set()
+            self.directed.add(target)
+        elif self.directed:
+            self.directed.discard(target)
 
 
 class PresenceService:
@@ -104,28 +142,41 @@ class PresenceService:
         return frozenset(st.directed) if st is not None and st.directed else frozenset()
 
 
-def load(api: ModuleAPI) -> None:
-    router = api.router
-    service = PresenceService(api)
-    api.provide("presence", service)
-    last = service.last
-    storage = api.storage
-    api.declare(AVAILABLE_EVENT)
+class Presence(Module):
+    """Subscriptions, initial/unavailable presence, probes and directed presence.
+    Provides the service ``presence``; fires ``presence/available``."""
 
-    def presence(type_: str | None, frm: str, to: str) -> Element:
-        attrs = {"from": frm, "to": to}
-        if type_:
-            attrs["type"] = type_
-        return Element("presence", CLIENT_NS, attrs, [])
+    name = "presence"
+    xeps = ("RFC 6121 §3", "RFC 6121 §4")
+    depends = ("roster",)
 
-    async def route(stanza: Element) -> None:
-        result = router.route(stanza, None)
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.router = api.router
+        self.storage = api.storage
+        self.service = PresenceService(api)
+        self.last = self.service.last
+        api.provide("presence", self.service)
+        api.declare(AVAILABLE_EVENT)
+        api.hook("presence/outbound", self.on_outbound)
+        api.hook("presence/host", self.on_host)
+        api.hook("presence/bare", self.on_bare)
+        api.hook("presence/full", self.on_full)
+        api.hook("session-closed", self.on_closed)
+        api.hook("stream-features", self.features)
+
+    @property
+    def rosters(self) -> Any:
+        return self.api.service("roster")
+
+    async def route(self, stanza: Element) -> None:
+        result = self.router.route(stanza, None)
         if result is not None:
             await result
 
     # -- outbound subscription stanzas (Appendix A.2) ---------------------------------------
 
-    async def outbound_subscription(stanza: Element, session: Any) -> bool:
+    async def outbound_subscription(self, stanza: Element, session: Any) -> bool:
         stype = stanza.attrs["type"]
         contact = _bare(stanza.get("to"))
         user = session.jid.bare
@@ -142,31 +193,28 @@ def load(api: ModuleAPI) -> None:
             listed = (old is not None and old.listed) or stype in ("subscribe", "subscribed")
             return _with_state(old, cjid, outcome.state, listed=listed)
 
-        result = await api.service("roster").update(user, cjid, change, announce=False)
+        result = await self.rosters.update(user, cjid, change, announce=False)
         if seen and seen[-1].passed_on:
             # RFC 6121 §3.1.2: stamped with the bare JID, addressed to the bare JID.
-            out = stanza.copy()
-            out.attrs["from"] = str(user)
-            out.attrs["to"] = cjid
-            await route(out)
-        api.service("roster").announce_change(user, cjid, result)
+            await self.route(addressed(stanza, cjid, str(user)))
+        self.rosters.announce_change(user, cjid, result)
         return True
 
     # -- inbound subscription stanzas (Appendix A.3) ---------------------------------------
 
-    async def inbound_subscription(stanza: Element, target: JID) -> None:
+    async def inbound_subscription(self, stanza: Element, target: JID) -> None:
+        api, router = self.api, self.router
         stype = stanza.attrs["type"]
         sender = _bare(stanza.get("from"))
         if sender is None or sender == target:
             return
         username, domain = rosters.account(target)
-        if not await storage.account_exists(username, domain):
+        if not await self.storage.account_exists(username, domain):
             if stype == "subscribe":  # §3.1.3: no such contact
                 api.send(presence("unsubscribed", str(target), str(sender)))
             return
         sjid = str(sender)
-        request = stanza.copy()
-        request.attrs["from"], request.attrs["to"] = sjid, str(target)
+        request = addressed(stanza, str(target), sjid)
         seen: list[Outcome] = []
 
         def change(old: RosterItem | None) -> RosterItem | None:
@@ -179,53 +227,46 @@ def load(api: ModuleAPI) -> None:
                 item = item.replace(request=encode_stanza(request))
             return item
 
-        result = await api.service("roster").update(target, sjid, change, announce=False)
+        result = await self.rosters.update(target, sjid, change, announce=False)
         outcome = seen[-1] if seen else None
         if outcome is not None and outcome.passed_on:
             for session in router.sessions.resources(target):
-                if last(session) is not None:
+                if self.last(session) is not None:
                     router.deliver(session, request.copy())
         if outcome is not None and outcome.auto_reply:
-            await route(presence(outcome.auto_reply, str(target), sjid))
+            await self.route(presence(outcome.auto_reply, str(target), sjid))
             if outcome.state == rosters.state_of(result.before):
                 # already subscribed: still tell the contact where we are (§3.1.3)
-                api.service("roster").presence_from_resources(target, sjid, True)
-        api.service("roster").announce_change(target, sjid, result)
+                self.rosters.presence_from_resources(target, sjid, True)
+        self.rosters.announce_change(target, sjid, result)
 
     # -- probes ---------------------------------------------------------------------------------
 
-    async def probe(stanza: Element, target: JID) -> None:
+    async def probe(self, stanza: Element, target: JID) -> None:
         prober = _bare(stanza.get("from"))
         if prober is None:
             return
         username, domain = rosters.account(target)
-        item = (await storage.roster(username, domain)).get(str(prober))
+        item = (await self.storage.roster(username, domain)).get(str(prober))
         if not rosters.state_of(item).has_from:
             return
         answer_to = stanza.get("from")
-        current = [(s, p) for s in router.sessions.resources(target) if (p := last(s)) is not None]
+        current = [(s, p) for s in self.router.sessions.resources(target)
+                   if (p := self.last(s)) is not None]
         if not current:
-            api.send(presence("unavailable", str(target), answer_to))
+            self.api.send(presence("unavailable", str(target), answer_to))
         for session, their in current:
-            out = their.copy()
-            out.attrs["from"], out.attrs["to"] = session.jid.full, answer_to
-            api.send(out)
+            self.api.send(addressed(their, answer_to, session.jid.full))
 
     # -- broadcasts ---------------------------------------------------------------------------
 
-    async def subscribers(user: JID) -> tuple[list[str], list[str]]:
-        """(contacts with 'from', contacts with 'to') of ``user``."""
-        username, domain = rosters.account(user)
-        return _subscribers((await storage.roster(username, domain)).items)
+    def to_own_resources(self, session: Any, stanza: Element) -> None:
+        for other in self.router.sessions.resources(session.jid.bare):
+            if self.last(other) is not None:
+                self.router.deliver(other, addressed(stanza, other.jid.full))
 
-    def to_own_resources(session: Any, stanza: Element) -> None:
-        for other in router.sessions.resources(session.jid.bare):
-            if last(other) is not None:
-                out = stanza.copy()
-                out.attrs["to"] = other.jid.full
-                router.deliver(other, out)
-
-    async def available(stanza: Element, session: Any) -> None:
+    async def available(self, stanza: Element, session: Any) -> None:
+        api, router = self.api, self.router
         st = api.state(session, PresenceState)
         initial = st.presence is None
         stanza.attrs.pop("to", None)
@@ -236,39 +277,35 @@ def load(api: ModuleAPI) -> None:
         user = session.jid.bare
         # one roster read serves the broadcast, the probes and the pending requests
         username, domain = rosters.account(user)
-        items = (await storage.roster(username, domain)).items
+        items = (await self.storage.roster(username, domain)).items
         has_from, has_to = _subscribers(items)
         for contact in has_from:
-            out = stanza.copy()
-            out.attrs["to"] = contact
-            api.send(out)
-        to_own_resources(session, stanza)
+            api.send(addressed(stanza, contact))
+        self.to_own_resources(session, stanza)
         if initial:
             for other in router.sessions.resources(user):
-                their = last(other)
+                their = self.last(other)
                 if other is not session and their is not None:
-                    out = their.copy()
-                    out.attrs["from"], out.attrs["to"] = other.jid.full, session.jid.full
-                    router.deliver(session, out)
+                    router.deliver(session, addressed(their, session.jid.full, other.jid.full))
             for contact in has_to:
                 api.send(presence("probe", str(user), contact))
-            redeliver_requests(session, items)
-        await api.server.hooks.fire(AVAILABLE_EVENT, session, initial)
+            self.redeliver_requests(session, items)
+        await api.fire_async(AVAILABLE_EVENT, session, initial)
 
-    def redeliver_requests(session: Any, items: tuple[RosterItem, ...]) -> None:
+    def redeliver_requests(self, session: Any, items: tuple[RosterItem, ...]) -> None:
         for item in items:
             if item.request:
                 try:
                     request = decode_stanza(item.request)
                 except Exception:  # a damaged row must not block the login
-                    api.log.warning("unreadable subscription request from %s", item.jid)
+                    self.api.log.warning("unreadable subscription request from %s", item.jid)
                     continue
                 request.attrs["to"] = str(session.jid.bare)
-                router.deliver(session, request)
+                self.router.deliver(session, request)
 
-    async def unavailable(stanza: Element | None, session: Any) -> None:
+    async def unavailable(self, stanza: Element | None, session: Any) -> None:
         """Broadcast unavailable presence for ``session`` (sent or implied by a drop)."""
-        st = api.peek_state(session)
+        st = self.api.peek_state(session)
         if st is None or st.presence is None:
             return
         st.presence = None
@@ -276,30 +313,21 @@ def load(api: ModuleAPI) -> None:
             stanza = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
         stanza.attrs.pop("to", None)
         stanza.attrs["from"] = session.jid.full
-        has_from, _ = await subscribers(session.jid.bare)
-        sent = set(has_from)
-        for contact in has_from:
-            out = stanza.copy()
-            out.attrs["to"] = contact
-            api.send(out)
-        for jid in list(st.directed or ()):
-            if str(jid) not in sent and str(jid.bare) not in sent:
-                out = stanza.copy()
-                out.attrs["to"] = str(jid)
-                api.send(out)
+        username, domain = rosters.account(session.jid.bare)
+        has_from, _ = _subscribers((await self.storage.roster(username, domain)).items)
+        for jid in unavailable_recipients(has_from, st.directed):
+            self.api.send(addressed(stanza, jid))
         st.directed = None
-        to_own_resources(session, stanza)
-        if router.sessions.get(session.jid) is session:
-            out = stanza.copy()
-            out.attrs["to"] = session.jid.full
-            router.deliver(session, out)
+        self.to_own_resources(session, stanza)
+        if self.router.sessions.get(session.jid) is session:
+            self.router.deliver(session, addressed(stanza, session.jid.full))
 
     # -- hooks ------------------------------------------------------------------------------------
 
-    def on_outbound(stanza: Element, session: Any) -> Any:
+    def on_outbound(self, stanza: Element, session: Any) -> Any:
         ptype = stanza.get("type")
         if ptype in SUBSCRIPTION_TYPES:
-            return outbound_subscription(stanza, session)
+            return self.outbound_subscription(stanza, session)
         to = stanza.get("to")
         if to is not None and ptype in (None, "unavailable"):
             # Directed presence (§4.6): remember it, to owe an unavailable one later.
@@ -307,58 +335,48 @@ def load(api: ModuleAPI) -> None:
                 target = JID(to)
             except JIDError:
                 return False
-            st = api.peek_state(session)
-            if ptype is None and st is not None and st.presence is not None:
-                if st.directed is None:
-                    st.directed = set()
-                st.directed.add(target)
-            elif st is not None and st.directed:
-                st.directed.discard(target)
+            st = self.api.peek_state(session)
+            if st is not None:
+                st.sent_directed(target, ptype is None)
         return False
 
-    def on_host(stanza: Element, origin: Any) -> Any:
+    def on_host(self, stanza: Element, origin: Any) -> Any:
         if origin is None or stanza.get("to") is not None:
             return True  # presence to the server itself: nothing to do
         ptype = stanza.get("type")
         if ptype is None:
-            return available(stanza, origin)
+            return self.available(stanza, origin)
         if ptype == "unavailable":
-            return unavailable(stanza, origin)
+            return self.unavailable(stanza, origin)
         return True
 
-    def on_bare(stanza: Element, origin: Any) -> Any:
+    def on_bare(self, stanza: Element, origin: Any) -> Any:
         target = _bare(stanza.get("to"))
         if target is None:
             return True
         ptype = stanza.get("type")
         if ptype in SUBSCRIPTION_TYPES:
-            return inbound_subscription(stanza, target)
+            return self.inbound_subscription(stanza, target)
         if ptype == "probe":
-            return probe(stanza, target)
-        for session in router.sessions.resources(target):
-            if last(session) is not None:
-                router.deliver(session, stanza.copy())
+            return self.probe(stanza, target)
+        for session in self.router.sessions.resources(target):
+            if self.last(session) is not None:
+                self.router.deliver(session, stanza.copy())
         return True
 
-    def on_full(stanza: Element, origin: Any, session: Any) -> Any:
+    def on_full(self, stanza: Element, origin: Any, session: Any) -> Any:
         ptype = stanza.get("type")
         if ptype in SUBSCRIPTION_TYPES or ptype == "probe":
-            return on_bare(stanza, origin)
+            return self.on_bare(stanza, origin)
         if session is not None:
-            router.deliver(session, stanza)
+            self.router.deliver(session, stanza)
         return True
 
-    def on_closed(session: Any, abrupt: bool) -> Any:
-        if last(session) is not None:
-            return unavailable(None, session)
+    def on_closed(self, session: Any, abrupt: bool) -> Any:
+        if self.last(session) is not None:
+            return self.unavailable(None, session)
         return None
 
+    @staticmethod
     def features(session: Any, feats: Element) -> None:
         feats.subelement("sub", PREAPPROVAL_NS)
-
-    api.hook("presence/outbound", on_outbound)
-    api.hook("presence/host", on_host)
-    api.hook("presence/bare", on_bare)
-    api.hook("presence/full", on_full)
-    api.hook("session-closed", on_closed)
-    api.hook("stream-features", features)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.modules._subscription import State
@@ -24,8 +25,6 @@ from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
 
-NAME = "roster"
-XEPS = ("RFC 6121 §2", "XEP-0237")
 ROSTER_NS = "jabber:iq:roster"
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 #: Longest accepted item name and group name, in characters (RFC 6121 §2.3.3: a
@@ -169,13 +168,28 @@ def _parse_item(item: Element, max_len: int) -> tuple[str, str, tuple[str, ...],
     return jid, name, tuple(groups), remove
 
 
-def load(api: ModuleAPI) -> None:
-    max_len = int(api.options.get("max_name_length", MAX_NAME_LENGTH))
-    router = api.router
-    service = RosterService(api)
-    api.provide("roster", service)
+class Roster(Module):
+    """Roster get/set with versioning; provides the service ``roster``
+    (:class:`RosterService`)."""
 
-    async def roster_get(iq: Element, origin: Any, payload: Element) -> Element | None:
+    name = "roster"
+    xeps = ("RFC 6121 §2", "XEP-0237")
+    options = {
+        "max_name_length": Option(int, MAX_NAME_LENGTH, "longest item and group name, in "
+                                  "characters (RFC 6121 §2.3.3)", min=1),
+    }
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.max_len: int = api.options["max_name_length"]
+        self.service = RosterService(api)
+        api.provide("roster", self.service)
+        api.iq_handler("get", ROSTER_NS, "query", self.roster_get, to="bare")
+        api.iq_handler("set", ROSTER_NS, "query", self.roster_set, to="bare")
+        api.hook("stream-features", self.features)
+
+    async def roster_get(self, iq: Element, origin: Any, payload: Element) -> Element | None:
+        api = self.api
         bare = own_account(iq, origin)
         api.state(origin, RosterState).interested = True
         username, domain = account(bare)
@@ -186,9 +200,9 @@ def load(api: ModuleAPI) -> None:
         if ver is not None and ver.isdigit() and int(ver) <= roster.version:
             # §2.6.3: an empty result, then the changes as pushes (none if up to date).
             changes = await api.storage.roster_changes(username, domain, int(ver))
-            router.deliver(origin, out)
+            api.router.deliver(origin, out)
             for item in changes:
-                push_one(origin, item)
+                self.push_one(origin, item)
             return None
         query = out.subelement("query", ROSTER_NS)
         if ver is not None:
@@ -197,49 +211,47 @@ def load(api: ModuleAPI) -> None:
             query.append(item_element(item))
         return out
 
-    def push_one(session: Any, item: RosterItem) -> None:
+    def push_one(self, session: Any, item: RosterItem) -> None:
         iq = Element("iq", CLIENT_NS, {"type": "set", "id": f"push{next(_push_ids)}",
                                        "to": session.jid.full}, [])
         query = iq.subelement("query", ROSTER_NS, attrs={"ver": str(item.version)})
         query.append(item_element(item))
-        router.deliver(session, iq)
+        self.api.router.deliver(session, iq)
 
-    async def roster_set(iq: Element, origin: Any, payload: Element) -> Element:
+    async def roster_set(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
         items = payload.findall("item", ROSTER_NS)
         if len(items) != 1 or len(list(payload.elements())) != 1:
             raise StanzaError("bad-request", "a roster set carries exactly one item")
-        jid, name, groups, remove = _parse_item(items[0], max_len)
+        jid, name, groups, remove = _parse_item(items[0], self.max_len)
         if remove:
-            await remove_item(bare, jid)
+            await self.remove_item(bare, jid)
         else:
             def change(old: RosterItem | None) -> RosterItem:
                 base = old if old is not None else RosterItem(jid)
                 return base.replace(name=name, groups=groups, listed=True)
 
-            await service.update(bare, jid, change)
+            await self.service.update(bare, jid, change)
         out = reply(iq)
         out.attrs.pop("from", None)
         return out
 
-    async def remove_item(bare: JID, jid: str) -> None:
+    async def remove_item(self, bare: JID, jid: str) -> None:
         username, domain = account(bare)
-        current = (await api.storage.roster(username, domain)).get(jid)
+        current = (await self.api.storage.roster(username, domain)).get(jid)
         if current is None or not current.listed:
             raise StanzaError("item-not-found")
         state = state_of(current)
-        await service.update(bare, jid, lambda old: RosterItem(jid, listed=False,
-                                                            version=old.version if old else 0))
+        await self.service.update(
+            bare, jid, lambda old: RosterItem(jid, listed=False, version=old.version if old else 0)
+        )
         # §2.5.2: cancel both halves of the subscription on the user's behalf.
         for stype, due in (("unsubscribe", state.has_to or state.pending_out),
                            ("unsubscribed", state.has_from or state.pending_in)):
             if due:
-                api.send(Element("presence", CLIENT_NS,
-                                 {"type": stype, "from": str(bare), "to": jid}, []))
+                self.api.send(Element("presence", CLIENT_NS,
+                                      {"type": stype, "from": str(bare), "to": jid}, []))
 
+    @staticmethod
     def features(session: Any, feats: Element) -> None:
         feats.subelement("ver", ROSTERVER_NS)
-
-    api.iq_handler("get", ROSTER_NS, "query", roster_get, to="bare")
-    api.iq_handler("set", ROSTER_NS, "query", roster_set, to="bare")
-    api.hook("stream-features", features)

@@ -10,37 +10,40 @@ the ``xmpp-server`` ALPN) rather than the c2s one.
 
 from __future__ import annotations
 
-import weakref
+from typing import Any
 
 from xmppd.core.config import Listener
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.s2s.streams import S2SInStream, S2SManager
 
-NAME = "s2s"
-XEPS = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0368")
 
-_managers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def manager_for(server: object) -> S2SManager | None:
-    """The S2S manager of a running server (for the component module and tests)."""
-    return _managers.get(server)
+def manager_for(server: Any) -> S2SManager | None:
+    """The S2S manager of a running server (for tests): its ``s2s`` service."""
+    return server.services.get("s2s")
 
 
-def load(api: ModuleAPI) -> None:
-    manager = S2SManager(api.server)
-    _managers[api.server] = manager
-    api.hook("route/remote", manager.route)
+class S2S(Module):
+    """Outbound federation on ``route/remote``; inbound listeners once the server started.
+    Provides the service ``s2s`` (the :class:`S2SManager`)."""
 
-    async def open_listeners(_server: object) -> None:
-        for listener in api.server.config.s2s:
+    name = "s2s"
+    xeps = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0368")
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        self.manager = manager = S2SManager(api.stream_host)
+        api.provide("s2s", manager)
+        api.hook("route/remote", manager.route)
+        api.hook("server-started", self.open_listeners)
+        api.hook("server-stopping", manager.close_all)
+        api.on_unload(manager.close_all)
+
+    async def open_listeners(self, _server: object) -> None:
+        for listener in self.api.listeners("s2s"):
             direct = listener.direct_tls
-            await api.listen(
+            await self.api.listen(
                 "s2s-tls" if direct else "s2s",
                 Listener(listener.host, listener.port),
-                lambda direct=direct: S2SInStream(manager, direct_tls=direct),
+                lambda direct=direct: S2SInStream(self.manager, direct_tls=direct),
             )
-
-    api.hook("server-started", open_listeners)
-    api.hook("server-stopping", manager.close_all)
-    api.on_unload(manager.close_all)

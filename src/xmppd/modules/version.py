@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from xmppd import __version__
+from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import reply
 
-NAME = "version"
-XEPS = ("XEP-0092",)
 VERSION_NS = "jabber:iq:version"
 
 
-def load(api: ModuleAPI) -> None:
-    def version(iq: Element, origin: object, payload: Element) -> Element:
-        out = reply(iq)
-        query = out.subelement("query", VERSION_NS)
-        query.subelement("name", text="xmppd")
-        query.subelement("version", text=__version__)
-        return out
+def version(iq: Element, origin: object, payload: Element) -> Element:
+    out = reply(iq)
+    query = out.subelement("query", VERSION_NS)
+    query.subelement("name", text="xmppd")
+    query.subelement("version", text=__version__)
+    return out
 
-    api.iq_handler("get", VERSION_NS, "query", version)
-    api.add_feature(VERSION_NS)
+
+class Version(Module):
+    name = "version"
+    xeps = ("XEP-0092",)
+
+    def load(self, api: ModuleAPI) -> None:
+        api.iq_handler("get", VERSION_NS, "query", version)
+        api.add_feature(VERSION_NS)
