@@ -180,3 +180,16 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+ROSTER_NS = "jabber:iq:roster"
+
+
+def connect(server, user: str, resource: str = "r", roster: bool = True) -> RawClient:
+    """A logged-in raw client; with ``roster``, it has fetched the roster (so gets pushes)."""
+    client = RawClient(server.port)
+    client.login(user, "secret", resource=resource)
+    if roster:
+        client.send(f"<iq type='get' id='get0'><query xmlns='{ROSTER_NS}'/></iq>")
+        client.read_until(r"id=.get0.[^>]*>.*?</iq>|id=.get0.[^>]*/>")
+    return client

@@ -133,3 +133,23 @@ def test_deluser_without_a_server_runs_the_modules_in_process(make_server, tmp_p
             await storage.close()
 
     assert asyncio.run(check()) == (False, 0)
+
+
+def test_deleted_account_leaves_its_contacts_rosters(make_server):
+    from support import connect
+
+    srv = make_server(users=USERS, allow_plain=True)
+    alice = connect(srv, "alice")
+    bob = connect(srv, "bob")
+    bob.send("<presence/>")
+    bob.read_until("<presence")
+    alice.send("<presence to='bob@localhost' type='subscribe'/>")
+    bob.read_until("type=.subscribe.")
+    bob.send("<presence to='alice@localhost' type='subscribed'/>")
+    bob.read_until(r"subscription=.from.")
+    call(socket_path(srv.config.data_dir), "deluser", jid="alice@localhost")
+    push = bob.read_until(r"subscription=.remove.")
+    assert "alice@localhost" in push
+    roster = srv.call(srv.server.storage.roster("bob", "localhost"))
+    assert roster.listed() == []
+    bob.close()

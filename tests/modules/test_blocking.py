@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from support import connect
 from test_offline import ping
-from test_roster import connect, iq
+from test_roster import iq
 
 NS = "urn:xmpp:blocking"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from support import RawClient
-from test_roster import connect
+from support import RawClient, connect
 
 from xmppd.core.config import Limits
 

@@ -7,7 +7,8 @@ import asyncio
 import ssl
 
 from slixmpp import ClientXMPP
-from test_roster import ROSTER, connect, iq
+from support import connect
+from test_roster import ROSTER, iq
 
 TIMEOUT = 5
 

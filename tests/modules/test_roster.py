@@ -5,19 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RawClient
+from support import RawClient, connect
 
 ROSTER = "jabber:iq:roster"
-
-
-def connect(server, user: str, resource: str = "r", roster: bool = True) -> RawClient:
-    """A logged-in raw client; with ``roster``, it has fetched the roster (so gets pushes)."""
-    client = RawClient(server.port)
-    client.login(user, "secret", resource=resource)
-    if roster:
-        client.send(f"<iq type='get' id='get0'><query xmlns='{ROSTER}'/></iq>")
-        client.read_until(r"id=.get0.[^>]*>.*?</iq>|id=.get0.[^>]*/>")
-    return client
 
 
 def iq(client: RawClient, body: str, id: str, type: str = "set", to: str = "") -> str:

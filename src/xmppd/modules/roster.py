@@ -187,6 +187,7 @@ class Roster(Module):
         api.iq_handler("get", ROSTER_NS, "query", self.roster_get, to="bare")
         api.iq_handler("set", ROSTER_NS, "query", self.roster_set, to="bare")
         api.hook("stream-features", self.features)
+        api.hook("account-deleting", self.account_deleting)
 
     async def roster_get(self, iq: Element, origin: Any, payload: Element) -> Element | None:
         api = self.api
@@ -251,6 +252,34 @@ class Roster(Module):
             if due:
                 self.api.send(Element("presence", CLIENT_NS,
                                       {"type": stype, "from": str(bare), "to": jid}, []))
+
+    async def account_deleting(self, jid: JID) -> None:
+        """An account is being deleted: take it out of its local contacts' rosters (with
+        roster pushes); remote contacts are told both subscriptions are cancelled."""
+        storage = self.api.storage
+        user = str(jid)
+        roster = await storage.roster(*account(jid))
+
+        def remove(old: RosterItem | None) -> RosterItem | None:
+            if old is None or (not old.listed and old.request is None):
+                return None  # nothing to remove
+            return RosterItem(user, listed=False, version=old.version)
+
+        for item in roster.items:
+            try:
+                contact = JID(item.jid)
+            except JIDError:
+                continue
+            if contact.domain in self.api.hosts:
+                if contact.localpart and await storage.account_exists(*account(contact)):
+                    await self.service.update(contact, user, remove)
+                continue
+            state = state_of(item)
+            for stype, due in (("unsubscribe", state.has_to or state.pending_out),
+                               ("unsubscribed", state.has_from or state.pending_in)):
+                if due:
+                    self.api.send(Element("presence", CLIENT_NS,
+                                          {"type": stype, "from": user, "to": item.jid}, []))
 
     @staticmethod
     def features(session: Any, feats: Element) -> None:
