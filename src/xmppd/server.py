@@ -8,14 +8,15 @@ import os
 import secrets
 import signal
 import ssl
-import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from xmppd import __version__
 from xmppd._impl import implementation
+from xmppd.c2s.negotiation import BindError, ClientPolicy
 from xmppd.c2s.stream import C2SStream
 from xmppd.control.commands import commands as control_commands
 from xmppd.control.protocol import socket_path
@@ -24,9 +25,12 @@ from xmppd.core.config import Config, Listener
 from xmppd.core.hooks import Hooks
 from xmppd.core.manager import ModuleManager, plan
 from xmppd.core.router import Router
+from xmppd.core.session import Session, Transport
 from xmppd.eager import start_eagerly
+from xmppd.jid import JID
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
+from xmppd.transport.connections import AuthThrottle, Connections
 from xmppd.transport.tls import ensure_certificate, server_context, sni_context
 from xmppd.xml.element import Element
 
@@ -48,20 +52,20 @@ class Server:
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
         self.modules = ModuleManager(self)
         self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
-        self.streams: set[Any] = set()
+        self.connections = Connections(config.limits.max_connections_per_ip)
+        self.auth_throttle = AuthThrottle(config.limits.auth_failures_per_ip_per_min)
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
-        self._per_ip: dict[str, int] = defaultdict(int)
-        self._auth_failures: dict[str, deque[float]] = defaultdict(deque)
         self._stopped = asyncio.Event()
         self.addresses: dict[str, list[tuple[str, int]]] = defaultdict(list)
 
     @property
-    def tls_available(self) -> bool:
-        return self.tls_context is not None
+    def streams(self) -> set[Any]:
+        """Every open stream (client, server and component)."""
+        return self.connections.streams
 
     # -- start and stop -----------------------------------------------------------------------
 
@@ -79,8 +83,10 @@ class Server:
         if not listen:
             return
         self._setup_tls()
+        policy = self.client_policy()
         for listener in cfg.c2s:
-            await self.listen("c2s", listener, lambda lst=listener: C2SStream(self, lst))
+            await self.listen("c2s", listener,
+                              lambda d=listener.direct_tls: C2SStream(policy, direct_tls=d))
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
         await self.control.start()
         await self.hooks.fire("server-started", self)
@@ -169,38 +175,51 @@ class Server:
         log.info("signal received, shutting down")
         await self.stop()
 
-    # -- connections -----------------------------------------------------------------------------
+    # -- client sessions ----------------------------------------------------------------------
 
-    def connection_opened(self, stream: Any) -> bool:
-        ip = stream.peer[0] if stream.peer else "?"
-        limit = self.config.limits.max_connections_per_ip
-        if limit and self._per_ip[ip] >= limit:
-            log.warning("limit max_connections_per_ip (%d) reached for %s: refused", limit, ip)
-            return False
-        self._per_ip[ip] += 1
-        self.streams.add(stream)
-        return True
+    def client_policy(self) -> ClientPolicy:
+        """What client streams get of the server (storage, secret and TLS must be ready)."""
+        cfg = self.config
+        return ClientPolicy(
+            hosts=self.router.hosts,
+            default_domain=cfg.domains[0],
+            credentials=self.storage,
+            secret=self.secret,
+            limits=cfg.limits,
+            tls_context=self.tls_context,
+            require_encryption=cfg.require_encryption,
+            allow_plain=cfg.allow_plain,
+            throttle=self.auth_throttle,
+            bind=self.bind_session,
+            bound=partial(self.hooks.fire_sync, "resource-bound"),
+            unbind=self.session_ended,
+            route=self.route_from_client,
+            stream_features=partial(self.hooks.fire_sync, "stream-features"),
+            connections=self.connections,
+        )
 
-    def connection_closed(self, stream: Any, abrupt: bool) -> None:
-        """The transport is gone: unbind the session if still bound, free the IP slot."""
-        self.session_ended(stream, abrupt)
-        if stream not in self.streams:
-            return
-        self.streams.discard(stream)
-        ip = stream.peer[0] if stream.peer else "?"
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
+    def bind_session(self, jid: JID, transport: Transport) -> Session:
+        """Enter a session for ``jid`` carried by ``transport`` in the session table; a
+        session bound to the same full JID before is ended with ``conflict``."""
+        sessions = self.router.sessions
+        limit = self.config.limits.max_resources_per_account
+        if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
+            log.info("limit max_resources_per_account (%d) reached for %s", limit, jid.bare)
+            raise BindError("resource-constraint", "too many resources bound")
+        session = Session(jid, transport)
+        old = sessions.add(session)
+        if old is not None:
+            old.stream_error("conflict", "replaced by a new session")
+        return session
 
-    def session_ended(self, stream: Any, abrupt: bool) -> None:
-        """Unbind ``stream`` and fire ``session-closed`` (once).
+    def session_ended(self, session: Session, abrupt: bool) -> None:
+        """Unbind ``session`` and fire ``session-closed`` (once).
 
         Called as soon as the stream closes, not when the transport is finally gone (a TLS
         close can wait for the peer): stanzas for it must bounce or go offline meanwhile,
         not be written into a closing transport and lost.
         """
-        session = getattr(stream, "session", None)
-        if session is not None and self.router.sessions.remove(session):
+        if self.router.sessions.remove(session):
             result = self.hooks.fire_maybe_async("session-closed", session, abrupt)
             if isinstance(result, Coroutine):
                 # Run now (the unavailable broadcast's storage read is usually answered
@@ -212,26 +231,6 @@ class Server:
                     return
             if isinstance(result, Awaitable):
                 asyncio.ensure_future(result)
-
-    def auth_allowed(self, peer: tuple[str, int] | None) -> bool:
-        """Per-IP throttling of failed authentications (a sliding one-minute window)."""
-        limit = self.config.limits.auth_failures_per_ip_per_min
-        if not limit or not peer:
-            return True
-        window = self._auth_failures.get(peer[0])
-        if not window:
-            return True
-        cutoff = time.monotonic() - 60
-        while window and window[0] < cutoff:
-            window.popleft()
-        if len(window) >= limit:
-            log.warning("limit auth_failures_per_ip_per_min reached for %s", peer[0])
-            return False
-        return True
-
-    def auth_failed(self, peer: tuple[str, int] | None) -> None:
-        if peer:
-            self._auth_failures[peer[0]].append(time.monotonic())
 
     def route_from_client(self, stanza: Element, session: Any) -> Awaitable | None:
         """A stanza from a bound local session: outbound hooks, then the router."""

@@ -311,7 +311,7 @@ def test_idle_unauthenticated_connections_are_shed(make_server):
     while len(srv.server.streams) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(srv.server.streams) == 1
-    assert list(srv.server._per_ip) == ["127.0.0.1"]
+    assert list(srv.server.connections._per_ip) == ["127.0.0.1"]
     assert_alive(bystander)
     bystander.close()
 

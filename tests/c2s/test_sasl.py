@@ -527,4 +527,4 @@ def test_wrong_password_is_a_credential_failure(store):
         with pytest.raises(SASLFailure) as info:
             asyncio.run(srv.start(mech, data))
         assert info.value.credentials and info.value.condition == "not-authorized"
-        assert srv.username_tried in ("juliet", "nobody") and srv.mechanism == "PLAIN"
+        assert srv.attempted_username in ("juliet", "nobody") and srv.mechanism == "PLAIN"

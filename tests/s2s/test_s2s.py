@@ -326,3 +326,14 @@ def test_direct_tls_found_through_srv(make_server):
     assert inbound and all(s.direct_tls and s.secure for s in inbound)
     alice.close()
     bob.close()
+
+
+def test_inbound_stream_gets_a_new_id_after_starttls(pair):
+    _a, b, _ = pair
+    peer = RawPeer(b.server.addresses["s2s"][0][1])
+    first = peer.s2s_header("a.example", "b.example")
+    peer.starttls()
+    second = peer.s2s_header("a.example", "b.example")
+    ids = [re.search(r"<stream:stream[^>]* id=['\"]([^'\"]+)", t).group(1) for t in (first, second)]
+    assert ids[0] != ids[1]
+    peer.close()

@@ -280,9 +280,9 @@ class SASLServer:
         self._nonce_factory = nonce_factory or (lambda: secrets.token_urlsafe(18))
         self._state: _Scram | _Plain | None = None
         self._authenticated = False
-        #: The mechanism and the username (as sent) of the last attempt, for log lines.
+        #: For the log line of a failed attempt: the mechanism and the username tried.
         self.mechanism = ""
-        self.username_tried = ""
+        self.attempted_username = ""
 
     # advertisement
 
@@ -316,7 +316,7 @@ class SASLServer:
             raise SASLFailure("malformed-request", "already authenticated")
         self._state = None
         self.mechanism = mechanism[:40]
-        self.username_tried = ""
+        self.attempted_username = ""
         offered = self.mechanisms()
         if mechanism not in offered:
             if mechanism == "PLAIN" and self._allow_plain and not self._secure:
@@ -426,7 +426,7 @@ class _Scram:
         if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
             raise SASLFailure("malformed-request", "expected n= and r=")
         raw_user = _unescape_saslname(attrs[0][1])
-        self.server.username_tried = raw_user[:100]
+        self.server.attempted_username = raw_user[:256]
         client_nonce = attrs[1][1]
         if not raw_user or not _NONCE.match(client_nonce):
             raise SASLFailure("malformed-request", "bad username or nonce")
@@ -519,7 +519,7 @@ class _Plain:
             raise SASLFailure("malformed-request", "expected authzid NUL authcid NUL passwd")
         authzid, authcid, password = (_text(p) for p in parts)
         server = self.server
-        server.username_tried = authcid[:100]
+        server.attempted_username = authcid[:256]
         try:
             username = normalize_username(authcid)
         except ValueError:

@@ -9,22 +9,19 @@ component is the router's ``origin`` with ``jid = None`` and ``remote = True``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from xmppd.jid import JID, JIDError
 from xmppd.s2s.streams import renamespace
 from xmppd.transport.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.xml.element import Element
-from xmppd.xml.events import STREAM_NS, StreamOpen
+from xmppd.xml.events import StreamOpen
+from xmppd.xml.framing import check_stream_header
 from xmppd.xml.stanza import CLIENT_NS, STANZA_NAMES
-
-if TYPE_CHECKING:
-    from xmppd.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -45,62 +42,43 @@ class ComponentStream(XMLStream):
 
     def __init__(
         self,
-        server: Server,
+        server: Any,
         secrets: dict[str, str],
         attach: Callable[[ComponentStream], bool],
         detach: Callable[[ComponentStream], None],
     ) -> None:
-        limits = server.config.limits
-        super().__init__(**limits_kwargs(limits))
-        self.server = server
+        # ``server`` is what modules/component.py hands over: only the router, the limits,
+        # the connection accounting and the authentication throttle are taken from it.
+        self.limits = server.config.limits
+        super().__init__(**limits_kwargs(self.limits), connections=server.connections)
+        self.router = server.router
+        self.throttle = server.auth_throttle
         self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secrets = secrets
         self._attach = attach
         self._detach = detach
         self.domain: str | None = None
         self.authenticated = False
-        self._timeout: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        if not self.server.connection_opened(self):
-            self._closing = True
-            transport.abort()
-            return
-        timeout = self.server.config.limits.auth_timeout_s
-        if timeout:
-            self._timeout = self.loop.call_later(timeout, self._auth_timeout)
-
-    def _auth_timeout(self) -> None:
-        self._timeout = None
-        if not self.authenticated:
-            self.stream_error("connection-timeout", "no handshake in time")
+        if not self._closing:
+            self.set_auth_timeout(self.limits.auth_timeout_s, "no handshake in time")
 
     def on_closed(self, abrupt: bool) -> None:
-        if self._timeout is not None:
-            self._timeout.cancel()
         if self.authenticated:
             self._detach(self)
-        self.server.connection_closed(self, abrupt)
 
     def local_domain(self) -> str | None:
         return self.domain
 
     def handle_stream_open(self, header: StreamOpen) -> None:
-        if header.name != "stream" or header.ns != STREAM_NS:
-            raise StreamErrorCondition("invalid-namespace", "not an XMPP stream")
-        if header.namespaces.get("") != COMPONENT_NS:
-            raise StreamErrorCondition("invalid-namespace", f"the default namespace must be {COMPONENT_NS}")
-        to = header.attrs.get("to", "").lower().rstrip(".")
+        to = check_stream_header(header, COMPONENT_NS)
         if to not in self.secrets:
             raise StreamErrorCondition("host-unknown", f"no component {to or '(none)'} here")
         self.domain = to
         # XEP-0114: the header has no version, so no stream features follow.
-        self.send_bytes(
-            f"<?xml version='1.0'?><stream:stream xmlns='{COMPONENT_NS}'"
-            f" xmlns:stream='{STREAM_NS}' from='{to}' id='{self.stream_id}'>".encode()
-        )
-        self.header_sent = True
+        self.send_header(to, version=False)
 
     def handle_element(self, el: Element) -> Awaitable | None:
         if not self.authenticated:
@@ -115,15 +93,13 @@ class ComponentStream(XMLStream):
     def _handshake(self, digest: str) -> None:
         expected = handshake_digest(self.stream_id, self.secrets[self.domain])
         if not hmac.compare_digest(expected.encode(), digest.encode()):
-            self.server.auth_failed(self.peer)
+            self.throttle.failed(self.peer)
             raise StreamErrorCondition("not-authorized", "wrong handshake")
         if not self._attach(self):
             raise StreamErrorCondition("conflict", f"{self.domain} is already connected")
         self.authenticated = True
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
-        self.tokenizer.max_stanza_size = self.server.config.limits.max_stanza_size_bytes
+        self.auth_complete()
+        self.tokenizer.max_stanza_size = self.limits.max_stanza_size_bytes
         self.size_limit_name = "max_stanza_size_bytes"
         log.info("component %s connected from %s", self.domain, self.peer)
         self.send_bytes(b"<handshake/>")
@@ -138,11 +114,11 @@ class ComponentStream(XMLStream):
             raise StreamErrorCondition("invalid-from", f"a component may only send from {self.domain}")
         stanza = renamespace(el, COMPONENT_NS, CLIENT_NS)
         try:
-            result = self.server.router.route(stanza, self)
+            result = self.router.route(stanza, self)
         except Exception:
             # a module failing on a non-session origin must not disconnect the component
             log.exception("routing a stanza from component %s failed", self.domain)
-            self.server.router.bounce(stanza, "internal-server-error")
+            self.router.bounce(stanza, "internal-server-error")
             return None
         return None if result is None else self._guard(result, stanza)
 
@@ -151,7 +127,7 @@ class ComponentStream(XMLStream):
             await pending
         except Exception:
             log.exception("routing a stanza from component %s failed", self.domain)
-            self.server.router.bounce(stanza, "internal-server-error")
+            self.router.bounce(stanza, "internal-server-error")
 
     def send_stanza(self, stanza: Element) -> None:
         """Write a stanza in the component namespace (it is left implicit)."""

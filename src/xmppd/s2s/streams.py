@@ -20,7 +20,7 @@ import ssl
 import warnings
 from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
@@ -34,11 +34,11 @@ from xmppd.transport.stream import StreamErrorCondition, XMLStream, limits_kwarg
 from xmppd.transport.tls import server_context, sni_context
 from xmppd.xml.element import Element
 from xmppd.xml.events import STREAM_NS, StreamOpen
+from xmppd.xml.framing import check_stream_header
 from xmppd.xml.stanza import CLIENT_NS, SERVER_NS, STANZA_NAMES
 
 if TYPE_CHECKING:
     from xmppd.core.config import Config
-    from xmppd.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,10 @@ class S2SInStream(XMLStream):
     remote = True  # for modules: stanzas from this origin come from another server
 
     def __init__(self, manager: S2SManager, direct_tls: bool = False) -> None:
-        limits = manager.server.config.limits
-        super().__init__(**limits_kwargs(limits))
+        super().__init__(**limits_kwargs(manager.limits), connections=manager.connections)
         self.manager = manager
-        self.server = manager.server
         self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.direct_tls = direct_tls
-        self.secure = False
         self.local: str | None = None  # the 'to' of the stream header
         self.claimed: str | None = None  # the 'from' of the stream header
         self.authorized: set[tuple[str, str]] = set()  # (remote domain, local domain)
@@ -107,10 +104,8 @@ class S2SInStream(XMLStream):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self.server.connection_opened(self):
-            self._closing = True
-            transport.abort()
-            return
+        if self._closing:
+            return  # refused: too many connections from this address
         self.last_activity = self.loop.time()
         self._timer = self.loop.call_later(self.manager.timeout, self._check_timers)
         if self.direct_tls:
@@ -134,19 +129,14 @@ class S2SInStream(XMLStream):
     def on_closed(self, abrupt: bool) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.server.connection_closed(self, abrupt)
 
     def local_domain(self) -> str | None:
-        return self.local or self.server.config.domains[0]
+        return self.local or self.manager.default_domain
 
     # -- header and features ----------------------------------------------------------------
 
     def handle_stream_open(self, header: StreamOpen) -> None:
-        if header.name != "stream" or header.ns != STREAM_NS:
-            raise StreamErrorCondition("invalid-namespace", "not an XMPP stream")
-        if header.namespaces.get("") != SERVER_NS:
-            raise StreamErrorCondition("invalid-namespace", "the default namespace must be jabber:server")
-        to = header.attrs.get("to", "").lower().rstrip(".")
+        to = check_stream_header(header, SERVER_NS)
         if not to or not self.manager.served(to):
             raise StreamErrorCondition("host-unknown", f"{to or 'no domain'} is not served here")
         if self.local is not None and to != self.local:
@@ -205,11 +195,11 @@ class S2SInStream(XMLStream):
             raise StreamErrorCondition("invalid-from", f"{sender} is not authenticated to send to {target}")
         stanza = renamespace(el, SERVER_NS, CLIENT_NS)
         try:
-            result = self.server.router.route(stanza, self)
+            result = self.manager.router.route(stanza, self)
         except Exception:
             # A module failing on a remote origin must not cut off a whole domain.
             log.exception("routing a stanza from %s failed", sender)
-            self.server.router.bounce(stanza, "internal-server-error")
+            self.manager.router.bounce(stanza, "internal-server-error")
             return None
         return None if result is None else self._guard(result, stanza)
 
@@ -218,12 +208,12 @@ class S2SInStream(XMLStream):
             await pending
         except Exception:
             log.exception("routing a stanza from %s failed", stanza.get("from"))
-            self.server.router.bounce(stanza, "internal-server-error")
+            self.manager.router.bounce(stanza, "internal-server-error")
 
     def _authorize(self, remote: str, local: str) -> None:
         log.info("inbound s2s stream %s authenticated as %s -> %s", self.peer, remote, local)
         self.authorized.add((remote, local))
-        self.tokenizer.max_stanza_size = self.server.config.limits.max_stanza_size_bytes
+        self.tokenizer.max_stanza_size = self.manager.limits.max_stanza_size_bytes
         self.size_limit_name = "max_stanza_size_bytes"
 
     # -- STARTTLS ---------------------------------------------------------------------------
@@ -237,22 +227,7 @@ class S2SInStream(XMLStream):
         return self._handshake()
 
     async def _handshake(self) -> None:
-        ctx = self.manager.tls.server_context(direct=self.direct_tls)
-        try:
-            transport = await self.loop.start_tls(
-                self.transport, self, ctx, server_side=True, ssl_handshake_timeout=15
-            )
-        except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as exc:
-            log.info("s2s TLS handshake with %s failed: %s", self.peer, exc)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if transport is None:
-            self._closing = True
-            return
-        self.transport = transport
-        self.secure = True
+        await self.start_tls(self.manager.tls.server_context(direct=self.direct_tls))
 
     # -- SASL EXTERNAL (XEP-0178) ---------------------------------------------------------------
 
@@ -332,7 +307,7 @@ class S2SInStream(XMLStream):
         if not self.manager.served(originating):
             raise StreamErrorCondition("host-unknown", f"{originating} is not served here")
         valid = dialback.key_matches(
-            self.server.secret, receiving, originating, stream_id, el.text
+            self.manager.secret, receiving, originating, stream_id, el.text
         )
         self.send(dialback.verify_answer(originating, receiving, stream_id, valid))
 
@@ -350,10 +325,8 @@ class S2SOutStream(XMLStream):
     default_ns = SERVER_NS
 
     def __init__(self, link: OutboundLink, direct_tls: bool) -> None:
-        limits = link.manager.server.config.limits
-        super().__init__(**limits_kwargs(limits, preauth=False))
+        super().__init__(**limits_kwargs(link.manager.limits, preauth=False), secure=direct_tls)
         self.link = link
-        self.secure = direct_tls
         self.events: asyncio.Queue = asyncio.Queue()
         self.remote_id = ""
         self.dialback_declared = False
@@ -381,20 +354,12 @@ class S2SOutStream(XMLStream):
         return None
 
     async def _handshake(self) -> None:
-        ctx = self.link.manager.tls.client_context(self.link.local, direct=False)
-        try:
-            transport = await self.loop.start_tls(
-                self.transport, self, ctx, server_side=False,
-                server_hostname=self.link.remote, ssl_handshake_timeout=15,
-            )
-        except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as exc:
-            self.events.put_nowait(NegotiationError(f"TLS handshake failed: {exc}"))
-            return
-        if transport is None:
-            return
-        self.transport = transport
-        self.secure = True
-        self.events.put_nowait(_TLS_DONE)
+        link = self.link
+        ctx = link.manager.tls.client_context(link.local, direct=False)
+        if await self.start_tls(ctx, server_side=False, server_hostname=link.remote):
+            self.events.put_nowait(_TLS_DONE)
+        elif self.close_reason is not None:  # the handshake failed (not: the peer left)
+            self.events.put_nowait(NegotiationError(self.close_reason))
 
     async def _next(self):
         item = await self.events.get()
@@ -461,7 +426,7 @@ class S2SOutStream(XMLStream):
     async def _dialback(self) -> None:
         link = self.link
         key = dialback.dialback_key(
-            link.manager.server.secret, link.remote, link.local, self.remote_id
+            link.manager.secret, link.remote, link.local, self.remote_id
         )
         self.send(dialback.result_request(link.local, link.remote, key))
         while True:
@@ -505,7 +470,7 @@ class OutboundLink:
         if self.ready and self.stream is not None:
             self.stream.send_bytes(stanza_bytes(stanza))
         elif len(self.queue) >= self.manager.max_queue:
-            self.manager.server.router.bounce(stanza, "resource-constraint", "s2s queue full")
+            self.manager.router.bounce(stanza, "resource-constraint", "s2s queue full")
         else:
             self.queue.append(stanza)
 
@@ -565,7 +530,7 @@ class OutboundLink:
     def fail(self, condition: str, text: str) -> None:
         log.info("s2s %s -> %s failed (%s): %s", self.local, self.remote, condition, text)
         self.close()
-        router = self.manager.server.router
+        router = self.manager.router
         while self.queue:
             router.bounce(self.queue.popleft(), condition, text)
 
@@ -728,9 +693,15 @@ class S2SManager:
     """Outbound links by domain pair, the ``route/remote`` handler, and the policy shared by
     all s2s streams of one server."""
 
-    def __init__(self, server: Server, resolver: Resolver | None = None) -> None:
+    def __init__(self, server: Any, resolver: Resolver | None = None) -> None:
+        # ``server`` is the composition root (what modules/s2s.py hands over): what the
+        # streams need of it is taken here, once, and nothing else of it is kept.
         cfg = server.config
-        self.server = server
+        self.router = server.router
+        self.secret: bytes = server.secret
+        self.connections = server.connections
+        self.limits = cfg.limits
+        self.default_domain = cfg.domains[0]
         self.loop = asyncio.get_event_loop()
         self.resolver = resolver or Resolver(cfg.s2s_routes, timeout=cfg.s2s_timeout_s)
         self.tls = TLSPolicy(cfg)
@@ -743,7 +714,7 @@ class S2SManager:
         self.extra_domains: set[str] = set()  # e.g. external components' domains
 
     def served(self, domain: str) -> bool:
-        return domain in self.server.router.hosts or domain in self.extra_domains
+        return domain in self.router.hosts or domain in self.extra_domains
 
     def link(self, local: str, remote: str) -> OutboundLink:
         link = self.links.get((local, remote))

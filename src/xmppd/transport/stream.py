@@ -23,31 +23,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
+import ssl
 from collections.abc import Awaitable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from xmppd.eager import start_eagerly
-from xmppd.xml.element import Element, escape_attr, escape_text
-from xmppd.xml.events import STREAM_NS
+from xmppd.xml.element import Element
+from xmppd.xml.framing import (
+    STREAM_ERRORS_NS,
+    StreamErrorCondition,
+    features_bytes,
+    new_stream_id,
+    stream_error_bytes,
+    stream_header,
+)
 from xmppd.xml.tokenizer import StreamClose, StreamOpen, Tokenizer, TokenizerError
 
 if TYPE_CHECKING:
     from xmppd.core.config import Limits
+    from xmppd.transport.connections import Connections
 
 log = logging.getLogger(__name__)
 
-STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
-
-
-class StreamErrorCondition(Exception):
-    """Raised by handlers to end the stream with an RFC 6120 §4.9 stream error."""
-
-    def __init__(self, condition: str, text: str | None = None) -> None:
-        super().__init__(f"{condition}: {text}" if text else condition)
-        self.condition = condition
-        self.text = text
+__all__ = ["STREAM_ERRORS_NS", "StreamErrorCondition", "XMLStream", "limits_kwargs"]
 
 
 def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = False) -> dict:
@@ -68,7 +67,12 @@ def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = 
 
 
 class XMLStream(asyncio.Protocol):
-    """One XML stream over one transport (subclasses supply the protocol logic)."""
+    """One XML stream over one transport (subclasses supply the protocol logic).
+
+    Shared by every stream kind besides the flow control: connection accounting
+    (``connections``), the authentication timeout (:meth:`set_auth_timeout`), the STARTTLS
+    handshake (:meth:`start_tls`), and a fresh stream id for each header we send.
+    """
 
     default_ns = "jabber:client"
     #: Bytes handed to the tokenizer per event-loop iteration: a 256 KiB read of small
@@ -85,6 +89,7 @@ class XMLStream(asyncio.Protocol):
         "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
         "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
         "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
+        "secure", "connections", "close_reason", "_auth_timer",
     )
 
     def __init__(
@@ -96,12 +101,18 @@ class XMLStream(asyncio.Protocol):
         max_output_buffer: int,
         rate_limit: int = 0,
         rate_burst: int = 0,
+        connections: Connections | None = None,
+        secure: bool = False,
     ) -> None:
         self.tokenizer = Tokenizer(max_stanza_size, max_depth, max_attrs)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_event_loop()
         self.peer: tuple[str, int] | None = None
-        self.stream_id = secrets.token_hex(8)
+        self.stream_id = ""  # a new one for each header we send
+        self.secure = secure  # TLS is on (direct TLS, or after STARTTLS)
+        self.connections = connections
+        self.close_reason: str | None = None  # for the disconnect log line
+        self._auth_timer: asyncio.TimerHandle | None = None
         self.max_output_buffer = max_output_buffer
         self.header_sent = False
         self.closed = False
@@ -131,6 +142,13 @@ class XMLStream(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         if self.rate_limit:
             self._tokens_at = self.loop.time()
+        if self.connections is not None and not self.connections.opened(self):
+            self.refuse()
+
+    def refuse(self) -> None:
+        """Over the per-address cap: hang up (not counted, so nothing to free later)."""
+        self._closing = True
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -164,7 +182,56 @@ class XMLStream(asyncio.Protocol):
         if self._rate_timer is not None:
             self._rate_timer.cancel()
             self._rate_timer = None
-        self.on_closed(abrupt=not self._closing)
+        self.auth_complete()
+        if self.close_reason is None:
+            self.close_reason = "closed by the peer" if exc is None else f"connection lost ({exc})"
+        try:
+            self.on_closed(abrupt=not self._closing)
+        finally:
+            if self.connections is not None:
+                self.connections.closed(self)
+
+    # -- authentication timeout and TLS ------------------------------------------------------
+
+    def set_auth_timeout(self, seconds: float, text: str) -> None:
+        """End the stream with ``connection-timeout`` unless :meth:`auth_complete` is called
+        within ``seconds`` (0: no timeout)."""
+        if seconds:
+            self._auth_timer = self.loop.call_later(seconds, self._auth_timeout, seconds, text)
+
+    def auth_complete(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _auth_timeout(self, seconds: float, text: str) -> None:
+        self._auth_timer = None
+        log.info("limit auth_timeout_s (%g) reached for %s: closing", seconds, self.peer)
+        self.stream_error("connection-timeout", text)
+
+    async def start_tls(
+        self, ctx: ssl.SSLContext, *, server_side: bool = True, server_hostname: str | None = None
+    ) -> bool:
+        """The TLS handshake after ``<proceed/>`` (the stream was reset already); False if
+        it failed (the connection is then aborted) or the connection went away."""
+        try:
+            transport = await self.loop.start_tls(
+                self.transport, self, ctx, server_side=server_side,
+                server_hostname=server_hostname, ssl_handshake_timeout=15,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self.close_reason = f"TLS handshake failed ({exc})"
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        if transport is None:  # the connection went away during the handshake
+            self._closing = True
+            return False
+        self.transport = transport
+        self.secure = True
+        return True
 
     # -- flow control -----------------------------------------------------------------------
 
@@ -371,6 +438,8 @@ class XMLStream(asyncio.Protocol):
         raise NotImplementedError
 
     def handle_stream_close(self) -> None:
+        if self.close_reason is None:
+            self.close_reason = "stream closed by the peer"
         self.close()
 
     def handle_element(self, element: Element) -> Awaitable | None:
@@ -386,10 +455,7 @@ class XMLStream(asyncio.Protocol):
 
     def send_features(self, features: Element) -> None:
         """Write ``<stream:features>`` with the prefix every client expects."""
-        inner = b"".join(
-            k.to_bytes(None) for k in features.children if isinstance(k, Element)
-        )
-        self.send_bytes(b"<stream:features>" + inner + b"</stream:features>")
+        self.send_bytes(features_bytes(features))
 
     def send_bytes(self, data: bytes) -> None:
         if self.closed or self._closing:  # nothing may follow </stream:stream>
@@ -416,28 +482,13 @@ class XMLStream(asyncio.Protocol):
             self._closing = True
             self.transport.abort()
 
-    def send_header(self, from_: str | None, to: str | None = None, **extra: str) -> None:
-        if not extra and not to:  # c2s: the id is hex, only 'from' needs escaping
-            text = f' id="{self.stream_id}" version="1.0" xml:lang="en"'
-            if from_:
-                text += f' from="{escape_attr(from_)}"'
-            self.send_bytes(
-                f"<?xml version='1.0'?><stream:stream xmlns='{self.default_ns}'"
-                f" xmlns:stream='{STREAM_NS}'{text}>".encode()
-            )
-            self.header_sent = True
-            return
-        attrs = {"id": self.stream_id, "version": "1.0", "xml:lang": "en"}
-        if from_:
-            attrs["from"] = from_
-        if to:
-            attrs["to"] = to
-        attrs.update(extra)
-        text = "".join(f' {k}="{escape_attr(v)}"' for k, v in attrs.items())
-        self.send_bytes(
-            f"<?xml version='1.0'?><stream:stream xmlns='{self.default_ns}'"
-            f" xmlns:stream='{STREAM_NS}'{text}>".encode()
-        )
+    def send_header(
+        self, from_: str | None, to: str | None = None, *, version: bool = True, **extra: str
+    ) -> None:
+        """Open our side of the stream, with a new stream id each time (RFC 6120 §4.7.3)."""
+        self.stream_id = new_stream_id()
+        self.send_bytes(stream_header(self.default_ns, self.stream_id, from_, to,
+                                      version=version, **extra))
         self.header_sent = True
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
@@ -447,10 +498,8 @@ class XMLStream(asyncio.Protocol):
         log.info("stream error to %s: %s%s", self.peer, condition, f" ({text})" if text else "")
         if not self.header_sent:
             self.send_header(self.local_domain())
-        body = f"<{condition} xmlns='{STREAM_ERRORS_NS}'/>"
-        if text:
-            body += f"<text xmlns='{STREAM_ERRORS_NS}'>{escape_text(text)}</text>"
-        self.send_bytes(f"<stream:error>{body}</stream:error>".encode())
+        self.send_bytes(stream_error_bytes(condition, text))
+        self.close_reason = f"stream error {condition}"
         self.close()
 
     def local_domain(self) -> str | None:
@@ -461,6 +510,8 @@ class XMLStream(asyncio.Protocol):
         still open ``timeout`` seconds later."""
         if self._closing or self.closed:
             return
+        if self.close_reason is None:
+            self.close_reason = "closed by the server"
         self.send_bytes(b"</stream:stream>")
         self._closing = True
         self.flush()

@@ -1,0 +1,341 @@
+"""Client stream negotiation (RFC 6120 §4-7), sans-IO: the stream header checks, STARTTLS,
+SASL and resource binding, up to the bound :class:`~xmppd.core.session.Session`.
+
+A :class:`ClientNegotiation` consumes the tokenizer's events (``StreamOpen`` and elements)
+and answers through a :class:`StreamIO` — the asyncio shell (:class:`xmppd.c2s.stream.C2SStream`)
+in the server, a recorder in the tests.  It asks the shell for what only the shell can do
+(the TLS handshake, a stream restart, raising the stanza size limit) and reaches the rest of
+the server only through the narrow :class:`ClientPolicy`.  A SASL step that reads storage
+returns a coroutine; the shell runs it eagerly and holds the input until it completes.
+
+Once the resource is bound the negotiation is dropped: stanzas then go through
+:func:`xmppd.c2s.stanzas.client_stanza`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from xmppd.c2s.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
+from xmppd.jid import JID, JIDError
+from xmppd.xml.element import Element, escape_text
+from xmppd.xml.events import STREAM_NS, StreamOpen
+from xmppd.xml.framing import StreamErrorCondition, check_stream_header, features_bytes
+from xmppd.xml.stanza import CLIENT_NS, STANZA_NAMES, error_reply, reply
+
+if TYPE_CHECKING:
+    import ssl
+
+    from xmppd.c2s.sasl import CredentialStore
+    from xmppd.core.config import Limits
+    from xmppd.core.session import Session
+
+log = logging.getLogger("xmppd.c2s")
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
+SASL_CB_NS = "urn:xmpp:sasl-cb:0"
+
+
+class BindError(Exception):
+    """A resource cannot be bound; ``condition`` is the stanza error for the bind IQ."""
+
+    def __init__(self, condition: str, text: str | None = None) -> None:
+        super().__init__(text or condition)
+        self.condition = condition
+        self.text = text
+
+
+class AuthPolicy(Protocol):
+    """Throttling of failed authentications by address."""
+
+    def allowed(self, peer: tuple[str, int] | None) -> bool: ...
+    def failed(self, peer: tuple[str, int] | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """Everything client streams need of the server, built once per server.
+
+    ``bind(jid, transport)`` enters a session in the session table (raising
+    :class:`BindError`); ``bound(session)`` announces it to the modules once the client has
+    its answer; ``unbind(session, abrupt)`` takes it out again.  ``route(stanza, session)``
+    carries a stamped stanza from a bound client to the router.  ``stream_features(stream,
+    features)`` lets modules add post-authentication features.
+    """
+
+    hosts: frozenset[str]
+    default_domain: str
+    credentials: CredentialStore
+    secret: bytes
+    limits: Limits
+    tls_context: ssl.SSLContext | None
+    require_encryption: bool
+    allow_plain: bool
+    throttle: AuthPolicy
+    bind: Callable[[JID, Any], Session]
+    bound: Callable[[Session], None]
+    unbind: Callable[[Session, bool], None]
+    route: Callable[[Element, Session], Awaitable | None]
+    stream_features: Callable[[Any, Element], None]
+    connections: Any = None  # xmppd.transport.connections.Connections, for the shell
+
+
+class StreamIO(Protocol):
+    """What the negotiation needs of the stream that carries it."""
+
+    peer: tuple[str, int] | None
+
+    def send_bytes(self, data: bytes) -> None: ...
+    def send(self, element: Element) -> None: ...
+    def send_header(self, from_: str | None) -> None: ...
+    def stream_error(self, condition: str, text: str | None = None) -> None: ...
+    def begin_tls(self) -> Awaitable | None:
+        """``<proceed/>`` is queued: flush it, drop the plaintext parser state, handshake;
+        then call :meth:`ClientNegotiation.tls_started`."""
+    def restart_stream(self) -> None: ...
+    def authenticated(self) -> None:
+        """SASL succeeded: the full stanza size limit applies from now on."""
+    def bound(self, session: Session) -> None:
+        """The resource is bound: stanzas go to ``session`` from now on."""
+
+
+def _preauth_features(
+    starttls: bool, required: bool, mechs: tuple[str, ...], cb_types: tuple[str, ...]
+) -> bytes:
+    feats = Element("features", STREAM_NS, {}, [])
+    if starttls:
+        tls = feats.subelement("starttls", TLS_NS)
+        if required:
+            tls.subelement("required")
+    if mechs:
+        mechanisms = feats.subelement("mechanisms", SASL_NS)
+        for name in mechs:
+            mechanisms.subelement("mechanism", text=name)
+    if cb_types:
+        cb = feats.subelement("sasl-channel-binding", SASL_CB_NS)
+        for t in cb_types:
+            cb.subelement("channel-binding", attrs={"type": t})
+    return features_bytes(feats)
+
+
+#: Serialized pre-authentication features by (starttls, required, mechanisms, cb types).
+_PREAUTH_FEATURES: dict[tuple, bytes] = {}
+
+
+def _sasl_failure(condition: str, text: str | None = None) -> bytes:
+    body = f"<{condition}/>"
+    if text:
+        body += f"<text>{escape_text(text)}</text>"
+    return f"<failure xmlns='{SASL_NS}'>{body}</failure>".encode()
+
+
+class ClientNegotiation:
+    """One client's way from the first stream header to a bound resource."""
+
+    __slots__ = (
+        "policy", "io", "secure", "domain", "username", "sasl", "auth_failures", "bindings",
+    )
+
+    def __init__(self, policy: ClientPolicy, io: StreamIO, *, secure: bool = False) -> None:
+        self.policy = policy
+        self.io = io
+        self.secure = secure
+        self.domain: str | None = None
+        self.username: str | None = None
+        self.sasl: SASLServer | None = None
+        self.auth_failures = 0
+        self.bindings: dict[str, bytes] | None = None  # TLS channel bindings, until auth
+
+    def tls_started(self, bindings: dict[str, bytes] | None) -> None:
+        """TLS is on (direct TLS, or STARTTLS done), with these channel bindings."""
+        self.secure = True
+        self.bindings = bindings
+
+    # -- stream header ----------------------------------------------------------------------
+
+    def handle_stream_open(self, header: StreamOpen) -> None:
+        # interned: every session of a domain then shares one string
+        to = sys.intern(check_stream_header(header, CLIENT_NS))
+        version = header.attrs.get("version", "0.9")
+        if version.partition(".")[0] != "1":
+            raise StreamErrorCondition("unsupported-version", "XMPP 1.0 is required")
+        if not to:
+            raise StreamErrorCondition("improper-addressing", "the stream header has no 'to'")
+        if to not in self.policy.hosts:
+            raise StreamErrorCondition("host-unknown", f"{to} is not served here")
+        if self.domain is not None and to != self.domain:
+            raise StreamErrorCondition("host-unknown", "'to' changed across a stream restart")
+        self.domain = to
+        self.io.send_header(to)
+        if self.username is None:
+            self._send_preauth_features()
+        else:
+            self.io.send_bytes(features_bytes(self._features()))
+
+    def _send_preauth_features(self) -> None:
+        """STARTTLS and SASL mechanisms: the same few variants for every connection, so
+        each is serialized once."""
+        policy = self.policy
+        starttls = not self.secure and policy.tls_context is not None
+        required = policy.require_encryption
+        mechs: tuple[str, ...] = ()
+        cb_types: tuple[str, ...] = ()
+        if self.secure or not required:
+            sasl = self.sasl = self._new_sasl()
+            mechs = tuple(sasl.mechanisms())
+            cb_types = tuple(sasl.channel_binding_types())
+        key = (starttls, required, mechs, cb_types)
+        data = _PREAUTH_FEATURES.get(key)
+        if data is None:
+            data = _PREAUTH_FEATURES[key] = _preauth_features(*key)
+        self.io.send_bytes(data)
+
+    def _features(self) -> Element:
+        feats = Element("features", STREAM_NS, {}, [])
+        feats.subelement("bind", BIND_NS)
+        feats.subelement("session", SESSION_NS).subelement("optional")
+        self.policy.stream_features(self.io, feats)
+        return feats
+
+    def _new_sasl(self) -> SASLServer:
+        policy = self.policy
+        return SASLServer(
+            policy.credentials,
+            secure=self.secure,
+            channel_bindings=self.bindings,
+            allow_plain=policy.allow_plain,
+            server_secret=policy.secret,
+            domain=self.domain or policy.default_domain,
+        )
+
+    # -- elements -----------------------------------------------------------------------------
+
+    def handle_element(self, el: Element) -> Awaitable | None:
+        ns = el.ns
+        if ns == SASL_NS:
+            return self._sasl(el)
+        if ns == TLS_NS and el.name == "starttls":
+            return self._starttls()
+        if ns == CLIENT_NS and el.name in STANZA_NAMES:
+            if self.username is not None and el.name == "iq":
+                self._bind(el)
+                return None
+            raise StreamErrorCondition("not-authorized", "authenticate first")
+        raise StreamErrorCondition("unsupported-stanza-type", f"unexpected <{el.name}/>")
+
+    # -- STARTTLS ---------------------------------------------------------------------------
+
+    def _starttls(self) -> Awaitable | None:
+        if self.secure or self.policy.tls_context is None or self.username is not None:
+            raise StreamErrorCondition("policy-violation", "STARTTLS is not allowed now")
+        self.io.send_bytes(f"<proceed xmlns='{TLS_NS}'/>".encode())
+        return self.io.begin_tls()
+
+    # -- SASL --------------------------------------------------------------------------------
+
+    def _sasl(self, el: Element) -> Awaitable | None:
+        if self.username is not None:
+            raise StreamErrorCondition("policy-violation", "already authenticated")
+        if el.name == "abort":
+            if self.sasl is not None:
+                self.sasl.abort()
+            self.io.send_bytes(_sasl_failure("aborted"))
+            return None
+        if self.sasl is None:  # TLS required and not yet negotiated
+            self.io.send_bytes(_sasl_failure("encryption-required"))
+            return None
+        if el.name == "auth":
+            return self._sasl_step(el, start=el.get("mechanism", ""))
+        if el.name == "response":
+            return self._sasl_step(el)
+        raise StreamErrorCondition("unsupported-stanza-type", f"unexpected SASL <{el.name}/>")
+
+    async def _sasl_step(self, el: Element, start: str | None = None) -> None:
+        io, sasl = self.io, self.sasl
+        if not self.policy.throttle.allowed(io.peer):
+            io.send_bytes(_sasl_failure("temporary-auth-failure", "too many failed attempts, wait"))
+            return
+        try:
+            data = decode_payload(el.text)
+            if start is not None:
+                step = await sasl.start(start, data)
+            else:
+                step = await sasl.respond(data if data is not None else b"")
+        except SASLFailure as exc:
+            self._auth_failed(exc)
+            return
+        if not step.success:
+            text = encode_payload(step.challenge or b"")
+            io.send_bytes(f"<challenge xmlns='{SASL_NS}'>{text}</challenge>".encode())
+            return
+        self.username = step.username
+        log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s",
+                 _addr(io.peer), self.username, self.domain, sasl.mechanism)
+        self.sasl = None  # negotiation state is not needed any more
+        self.bindings = None
+        extra = encode_payload(step.additional_data)
+        io.send_bytes(f"<success xmlns='{SASL_NS}'>{extra}</success>".encode())
+        io.authenticated()
+        io.restart_stream()
+
+    def _auth_failed(self, exc: SASLFailure) -> None:
+        io, sasl = self.io, self.sasl
+        log.info("c2s authentication failed: address=%s username=%s mechanism=%s reason=%s%s",
+                 _addr(io.peer), _printable(sasl.attempted_username),
+                 _printable(sasl.mechanism), exc.condition,
+                 f" ({exc.text})" if exc.text else "")
+        io.send_bytes(_sasl_failure(exc.condition, exc.text))
+        if not exc.credentials:
+            return  # a negotiation error says nothing about the password: not counted
+        self.auth_failures += 1
+        self.policy.throttle.failed(io.peer)
+        limit = self.policy.limits.max_auth_failures
+        if self.auth_failures >= limit:
+            log.warning("limit max_auth_failures (%d) reached for %s: closing",
+                        self.auth_failures, io.peer)
+            io.stream_error("policy-violation", "too many failed authentication attempts")
+
+    # -- resource binding -------------------------------------------------------------------
+
+    def _bind(self, iq: Element) -> None:
+        payload = iq.find("bind", BIND_NS)
+        if payload is None or iq.get("type") != "set" or "id" not in iq.attrs:
+            raise StreamErrorCondition("not-authorized", "bind a resource first")
+        requested = (payload.findtext("resource") or "").strip()
+        resource = requested or secrets.token_hex(6)
+        io = self.io
+        try:
+            jid = JID(f"{self.username}@{self.domain}/{resource}")
+        except JIDError as exc:
+            io.send(error_reply(iq, "bad-request", text=str(exc)))
+            return
+        try:
+            session = self.policy.bind(jid, io)
+        except BindError as exc:
+            io.send(error_reply(iq, exc.condition, text=exc.text))
+            return
+        io.bound(session)
+        result = reply(iq)
+        result.attrs.pop("from", None)
+        result.subelement("bind", BIND_NS).subelement("jid", text=str(jid))
+        io.send(result)
+        log.info("c2s session bound: jid=%s address=%s", jid, _addr(io.peer))
+        self.policy.bound(session)
+
+
+def _addr(peer: tuple[str, int] | None) -> str:
+    """``host:port`` for the log (``-`` when unknown)."""
+    return f"{peer[0]}:{peer[1]}" if peer else "-"
+
+
+def _printable(text: str) -> str:
+    """Client-chosen text for one log line: control characters and spaces replaced."""
+    return "".join(c if c.isprintable() and c != " " else "?" for c in text) or "-"
