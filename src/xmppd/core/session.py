@@ -13,7 +13,8 @@ delivering a stanza costs no extra call on the routing hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -37,12 +38,13 @@ class Session:
 
     # An idle server holds one per client: slots, and module state in a list created on
     # first use (most sessions carry state of one or two modules at most).
-    __slots__ = ("jid", "bare", "transport", "send", "_states")
+    __slots__ = ("jid", "bare", "transport", "send", "_states", "_pending")
 
     def __init__(self, jid: JID, transport: Transport) -> None:
         self.jid = jid
         self.bare = jid.bare  # kept: JID.bare builds a new object each time
         self._states: list[Any] | None = None
+        self._pending: set[Awaitable[Any]] | None = None
         self.attach(transport)
 
     def attach(self, transport: Transport) -> None:
@@ -66,6 +68,32 @@ class Session:
     def stream_error(self, condition: str, text: str | None = None) -> None:
         """End the client's stream with an RFC 6120 §4.9 stream error."""
         self.transport.stream_error(condition, text)
+
+    # -- durability: writes done on the session's behalf ----------------------------------
+
+    def track(self, write: asyncio.Future[Any]) -> None:
+        """Remember a write made for a stanza this session sent (an archive append...), so
+        that :meth:`settled` can wait for it.  Stream management acknowledges a stanza only
+        once what it caused is durable, without making the stream wait for each write."""
+        if write.done():
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = set()
+        pending.add(write)
+        write.add_done_callback(self._write_done)
+
+    def _write_done(self, write: asyncio.Future[Any]) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending.discard(write)
+            if not pending:
+                self._pending = None
+
+    async def settled(self) -> None:
+        """Wait until every tracked write has completed (failed writes included)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     # -- per-module state: slots handed out by the module manager ------------------------
 
