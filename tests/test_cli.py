@@ -267,15 +267,17 @@ def test_check_bad_certificate(tmp_path, case, message):
 
 
 def test_cert_generate(tmp_path):
-    result = xmppd_cmd("cert", "generate", "localhost", data_dir=tmp_path)
+    config = write_config(tmp_path)  # free ports: check binds them
+    result = xmppd_cmd("cert", "generate", "localhost", config=config)
     assert result.returncode == 0, result.stderr
-    crt, key = tmp_path / "certs" / "localhost.crt", tmp_path / "certs" / "localhost.key"
+    certs = tmp_path / "data" / "certs"
+    crt, key = certs / "localhost.crt", certs / "localhost.key"
     assert f"wrote {crt} and {key}" in result.stdout
     assert key.stat().st_mode & 0o777 == 0o600
     cert = x509.load_pem_x509_certificate(crt.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in names.get_values_for_type(x509.DNSName)
-    check = xmppd_cmd("check", data_dir=tmp_path)
+    check = xmppd_cmd("check", config=config)
     assert check.returncode == 0 and "configuration OK" in check.stdout
 
 

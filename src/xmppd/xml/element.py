@@ -55,7 +55,7 @@ class Element:
 
     # The compiled tokenizer fills these slots directly, without calling __init__ (one
     # Python frame per element is most of the cost of building a stanza): keep __init__ a
-    # plain store of its arguments, or change _element() in _speedups/tokenizer.pyx too.
+    # plain store of its arguments, or change _element() in _speedups/tokenizer_build.pxi too.
     # It checks this tuple at import and falls back to calling Element() if it changes.
     __slots__ = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
 

@@ -1,0 +1,277 @@
+# The element builder: Element construction without ``__init__``, the unchecking builder
+# that decodes a stanza's validated inner bytes, and the lazy ``children`` callable.
+#
+# Included by tokenizer.pyx (textual include: one module, cdef inline functions stay inline).
+
+# Element construction without running Element.__init__ (a Python frame per element): the
+# slots are written directly.  Element is a __slots__ class whose __init__ only stores its
+# arguments; if that ever stops being true, _FAST_ELEMENT is False and __init__ is called.
+cdef Py_ssize_t _OFF[7]
+cdef bint _FAST_ELEMENT = False
+
+
+cdef int _init_element_slots() except -1:
+    global _FAST_ELEMENT
+    cdef int k
+    names = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
+    for k, slot in enumerate(names):
+        descr = Element.__dict__.get(slot)
+        if type(descr).__name__ != "member_descriptor":
+            return 0
+        _OFF[k] = (<PyMemberDescrObject*>descr).d_member.offset
+    _FAST_ELEMENT = getattr(Element, "__slots__", None) == names
+    return 0
+
+
+cdef inline void _put(PyObject* o, Py_ssize_t off, object value):
+    Py_INCREF(value)
+    (<PyObject**>((<char*>o) + off))[0] = <PyObject*>value
+
+
+cdef object _element(object name, object ns, object attrs, object children, object lazy,
+                     object raw_inner, object raw_ns):
+    cdef PyObject* o
+    if not _FAST_ELEMENT:
+        return Element(name, ns, attrs, children, lazy=lazy, raw_inner=raw_inner, raw_ns=raw_ns)
+    o = PyType_GenericAlloc(<PyTypeObject*>Element, 0)  # Element's tp_alloc
+    el = <object>o
+    Py_DECREF(el)  # tp_alloc's reference now belongs to ``el``
+    _put(o, _OFF[0], name)
+    _put(o, _OFF[1], ns)
+    _put(o, _OFF[2], attrs)
+    _put(o, _OFF[3], children)
+    _put(o, _OFF[4], lazy)
+    _put(o, _OFF[5], raw_inner)
+    _put(o, _OFF[6], raw_ns)
+    return el
+
+
+# -- the lazy builder ----------------------------------------------------------------------
+
+# Attribute positions of the start tag the builder is reading.  A garbage collection
+# triggered while building could run a finalizer that builds another element's children:
+# the nested call then gets its own array instead of sharing this one.
+cdef struct PosBuf:
+    Py_ssize_t* data
+    Py_ssize_t cap
+
+cdef PosBuf _BA
+_BA.data = NULL
+_BA.cap = 0
+cdef bint _BA_BUSY = False
+
+
+cdef int _grow_pos(PosBuf* b) except -1:
+    cdef Py_ssize_t cap = b.cap * 2 + 16
+    cdef Py_ssize_t* a = <Py_ssize_t*>PyMem_Realloc(b.data, 5 * cap * sizeof(Py_ssize_t))
+    if a == NULL:
+        raise MemoryError()
+    b.data = a
+    b.cap = cap
+    return 0
+
+
+# One open element of the builder: its parent's child list (borrowed: the tree being built
+# owns it), the parent's default namespace (a reference: a prefixed element's own
+# xmlns='' value is held by nothing else) and the scope length to restore at its end tag.
+cdef struct BFrame:
+    PyObject* kids
+    PyObject* dflt
+    Py_ssize_t scope_len
+
+
+cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scope):
+    """Children of validated inner content ``p[:n]``, nothing checked: the tokenizer has."""
+    global _BA_BUSY
+    cdef list root = [], kids = root, new_kids
+    cdef TBuf tb
+    cdef TBuf vb
+    cdef Py_ssize_t i = 0, j, s, e, col, ncol, vs, ve, k, nat, scope_len
+    cdef unsigned char c, q
+    cdef const unsigned char* lt
+    cdef Py_ssize_t depth = 0, fr_cap = 32
+    cdef BFrame[32] fr_small
+    cdef BFrame* fr = fr_small
+    cdef BFrame* fr_heap = NULL
+    cdef object dflt = _default_ns(scope, base_ns), uri, value, ns, new_dflt
+    cdef dict attrs
+    cdef bint empty = False, leaf
+    cdef PosBuf own
+    cdef PosBuf* ba = &own
+    cdef bint shared
+    tb.data = NULL
+    tb.len = tb.cap = 0
+    vb.data = NULL
+    vb.len = vb.cap = 0
+    own.data = NULL
+    own.cap = 0
+    shared = not _BA_BUSY
+    if shared:
+        ba = &_BA
+        _BA_BUSY = True
+    try:
+        while i < n:
+            if p[i] != 0x3C:
+                lt = <const unsigned char*>memchr(p + i, 0x3C, n - i)
+                s = n if lt == NULL else lt - p
+                j = i
+                while j < s and p[j] != 0x0D and p[j] != 0x26:
+                    j += 1
+                if j == s and tb.len == 0 and (s >= n or p[s + 1] != 0x21):
+                    kids.append(_utf8(p + i, s - i))
+                else:
+                    _text_put(&tb, p, i, s, True)
+                i = s
+                continue
+            c = p[i + 1]
+            if c == 0x21:  # <![CDATA[ ... ]]>
+                s = i + 9
+                e = s
+                while not (p[e] == 0x5D and p[e + 1] == 0x5D and p[e + 2] == 0x3E):
+                    e += 1
+                _text_put(&tb, p, s, e, False)
+                i = e + 3
+                continue
+            if tb.len:
+                kids.append(_utf8(<const unsigned char*>tb.data, tb.len))
+                tb.len = 0
+            if c == 0x2F:  # end tag
+                i = <Py_ssize_t>(<const unsigned char*>memchr(p + i, 0x3E, n - i) - p) + 1
+                depth -= 1
+                kids = <list>fr[depth].kids
+                dflt = <object>fr[depth].dflt
+                Py_DECREF(dflt)  # the frame's reference; ``dflt`` holds its own
+                scope_len = fr[depth].scope_len
+                while PyList_GET_SIZE(scope) > scope_len:
+                    scope.pop()
+                continue
+            # start tag
+            scope_len = PyList_GET_SIZE(scope)
+            s = i + 1
+            col = -1
+            i = s
+            while True:
+                c = p[i]
+                if c == 0x3E or c == 0x2F or CT[c] == C_S or CT[c] == C_LF or CT[c] == C_CR:
+                    break
+                if c == 0x3A:
+                    col = i
+                i += 1
+            e = i
+            nat = 0
+            new_dflt = dflt
+            while True:
+                c = p[i]
+                if c == 0x3E:
+                    empty = False
+                    i += 1
+                    break
+                if c == 0x2F:
+                    empty = True
+                    i += 2
+                    break
+                if CT[c] == C_S or CT[c] == C_LF or CT[c] == C_CR:
+                    i += 1
+                    continue
+                vs = i
+                ncol = -1
+                while p[i] != 0x3D and CT[p[i]] != C_S and CT[p[i]] != C_LF and CT[p[i]] != C_CR:
+                    if p[i] == 0x3A:
+                        ncol = i
+                    i += 1
+                ve = i
+                while p[i] != 0x22 and p[i] != 0x27:
+                    i += 1
+                q = p[i]
+                j = <Py_ssize_t>(<const unsigned char*>memchr(p + i + 1, q, n - i - 1) - p)
+                if nat >= ba.cap:
+                    _grow_pos(ba)
+                if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
+                    value = _attr_str(p, i + 1, j, &vb)
+                    if ve - vs == 5:
+                        new_dflt = value  # tracked in the frames, not in the scope
+                    else:
+                        scope.append((PyBytes_FromStringAndSize(<const char*>p + vs + 6, ve - vs - 6), value))
+                else:
+                    ba.data[5 * nat] = vs
+                    ba.data[5 * nat + 1] = ve
+                    ba.data[5 * nat + 2] = ncol
+                    ba.data[5 * nat + 3] = i + 1
+                    ba.data[5 * nat + 4] = j
+                    nat += 1
+                i = j + 1
+            if col >= 0:
+                ns = XML_NS if _is_xml_prefix(p + s, col - s) else (<tuple>scope[_find_prefix(scope, p + s, col - s)])[1]
+                name = _istr(p + col + 1, e - col - 1)
+            else:
+                ns = new_dflt
+                name = _istr(p + s, e - s)
+            attrs = {}
+            for k in range(nat):
+                vs = ba.data[5 * k]
+                ve = ba.data[5 * k + 1]
+                ncol = ba.data[5 * k + 2]
+                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], &vb)
+                if ncol < 0:
+                    attrs[_istr(p + vs, ve - vs)] = value
+                else:
+                    uri = XML_NS if _is_xml_prefix(p + vs, ncol - vs) else (<tuple>scope[_find_prefix(scope, p + vs, ncol - vs)])[1]
+                    attrs["{%s}%s" % (uri, _istr(p + ncol + 1, ve - ncol - 1))] = value
+            # A leaf (``<x/>`` or ``<x></x>``) gets no child list: Element makes one on
+            # first use, as Element(name) does.
+            leaf = empty or (p[i] == 0x3C and p[i + 1] == 0x2F)
+            new_kids = None if leaf else []
+            kids.append(_element(name, ns, attrs, new_kids, None, None, None))
+            if empty:
+                while PyList_GET_SIZE(scope) > scope_len:
+                    scope.pop()
+            else:
+                if depth >= fr_cap:
+                    fr_cap *= 2
+                    fr_heap = <BFrame*>PyMem_Realloc(fr_heap, fr_cap * sizeof(BFrame))
+                    if fr_heap == NULL:
+                        raise MemoryError()
+                    if fr == fr_small:
+                        memcpy(fr_heap, fr_small, sizeof(fr_small))
+                    fr = fr_heap
+                fr[depth].kids = <PyObject*>kids
+                Py_INCREF(dflt)
+                fr[depth].dflt = <PyObject*>dflt
+                fr[depth].scope_len = scope_len
+                depth += 1
+                kids = new_kids  # None for a leaf: its end tag comes next
+                dflt = new_dflt
+        if tb.len:
+            kids.append(_utf8(<const unsigned char*>tb.data, tb.len))
+    finally:
+        for k in range(depth):  # only after an error
+            Py_XDECREF(fr[k].dflt)
+        PyMem_Free(tb.data)
+        PyMem_Free(vb.data)
+        PyMem_Free(own.data)
+        PyMem_Free(fr_heap)
+        if shared:
+            _BA_BUSY = False
+    return root
+
+
+@cython.no_gc  # holds a bytes and a str: never part of a cycle
+@cython.freelist(64)
+@cython.final
+cdef class _LazyChildren:
+    """The ``lazy=`` callable of a stanza: decodes its validated inner bytes on demand."""
+
+    cdef bytes raw
+    cdef object ns
+
+    def __call__(self):
+        return _build(<const unsigned char*>PyBytes_AS_STRING(self.raw),
+                      PyBytes_GET_SIZE(self.raw), self.ns, [])
+
+
+cdef _LazyChildren _lazy_children(bytes raw, object ns):
+    # __new__ without arguments: no argument parsing on the per-stanza path
+    cdef _LazyChildren lazy = _LazyChildren.__new__(_LazyChildren)
+    lazy.raw = raw
+    lazy.ns = ns
+    return lazy
