@@ -759,11 +759,14 @@ def test_sigterm_shuts_down_gracefully(tmp_path):
     # the database is intact and the messages that were stored are the first ones, in order
     url = f"sqlite:///{tmp_path / 'data' / 'xmppd.sqlite3'}"
     check = ("import asyncio, sys\n"
+             "from xmppd.modules._rosterdata import RosterStore\n"
              "from xmppd.storage import open_storage\n"
              "async def main():\n"
              "    s = await open_storage(sys.argv[1])\n"
-             "    for m in await s.offline_messages('bob', 'localhost'): print(m.data.decode())\n"
-             "    print('ROSTER', (await s.roster('alice', 'localhost')).get('bob@localhost'))\n"
+             "    for m in await s.open_store('offline', 'archive').query('bob@localhost'):\n"
+             "        print(m.data.decode())\n"
+             "    roster = await RosterStore(s.open_store('roster')).get('alice@localhost')\n"
+             "    print('ROSTER', roster.get('bob@localhost'))\n"
              "    await s.close()\n"
              "asyncio.run(main())\n")
     out = subprocess.run([sys.executable, "-c", check, url], capture_output=True, text=True,

@@ -293,126 +293,19 @@ def test_open_storage(tmp_path):
     asyncio.run(main())
 
 
-# -- rosters, offline messages, block lists (every backend) ------------------------------
-
-from xmppd.storage.base import RosterItem  # noqa: E402
+# -- what Storage is (every backend) -----------------------------------------------------
 
 
-def test_roster_update_and_versions(make_storage):
-    async def body(s: Storage) -> None:
-        await s.create_account("juliet", "example.com", CREDS)
-        assert (await s.roster("juliet", "example.com")).version == 0
-        r1 = await s.roster_update("juliet", "example.com", "romeo@example.net",
-                                   lambda old: RosterItem("romeo@example.net", "Romeo",
-                                                          groups=("Friends", "a\nb")))
-        assert r1.before is None and r1.pushed and r1.version == 1 == r1.after.version
-        # a hidden row (pending inbound request only) does not bump the version
-        r2 = await s.roster_update("juliet", "example.com", "nurse@example.com",
-                                   lambda old: RosterItem("nurse@example.com", listed=False,
-                                                          request=b"<presence/>"))
-        assert not r2.pushed and r2.version == 1 and r2.after.pending_in
-        # no change: nothing written
-        r3 = await s.roster_update("juliet", "example.com", "romeo@example.net", lambda old: None)
-        assert r3.before == r3.after and r3.version == 1 and not r3.pushed
-        r4 = await s.roster_update("juliet", "example.com", "romeo@example.net",
-                                   lambda old: old.replace(subscription="to"))
-        assert r4.pushed and r4.version == 2 and r4.before.subscription == "none"
-        await s.roster_update("juliet", "example.com", "mercutio@example.org",
-                              lambda old: RosterItem("mercutio@example.org"))
-        await s.roster_update("juliet", "example.com", "mercutio@example.org",
-                              lambda old: RosterItem(old.jid, listed=False))  # removal
-        roster = await s.roster("juliet", "example.com")
-        assert roster.version == 4
-        assert [i.jid for i in roster.listed()] == ["romeo@example.net"]
-        assert roster.get("romeo@example.net").groups == ("Friends", "a\nb")
-        assert roster.get("nurse@example.com").request == b"<presence/>"
-        changes = await s.roster_changes("juliet", "example.com", 1)
-        assert [(c.jid, c.listed, c.version) for c in changes] == [
-            ("romeo@example.net", True, 2), ("mercutio@example.org", False, 4)]
-        assert await s.roster_changes("juliet", "example.com", 4) == []
-        with pytest.raises(StorageError):
-            await s.roster_update("nobody", "example.com", "x@y", lambda old: RosterItem("x@y"))
-        with pytest.raises(ValueError):
-            await s.roster_update("juliet", "example.com", "x@y",
-                                  lambda old: RosterItem("x@y", subscription="bogus"))
-
-    run(make_storage, body)
+@pytest.mark.parametrize("name", [
+    "roster", "roster_changes", "roster_update", "offline_store", "offline_messages",
+    "offline_delete", "offline_count", "blocklist", "block", "unblock",
+])
+def test_no_feature_method_groups(make_storage, name):
+    """Feature data lives in per-module stores, not in methods of the storage."""
+    assert not hasattr(make_storage(), name)
 
 
-def test_offline_messages(make_storage):
-    async def body(s: Storage) -> None:
-        await s.create_account("juliet", "example.com", CREDS)
-        stored = await asyncio.gather(*(
-            s.offline_store("juliet", "example.com", f"<m{i}/>".encode(), 1000.0 + i, 3)
-            for i in range(5)))
-        assert sorted(stored) == [False, False, True, True, True]
-        msgs = await s.offline_messages("juliet", "example.com")
-        assert len(msgs) == 3 == await s.offline_count("juliet", "example.com")
-        assert [m.id for m in msgs] == sorted(m.id for m in msgs)
-        assert [m.data for m in msgs] == [f"<m{int(m.stamp) - 1000}/>".encode() for m in msgs]
-        assert await s.offline_delete("juliet", "example.com", [msgs[0].id, 999999]) == 1
-        assert await s.offline_count("juliet", "example.com") == 2
-        assert await s.offline_store("juliet", "example.com", b"<late/>", 2000.0, 3)
-        assert (await s.offline_messages("juliet", "example.com"))[-1].data == b"<late/>"
-        with pytest.raises(StorageError):
-            await s.offline_store("nobody", "example.com", b"<m/>", 0.0, 3)
-        assert await s.offline_messages("nobody", "example.com") == []
-
-    run(make_storage, body)
-
-
-def test_blocklist(make_storage):
-    async def body(s: Storage) -> None:
-        await s.create_account("juliet", "example.com", CREDS)
-        assert await s.blocklist("juliet", "example.com") == []
-        assert await s.block("juliet", "example.com", ["b@x", "a@x", "b@x"]) == ["b@x", "a@x"]
-        assert await s.block("juliet", "example.com", ["a@x", "x"]) == ["x"]
-        assert await s.blocklist("juliet", "example.com") == ["a@x", "b@x", "x"]
-        assert await s.unblock("juliet", "example.com", ["b@x", "zz"]) == ["b@x"]
-        assert await s.unblock("juliet", "example.com", None) == ["a@x", "x"]
-        assert await s.blocklist("juliet", "example.com") == []
-
-    run(make_storage, body)
-
-
-def test_delete_account_removes_im_data(make_storage):
-    async def body(s: Storage) -> None:
-        await s.create_account("juliet", "example.com", CREDS)
-        await s.roster_update("juliet", "example.com", "r@x", lambda old: RosterItem("r@x"))
-        await s.offline_store("juliet", "example.com", b"<m/>", 1.0, 10)
-        await s.block("juliet", "example.com", ["b@x"])
-        await s.delete_account("juliet", "example.com")
-        await s.create_account("juliet", "example.com", CREDS)
-        assert (await s.roster("juliet", "example.com")).items == ()
-        assert await s.offline_count("juliet", "example.com") == 0
-        assert await s.blocklist("juliet", "example.com") == []
-
-    run(make_storage, body)
-
-
-def test_sqlite_im_data_survives_reopen(tmp_path):
-    path = tmp_path / "x.sqlite"
-
-    async def write() -> None:
-        async with SQLiteStorage(path) as s:
-            await s.create_account("juliet", "example.com", CREDS)
-            await s.roster_update("juliet", "example.com", "r@x",
-                                  lambda old: RosterItem("r@x", "R", "both", groups=("G",)))
-            await s.offline_store("juliet", "example.com", b"<m/>", 1.5, 10)
-            await s.block("juliet", "example.com", ["b@x"])
-
-    async def read() -> None:
-        async with SQLiteStorage(path) as s:
-            roster = await s.roster("juliet", "example.com")
-            assert roster.version == 1
-            assert roster.items == (RosterItem("r@x", "R", "both", groups=("G",), version=1),)
-            msgs = await s.offline_messages("juliet", "example.com")
-            assert [(m.stamp, m.data) for m in msgs] == [(1.5, b"<m/>")]
-            assert await s.blocklist("juliet", "example.com") == ["b@x"]
-            assert await s.integrity_check() == []
-
-    asyncio.run(write())
-    asyncio.run(read())
+# -- SQLite migrations (migration 4, the module data, in tests/storage/test_migration_4.py) --
 
 
 def test_sqlite_migrates_a_version_1_store(tmp_path):
@@ -432,8 +325,11 @@ def test_sqlite_migrates_a_version_1_store(tmp_path):
         async with SQLiteStorage(path) as s:
             assert await s.schema_version() == len(MIGRATIONS) >= 2
             assert await s.account_exists("juliet", "example.com")  # kept by the migration
-            assert await s.offline_store("juliet", "example.com", b"<m/>", 0.0, 1)
-            await s.roster_update("juliet", "example.com", "r@x", lambda old: RosterItem("r@x"))
-            assert (await s.roster("juliet", "example.com")).version == 1
+            assert await s.open_store("offline", "archive").append(
+                "juliet@example.com", b"<m/>", stamp=0.0, limit=1)
+            await s.open_store("roster").set("juliet@example.com", "roster", {"version": 1})
+            assert await s.delete_account("juliet", "example.com")
+            assert await s.open_store("roster").owners() == []
+            assert await s.integrity_check() == []
 
     asyncio.run(main())

@@ -11,7 +11,6 @@ import pytest
 
 from xmppd.c2s.sasl import derive_credentials
 from xmppd.storage import MemoryStorage, SQLiteStorage, Storage, StorageError
-from xmppd.storage.base import RosterItem
 from xmppd.storage.sqlite import MIGRATIONS
 from xmppd.storage.sqlite_stores import select_sql
 from xmppd.storage.stores import (
@@ -521,7 +520,9 @@ def test_delete_user_data_every_namespace_and_kind(make_storage):
 def test_delete_account_removes_module_data(make_storage):
     async def body(s: Storage) -> None:
         await s.create_account("juliet", "example.com", CREDS)
-        await s.roster_update("juliet", "example.com", R, lambda old: RosterItem(R))
+        roster, offline = s.open_store("roster"), s.open_store("offline", "archive")
+        await roster.set(J, "roster", {"version": 1, "items": {R: {"version": 1}}})
+        await offline.append(J, b"<message/>", stamp=1.0)
         kv, arch = s.open_store("private"), s.open_store("mam", "archive")
         await kv.set(J, "storage:bookmarks", {"x": 1})
         await kv.set(f"{J}/node", "config", {})
@@ -529,7 +530,7 @@ def test_delete_account_removes_module_data(make_storage):
         await kv.set(R, "k", 1)
         assert await s.delete_account("juliet", "example.com")
         assert await kv.owners() == [R] and await arch.owners() == []
-        assert (await s.roster("juliet", "example.com")).items == ()
+        assert await roster.owners() == [] and await offline.count(J) == 0
         # data left without an account is removed too
         await kv.set(J, "k", 1)
         assert not await s.delete_account("juliet", "example.com")
@@ -629,9 +630,8 @@ def test_sqlite_group_commit_of_store_writes(tmp_path):
 
 
 def test_sqlite_migrates_a_version_2_store(tmp_path):
-    """A database made by the previous schema (migrations 1-2 only) keeps its accounts and
-    rosters and gains the store tables."""
-    assert len(MIGRATIONS) == 3
+    """A database made by schema version 2 keeps its accounts, gains the store tables
+    (migration 3) and its rosters and block lists move into them (migration 4)."""
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
     conn.execute(
@@ -641,32 +641,31 @@ def test_sqlite_migrates_a_version_2_store(tmp_path):
         for statement in migration:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (?, 0)", (number,))
+    conn.execute("INSERT INTO accounts VALUES ('example.com', 'juliet', 0)")
+    c = CREDS["SHA-256"]
+    conn.execute("INSERT INTO scram_credentials VALUES ('example.com', 'juliet', ?, ?, ?, ?, ?)",
+                 (c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key))
+    conn.execute("INSERT INTO roster_versions VALUES ('example.com', 'juliet', 1)")
+    conn.execute("INSERT INTO roster_items VALUES ('example.com', 'juliet', ?, 'Romeo', 'none',"
+                 " 0, '[]', 0, NULL, 1, 1)", (R,))
+    conn.execute("INSERT INTO blocklist VALUES ('example.com', 'juliet', 'b@x')")
     conn.commit()
     conn.close()
 
-    async def old_data() -> None:  # written by today's code on the version-2 schema
-        s = SQLiteStorage(path)
-        s._migrate = lambda conn: None  # keep the schema at version 2
-        async with s:
-            assert await s.schema_version() == 2
-            await s.create_account("juliet", "example.com", CREDS)
-            await s.roster_update("juliet", "example.com", R, lambda old: RosterItem(R, "Romeo"))
-            await s.block("juliet", "example.com", ["b@x"])
-
     async def main() -> None:
         async with SQLiteStorage(path) as s:
-            assert await s.schema_version() == 3
+            assert await s.schema_version() == len(MIGRATIONS) >= 4
             assert await s.get_scram("juliet", "example.com", "SHA-256") == CREDS["SHA-256"]
-            roster = await s.roster("juliet", "example.com")
-            assert roster.version == 1 and roster.get(R).name == "Romeo"
-            assert await s.blocklist("juliet", "example.com") == ["b@x"]
+            roster = await s.open_store("roster").get(J, "roster")
+            assert roster["version"] == 1 and roster["items"][R]["name"] == "Romeo"
+            assert await s.open_store("blocking").get(J, "list") == ["b@x"]
             await s.open_store("m").set(J, "k", 1)
             await s.open_store("m", "archive").append(J, b"x", stamp=1.0)
             assert await s.delete_account("juliet", "example.com")
             assert await s.open_store("m").owners() == []
+            assert await s.open_store("roster").owners() == []
             assert await s.integrity_check() == []
 
-    asyncio.run(old_data())
     asyncio.run(main())
 
 

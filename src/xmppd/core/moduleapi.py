@@ -53,7 +53,7 @@ class ModuleAPI:
 
     @property
     def storage(self) -> Any:
-        """The server's storage (accounts, rosters, block lists, offline messages)."""
+        """The server's storage (accounts and credentials; module data: :meth:`open_store`)."""
         return self._core.storage
 
     @property

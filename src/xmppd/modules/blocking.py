@@ -10,8 +10,10 @@ with ``<blocked xmlns='urn:xmpp:blocking:errors'/>``; presence is dropped, inclu
 presence the server sends in the user's name (broadcasts, probe answers).  Newly blocked
 contacts get unavailable presence from each available resource.
 
-Block lists are cached in memory for accounts with bound sessions (loaded at bind, dropped
-with the last session); other lookups go to the storage.  ``stanza/inbound`` can only use
+A block list is one value in this module's key-value store (owner = the user's bare JID,
+key ``list``: the blocked JIDs, sorted); a block or unblock of several JIDs is one atomic
+update.  Block lists are cached in memory for accounts with bound sessions (loaded at
+bind, dropped with the last session); other lookups go to the store.  ``stanza/inbound`` can only use
 the cache (it is synchronous): it is the last line, for IQs to full JIDs.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
+from xmppd.storage.stores import UNCHANGED, KeyValueStore
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
 
@@ -30,6 +33,7 @@ from . import roster as rosters
 
 BLOCKING_NS = "urn:xmpp:blocking"
 BLOCKING_ERRORS_NS = "urn:xmpp:blocking:errors"
+LIST_KEY = "list"
 
 
 def _requested() -> bool:
@@ -82,11 +86,46 @@ def items_of(payload: Element) -> list[str]:
     return out
 
 
-class BlockLists:
-    """Block lists, cached for accounts with bound sessions (the rest read from storage)."""
+async def stored_list(store: KeyValueStore, owner: str) -> list[str]:
+    """The JIDs ``owner`` (a bare JID) blocks, sorted."""
+    return await store.get(owner, LIST_KEY, [])
 
-    def __init__(self, storage: Any, sessions: Any, hosts: frozenset[str]) -> None:
-        self.storage = storage
+
+async def add_to_list(store: KeyValueStore, owner: str, jids: list[str]) -> list[str]:
+    """Block ``jids`` (one transaction); returns those that were not blocked yet."""
+    added: list[str] = []
+
+    def add(old: list[str] | None) -> Any:
+        current = set(old or ())
+        added[:] = [j for j in dict.fromkeys(jids) if j not in current]
+        return sorted(current.union(added)) if added else UNCHANGED
+
+    await store.update(owner, LIST_KEY, add)
+    return added
+
+
+async def remove_from_list(
+    store: KeyValueStore, owner: str, jids: list[str] | None
+) -> list[str]:
+    """Unblock ``jids`` (all for None; one transaction); returns those removed, sorted."""
+    removed: list[str] = []
+
+    def remove(old: list[str] | None) -> Any:
+        current = set(old or ())
+        removed[:] = sorted(current if jids is None else current.intersection(jids))
+        if not removed:
+            return UNCHANGED
+        return sorted(current.difference(removed)) or None  # an empty list: no key
+
+    await store.update(owner, LIST_KEY, remove)
+    return removed
+
+
+class BlockLists:
+    """Block lists, cached for accounts with bound sessions (the rest read from the store)."""
+
+    def __init__(self, store: KeyValueStore, sessions: Any, hosts: frozenset[str]) -> None:
+        self.store = store
         self.sessions = sessions
         self.hosts = hosts
         self.cache: dict[JID, frozenset[str]] = {}
@@ -99,7 +138,7 @@ class BlockLists:
         if cached is not None:
             return cached
         # The common empty list is the shared _EMPTY: one cached list per bound account.
-        items = frozenset(await self.storage.blocklist(bare.localpart or "", bare.domain)) or _EMPTY
+        items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
         if self.sessions.count(bare):
             self.cache[bare] = items
         return items
@@ -133,8 +172,8 @@ class Blocking(Module):
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         self.router = api.router
-        self.storage = api.storage
-        self.lists = BlockLists(api.storage, api.router.sessions, api.hosts)
+        self.store = api.open_store("keyvalue")
+        self.lists = BlockLists(self.store, api.router.sessions, api.hosts)
         self.cache = self.lists.cache
         api.iq_handler("get", BLOCKING_NS, "blocklist", self.get, to="bare")
         api.iq_handler("set", BLOCKING_NS, "block", self.block, to="bare")
@@ -229,13 +268,13 @@ class Blocking(Module):
         out = reply(iq)
         out.attrs.pop("from", None)
         el = out.subelement("blocklist", BLOCKING_NS)
-        for jid in await self.storage.blocklist(bare.localpart or "", bare.domain):
+        for jid in await stored_list(self.store, str(bare)):
             el.subelement("item", attrs={"jid": jid})
         return out
 
     async def contacts_seeing(self, bare: JID, jids: list[str]) -> list[str]:
         """Those of ``jids`` that receive the user's presence (subscription or directed)."""
-        roster = await self.storage.roster(bare.localpart or "", bare.domain)
+        roster = await self.api.service("roster").get(bare)
         presence = self.api.service("presence")
         directed = {str(j) for s in self.router.sessions.resources(bare)
                     for j in (presence.directed(s) if presence else ())}
@@ -252,7 +291,7 @@ class Blocking(Module):
         # filtered afterwards).
         for jid in seeing:
             self.api.service("roster").presence_from_resources(bare, jid, available=False)
-        added = await self.storage.block(bare.localpart or "", bare.domain, jids)
+        added = await add_to_list(self.store, str(bare), jids)
         await self.lists.reload(bare)
         if added:
             self.push(bare, "block", added)
@@ -263,7 +302,7 @@ class Blocking(Module):
     async def unblock(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
         jids = items_of(payload)
-        removed = await self.storage.unblock(bare.localpart or "", bare.domain, jids or None)
+        removed = await remove_from_list(self.store, str(bare), jids or None)
         await self.lists.reload(bare)
         if removed:
             self.push(bare, "unblock", removed if jids else None)

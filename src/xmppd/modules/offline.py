@@ -2,7 +2,8 @@
 
 Storing: a ``chat`` or ``normal`` message with content (a body or any payload that is not
 just a XEP-0085 chat state or a XEP-0334 hint) to an existing account with no available
-resource is appended to the account's store.  The ``message/offline`` handler returns only
+resource is appended to the account's store: this module's archive (owner = the bare
+JID; items in arrival order, the payload the serialized stanza, ``stamp`` its arrival).  The ``message/offline`` handler returns only
 after the storage *commit* (the SQLite backend groups concurrent writes into one
 transaction), and the sender's stream does not read its next stanza before that, so any
 answer the sender gets after the message (a ping's pong, later a XEP-0198 ack) means the
@@ -81,6 +82,7 @@ class Offline(Module):
         self.api = api
         self.router = api.router
         self.storage = api.storage
+        self.archive = api.open_store("archive")
         # One lock per account while deliveries to it run (with how many hold or wait for
         # it): dropped as soon as the last one ends, so idle sessions keep none.
         self.locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
@@ -109,8 +111,10 @@ class Offline(Module):
         if verdict is False:
             return True
         limit = api.limits.max_offline_messages
-        if not await storage.offline_store(username, domain, encode_stanza(stanza),
-                                           time.time(), limit):
+        # (an archive limit of 0 means "none"; a configured 0 means "store nothing")
+        if limit <= 0 or await self.archive.append(
+            str(target), encode_stanza(stanza), stamp=time.time(), limit=limit
+        ) is None:
             api.log.info("limit max_offline_messages (%d) reached for %s", limit, target)
             return False
         # A session may have become available while we were writing; it already fetched
@@ -139,21 +143,25 @@ class Offline(Module):
                 del self.locks[bare]
 
     async def deliver_locked(self, session: Any, bare: JID) -> None:
-        username, domain = session.jid.localpart or "", session.jid.domain
-        stored = await self.storage.offline_messages(username, domain)
+        owner, domain = str(bare), bare.domain
+        # The count is one row on the loop thread: the common login, with nothing stored,
+        # costs no trip to the storage thread.
+        if not await self.archive.count(owner) or session.closed:
+            return
+        stored = await self.archive.query(owner)
         if session.closed or not stored:
             return
         for item in stored:
             try:
                 msg = decode_stanza(item.data)
             except Exception:  # one damaged row must not block the rest
-                self.api.log.warning("unreadable offline message %d for %s", item.id, bare)
+                self.api.log.warning("unreadable offline message %s for %s", item.id, bare)
                 continue
             msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
                            text="Offline Storage")
             self.router.deliver(session, msg)
         if _handed_over(session):
-            await self.storage.offline_delete(username, domain, [m.id for m in stored])
+            await self.archive.delete(owner, [m.id for m in stored])
 
     async def on_available(self, session: Any, initial: bool) -> None:
         delivered = self.delivered

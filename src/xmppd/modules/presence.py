@@ -24,9 +24,9 @@ from typing import Any
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
+from xmppd.modules._rosterdata import RosterItem
 from xmppd.modules._subscription import TYPES as SUBSCRIPTION_TYPES
 from xmppd.modules._subscription import Outcome, State, inbound, outbound
-from xmppd.storage.base import RosterItem
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, decode_stanza, encode_stanza
 
@@ -246,8 +246,7 @@ class Presence(Module):
         prober = _bare(stanza.get("from"))
         if prober is None:
             return
-        username, domain = rosters.account(target)
-        item = (await self.storage.roster(username, domain)).get(str(prober))
+        item = (await self.rosters.get(target)).get(str(prober))
         if not rosters.state_of(item).has_from:
             return
         answer_to = stanza.get("from")
@@ -276,8 +275,7 @@ class Presence(Module):
         st.priority = _priority(stanza)
         user = session.jid.bare
         # one roster read serves the broadcast, the probes and the pending requests
-        username, domain = rosters.account(user)
-        items = (await self.storage.roster(username, domain)).items
+        items = (await self.rosters.get(user)).items
         has_from, has_to = _subscribers(items)
         for contact in has_from:
             api.send(addressed(stanza, contact))
@@ -313,8 +311,7 @@ class Presence(Module):
             stanza = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
         stanza.attrs.pop("to", None)
         stanza.attrs["from"] = session.jid.full
-        username, domain = rosters.account(session.jid.bare)
-        has_from, _ = _subscribers((await self.storage.roster(username, domain)).items)
+        has_from, _ = _subscribers((await self.rosters.get(session.jid.bare)).items)
         for jid in unavailable_recipients(has_from, st.directed):
             self.api.send(addressed(stanza, jid))
         st.directed = None

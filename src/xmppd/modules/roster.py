@@ -1,6 +1,6 @@
 """RFC 6121 §2: roster management (get, set, remove), roster pushes and roster versioning.
 
-Roster versions are integers per account, bumped by the storage on every visible change;
+Roster versions are integers per account, bumped on every visible change;
 each row remembers the version of its last change, and removed items stay as tombstones,
 so a client presenting version ``n`` gets exactly the rows changed after ``n`` as roster
 pushes (RFC 6121 §2.6.3).  A version we cannot interpret (not a number, or newer than ours)
@@ -10,6 +10,10 @@ gets the full roster.
 change atomically, pushes it to interested resources, and sends the presence a change of
 the 'from' half of a subscription calls for (current presence when the contact gains it,
 RFC 6121 §3.1.5; unavailable presence when it loses it, §3.2.2).
+
+Rosters live in this module's key-value store (layout and row semantics in
+:mod:`xmppd.modules._rosterdata`); other modules read them through the service ``roster``
+(:meth:`RosterService.get`), never from the storage.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
+from xmppd.modules import _rosterdata
+from xmppd.modules._rosterdata import RosterChangeFn, RosterItem, RosterStore, RosterUpdate
 from xmppd.modules._subscription import State
-from xmppd.storage.base import RosterChangeFn, RosterItem, RosterUpdate
+from xmppd.storage.base import StorageError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
 
@@ -75,10 +81,20 @@ class RosterState:
 
 
 class RosterService:
-    """Roster changes for other modules (service ``roster``): the one way rows change."""
+    """Rosters for other modules (service ``roster``): reads, and the one way rows change."""
 
     def __init__(self, api: ModuleAPI) -> None:
         self._api = api
+        self.store = RosterStore(api.open_store("keyvalue"))
+
+    async def get(self, owner: JID) -> _rosterdata.Roster:
+        """Every stored row of ``owner``'s roster (listed or not) and the roster version:
+        one key-value read."""
+        return await self.store.get(str(owner.bare))
+
+    async def changes(self, owner: JID, since: int) -> list[RosterItem]:
+        """Rows whose visible state changed after version ``since``, oldest change first."""
+        return await self.store.changes(str(owner.bare), since)
 
     def push(self, bare: JID, item: RosterItem, version: int | None) -> None:
         """Send a roster push to every resource of ``bare`` that requested the roster.
@@ -126,7 +142,9 @@ class RosterService:
         :meth:`announce_change` later, e.g. after routing the subscription stanza that
         caused it, so that the contact sees it first)."""
         username, domain = account(owner)
-        result = await self._api.storage.roster_update(username, domain, contact, change)
+        if not await self._api.storage.account_exists(username, domain):
+            raise StorageError(f"no account {owner}")
+        result = await self.store.update(str(owner.bare), contact, change)
         if result.pushed:
             self.push(owner, result.after, result.version)
         if announce:
@@ -193,14 +211,13 @@ class Roster(Module):
         api = self.api
         bare = own_account(iq, origin)
         api.state(origin, RosterState).interested = True
-        username, domain = account(bare)
         ver = payload.get("ver")
-        roster = await api.storage.roster(username, domain)
+        roster = await self.service.get(bare)
         out = reply(iq)
         out.attrs.pop("from", None)
         if ver is not None and ver.isdigit() and int(ver) <= roster.version:
             # §2.6.3: an empty result, then the changes as pushes (none if up to date).
-            changes = await api.storage.roster_changes(username, domain, int(ver))
+            changes = await self.service.changes(bare, int(ver))
             api.router.deliver(origin, out)
             for item in changes:
                 self.push_one(origin, item)
@@ -238,8 +255,7 @@ class Roster(Module):
         return out
 
     async def remove_item(self, bare: JID, jid: str) -> None:
-        username, domain = account(bare)
-        current = (await self.api.storage.roster(username, domain)).get(jid)
+        current = (await self.service.get(bare)).get(jid)
         if current is None or not current.listed:
             raise StanzaError("item-not-found")
         state = state_of(current)
@@ -258,7 +274,7 @@ class Roster(Module):
         roster pushes); remote contacts are told both subscriptions are cancelled."""
         storage = self.api.storage
         user = str(jid)
-        roster = await storage.roster(*account(jid))
+        roster = await self.service.get(jid)
 
         def remove(old: RosterItem | None) -> RosterItem | None:
             if old is None or (not old.listed and old.request is None):

@@ -11,8 +11,8 @@ coroutine returns only after the batch's ``COMMIT``, so a returned write is dura
 they are concurrent with those writes, so either order is correct, and they never see
 uncommitted data.  No new dependency is needed.
 
-Point reads (credentials at login, a roster, a block list, offline messages) skip the
-thread: they run at once on a second, read-only connection owned by the event-loop thread.
+Point reads (credentials at login, a key-value get such as a roster or a block list, an
+archive count or small page) skip the thread: they run at once on a second, read-only connection owned by the event-loop thread.
 In WAL mode a reader never waits for the writer (it reads the last committed snapshot), and
 these reads are index lookups served from the page cache, a few microseconds, where a hop
 to the thread and back costs tens (two thread switches and a loop wake-up) and, for the
@@ -21,9 +21,9 @@ caller, a task.  A read that finds the database busy (WAL recovery) falls back t
 Per-module stores (:meth:`Storage.open_store`) live in generic tables, see
 :mod:`xmppd.storage.sqlite_stores`.
 
-Schema changes are forward migrations: append a tuple of SQL statements to
-:data:`MIGRATIONS`; ``open()`` applies the missing ones, each in its own transaction, and
-records them in ``schema_version``.
+Schema changes are forward migrations: append a tuple of SQL statements (or functions of
+the connection, for data moves) to :data:`MIGRATIONS`; ``open()`` applies the missing ones,
+each in its own transaction, and records them in ``schema_version``.
 """
 
 from __future__ import annotations
@@ -41,32 +41,102 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xmppd.storage.base import (
-    AccountExists,
-    OfflineMessage,
-    Roster,
-    RosterChangeFn,
-    RosterItem,
-    RosterUpdate,
-    Storage,
-    StorageError,
-    apply_roster_change,
-    check_credentials,
-)
+from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.sqlite_stores import (
     SQLiteArchiveStore,
     SQLiteKeyValueStore,
     delete_user_rows,
 )
-from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner
+from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner, new_item_id
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
 
 T = TypeVar("T")
 
+#: One step of a migration: an SQL statement, or a function for what SQL cannot say.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _text(blob: bytes | str | None) -> str | None:
+    if blob is None or isinstance(blob, str):
+        return blob
+    return bytes(blob).decode("utf-8", "replace")
+
+
+def _move_im_data_to_module_stores(conn: sqlite3.Connection) -> None:
+    """Migration 4: rosters, offline messages and block lists move from their tables
+    (migration 2) into the per-module stores, in the layouts their modules read (namespace
+    = the module's name, owner = the account's bare JID); the old tables are dropped.
+
+    The layouts, as of this migration (``xmppd.modules._rosterdata``, ``offline``,
+    ``blocking``): kv ``roster``/``roster`` = ``{"version": n, "items": {jid: {name,
+    subscription, ask, groups, approved, request (stanza text or null), listed,
+    version}}}``; archive ``offline`` = one item per message in arrival order (``stamp``
+    the arrival, ``with_jid`` empty, ``data`` the stanza); kv ``blocking``/``list`` = the
+    blocked JIDs, sorted.
+    """
+    rosters: dict[str, dict[str, Any]] = {}
+    for domain, username, version in conn.execute(
+        "SELECT domain, username, version FROM roster_versions"
+    ):
+        rosters[f"{username}@{domain}"] = {"version": version, "items": {}}
+    for row in conn.execute(
+        "SELECT domain, username, jid, name, subscription, ask, groups, approved, request,"
+        " listed, version FROM roster_items ORDER BY domain, username, jid"
+    ):
+        domain, username, jid, name, subscription, ask, groups, approved, request, listed, \
+            version = row
+        roster = rosters.setdefault(f"{username}@{domain}", {"version": 0, "items": {}})
+        roster["items"][jid] = {
+            "name": name, "subscription": subscription, "ask": bool(ask),
+            "groups": json.loads(groups), "approved": bool(approved),
+            "request": _text(request), "listed": bool(listed), "version": version,
+        }
+    conn.executemany(
+        "INSERT INTO kv (ns, owner, key, value) VALUES ('roster', ?, 'roster', ?)"
+        " ON CONFLICT (ns, owner, key) DO UPDATE SET value = excluded.value",
+        [(owner, _dump(value)) for owner, value in rosters.items()],
+    )
+
+    counts: dict[str, int] = {}
+    for domain, username, stamp, data in conn.execute(
+        "SELECT domain, username, stamp, data FROM offline_messages ORDER BY id"
+    ).fetchall():
+        owner = f"{username}@{domain}"
+        conn.execute(  # in id order: the archive's seq keeps the arrival order
+            "INSERT INTO archive (ns, owner, id, stamp, with_jid, data)"
+            " VALUES ('offline', ?, ?, ?, '', ?)",
+            (owner, new_item_id(), stamp, bytes(data)),
+        )
+        counts[owner] = counts.get(owner, 0) + 1
+    conn.executemany(
+        "INSERT INTO archive_counts (ns, owner, n) VALUES ('offline', ?, ?)"
+        " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
+        list(counts.items()),
+    )
+
+    blocked: dict[str, list[str]] = {}
+    for domain, username, jid in conn.execute(
+        "SELECT domain, username, jid FROM blocklist ORDER BY domain, username, jid"
+    ):
+        blocked.setdefault(f"{username}@{domain}", []).append(jid)
+    conn.executemany(
+        "INSERT INTO kv (ns, owner, key, value) VALUES ('blocking', ?, 'list', ?)"
+        " ON CONFLICT (ns, owner, key) DO UPDATE SET value = excluded.value",
+        [(owner, _dump(sorted(jids))) for owner, jids in blocked.items()],
+    )
+    for table in ("roster_items", "roster_versions", "offline_messages", "blocklist"):
+        conn.execute(f"DROP TABLE {table}")
+
+
 #: Forward migrations; migration ``n`` (1-based) brings the schema to version ``n``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: Never edit one that has shipped: append a new one.
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     # 1: accounts and their SCRAM credentials (never passwords)
     (
         """CREATE TABLE accounts (
@@ -168,6 +238,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             version INTEGER NOT NULL
         ) WITHOUT ROWID""",
     ),
+    # 4: rosters, offline messages and block lists become the data of their modules
+    (_move_im_data_to_module_stores,),
 )
 
 
@@ -281,8 +353,11 @@ class SQLiteStorage(Storage):
         for number in range(current + 1, len(MIGRATIONS) + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[number - 1]:
-                    conn.execute(statement)
+                for step in MIGRATIONS[number - 1]:
+                    if callable(step):
+                        step(conn)
+                    else:
+                        conn.execute(step)
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (number, int(time.time())),
@@ -418,7 +493,7 @@ class SQLiteStorage(Storage):
         owner = check_user_owner(f"{username}@{domain}")
 
         def delete(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(  # rosters, offline messages, block lists: ON DELETE CASCADE
+            cur = conn.execute(  # credentials: ON DELETE CASCADE
                 "DELETE FROM accounts WHERE domain = ? AND username = ?", (domain, username)
             )
             delete_user_rows(conn, owner)  # per-module stores, in the same transaction
@@ -484,172 +559,6 @@ class SQLiteStorage(Storage):
             return [tuple(r) for r in conn.execute(sql + " ORDER BY domain, username", args)]
 
         return await self._call(listing, write=False)
-
-    # -- rosters ------------------------------------------------------------------------------
-
-    async def roster(self, username: str, domain: str) -> Roster:
-        def read(conn: sqlite3.Connection) -> Roster:
-            rows = conn.execute(
-                f"SELECT {_ROSTER_COLUMNS} FROM roster_items WHERE domain = ? AND username = ?"
-                " ORDER BY jid", (domain, username),
-            )
-            items = tuple(_roster_item(r) for r in rows)
-            return Roster(_roster_version(conn, username, domain), items)
-
-        return await self._read(read)
-
-    async def roster_changes(self, username: str, domain: str, since: int) -> list[RosterItem]:
-        def read(conn: sqlite3.Connection) -> list[RosterItem]:
-            rows = conn.execute(
-                f"SELECT {_ROSTER_COLUMNS} FROM roster_items WHERE domain = ? AND username = ?"
-                " AND version > ? ORDER BY version", (domain, username, since),
-            )
-            return [_roster_item(r) for r in rows]
-
-        return await self._read(read)
-
-    async def roster_update(
-        self, username: str, domain: str, jid: str, change: RosterChangeFn
-    ) -> RosterUpdate:
-        def update(conn: sqlite3.Connection) -> RosterUpdate:
-            if not _exists(conn, username, domain):
-                raise StorageError(f"no account {username}@{domain}")
-            row = conn.execute(
-                f"SELECT {_ROSTER_COLUMNS} FROM roster_items"
-                " WHERE domain = ? AND username = ? AND jid = ?", (domain, username, jid),
-            ).fetchone()
-            before = None if row is None else _roster_item(row)
-            version = _roster_version(conn, username, domain)
-            after, new_version = apply_roster_change(before, change, version)
-            if after is None:
-                return RosterUpdate(before, before, version)
-            conn.execute(
-                "INSERT OR REPLACE INTO roster_items (domain, username, jid, name, subscription,"
-                " ask, groups, approved, request, listed, version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (domain, username, jid, after.name, after.subscription, int(after.ask),
-                 json.dumps(list(after.groups)), int(after.approved), after.request,
-                 int(after.listed), after.version),
-            )
-            if new_version != version:
-                conn.execute(
-                    "INSERT OR REPLACE INTO roster_versions (domain, username, version)"
-                    " VALUES (?, ?, ?)", (domain, username, new_version),
-                )
-            return RosterUpdate(before, after, new_version)
-
-        return await self._call(update, write=True)
-
-    # -- offline messages ---------------------------------------------------------------------
-
-    async def offline_store(
-        self, username: str, domain: str, data: bytes, stamp: float, limit: int
-    ) -> bool:
-        def store(conn: sqlite3.Connection) -> bool:
-            if not _exists(conn, username, domain):
-                raise StorageError(f"no account {username}@{domain}")
-            if _offline_count(conn, username, domain) >= limit:
-                return False
-            conn.execute(
-                "INSERT INTO offline_messages (domain, username, stamp, data) VALUES (?, ?, ?, ?)",
-                (domain, username, stamp, data),
-            )
-            return True
-
-        return await self._call(store, write=True)
-
-    async def offline_messages(self, username: str, domain: str) -> list[OfflineMessage]:
-        def read(conn: sqlite3.Connection) -> list[OfflineMessage]:
-            rows = conn.execute(
-                "SELECT id, stamp, data FROM offline_messages WHERE domain = ? AND username = ?"
-                " ORDER BY id", (domain, username),
-            )
-            return [OfflineMessage(i, s, bytes(d)) for i, s, d in rows]
-
-        return await self._read(read)
-
-    async def offline_delete(self, username: str, domain: str, ids: list[int]) -> int:
-        def delete(conn: sqlite3.Connection) -> int:
-            cur = conn.executemany(
-                "DELETE FROM offline_messages WHERE domain = ? AND username = ? AND id = ?",
-                [(domain, username, i) for i in ids],
-            )
-            return cur.rowcount
-
-        return await self._call(delete, write=True)
-
-    async def offline_count(self, username: str, domain: str) -> int:
-        return await self._read(lambda c: _offline_count(c, username, domain))
-
-    # -- block lists ----------------------------------------------------------------------------
-
-    async def blocklist(self, username: str, domain: str) -> list[str]:
-        def read(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT jid FROM blocklist WHERE domain = ? AND username = ? ORDER BY jid",
-                (domain, username),
-            )
-            return [r[0] for r in rows]
-
-        return await self._read(read)
-
-    async def block(self, username: str, domain: str, jids: list[str]) -> list[str]:
-        def add(conn: sqlite3.Connection) -> list[str]:
-            if not _exists(conn, username, domain):
-                raise StorageError(f"no account {username}@{domain}")
-            added = []
-            for jid in dict.fromkeys(jids):
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO blocklist (domain, username, jid) VALUES (?, ?, ?)",
-                    (domain, username, jid),
-                )
-                if cur.rowcount:
-                    added.append(jid)
-            return added
-
-        return await self._call(add, write=True)
-
-    async def unblock(self, username: str, domain: str, jids: list[str] | None) -> list[str]:
-        def remove(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT jid FROM blocklist WHERE domain = ? AND username = ? ORDER BY jid",
-                (domain, username),
-            )
-            current = [r[0] for r in rows]
-            removed = current if jids is None else [j for j in current if j in set(jids)]
-            conn.executemany(
-                "DELETE FROM blocklist WHERE domain = ? AND username = ? AND jid = ?",
-                [(domain, username, j) for j in removed],
-            )
-            return removed
-
-        return await self._call(remove, write=True)
-
-
-_ROSTER_COLUMNS = "jid, name, subscription, ask, groups, approved, request, listed, version"
-
-
-def _roster_item(row: tuple) -> RosterItem:
-    jid, name, subscription, ask, groups, approved, request, listed, version = row
-    return RosterItem(
-        jid, name, subscription, bool(ask), tuple(json.loads(groups)),
-        bool(approved), None if request is None else bytes(request), bool(listed), version,
-    )
-
-
-def _roster_version(conn: sqlite3.Connection, username: str, domain: str) -> int:
-    row = conn.execute(
-        "SELECT version FROM roster_versions WHERE domain = ? AND username = ?",
-        (domain, username),
-    ).fetchone()
-    return 0 if row is None else row[0]
-
-
-def _offline_count(conn: sqlite3.Connection, username: str, domain: str) -> int:
-    return conn.execute(
-        "SELECT COUNT(*) FROM offline_messages WHERE domain = ? AND username = ?",
-        (domain, username),
-    ).fetchone()[0]
 
 
 def _version(conn: sqlite3.Connection) -> int:
