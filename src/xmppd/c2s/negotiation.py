@@ -86,6 +86,8 @@ class ClientPolicy:
     route: Callable[[Element, Session], Awaitable | None]
     stream_features: Callable[[Any, Element], None]
     connections: Any = None  # xmppd.transport.connections.Connections, for the shell
+    #: a bound client's non-stanza element: (session, element) -> True if handled
+    element: Callable[[Session, Element], bool | Awaitable[bool]] | None = None
 
 
 class StreamIO(Protocol):

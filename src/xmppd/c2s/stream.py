@@ -98,7 +98,8 @@ class C2SStream(XMLStream):
     def handle_element(self, el: Element) -> Awaitable | None:
         session = self.session
         if session is not None:
-            return client_stanza(el, session, self.policy.route, self.send)
+            policy = self.policy
+            return client_stanza(el, session, policy.route, self.send, policy.element)
         return self.negotiation.handle_element(el)
 
     # -- what the negotiation asks of the shell (StreamIO) ---------------------------------------

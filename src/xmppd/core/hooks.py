@@ -61,6 +61,8 @@ CORE_EVENTS = {
     "iq/outbound": "(stanza, origin) -- iq from a local client, before routing",
     "route/remote": "(stanza, origin) -- stanza for a non-local domain",
     "stanza/inbound": "(stanza, origin) -- stanza about to be delivered to a local session",
+    "stream/element": "(session, element) -- a bound client sent a non-stanza element "
+                      "(nonza); unhandled: unsupported-stanza-type",
     "disco-info/host": "(features: set, identities: list) -- add server features",
     "disco-info/account": "(features: set, identities: list) -- add account features",
 }
