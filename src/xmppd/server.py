@@ -52,8 +52,8 @@ class Server:
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
         self.modules = ModuleManager(self)
         self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
-        self.connections = Connections(config.limits.max_connections_per_ip)
-        self.auth_throttle = AuthThrottle(config.limits.auth_failures_per_ip_per_min)
+        self.connections = Connections(config.limits.max_preauth_connections_per_ip)
+        self.auth_throttle = AuthThrottle.from_limits(config.limits)
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
