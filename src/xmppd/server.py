@@ -30,7 +30,7 @@ from xmppd.eager import start_eagerly
 from xmppd.jid import JID
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
-from xmppd.transport.connections import AuthThrottle, Connections
+from xmppd.transport.connections import AuthThrottle, Connections, address_text
 from xmppd.transport.tls import ensure_certificate, server_context, sni_context
 from xmppd.xml.element import Element
 
@@ -204,7 +204,9 @@ class Server:
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
-            log.info("limit max_resources_per_account (%d) reached for %s", limit, jid.bare)
+            log.info("limit max_resources_per_account (%d) reached for %s: bind refused "
+                     "account=%s", limit, address_text(getattr(transport, "peer", None)),
+                     jid.bare)
             raise BindError("resource-constraint", "too many resources bound")
         session = Session(jid, transport)
         old = sessions.add(session)

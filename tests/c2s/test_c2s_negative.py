@@ -5,6 +5,7 @@ stanza error, and that a session bound before the misbehaviour (the bystander) s
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import socket
 import ssl
@@ -444,13 +445,16 @@ def test_invalid_resource_is_bad_request(server, bystander):
     assert_alive(bystander)
 
 
-def test_too_many_resources_is_resource_constraint(make_server):
+def test_too_many_resources_is_resource_constraint(make_server, caplog):
     srv = make_server(users={"alice": "secret"}, allow_plain=True,
                       limits=Limits(max_resources_per_account=1))
     first = RawClient(srv.port)
     first.login("alice", "secret", resource="one")
     second = authenticated(srv)
-    assert stanza_error(bind(second, "two")) == "resource-constraint"
+    with caplog.at_level(logging.INFO, logger="xmppd"):
+        assert stanza_error(bind(second, "two")) == "resource-constraint"
+    assert re.search(r"limit max_resources_per_account \(1\) reached for 127\.0\.0\.1:\d+: "
+                     r"bind refused account=alice@localhost", caplog.text)
     # rebinding the same resource is a replacement, not one more
     assert "<jid>alice@localhost/one</jid>" in bind(second, "one")
     expect_stream_error(first, "conflict")
