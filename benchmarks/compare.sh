@@ -163,8 +163,8 @@ require_encryption = false   # benchmark only: plaintext and TLS both measured
 allow_plain = true
 
 [limits]                     # benchmark: no per-IP caps, every session comes from 127.0.0.1
-max_connections_per_ip = 1000000
-auth_failures_per_ip_per_min = 1000000
+max_preauth_connections_per_ip = 1000000
+auth_failed_usernames_per_ip_per_min = 1000000
 rate_limit_bytes_per_s = 0
 
 [certificates.$DOMAIN]

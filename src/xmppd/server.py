@@ -30,7 +30,7 @@ from xmppd.eager import start_eagerly
 from xmppd.jid import JID
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
-from xmppd.transport.connections import AuthThrottle, Connections
+from xmppd.transport.connections import AuthThrottle, Connections, address_text
 from xmppd.transport.tls import ensure_certificate, server_context, sni_context
 from xmppd.xml.element import Element
 
@@ -52,8 +52,8 @@ class Server:
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
         self.modules = ModuleManager(self)
         self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
-        self.connections = Connections(config.limits.max_connections_per_ip)
-        self.auth_throttle = AuthThrottle(config.limits.auth_failures_per_ip_per_min)
+        self.connections = Connections(config.limits.max_preauth_connections_per_ip)
+        self.auth_throttle = AuthThrottle.from_limits(config.limits)
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
@@ -205,7 +205,9 @@ class Server:
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
-            log.info("limit max_resources_per_account (%d) reached for %s", limit, jid.bare)
+            log.info("limit max_resources_per_account (%d) reached for %s: bind refused "
+                     "account=%s", limit, address_text(getattr(transport, "peer", None)),
+                     jid.bare)
             raise BindError("resource-constraint", "too many resources bound")
         session = Session(jid, transport)
         old = sessions.add(session)

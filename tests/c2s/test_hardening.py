@@ -196,32 +196,6 @@ def test_parser_bombs_are_policy_violation(server_and_bystander, caplog, name, b
 # -- connections: per-IP limit, slowloris, shedding idle connections ---------------------------
 
 
-def _collect(socks: list[socket.socket], deadline: float) -> dict[socket.socket, bytes]:
-    """Read every socket until it closes or shows its features, until ``deadline``."""
-    sel = selectors.DefaultSelector()
-    got: dict[socket.socket, bytes] = {}
-    for s in socks:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ)
-        got[s] = b""
-    open_ = set(socks)
-    while open_ and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=0.2):
-            s = key.fileobj
-            try:
-                chunk = s.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                chunk = b""
-            got[s] += chunk
-            if not chunk or b"</stream:features>" in got[s]:
-                sel.unregister(s)
-                open_.discard(s)
-    sel.close()
-    return got
-
-
 def _raise_fd_limit(n: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n:
@@ -231,9 +205,11 @@ def _raise_fd_limit(n: int) -> None:
 
 
 def test_thousand_connections_from_one_address(make_server, caplog):
+    """1000 unauthenticated connections from one address: at most the cap (100) are open at
+    any time; each newcomer is served and the longest idle one is closed for it."""
     _raise_fd_limit(3000)
-    srv, bystander = start(make_server)  # the default limit of 100 per address
-    limit = srv.config.limits.max_connections_per_ip
+    srv, bystander = start(make_server)  # the default cap of 100 per address
+    limit = srv.config.limits.max_preauth_connections_per_ip
     socks = []
     try:
         with caplog.at_level(logging.WARNING, logger="xmppd"):
@@ -241,13 +217,15 @@ def test_thousand_connections_from_one_address(make_server, caplog):
                 s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
                 socks.append(s)
                 send_ignoring_reset_sock(s, STREAM_HEADER.format(to="localhost").encode())
-            got = _collect(socks, time.monotonic() + 20)
-        served = [s for s in socks if b"</stream:features>" in got[s]]
-        refused = [s for s in socks if stream_error(got[s].decode()) == "policy-violation"]
-        assert len(served) == limit - 1  # the bystander holds one slot
-        assert len(refused) == 1000 - len(served)
-        assert all(b"<stream:features" not in got[s] for s in refused)
-        assert "limit max_connections_per_ip (100) reached for 127.0.0.1" in caplog.text
+            got = _collect_closed(socks, time.monotonic() + 20, expected=1000 - limit)
+        evicted = [s for s in socks if stream_error(got[s].decode()) == "connection-timeout"]
+        served = [s for s in socks if s not in evicted]
+        assert len(evicted) == 1000 - limit  # the bystander is authenticated: not counted
+        assert served == socks[-limit:]  # the newest ones
+        assert all(b"</stream:features>" in got[s] for s in served)
+        assert srv.server.connections.preauth_count("127.0.0.1") == limit
+        assert ("limit max_preauth_connections_per_ip (100) reached for 127.0.0.1: closing "
+                "the longest idle unauthenticated connection") in caplog.text
         assert_alive(bystander)
     finally:
         for s in socks:
@@ -258,6 +236,46 @@ def test_thousand_connections_from_one_address(make_server, caplog):
         time.sleep(0.05)
     assert len(srv.server.streams) == 1
     bystander.close()
+
+
+def _collect_closed(socks: list[socket.socket], deadline: float, expected: int) -> dict:
+    """Read every socket until ``expected`` of them were closed by the server (or the
+    deadline); the others are read until they show their features."""
+    sel = selectors.DefaultSelector()
+    got = {s: b"" for s in socks}
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    closed = 0
+    while closed < expected and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                chunk = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            got[s] += chunk
+            if not chunk:
+                sel.unregister(s)
+                closed += 1
+    # the survivors' features may still be on their way
+    end = time.monotonic() + 2
+    while time.monotonic() < end and any(b"</stream:features>" not in got[k.fileobj]
+                                         for k in sel.get_map().values()):
+        for key, _ in sel.select(timeout=0.2):
+            try:
+                chunk = key.fileobj.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            got[key.fileobj] += chunk
+            if not chunk:
+                sel.unregister(key.fileobj)
+    sel.close()
+    return got
 
 
 def send_ignoring_reset_sock(sock: socket.socket, data: bytes) -> None:
@@ -311,7 +329,9 @@ def test_idle_unauthenticated_connections_are_shed(make_server):
     while len(srv.server.streams) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(srv.server.streams) == 1
-    assert list(srv.server.connections._per_ip) == ["127.0.0.1"]
+    connections = srv.server.connections
+    assert all(connections.preauth_count(f"127.0.1.{i}") == 0 for i in range(1, 31))
+    assert connections.preauth_count("127.0.0.1") == 0  # the bystander is authenticated
     assert_alive(bystander)
     bystander.close()
 

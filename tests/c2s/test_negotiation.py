@@ -161,7 +161,7 @@ class Policy:
             hosts=frozenset({"localhost", "example.org"}), default_domain="localhost",
             credentials=self.storage, secret=b"k" * 32, limits=limits,
             tls_context=object(), require_encryption=False, allow_plain=False,
-            throttle=AuthThrottle(30), bind=bind, bound=self.bound.append,
+            throttle=AuthThrottle(), bind=bind, bound=self.bound.append,
             unbind=lambda session, abrupt: self.table.remove(session),
             route=lambda stanza, session: self.routed.append(stanza),
             stream_features=lambda io, feats: feats.subelement("ver", "urn:xmpp:features:rosterver"),

@@ -34,7 +34,7 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
     assert config.domains == ("localhost",)
     assert config.data_dir == tmp_path / "d"
     assert config.c2s == (Listener("127.0.0.1", 5222), Listener("127.0.0.1", 5223, True))
-    assert config.require_encryption and not config.allow_plain
+    assert config.require_encryption and config.allow_plain  # PLAIN, only ever over TLS
     assert config.limits == Limits()
     assert config.storage_url == f"sqlite:///{tmp_path / 'd' / 'xmppd.sqlite3'}"
     assert config.certificate_for("localhost") == Certificate(
@@ -48,6 +48,11 @@ def test_default_limits_are_the_documented_ones():
     assert limits.max_stanza_size_preauth_bytes == 8 * 1024
     assert limits.max_auth_failures == 3
     assert limits.auth_timeout_s == 30
+    assert limits.max_preauth_connections_per_ip == 100
+    assert limits.auth_backoff_after_failures == 5
+    assert limits.auth_backoff_max_s == 60
+    assert limits.auth_failures_forgotten_after_s == 900
+    assert limits.auth_failed_usernames_per_ip_per_min == 20
 
 
 def test_default_data_dir_follows_xdg(monkeypatch, tmp_path):
@@ -65,7 +70,7 @@ def test_config_is_frozen():
     config = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.domains = ("x",)  # type: ignore[misc]
-    assert config.replace(allow_plain=True).allow_plain and not config.allow_plain
+    assert not config.replace(allow_plain=False).allow_plain and config.allow_plain
 
 
 # -- a full file ------------------------------------------------------------------------------
@@ -87,7 +92,8 @@ allow_plain = true
 [limits]
 max_stanza_size_bytes = 100000
 auth_timeout_s = 2.5
-max_connections_per_ip = 0
+max_preauth_connections_per_ip = 0
+auth_backoff_max_s = 0.5
 
 [certificates."example.com"]
 cert = "certs/example.pem"
@@ -120,7 +126,8 @@ def test_full_file(tmp_path):
     assert config.allow_plain
     assert config.limits.max_stanza_size_bytes == 100000
     assert config.limits.auth_timeout_s == 2.5
-    assert config.limits.max_connections_per_ip == 0
+    assert config.limits.max_preauth_connections_per_ip == 0
+    assert config.limits.auth_backoff_max_s == 0.5
     assert config.limits.max_auth_failures == 3  # untouched default
     cert = config.certificate_for("example.com")
     assert cert == Certificate(tmp_path / "certs" / "example.pem", Path("/etc/keys/example.key"))
@@ -185,6 +192,14 @@ def test_unknown_keys_are_errors(tmp_path, text, message):
     ({"limits": {"max_depth": True}}, "limits.max_depth"),
     ({"limits": {"max_depth": "10"}}, "limits.max_depth"),
     ({"limits": {"max_stanza_size_bytes": 1.5}}, "limits.max_stanza_size_bytes.*whole"),
+    ({"limits": {"auth_backoff_after_failures": 2.5}}, "auth_backoff_after_failures.*whole"),
+    ({"limits": {"auth_backoff_max_s": -1}}, "limits.auth_backoff_max_s"),
+    ({"limits": {"auth_failed_usernames_per_ip_per_min": "5"}},
+     "limits.auth_failed_usernames_per_ip_per_min"),
+    ({"limits": {"max_connections_per_ip": 5}},
+     "max_connections_per_ip was renamed.*max_preauth_connections_per_ip"),
+    ({"limits": {"auth_failures_per_ip_per_min": 5}},
+     "auth_failures_per_ip_per_min was renamed.*auth_failed_usernames_per_ip_per_min"),
     ({"certificates": {"example.com": {"cert": "a"}}}, "exactly 'cert' and 'key'"),
     ({"certificates": {"example.com": {"cert": 1, "key": "k"}}}, "certificates.example.com"),
     ({"modules": {"disabled": "ping"}}, "modules.disabled: expected list"),

@@ -14,6 +14,7 @@ Once the resource is bound the negotiation is dropped: stanzas then go through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from xmppd.c2s.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
 from xmppd.jid import JID, JIDError
+from xmppd.transport.connections import address_text
 from xmppd.xml.element import Element, escape_text
 from xmppd.xml.events import STREAM_NS, StreamOpen
 from xmppd.xml.framing import StreamErrorCondition, check_stream_header, features_bytes
@@ -54,10 +56,15 @@ class BindError(Exception):
 
 
 class AuthPolicy(Protocol):
-    """Throttling of failed authentications by address."""
+    """Throttling of failed authentications by (address, username)
+    (:class:`xmppd.transport.connections.AuthThrottle`)."""
 
-    def allowed(self, peer: tuple[str, int] | None) -> bool: ...
-    def failed(self, peer: tuple[str, int] | None) -> None: ...
+    def allowed(self, peer: tuple[str, int] | None, username: str | None = None) -> bool:
+        """False: refuse (password spraying from this address)."""
+    def delay(self, peer: tuple[str, int] | None, username: str | None) -> float:
+        """Seconds to hold the answer to this attempt."""
+    def failed(self, peer: tuple[str, int] | None, username: str | None = None) -> None: ...
+    def succeeded(self, peer: tuple[str, int] | None, username: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,10 +268,8 @@ class ClientNegotiation:
         raise StreamErrorCondition("unsupported-stanza-type", f"unexpected SASL <{el.name}/>")
 
     async def _sasl_step(self, el: Element, start: str | None = None) -> None:
-        io, sasl = self.io, self.sasl
-        if not self.policy.throttle.allowed(io.peer):
-            io.send_bytes(_sasl_failure("temporary-auth-failure", "too many failed attempts, wait"))
-            return
+        io, sasl, throttle = self.io, self.sasl, self.policy.throttle
+        failure: SASLFailure | None = None
         try:
             data = decode_payload(el.text)
             if start is not None:
@@ -272,12 +277,26 @@ class ClientNegotiation:
             else:
                 step = await sasl.respond(data if data is not None else b"")
         except SASLFailure as exc:
-            self._auth_failed(exc)
+            failure = exc
+        else:
+            if not step.success:
+                text = encode_payload(step.challenge or b"")
+                io.send_bytes(f"<challenge xmlns='{SASL_NS}'>{text}</challenge>".encode())
+                return
+        # The outcome is known; the throttle decides when (and whether) the client hears it,
+        # by (address, username): one user's failures never slow down or refuse another's
+        # login, except under password spraying (many usernames failing from one address).
+        user = sasl.attempted_username
+        if not throttle.allowed(io.peer, user):
+            self._auth_refused()
             return
-        if not step.success:
-            text = encode_payload(step.challenge or b"")
-            io.send_bytes(f"<challenge xmlns='{SASL_NS}'>{text}</challenge>".encode())
+        wait = throttle.delay(io.peer, user)
+        if wait:
+            await asyncio.sleep(wait)  # the shell reads nothing from this client meanwhile
+        if failure is not None:
+            self._auth_failed(failure)
             return
+        throttle.succeeded(io.peer, step.username)
         self.username = step.username
         log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s",
                  _addr(io.peer), self.username, self.domain, sasl.mechanism)
@@ -288,6 +307,14 @@ class ClientNegotiation:
         io.authenticated()
         io.restart_stream()
 
+    def _auth_refused(self) -> None:
+        """Password spraying from this address (the throttle logged the limit): the same
+        answer whatever the password was, so it tells the client nothing."""
+        self.sasl = self._new_sasl()  # a refused success must not leave it authenticated
+        self.io.send_bytes(_sasl_failure("temporary-auth-failure",
+                                         "too many failed logins from your address, wait"))
+        self._count_failure()
+
     def _auth_failed(self, exc: SASLFailure) -> None:
         io, sasl = self.io, self.sasl
         log.info("c2s authentication failed: address=%s username=%s mechanism=%s reason=%s%s",
@@ -297,12 +324,17 @@ class ClientNegotiation:
         io.send_bytes(_sasl_failure(exc.condition, exc.text))
         if not exc.credentials:
             return  # a negotiation error says nothing about the password: not counted
+        self.policy.throttle.failed(io.peer, sasl.attempted_username)
+        self._count_failure()
+
+    def _count_failure(self) -> None:
+        """One more failed (or refused) attempt on this connection; close at the limit."""
+        io = self.io
         self.auth_failures += 1
-        self.policy.throttle.failed(io.peer)
         limit = self.policy.limits.max_auth_failures
-        if self.auth_failures >= limit:
+        if limit and self.auth_failures >= limit:
             log.warning("limit max_auth_failures (%d) reached for %s: closing",
-                        self.auth_failures, io.peer)
+                        limit, _addr(io.peer))
             io.stream_error("policy-violation", "too many failed authentication attempts")
 
     # -- resource binding -------------------------------------------------------------------
@@ -334,8 +366,8 @@ class ClientNegotiation:
 
 
 def _addr(peer: tuple[str, int] | None) -> str:
-    """``host:port`` for the log (``-`` when unknown)."""
-    return f"{peer[0]}:{peer[1]}" if peer else "-"
+    """``host:port`` for the log (``[v6]:port``; ``-`` when unknown)."""
+    return address_text(peer)
 
 
 def _printable(text: str) -> str:

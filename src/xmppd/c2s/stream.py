@@ -33,6 +33,7 @@ class C2SStream(XMLStream):
     """One client connection, from the TCP accept to the closing tag."""
 
     default_ns = CLIENT_NS
+    evictable = True  # an idle unauthenticated client makes room for a new one
 
     __slots__ = ("policy", "negotiation", "session", "size_limit_name")
 
@@ -118,6 +119,7 @@ class C2SStream(XMLStream):
         self.negotiation.tls_started(None if sslobj is None else channel_bindings(sslobj))
 
     def authenticated(self) -> None:
+        self.leave_preauth()  # the auth timeout still runs until the resource is bound
         self.tokenizer.max_stanza_size = self.policy.limits.max_stanza_size_bytes
         self.size_limit_name = "max_stanza_size_bytes"
 

@@ -48,7 +48,10 @@ class Limits:
     max_attrs: int = 64
     auth_timeout_s: float = 30.0
     max_auth_failures: int = 3
-    max_connections_per_ip: int = 100
+    # Connections from one address that have not authenticated yet; at the cap, the one
+    # idle longest is closed to make room.  Authenticated sessions are not capped per
+    # address (only per account, by max_resources_per_account).
+    max_preauth_connections_per_ip: int = 100
     max_resources_per_account: int = 10
     max_output_buffer_bytes: int = 4 * 1024 * 1024
     # c2s input, token bucket: reading pauses (TCP backpressure) once a client is over its
@@ -56,7 +59,26 @@ class Limits:
     rate_limit_bytes_per_s: int = 1024 * 1024
     rate_limit_burst_bytes: int = 256 * 1024
     max_offline_messages: int = 1000
-    auth_failures_per_ip_per_min: int = 30
+    # Failed logins (see transport/connections.py AuthThrottle and docs/SECURITY.md): after
+    # this many failures of one (address, username), each answer to it is delayed 1 s, 2 s,
+    # 4 s... up to auth_backoff_max_s; its failures are forgotten this long after the last.
+    auth_backoff_after_failures: int = 5
+    auth_backoff_max_s: float = 60.0
+    auth_failures_forgotten_after_s: float = 900.0
+    # Password spraying: this many different usernames failing from one address within a
+    # minute, and logins from it are refused (except for users recently logged in from it).
+    auth_failed_usernames_per_ip_per_min: int = 20
+
+
+#: Keys that were renamed when their meaning changed: a config that still uses one gets an
+#: error saying what to write instead, rather than a silently different limit.
+RENAMED_LIMITS = {
+    "max_connections_per_ip": "max_preauth_connections_per_ip (it now counts only "
+                              "connections that have not authenticated)",
+    "auth_failures_per_ip_per_min": "auth_failed_usernames_per_ip_per_min (it now counts "
+                                    "different usernames; guessing one username is slowed "
+                                    "down by auth_backoff_after_failures)",
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,7 @@ class Config:
         Listener("127.0.0.1", 5223, direct_tls=True),
     )
     require_encryption: bool = True
-    allow_plain: bool = False
+    allow_plain: bool = True  # PLAIN is only ever offered over TLS
     storage: str = ""  # default: sqlite in data_dir
     certificates: dict[str, Certificate] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -166,6 +188,9 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
     _no_leftovers(c2s, "c2s")
 
     limits = _table(data, "limits")
+    for old, new in RENAMED_LIMITS.items():
+        if old in limits:
+            raise ConfigError(f"limits.{old} was renamed: use limits.{new}")
     lim_kw = {}
     for f in dataclasses.fields(Limits):
         if f.name in limits:

@@ -29,6 +29,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from xmppd.eager import start_eagerly
+from xmppd.transport.connections import address_text
 from xmppd.xml.element import Element
 from xmppd.xml.framing import (
     STREAM_ERRORS_NS,
@@ -89,8 +90,11 @@ class XMLStream(asyncio.Protocol):
         "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
         "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
         "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
-        "secure", "connections", "close_reason", "_auth_timer",
+        "secure", "connections", "close_reason", "_auth_timer", "_preauth",
     )
+    #: May :class:`~xmppd.transport.connections.Connections` close this stream, while it is
+    #: not authenticated, to make room for a newer connection from its address?
+    evictable = False
 
     def __init__(
         self,
@@ -113,6 +117,7 @@ class XMLStream(asyncio.Protocol):
         self.connections = connections
         self.close_reason: str | None = None  # for the disconnect log line
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._preauth = False  # counted toward the per-address pre-auth cap
         self.max_output_buffer = max_output_buffer
         self.header_sent = False
         self.closed = False
@@ -142,8 +147,11 @@ class XMLStream(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         if self.rate_limit:
             self._tokens_at = self.loop.time()
-        if self.connections is not None and not self.connections.opened(self):
-            self.refuse()
+        if self.connections is not None:
+            if self.connections.opened(self):
+                self._preauth = True
+            else:
+                self.refuse()
 
     def refuse(self) -> None:
         """Over the per-address cap: hang up (not counted, so nothing to free later)."""
@@ -153,6 +161,8 @@ class XMLStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._preauth:  # the longest idle unauthenticated connection goes first
+            self.connections.active(self)
         if self._busy or self._inbox or self._held():
             if self._inbox is None:
                 self._inbox = [data]
@@ -200,13 +210,30 @@ class XMLStream(asyncio.Protocol):
             self._auth_timer = self.loop.call_later(seconds, self._auth_timeout, seconds, text)
 
     def auth_complete(self) -> None:
+        """Authenticated: no timeout, and no longer counted toward the pre-auth cap."""
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+        self.leave_preauth()
+
+    def leave_preauth(self) -> None:
+        """The peer authenticated: it no longer counts toward (nor can be closed for) the
+        per-address cap on unauthenticated connections."""
+        if self._preauth:
+            self._preauth = False
+            self.connections.authenticated(self)
+
+    def evict(self) -> None:
+        """Closed to make room for a newer connection from the same address (called by
+        :class:`~xmppd.transport.connections.Connections`, which logs the limit)."""
+        self._preauth = False
+        self.stream_error("connection-timeout", "idle before authentication; closed to make "
+                          "room for a newer connection from your address")
 
     def _auth_timeout(self, seconds: float, text: str) -> None:
         self._auth_timer = None
-        log.info("limit auth_timeout_s (%g) reached for %s: closing", seconds, self.peer)
+        log.info("limit auth_timeout_s (%g) reached for %s: closing", seconds,
+                 address_text(self.peer))
         self.stream_error("connection-timeout", text)
 
     async def start_tls(
@@ -268,7 +295,8 @@ class XMLStream(asyncio.Protocol):
             if not self._rate_logged:  # once per connection: a flooder would fill the log
                 self._rate_logged = True
                 log.info("limit rate_limit_bytes_per_s (%d, burst %d) reached for %s: "
-                         "reading paused", self.rate_limit, self.rate_burst, self.peer)
+                         "reading paused", self.rate_limit, self.rate_burst,
+                         address_text(self.peer))
             self._rate_timer = self.loop.call_later(-self._tokens / self.rate_limit,
                                                     self._rate_resume)
             self._set_reading()
@@ -338,7 +366,7 @@ class XMLStream(asyncio.Protocol):
             "too many attributes": "max_attrs",
             "elements nested too deeply": "max_depth",
         }.get(text or "", self.size_limit_name)
-        log.warning("limit %s reached for %s: %s", name, self.peer, text)
+        log.warning("limit %s reached for %s: %s", name, address_text(self.peer), text)
 
     def _process(self, events: list) -> None:
         i = 0
@@ -478,7 +506,7 @@ class XMLStream(asyncio.Protocol):
         self.transport.write(data)
         if self.transport.get_write_buffer_size() > self.max_output_buffer:
             log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
-                        " disconnecting", self.max_output_buffer, self.peer)
+                        " disconnecting", self.max_output_buffer, address_text(self.peer))
             self._closing = True
             self.transport.abort()
 
@@ -495,7 +523,7 @@ class XMLStream(asyncio.Protocol):
         """Send an RFC 6120 §4.9 stream error and close the stream."""
         if self._closing or self.closed:
             return
-        log.info("stream error to %s: %s%s", self.peer, condition, f" ({text})" if text else "")
+        log.info("stream error to %s: %s%s", address_text(self.peer), condition, f" ({text})" if text else "")
         if not self.header_sent:
             self.send_header(self.local_domain())
         self.send_bytes(stream_error_bytes(condition, text))
