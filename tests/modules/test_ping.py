@@ -46,7 +46,8 @@ def test_ping_to_another_account_is_service_unavailable(alice, to):
     assert "type='error'" in reply and "<service-unavailable" in reply, reply
 
 
-@pytest.mark.parametrize("to", [None, "alice@localhost"], ids=["no-to", "own-bare"])
+@pytest.mark.parametrize("to", [None, "alice@localhost", "Alice@LOCALHOST"],
+                         ids=["no-to", "own-bare", "own-bare-unnormalized"])
 def test_disco_info_of_own_account(alice, to):
     reply = iq(alice, DISCO_INFO, to)
     assert "type='result'" in reply, reply

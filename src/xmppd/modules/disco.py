@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
+from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, reply
 
@@ -58,7 +59,7 @@ class Disco(Module):
         to = iq.get("to")
         own = getattr(origin, "jid", None)
         # Only the account itself may look; a remote server or a component has no jid.
-        if origin is not None and to is not None and (own is None or str(own.bare) != to):
+        if origin is not None and to is not None and (own is None or _bare(to) != own.bare):
             raise StanzaError("service-unavailable")
         return _info(iq, *self.api.disco_info(account=True))
 
@@ -66,3 +67,11 @@ class Disco(Module):
         out = reply(iq)
         out.subelement("query", ITEMS_NS)
         return out
+
+
+def _bare(text: str) -> JID | None:
+    """The bare JID ``text`` names once normalized (``Alice@LOCALHOST`` is alice@localhost)."""
+    try:
+        return JID(text).bare
+    except JIDError:
+        return None
