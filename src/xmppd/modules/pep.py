@@ -25,7 +25,7 @@ from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 
-from ._pubsub import NS, OWNER_NS, PubSubError
+from ._pubsub import EVENT_NS, NS, OWNER_NS, PubSubError
 from ._pubsub.caps import CapsCache, caps_of
 from ._pubsub.engine import Engine, Item, Limits
 from ._pubsub.node import BASE_DEFAULTS
@@ -140,6 +140,19 @@ class Pep(PubSubBase):
         item = await self.engine.publish(owner, node, record, item_id, payload, owner)
         self.notify_item(owner, node, record, item,
                          await self.recipients(owner, node, record, owner))
+
+    async def retract_as_owner(self, owner: str, node: str, ids: list[str]) -> None:
+        record = await self.engine.node(owner, node)
+        if record is None:
+            return
+        try:
+            gone = await self.engine.retract(owner, node, ids)
+        except PubSubError:
+            return
+        items = Element("items", EVENT_NS, {"node": node}, [])
+        for item_id in gone:
+            items.subelement("retract", attrs={"id": item_id})
+        self.notify(owner, await self.recipients(owner, node, record, owner), items)
 
     # -- recipients -------------------------------------------------------------------------------
 
