@@ -4,8 +4,17 @@ publish-options, bookmarks (XEP-0402), limits and persistence."""
 from __future__ import annotations
 
 from pubsub_support import (
-    ERRORS, PUBSUB, answer_disco, caps_presence, connect, events, iq, options_form, ping,
-    publish, subscribe_both,
+    ERRORS,
+    PUBSUB,
+    answer_disco,
+    caps_presence,
+    connect,
+    events,
+    iq,
+    options_form,
+    ping,
+    publish,
+    subscribe_both,
 )
 
 GEO = "http://jabber.org/protocol/geoloc"

@@ -21,7 +21,12 @@ from . import EVENT_NS, NS, OWNER_NS, PUBLISH_OPTIONS_NS, RSM_NS, PubSubError
 from .engine import Engine, Item
 from .forms import find_form, form_type, read_form
 from .node import (
-    AFFILIATIONS, affiliation_of, check_preconditions, config_form, parse_config, subscribed,
+    AFFILIATIONS,
+    affiliation_of,
+    check_preconditions,
+    config_form,
+    parse_config,
+    subscribed,
 )
 
 MODIFIERS = ("publisher", "owner")
@@ -438,7 +443,7 @@ class PubSubBase(Module):
         return jid
 
     async def subscribe(self, iq: Element, owner: str, service: str, requester: JID,
-                        verb: Element) -> Element:
+                        verb: Element) -> Element | None:
         node = verb.get("node")
         if not node:
             raise _bad("nodeid-required")
@@ -457,11 +462,12 @@ class PubSubBase(Module):
         out = reply(iq)
         out.subelement("pubsub", NS).subelement("subscription", attrs={
             "node": node, "jid": str(jid), "subid": sub["subid"], "subscription": state})
+        self.api.send(out)  # §6.1.7: the last item follows the subscription result
         if state == "subscribed":
             await self.send_last(owner, service, node, record, str(jid))
         else:
             self.ask_owners(service, node, record, str(jid))
-        return out
+        return None
 
     def ask_owners(self, service: str, node: str, record: dict[str, Any], jid: str) -> None:
         """§8.6: tell the owners a subscription waits for their approval (they approve it
