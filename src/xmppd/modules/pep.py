@@ -74,7 +74,7 @@ def limits_from(options: Any) -> Limits:
 class Pep(PubSubBase):
     name = "pep"
     xeps = ("XEP-0163", "XEP-0060", "XEP-0115", "XEP-0223")
-    depends = ("presence",)
+    soft_depends = ("presence",)  # without it, every bound resource counts as available
     options = {
         **limit_options(256, 131072, 100, 500),
         "default_max_items": Option(int, 1, "max_items of an auto-created node", min=1),
@@ -163,7 +163,8 @@ class Pep(PubSubBase):
     def interested_sessions(self, bare: JID, want: str) -> list[str]:
         presence = self.api.service("presence")
         return [str(s.jid) for s in self.api.router.sessions.resources(bare)
-                if want in self.session_features(s) and presence.available(s)]
+                if want in self.session_features(s)
+                and (presence is None or presence.available(s))]
 
     @staticmethod
     def contact_allowed(record: dict[str, Any], contact: str, groups: Iterable[str],
