@@ -57,6 +57,7 @@ CORE_EVENTS = {
     "presence/host": "(stanza, origin) -- presence to the server (incl. broadcasts)",
     "presence/outbound": "(stanza, origin) -- presence from a local client, before routing",
     "iq/bare": "(stanza, origin) -- iq to a local bare JID, no payload handler took it",
+    "iq/response": "(stanza, origin) -- iq result/error to the server or a bare JID",
     "message/outbound": "(stanza, origin) -- message from a local client, before routing",
     "iq/outbound": "(stanza, origin) -- iq from a local client, before routing",
     "route/remote": "(stanza, origin) -- stanza for a non-local domain",

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi",
+    "pep", "vcard", "private", "pubsub",
 )
 
 PACKAGE = "xmppd.modules"

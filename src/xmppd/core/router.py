@@ -177,7 +177,11 @@ class Router:
     ) -> Awaitable | None:
         itype = stanza.attrs.get("type")
         if itype not in ("get", "set"):
-            return None  # results and errors to the server or a bare JID end here
+            # results and errors to the server or a bare JID end here, unless a module
+            # waits for them (a disco#info query it sent: entity capabilities)
+            if itype in ("result", "error"):
+                return self._maybe(self.hooks.fire_maybe_async("iq/response", stanza, origin))
+            return None
         payload = iq_payload(stanza)
         if payload is None:
             self.bounce(stanza, "bad-request")

@@ -15,6 +15,8 @@ from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, reply
 
 INFO_NS = "http://jabber.org/protocol/disco#info"
+#: Module event, fold: (jids: list[str]) -> list -- add the server's disco#items entries.
+HOST_ITEMS_EVENT = "disco/host-items"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
 
 
@@ -40,6 +42,7 @@ class Disco(Module):
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
+        api.declare(HOST_ITEMS_EVENT)
         api.iq_handler("get", INFO_NS, "query", self.host_info)
         api.iq_handler("get", ITEMS_NS, "query", self.host_items)
         api.iq_handler("get", INFO_NS, "query", self.account_info, to="bare")
@@ -51,7 +54,8 @@ class Disco(Module):
     def host_items(self, iq: Element, origin: object, payload: Element) -> Element:
         out = reply(iq)
         query = out.subelement("query", ITEMS_NS)
-        for name in sorted(self.api.components):
+        jids = self.api.fold(HOST_ITEMS_EVENT, sorted(self.api.components))
+        for name in jids if isinstance(jids, list) else ():
             query.subelement("item", attrs={"jid": name})
         return out
 

@@ -1,0 +1,292 @@
+"""Nodes, items, subscriptions and affiliations in a module's own stores.
+
+Layout (``owner`` is the PEP account ``user@domain`` or the service ``pubsub.domain``):
+
+* key-value ``(owner, "node/<name>")``: the node record (:mod:`.node`);
+* archive ``"<owner>/<name>"``: the node's items, ``id`` = item id, ``with_jid`` = the
+  publisher, ``data`` = the payload serialized (replace-by-id, then trimmed to max_items);
+* key-value ``(subscriber bare JID, "subscriptions")``: ``[[owner, node, jid], ...]``, the
+  per-account subscription index (limit, and clean-up when the account is deleted).
+
+Deleting an account removes the ``user@domain`` owner and every ``user@domain/<node>`` one,
+so its PEP nodes, items and subscription index go with it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from xmppd.storage.stores import UNCHANGED, ArchiveItem
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
+
+from . import PubSubError
+from .node import check_preconditions, effective_max_items
+
+NODE_KEY = "node/"
+SUBS_KEY = "subscriptions"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-module limits (module options)."""
+
+    max_items: int = 256  # items kept per node, whatever its max_items says
+    max_item_size: int = 65536  # bytes of one item's payload
+    max_nodes: int = 100  # nodes per owner (account or, for the service, creator)
+    max_subscriptions: int = 500  # subscriptions per account
+
+
+def encode_payload(payload: Element | None) -> bytes:
+    return b"" if payload is None else payload.to_bytes(CLIENT_NS)
+
+
+def decode_payload(data: bytes) -> Element | None:
+    return decode_stanza(data) if data else None
+
+
+@dataclass
+class Item:
+    id: str
+    publisher: str
+    payload: Element | None
+
+
+def _item(a: ArchiveItem) -> Item:
+    return Item(a.id, a.with_jid, decode_payload(a.data))
+
+
+class Engine:
+    """The operations both PEP and the service use; errors are :class:`PubSubError`."""
+
+    def __init__(self, kv: Any, archive: Any, limits: Limits) -> None:
+        self.kv = kv
+        self.archive = archive
+        self.limits = limits
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def node(self, owner: str, node: str) -> dict[str, Any] | None:
+        return await self.kv.get(owner, NODE_KEY + node)
+
+    async def must_node(self, owner: str, node: str) -> dict[str, Any]:
+        record = await self.node(owner, node)
+        if record is None:
+            raise PubSubError("item-not-found")
+        return record
+
+    async def nodes(self, owner: str) -> list[str]:
+        return [k[len(NODE_KEY):] for k in await self.kv.keys(owner) if k.startswith(NODE_KEY)]
+
+    async def create(self, owner: str, node: str, config: dict[str, Any], creator: str,
+                     *, quota_owner: str | None = None) -> dict[str, Any]:
+        if await self.node(owner, node) is not None:
+            raise PubSubError("conflict")
+        if quota_owner is not None:
+            mine = await self.count_created(owner, quota_owner)
+            if mine >= self.limits.max_nodes:
+                raise PubSubError("policy-violation", "max-nodes-exceeded",
+                                  text=f"at most {self.limits.max_nodes} nodes")
+        self.check_max_items(config)
+        record = {"config": config, "affiliations": {creator: "owner"}, "subscriptions": {},
+                  "creator": creator}
+
+        def put(old: Any) -> Any:
+            if old is not None:
+                raise PubSubError("conflict")
+            return record
+
+        await self.kv.update(owner, NODE_KEY + node, put)
+        return record
+
+    async def count_created(self, owner: str, creator: str) -> int:
+        records = await self.kv.items(owner)
+        return sum(1 for k, r in records.items()
+                   if k.startswith(NODE_KEY) and r.get("creator") == creator)
+
+    def check_max_items(self, config: dict[str, Any]) -> None:
+        value = config.get("max_items")
+        if isinstance(value, int) and value > self.limits.max_items:
+            raise PubSubError("not-acceptable", "max-items-exceeded",
+                              text=f"at most {self.limits.max_items} items per node")
+
+    async def update(self, owner: str, node: str, fn) -> dict[str, Any]:
+        """Change a node record atomically (``fn(record)`` mutates and returns it)."""
+        def change(old: Any) -> Any:
+            if old is None:
+                raise PubSubError("item-not-found")
+            new = fn(old)
+            return UNCHANGED if new is None else new
+
+        _, new = await self.kv.update(owner, NODE_KEY + node, change)
+        return new
+
+    async def configure(self, owner: str, node: str, changes: dict[str, Any]) -> dict[str, Any]:
+        self.check_max_items(changes)
+
+        def apply(record: dict[str, Any]) -> dict[str, Any]:
+            record["config"].update(changes)
+            return record
+
+        record = await self.update(owner, node, apply)
+        await self.trim(owner, node, record)
+        return record
+
+    async def delete(self, owner: str, node: str) -> dict[str, Any]:
+        record = await self.must_node(owner, node)
+        await self.kv.delete(owner, NODE_KEY + node)
+        await self.archive.delete_owner(f"{owner}/{node}")
+        for jid in record.get("subscriptions", {}):
+            await self.unindex(jid, owner, node)
+        return record
+
+    # -- items ------------------------------------------------------------------------------
+
+    async def publish(self, owner: str, node: str, record: dict[str, Any], item_id: str | None,
+                      payload: Element | None, publisher: str) -> Item:
+        data = encode_payload(payload)
+        if len(data) > self.limits.max_item_size:
+            raise PubSubError("not-acceptable", "payload-too-big",
+                              text=f"items are limited to {self.limits.max_item_size} bytes")
+        item_id = item_id or secrets.token_hex(8)
+        config = record["config"]
+        keep = effective_max_items(config, self.limits.max_items)
+        if config.get("persist_items", True) and keep > 0:
+            key = f"{owner}/{node}"
+            await self.archive.append(key, data, stamp=time.time(), with_jid=publisher,
+                                      id=item_id, replace=True)
+            if await self.archive.count(key) > keep:
+                await self.archive.trim(key, keep)
+        return Item(item_id, publisher, payload)
+
+    async def trim(self, owner: str, node: str, record: dict[str, Any]) -> None:
+        key = f"{owner}/{node}"
+        config = record["config"]
+        keep = effective_max_items(config, self.limits.max_items)
+        if not config.get("persist_items", True):
+            keep = 0
+        if await self.archive.count(key) > keep:
+            await self.archive.trim(key, keep)
+
+    async def retract(self, owner: str, node: str, ids: list[str]) -> list[str]:
+        key = f"{owner}/{node}"
+        found = [a.id for a in await self.archive.query(key, ids=ids)]
+        if not found:
+            raise PubSubError("item-not-found")
+        await self.archive.delete(key, found)
+        return found
+
+    async def purge(self, owner: str, node: str) -> int:
+        return await self.archive.delete_owner(f"{owner}/{node}")
+
+    async def items(self, owner: str, node: str, *, ids: list[str] | None = None,
+                    max_items: int | None = None) -> list[Item]:
+        """Items newest first (at most ``max_items``), or those with ``ids`` in that order."""
+        key = f"{owner}/{node}"
+        if ids is not None:
+            return [_item(a) for a in await self.archive.query(key, ids=ids, reverse=True)]
+        return [_item(a) for a in await self.archive.query(key, limit=max_items, reverse=True)]
+
+    async def page(self, owner: str, node: str, limit: int, after: str | None,
+                   before: str | None) -> tuple[list[Item], int]:
+        """An RSM page in chronological order (after/before: item ids; ``before`` "" is
+        the last page): (items, total count)."""
+        key = f"{owner}/{node}"
+        total = await self.archive.count(key)
+        if before is not None:
+            got = await self.archive.query(key, before_id=before or None, limit=limit,
+                                           reverse=True)
+            got.reverse()
+        else:
+            got = await self.archive.query(key, after_id=after, limit=limit)
+        return [_item(a) for a in got], total
+
+    async def last_item(self, owner: str, node: str) -> Item | None:
+        got = await self.items(owner, node, max_items=1)
+        return got[0] if got else None
+
+    # -- subscriptions and affiliations ------------------------------------------------------
+
+    async def subscribe(self, owner: str, node: str, jid: str, bare: str, state: str,
+                        *, quota: bool = True) -> dict[str, Any]:
+        """Add (or change) ``jid``'s subscription; returns the subscription."""
+        record = await self.must_node(owner, node)
+        existing = record["subscriptions"].get(jid)
+        if existing is None and quota:
+            index = await self.kv.get(bare, SUBS_KEY, [])
+            if len(index) >= self.limits.max_subscriptions:
+                raise PubSubError("policy-violation", "too-many-subscriptions",
+                                  text=f"at most {self.limits.max_subscriptions}")
+        sub = {"state": state, "subid": (existing or {}).get("subid") or secrets.token_hex(6)}
+
+        def add(record: dict[str, Any]) -> dict[str, Any]:
+            record["subscriptions"][jid] = sub
+            return record
+
+        await self.update(owner, node, add)
+        if existing is None:
+            await self.index(bare, owner, node, jid)
+        return sub
+
+    async def unsubscribe(self, owner: str, node: str, jid: str) -> bool:
+        record = await self.must_node(owner, node)
+        if jid not in record["subscriptions"]:
+            return False
+
+        def drop(record: dict[str, Any]) -> dict[str, Any] | None:
+            return record if record["subscriptions"].pop(jid, None) is not None else None
+
+        await self.update(owner, node, drop)
+        await self.unindex(jid, owner, node)
+        return True
+
+    async def index(self, bare: str, owner: str, node: str, jid: str) -> None:
+        def add(old: Any) -> Any:
+            entries = old or []
+            entry = [owner, node, jid]
+            return UNCHANGED if entry in entries else [*entries, entry]
+
+        await self.kv.update(bare, SUBS_KEY, add)
+
+    async def unindex(self, jid: str, owner: str, node: str) -> None:
+        bare = jid.split("/", 1)[0]
+
+        def drop(old: Any) -> Any:
+            if not old:
+                return UNCHANGED
+            rest = [e for e in old if e != [owner, node, jid]]
+            return (rest or None) if len(rest) != len(old) else UNCHANGED
+
+        await self.kv.update(bare, SUBS_KEY, drop)
+
+    async def forget_account(self, bare: str) -> None:
+        """Remove ``bare``'s subscriptions from other owners' nodes (account deletion)."""
+        for owner, node, jid in await self.kv.get(bare, SUBS_KEY, []):
+            def drop(record: dict[str, Any], jid: str = jid) -> dict[str, Any] | None:
+                changed = record["subscriptions"].pop(jid, None) is not None
+                changed |= record["affiliations"].pop(bare, None) is not None
+                return record if changed else None
+            try:
+                await self.update(owner, node, drop)
+            except PubSubError:
+                pass
+        await self.kv.delete(bare, SUBS_KEY)
+
+    async def set_affiliation(self, owner: str, node: str, bare: str, affiliation: str) -> None:
+        def change(record: dict[str, Any]) -> dict[str, Any]:
+            if affiliation == "none":
+                record["affiliations"].pop(bare, None)
+            else:
+                record["affiliations"][bare] = affiliation
+            if affiliation == "outcast":
+                for jid in [j for j in record["subscriptions"] if j.split("/", 1)[0] == bare]:
+                    del record["subscriptions"][jid]
+            return record
+
+        await self.update(owner, node, change)
+
+
+__all__ = ["Engine", "Item", "Limits", "check_preconditions"]

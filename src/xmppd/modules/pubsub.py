@@ -1,0 +1,186 @@
+"""XEP-0060 Publish-Subscribe service on ``pubsub.<domain>`` (option ``host``).
+
+The service is served in-process: stanzas for its domain are taken on ``route/remote``
+(the way components are), IQs answered with the shared engine (:mod:`._pubsub`): node
+create/configure/delete, publish with publish-options, retract, purge, subscribe and
+unsubscribe, items (all, by id, ``max_items``, RSM), affiliations and subscriptions
+managed by owners, the access models open/presence/roster/authorize/whitelist, persistent
+and transient nodes, notifications with or without payloads and the last item on
+subscribe; disco#info and #items for the service, its nodes and their items.  Leaf nodes
+only (collections: ``feature-not-implemented``).  Local accounts create nodes (option
+``creators = "anyone"`` opens it to remote users too), up to ``max_nodes`` each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xmppd.core.module import Option
+from xmppd.core.moduleapi import ModuleAPI
+from xmppd.jid import JID, JIDError
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import StanzaError, iq_payload, reply
+
+from ._pubsub import NS, OWNER_NS, PubSubError
+from ._pubsub.caps import DISCO_INFO_NS
+from ._pubsub.engine import Engine
+from ._pubsub.node import BASE_DEFAULTS
+from ._pubsub.protocol import PubSubBase
+from .pep import limit_options, limits_from
+
+DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
+HOST_ITEMS_EVENT = "disco/host-items"
+FEATURES = ("access-authorize", "access-open", "access-presence", "access-roster",
+            "access-whitelist", "config-node", "create-and-configure", "create-nodes",
+            "delete-items", "delete-nodes", "get-pending", "instant-nodes", "item-ids",
+            "last-published", "manage-subscriptions", "meta-data", "modify-affiliations",
+            "outcast-affiliation", "persistent-items", "publish", "publish-options",
+            "publisher-affiliation", "member-affiliation", "purge-nodes", "retract-items",
+            "retrieve-affiliations", "retrieve-default", "retrieve-items",
+            "retrieve-subscriptions", "subscribe", "subscription-notifications", "rsm",
+            "transient-nodes")
+
+
+class PubSub(PubSubBase):
+    name = "pubsub"
+    xeps = ("XEP-0060", "XEP-0059")
+    soft_depends = ("disco", "s2s", "roster", "presence")
+    options = {
+        "host": Option(str, "", "the service's domain (default: pubsub.<each served domain>)"),
+        "creators": Option(str, "local", "who may create nodes", choices=("local", "anyone")),
+        "autocreate_on_publish": Option(bool, False, "publishing to a missing node creates it"),
+        "default_max_items": Option(int, 10, "max_items of a new node", min=1),
+        **limit_options(1000, 65536, 100, 500),
+    }
+
+    def load(self, api: ModuleAPI) -> None:
+        self.api = api
+        host = api.options["host"]
+        self.domains = (host,) if host else tuple(f"pubsub.{d}" for d in api.domains)
+        self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
+                             limits_from(api.options))
+        self.defaults = {**BASE_DEFAULTS, "max_items": api.options["default_max_items"],
+                         "send_last_published_item": "on_sub"}
+        api.hook("route/remote", self.route, priority=20)
+        api.hook("account-deleting", self.account_deleting)
+        if HOST_ITEMS_EVENT in api.router.hooks.events():  # the disco module is loaded
+            api.hook(HOST_ITEMS_EVENT, self.host_items)
+        manager = api.service("s2s")  # tells the s2s manager these domains are ours
+        if manager is not None:
+            extra = {d for d in self.domains if d not in manager.extra_domains}
+            manager.extra_domains.update(extra)
+            api.on_unload(lambda: manager.extra_domains.difference_update(extra))
+
+    def host_items(self, items: list[str]) -> list[str]:
+        return [*items, *self.domains]
+
+    # -- addressing ---------------------------------------------------------------------------
+
+    def locate(self, iq: Element, origin: Any) -> tuple[str, str]:
+        domain = JID(iq.get("to", "")).domain
+        return domain, domain
+
+    def may_create(self, owner: str, requester: JID) -> bool:
+        return self.api.options["creators"] == "anyone" or requester.domain in self.api.hosts
+
+    def autocreate(self, owner: str, requester: JID) -> bool:
+        return self.api.options["autocreate_on_publish"] and self.may_create(owner, requester)
+
+    async def recipients(self, owner: str, node: str, record: dict[str, Any],
+                         service: str) -> list[str]:
+        return [jid for jid, sub in record.get("subscriptions", {}).items()
+                if sub.get("state") == "subscribed"]
+
+    def route(self, stanza: Element, origin: Any) -> bool:
+        try:
+            target = JID(stanza.get("to", ""))
+        except JIDError:
+            return False
+        if target.domain not in self.domains:
+            return False
+        if target.localpart is not None or target.resource is not None:
+            self.api.bounce(stanza, "service-unavailable")
+            return True
+        if stanza.name == "iq" and stanza.get("type") in ("get", "set"):
+            self.api.spawn(self.iq(stanza, origin))
+        return True  # presence and messages to the service: nothing to do
+
+    async def iq(self, stanza: Element, origin: Any) -> None:
+        payload = iq_payload(stanza)
+        if payload is None:
+            self.api.bounce(stanza, "bad-request")
+            return
+        key = (stanza.get("type"), payload.ns, payload.name)
+        try:
+            if key[1:] == (NS, "pubsub"):
+                out = await self.iq_pubsub(stanza, origin, payload)
+            elif key[1:] == (OWNER_NS, "pubsub"):
+                out = await self.iq_owner(stanza, origin, payload)
+            elif key == ("get", DISCO_INFO_NS, "query"):
+                out = await self.disco_info(stanza, payload)
+            elif key == ("get", DISCO_ITEMS_NS, "query"):
+                out = await self.disco_items(stanza, origin, payload)
+            else:
+                raise StanzaError("service-unavailable")
+        except StanzaError as exc:
+            self.api.bounce(stanza, exc.condition, exc.text)
+            return
+        if out is not None:
+            self.api.send(out)
+
+    # -- disco --------------------------------------------------------------------------------
+
+    async def disco_info(self, iq: Element, payload: Element) -> Element:
+        owner, _ = self.locate(iq, None)
+        node = payload.get("node")
+        out = reply(iq)
+        query = out.subelement("query", DISCO_INFO_NS)
+        if node:
+            record = await self.engine.node(owner, node)
+            if record is None:
+                raise StanzaError("item-not-found")
+            query.set("node", node)
+            query.subelement("identity", attrs={"category": "pubsub", "type": "leaf"})
+            query.subelement("feature", attrs={"var": NS})
+            return out
+        query.subelement("identity", attrs={"category": "pubsub", "type": "service",
+                                            "name": "xmppd publish-subscribe"})
+        for feature in sorted({DISCO_INFO_NS, DISCO_ITEMS_NS, NS,
+                               *(f"{NS}#{f}" for f in FEATURES)}):
+            query.subelement("feature", attrs={"var": feature})
+        return out
+
+    async def disco_items(self, iq: Element, origin: Any, payload: Element) -> Element:
+        owner, service = self.locate(iq, origin)
+        node = payload.get("node")
+        out = reply(iq)
+        query = out.subelement("query", DISCO_ITEMS_NS)
+        if node:
+            record = await self.engine.node(owner, node)
+            if record is None:
+                raise StanzaError("item-not-found")
+            query.set("node", node)
+            try:
+                await self.check_access(record, JID(iq.get("from", "")))
+            except (PubSubError, JIDError):
+                return out
+            for item in await self.engine.items(owner, node):
+                query.subelement("item", attrs={"jid": service, "name": item.id})
+            return out
+        for name in sorted(await self.engine.nodes(owner)):
+            record = await self.engine.node(owner, name) or {}
+            attrs = {"jid": service, "node": name}
+            title = record.get("config", {}).get("title")
+            if title:
+                attrs["name"] = title
+            query.subelement("item", attrs=attrs)
+        return out
+
+    async def account_deleting(self, jid: JID) -> None:
+        await self.engine.forget_account(str(jid))
+        for domain in self.domains:  # nodes it owned alone go with it
+            for node in await self.engine.nodes(domain):
+                record = await self.engine.node(domain, node) or {}
+                owners = [j for j, a in record.get("affiliations", {}).items() if a == "owner"]
+                if owners == [str(jid)]:
+                    await self.engine.delete(domain, node)
