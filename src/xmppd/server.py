@@ -196,6 +196,7 @@ class Server:
             route=self.route_from_client,
             stream_features=partial(self.hooks.fire_sync, "stream-features"),
             connections=self.connections,
+            stream_element=partial(self.hooks.fire_maybe_async, "c2s/element"),
         )
 
     def bind_session(self, jid: JID, transport: Transport) -> Session:

@@ -46,6 +46,8 @@ CORE_EVENTS = {
     "server-started": "(server)",
     "server-stopping": "(server)",
     "stream-features": "(session, features: Element) -- add elements to the features",
+    "c2s/element": "(stream, element) -- a non-stanza element on an authenticated client "
+                   "stream (XEP-0198); unhandled: stream error",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",
     "account-deleting": "(bare JID) -- sessions ended, data not yet deleted: clean up",
