@@ -43,13 +43,17 @@ class Keepalive(Module):
         self.timeout: float = api.options["timeout_s"]
         self.ids = count(1)
         self.checks: set[asyncio.TimerHandle] = set()
+        self.waiting: set[Any] = set()  # pinged sessions whose answer is awaited
         api.on_unload(self._unloaded)
         if api.options["interval_s"]:
             api.every(api.options["interval_s"], self.sweep)
 
     def sweep(self) -> None:
         pinged = []
+        waiting = self.waiting
         for session in self.api.router.sessions.all():
+            if session in waiting:
+                continue  # its check clears the flag's meaning, not this sweep
             transport = session.transport
             heard = getattr(transport, "heard", None)
             if heard is None or transport.closed:
@@ -63,13 +67,14 @@ class Keepalive(Module):
                 "to": jid.full}, [Element("ping", PING_NS, {}, [])]))
             pinged.append(session)
         if pinged:
-            loop = asyncio.get_running_loop()
-            handle = loop.call_later(self.timeout, self.check, pinged)
+            waiting.update(pinged)
+            handle = asyncio.get_running_loop().call_later(self.timeout, self.check, pinged)
             self.checks.add(handle)
 
     def check(self, pinged: list[Any]) -> None:
-        self.checks = {h for h in self.checks if not h.cancelled() and h.when() > 0
-                       and h.when() > asyncio.get_running_loop().time()}
+        now = asyncio.get_running_loop().time()
+        self.checks = {h for h in self.checks if h.when() > now}
+        self.waiting.difference_update(pinged)
         for session in pinged:
             transport = session.transport
             if getattr(transport, "heard", None) is False and not transport.closed:
@@ -81,3 +86,4 @@ class Keepalive(Module):
         for handle in self.checks:
             handle.cancel()
         self.checks.clear()
+        self.waiting.clear()
