@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -93,7 +93,9 @@ class StreamManagement:
         self.h_in = start  # stanzas received from the client (handled)
         self.h_out = start  # stanzas sent to the client
         self.acked = start  # the client's last h
-        self.queue: deque[Element] = deque()  # sent, not yet acknowledged (h_out - acked)
+        # Sent, not yet acknowledged (h_out - acked).  A list, not a deque: an empty deque
+        # costs 600 bytes per session, and acknowledgements drop a prefix in one go.
+        self.queue: list[Element] = []
         self.requested = False  # an <r/> of ours is unanswered
         self.timer: asyncio.TimerHandle | None = None  # the <r/> timer, or the expiry
         self.ended = False
@@ -205,8 +207,8 @@ class StreamManagement:
         queue = self.queue
         if n > len(queue):
             return False
-        for _ in range(n):
-            queue.popleft()
+        if n:
+            del queue[:n]
         self.acked = h
         self.requested = False
         if not queue and self.timer is not None and self.stream is not None:
@@ -413,7 +415,7 @@ class StreamManagementModule(Module):
             if len(self.expired) > EXPIRED_KEPT:
                 self.expired.popitem(last=False)
         sm.stream = None
-        queue, sm.queue = sm.queue, deque()
+        queue, sm.queue = sm.queue, []
         sm.policy.unbind(sm.session, abrupt)
         return self.undeliverable(queue)
 
