@@ -193,3 +193,8 @@ def connect(server, user: str, resource: str = "r", roster: bool = True) -> RawC
         client.send(f"<iq type='get' id='get0'><query xmlns='{ROSTER_NS}'/></iq>")
         client.read_until(r"id=.get0.[^>]*>.*?</iq>|id=.get0.[^>]*/>")
     return client
+
+
+def offline_count(srv, user: str) -> int:
+    """How many offline messages ``user@localhost`` has stored (the offline module's archive)."""
+    return srv.call(srv.server.storage.open_store("offline", "archive").count(f"{user}@localhost"))

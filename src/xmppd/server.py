@@ -196,7 +196,7 @@ class Server:
             route=self.route_from_client,
             stream_features=partial(self.hooks.fire_sync, "stream-features"),
             connections=self.connections,
-            element=partial(self.hooks.fire_maybe_async, "stream/element"),
+            stream_element=partial(self.hooks.fire_maybe_async, "stream/element"),
         )
 
     def bind_session(self, jid: JID, transport: Transport) -> Session:

@@ -1,77 +1,56 @@
-"""Non-stanza elements from a bound client (nonzas) go to the ``element`` callback of
-:func:`client_stanza` (the core event ``stream/element``), sans-IO."""
+"""Non-stanza elements on an authenticated client stream (nonzas: XEP-0198, XEP-0352...) go
+to the modules through :func:`stream_extension` (the core event ``stream/element``),
+sans-IO; one nobody takes ends the stream with ``unsupported-stanza-type``."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
-from xmppd.c2s.stanzas import client_stanza
-from xmppd.core.session import Session
-from xmppd.jid import JID
+from xmppd.c2s.negotiation import stream_extension
 from xmppd.xml.element import Element
 from xmppd.xml.framing import StreamErrorCondition
 
 NS = "urn:example:nonza"
+STREAM = object()
 
 
-class Transport:
-    closed = False
-    peer = None
-
-    def __init__(self) -> None:
-        self.sent: list[Element] = []
-        self.send = self.sent.append
-
-    def flush(self) -> None:
-        pass
-
-    def stream_error(self, condition: str, text: str | None = None) -> None:
-        self.closed = True
+def policy(handler) -> SimpleNamespace:
+    return SimpleNamespace(stream_element=handler)
 
 
-def never_routed(stanza: Element, session: Session) -> None:
-    raise AssertionError("a nonza reached the router")
-
-
-@pytest.fixture
-def session() -> Session:
-    return Session(JID("alice@localhost/a"), Transport())
-
-
-def test_a_handled_nonza_goes_nowhere_else(session):
+def test_a_handled_nonza_goes_nowhere_else():
     seen = []
 
-    def element(sess: Session, el: Element) -> bool:
-        seen.append((sess, el.name))
+    def handler(stream, el: Element) -> bool:
+        seen.append((stream, el.name))
         return True
 
-    nonza = Element("r", NS, {}, [])
-    assert client_stanza(nonza, session, never_routed, session.send, element) is None
-    assert seen == [(session, "r")] and session.transport.sent == []
+    assert stream_extension(policy(handler), STREAM, Element("r", NS, {}, [])) is None
+    assert seen == [(STREAM, "r")]
 
 
-@pytest.mark.parametrize("element", [None, lambda sess, el: False])
-def test_an_unhandled_nonza_is_a_stream_error(session, element):
+@pytest.mark.parametrize("handler", [None, lambda stream, el: False, lambda stream, el: None])
+def test_an_unhandled_nonza_is_a_stream_error(handler):
     with pytest.raises(StreamErrorCondition) as exc:
-        client_stanza(Element("r", NS, {}, []), session, never_routed, session.send, element)
+        stream_extension(policy(handler), STREAM, Element("r", NS, {}, []))
     assert exc.value.condition == "unsupported-stanza-type"
 
 
 @pytest.mark.parametrize("verdict", [True, False])
-def test_a_handler_may_decide_later(session, verdict):
-    async def element(sess: Session, el: Element) -> bool:
+def test_a_handler_may_decide_later(verdict):
+    async def decide(stream, el: Element) -> bool:
         await asyncio.sleep(0)
         return verdict
 
     async def main() -> None:
-        pending = client_stanza(Element("r", NS, {}, []), session, never_routed, session.send,
-                                lambda sess, el: element(sess, el))
+        pending = stream_extension(policy(decide), STREAM, Element("r", NS, {}, []))
         if verdict:
             assert await pending is None
         else:
-            with pytest.raises(StreamErrorCondition, match="unsupported-stanza-type|not a stanza"):
+            with pytest.raises(StreamErrorCondition, match="unsupported-stanza-type|unexpected"):
                 await pending
 
     asyncio.run(main())

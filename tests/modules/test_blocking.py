@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import connect
+from support import connect, offline_count
 from test_offline import ping
 from test_roster import iq
 
@@ -18,11 +18,6 @@ def subscribe_both(a, b, a_name: str, b_name: str) -> None:
     b.send(f"<presence to='{a_name}@localhost' type='subscribe'/>")
     ping(a)
     ping(b)
-
-
-def offline_count(srv, user: str) -> int:
-    """How many offline messages ``user@localhost`` has stored (the offline module's archive)."""
-    return srv.call(srv.server.storage.open_store("offline", "archive").count(f"{user}@localhost"))
 
 
 def test_block_list_pushes_and_filtering(server):

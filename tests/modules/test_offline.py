@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from support import RawClient, connect
+from support import RawClient, connect, offline_count
 
 from xmppd.core.config import Limits
 
@@ -19,11 +19,6 @@ def ping(client: RawClient, id: str = "end") -> str:
 
 def bodies(text: str) -> list[str]:
     return re.findall(r"<body>(.*?)</body>", text)
-
-
-def offline_count(srv, user: str) -> int:
-    """How many offline messages ``user@localhost`` has stored (the offline module's archive)."""
-    return srv.call(srv.server.storage.open_store("offline", "archive").count(f"{user}@localhost"))
 
 
 def test_offline_messages_survive_a_restart_and_arrive_in_order(make_server, tmp_path):

@@ -93,8 +93,10 @@ class ClientPolicy:
     route: Callable[[Element, Session], Awaitable | None]
     stream_features: Callable[[Any, Element], None]
     connections: Any = None  # xmppd.transport.connections.Connections, for the shell
-    #: a bound client's non-stanza element: (session, element) -> True if handled
-    element: Callable[[Session, Element], bool | Awaitable[bool]] | None = None
+    #: ``(stream, element) -> bool | Awaitable[bool]``: a non-stanza element after
+    #: authentication (XEP-0198 ``<enable/>``, ``<r/>``, ``<resume/>``; XEP-0352
+    #: ``<inactive/>``...), the core event ``stream/element``; True if a module handled it.
+    stream_element: Callable[[Any, Element], Any] | None = None
 
 
 class StreamIO(Protocol):
@@ -238,6 +240,8 @@ class ClientNegotiation:
                 self._bind(el)
                 return None
             raise StreamErrorCondition("not-authorized", "authenticate first")
+        if self.username is not None:  # e.g. XEP-0198 <resume/> instead of binding
+            return stream_extension(self.policy, self.io, el)
         raise StreamErrorCondition("unsupported-stanza-type", f"unexpected <{el.name}/>")
 
     # -- STARTTLS ---------------------------------------------------------------------------
@@ -363,6 +367,24 @@ class ClientNegotiation:
         io.send(result)
         log.info("c2s session bound: jid=%s address=%s", jid, _addr(io.peer))
         self.policy.bound(session)
+
+
+def stream_extension(policy: ClientPolicy, stream: Any, el: Element) -> Awaitable | None:
+    """Hand a non-stanza element of an authenticated stream to the modules
+    (``policy.stream_element``); a stream error when none takes it."""
+    handler = policy.stream_element
+    result = False if handler is None else handler(stream, el)
+    if result is True:
+        return None
+    if result is False or result is None:
+        raise StreamErrorCondition("unsupported-stanza-type", f"unexpected <{el.name}/>")
+    return _handled_later(result, el.name)
+
+
+async def _handled_later(pending: Awaitable[Any], name: str) -> None:
+    """A handler that decides asynchronously: unhandled is still a stream error."""
+    if await pending is not True:
+        raise StreamErrorCondition("unsupported-stanza-type", f"unexpected <{name}/>")
 
 
 def _addr(peer: tuple[str, int] | None) -> str:

@@ -5,9 +5,8 @@ route callback.
 then sees the full JID of the session.  Any other ``from`` ends the stream with
 ``invalid-from`` (RFC 6120 §8.1.2.1): a spoofing client is disconnected, not corrected.
 
-Other top-level elements (nonzas: XEP-0352 ``<inactive/>``, XEP-0198 ``<r/>``...) go to the
-``element`` callback (the core event ``stream/element``); one nobody handles ends the
-stream with ``unsupported-stanza-type``.
+Other top-level elements (nonzas: XEP-0352 ``<inactive/>``, XEP-0198 ``<r/>``...) never
+come here: the stream hands them to the modules (:func:`xmppd.c2s.negotiation.stream_extension`).
 
 This is the routing hot path: one plain function, no object per session or per stanza.
 """
@@ -27,25 +26,16 @@ if TYPE_CHECKING:
     from xmppd.xml.element import Element
 
 Route = Callable[["Element", "Session"], "Awaitable | None"]
-#: (session, element) -> True if handled, or an awaitable of that.
-Nonza = Callable[["Session", "Element"], "bool | Awaitable[bool]"]
 
 
 def client_stanza(
-    el: Element, session: Session, route: Route, send: Callable[[Element], None],
-    element: Nonza | None = None,
+    el: Element, session: Session, route: Route, send: Callable[[Element], None]
 ) -> Awaitable | None:
     """Check and stamp a stanza from ``session``'s client, then ``route`` it; answers that
-    do not leave the stream (an IQ error, the session IQ) go back through ``send``.  Any
-    other element goes to ``element``."""
+    do not leave the stream (an IQ error, the session IQ) go back through ``send``."""
     name = el.name
     if el.ns != CLIENT_NS or name not in STANZA_NAMES:
-        handled = False if element is None else element(session, el)
-        if handled is True:
-            return None
-        if handled is False:
-            raise StreamErrorCondition("unsupported-stanza-type", f"<{name}/> is not a stanza")
-        return _handled_later(handled, name)
+        raise StreamErrorCondition("unsupported-stanza-type", f"<{name}/> is not a stanza")
     attrs = el.attrs
     sender = attrs.get("from")
     full = session.jid
@@ -60,11 +50,6 @@ def client_stanza(
     if name == "iq" and not _iq_ok(el, send):
         return None
     return route(el, session)
-
-
-async def _handled_later(pending: Awaitable[bool], name: str) -> None:
-    if await pending is not True:
-        raise StreamErrorCondition("unsupported-stanza-type", f"<{name}/> is not a stanza")
 
 
 def _iq_ok(iq: Element, send: Callable[[Element], None]) -> bool:

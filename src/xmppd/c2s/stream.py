@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from xmppd.c2s.negotiation import ClientNegotiation, ClientPolicy, _addr
+from xmppd.c2s.negotiation import ClientNegotiation, ClientPolicy, _addr, stream_extension
 from xmppd.c2s.stanzas import client_stanza
 from xmppd.transport.stream import XMLStream, limits_kwargs
 from xmppd.transport.tls import channel_bindings
@@ -35,7 +35,7 @@ class C2SStream(XMLStream):
     default_ns = CLIENT_NS
     evictable = True  # an idle unauthenticated client makes room for a new one
 
-    __slots__ = ("policy", "negotiation", "session", "size_limit_name")
+    __slots__ = ("policy", "negotiation", "session", "size_limit_name", "sm")
 
     def __init__(self, policy: ClientPolicy, *, direct_tls: bool = False) -> None:
         super().__init__(**limits_kwargs(policy.limits, rate_limited=True),
@@ -46,6 +46,10 @@ class C2SStream(XMLStream):
             policy, self, secure=direct_tls
         )
         self.session: Session | None = None  # what the router sees, once bound
+        # Stream management (XEP-0198, modules/sm.py) once the client enabled or resumed
+        # it: then it takes the stream's stanzas (counting them) and decides what a lost
+        # connection means for the session (detach, or end).  None: no per-stanza cost.
+        self.sm: Any = None
 
     @property
     def jid(self) -> JID | None:
@@ -82,7 +86,11 @@ class C2SStream(XMLStream):
 
     def _unbind(self, abrupt: bool) -> None:
         session = self.session
-        if session is not None:
+        if session is None:
+            return
+        if self.sm is not None:
+            self.sm.stream_closed(self, abrupt)  # a resumable session is detached instead
+        else:
             self.policy.unbind(session, abrupt)
 
     def local_domain(self) -> str | None:
@@ -99,8 +107,12 @@ class C2SStream(XMLStream):
     def handle_element(self, el: Element) -> Awaitable | None:
         session = self.session
         if session is not None:
-            policy = self.policy
-            return client_stanza(el, session, policy.route, self.send, policy.element)
+            sm = self.sm
+            if sm is not None:
+                return sm.handle(self, el)
+            if el.ns != CLIENT_NS:
+                return stream_extension(self.policy, self, el)
+            return client_stanza(el, session, self.policy.route, self.send)
         return self.negotiation.handle_element(el)
 
     # -- what the negotiation asks of the shell (StreamIO) ---------------------------------------

@@ -62,8 +62,8 @@ CORE_EVENTS = {
     "iq/outbound": "(stanza, origin) -- iq from a local client, before routing",
     "route/remote": "(stanza, origin) -- stanza for a non-local domain",
     "stanza/inbound": "(stanza, origin) -- stanza about to be delivered to a local session",
-    "stream/element": "(session, element) -- a bound client sent a non-stanza element "
-                      "(nonza); unhandled: unsupported-stanza-type",
+    "stream/element": "(stream, element) -- a non-stanza element on an authenticated client "
+    "stream (XEP-0198, XEP-0352...); True if handled, else unsupported-stanza-type",
     "disco-info/host": "(features: set, identities: list) -- add server features",
     "disco-info/account": "(features: set, identities: list) -- add account features",
 }

@@ -27,10 +27,15 @@ class Transport(Protocol):
 
     closed: bool
     peer: tuple[str, int] | None
+    #: Something was received since the flag was last cleared (None: no connection now,
+    #: e.g. a detached stream-management session).  Keepalive pings silent peers.
+    heard: bool | None
 
     def send(self, element: Element) -> None: ...
     def flush(self) -> None: ...
     def stream_error(self, condition: str, text: str | None = None) -> None: ...
+    def drop(self, reason: str) -> None:
+        """The peer is dead: cut the connection without a closing handshake."""
 
 
 class Session:

@@ -93,8 +93,9 @@ class ClientStateIndication(Module):
     def features(session: Any, feats: Element) -> None:
         feats.subelement("csi", CSI_NS)
 
-    def element(self, session: Any, el: Element) -> bool:
-        if el.ns != CSI_NS:
+    def element(self, stream: Any, el: Element) -> bool:
+        session = getattr(stream, "session", None)
+        if el.ns != CSI_NS or session is None:  # CSI is about a bound session
             return False
         if el.name == "inactive":
             self.api.state(session, Held)

@@ -90,7 +90,7 @@ class XMLStream(asyncio.Protocol):
         "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
         "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
         "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
-        "secure", "connections", "close_reason", "_auth_timer", "_preauth",
+        "secure", "connections", "close_reason", "_auth_timer", "_preauth", "heard",
     )
     #: May :class:`~xmppd.transport.connections.Connections` close this stream, while it is
     #: not authenticated, to make room for a newer connection from its address?
@@ -120,6 +120,9 @@ class XMLStream(asyncio.Protocol):
         self._preauth = False  # counted toward the per-address pre-auth cap
         self.max_output_buffer = max_output_buffer
         self.header_sent = False
+        # Set by every read; a keepalive (modules/keepalive.py) clears it and pings a peer
+        # that stayed silent for a whole interval: a flag, not a clock read per read.
+        self.heard = True
         self.closed = False
         self._closing = False
         self._out: list[bytes] | None = None  # created by the first send after a flush
@@ -159,6 +162,7 @@ class XMLStream(asyncio.Protocol):
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         if self._closing:
             return
         if self._preauth:  # the longest idle unauthenticated connection goes first
@@ -548,6 +552,14 @@ class XMLStream(asyncio.Protocol):
             # A TLS close waits for the peer's close_notify (30 s by default): a peer that
             # never sends it must not hold the connection (and its per-IP slot) that long.
             self._close_timer = self.loop.call_later(timeout, self._abort)
+
+    def drop(self, reason: str) -> None:
+        """Cut the connection as if the peer had gone (a dead peer: no closing handshake,
+        so stream management detaches the session rather than ending it)."""
+        if self.closed or self.transport is None:
+            return
+        self.close_reason = reason
+        self.transport.abort()
 
     def _abort(self) -> None:
         self._close_timer = None
