@@ -152,9 +152,10 @@ async def _converse(srv, peer, peer_domain: str = PROSODY_DOMAIN) -> None:
         romeo.xmpp.send_presence(pshow="away")
         pres = await juliet.presence(f"romeo@{peer_domain}", "away")
         assert pres["from"] == f"romeo@{peer_domain}/garden"
-        # IQs both ways: software version of the other server
+        # IQs both ways: disco#info of the other server
         for client, server in ((juliet, peer_domain), (romeo, XMPPD)):
-            iq = client.xmpp.make_iq_get(queryxmlns="jabber:iq:version", ito=server)
+            iq = client.xmpp.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#info",
+                                         ito=server)
             reply = await iq.send(timeout=TIMEOUT)
             assert reply["type"] == "result" and reply["from"] == server
         # probes: a new resource on each side learns the contact's presence from the other server
