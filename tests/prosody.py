@@ -181,13 +181,13 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"prosody exited with {proc.returncode}")
+            raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"prosody did not listen on {port}")
+    raise TimeoutError(f"the server did not listen on {port}")
 
 
 class Prosody:
@@ -199,7 +199,7 @@ class Prosody:
 
     def __init__(
         self, domain: str, dns_address: tuple[str, int], cert: Path, key: Path,
-        ca_file: Path | None = None, secure_auth: bool = False,
+        ca_file: Path | None = None, secure_auth: bool = False, bidi: bool = False,
     ) -> None:
         self.domain = domain
         self.dir = Path(tempfile.mkdtemp(prefix="xmppd-prosody-"))
@@ -227,7 +227,8 @@ s2s_direct_tls_ports = {{}}
 component_ports = {{}}
 http_ports = {{}}
 https_ports = {{}}
-modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "presence" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "presence",
+                    {'"s2s_bidi"' if bidi else ""} }}
 authentication = "internal_plain"
 storage = "internal"
 c2s_require_encryption = false
@@ -283,5 +284,117 @@ VirtualHost "{domain}"
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- ejabberd -------------------------------------------------------------------------------
+
+EJABBERDCTL = shutil.which("ejabberdctl") or (
+    "/usr/sbin/ejabberdctl" if os.path.exists("/usr/sbin/ejabberdctl") else None)
+
+
+class Ejabberd:
+    """An ejabberd node (Debian's ``ejabberd``) in a temporary directory, on loopback ports.
+
+    It runs ``ejabberdctl foreground`` with its own config, spool, logs, cookie (``HOME``)
+    and node name; as root, as the ``ejabberd`` user.  Its Erlang resolver asks only ``dns``
+    (an ``ERL_INETRC`` file), so it finds xmppd through our :class:`DNSServer`.
+    """
+
+    def __init__(
+        self, domain: str, dns_address: tuple[str, int], cert: Path, key: Path,
+        ca_file: Path | None = None, dialback: bool = True,
+    ) -> None:
+        self.domain = domain
+        self.dir = Path(tempfile.mkdtemp(prefix="xmppd-ejabberd-"))
+        os.chmod(self.dir, 0o755)
+        self.c2s_port, self.s2s_port = free_port(), free_port()
+        self.node = f"xmppd{self.s2s_port}@localhost"
+        (self.dir / "cert.pem").write_bytes(Path(cert).read_bytes() + Path(key).read_bytes())
+        cafile = ""
+        if ca_file:
+            shutil.copy(ca_file, self.dir / "ca.pem")
+            cafile = f'ca_file: "{self.dir}/ca.pem"\ns2s_cafile: "{self.dir}/ca.pem"\n'
+        (self.dir / "inetrc").write_text(
+            f"{{nameserver, {{{dns_address[0].replace('.', ',')}}}, {dns_address[1]}}}.\n"
+            '{resolv_conf, ""}.\n{hosts_file, ""}.\n'  # only what is said here
+            '{host, {127,0,0,1}, ["localhost"]}.\n'  # the node name's host
+            "{lookup, [file, dns]}.\n"
+        )
+        (self.dir / "ejabberdctl.cfg").write_text(f"ERLANG_NODE={self.node}\n")
+        (self.dir / "ejabberd.yml").write_text(f"""
+hosts: ["{domain}"]
+loglevel: debug
+certfiles: ["{self.dir}/cert.pem"]
+{cafile}listen:
+  - port: {self.c2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: true
+  - port: {self.s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+s2s_dns_timeout: 5
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  s2s:
+    allow: all
+auth_method: internal
+modules:
+  mod_roster: {{}}
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_version: {{}}
+{"  mod_s2s_dialback: {}" if dialback else ""}
+""")
+        for sub in ("logs", "spool"):
+            (self.dir / sub).mkdir()
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(self.dir)], check=True)
+            self._as_user = ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--init-groups"]
+        self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_ADDRESS="127.0.0.1",
+                        ERL_INETRC=str(self.dir / "inetrc"))
+        self.proc: subprocess.Popen | None = None
+
+    def _ctl(self, *args: str) -> list[str]:
+        d = self.dir
+        return [*self._as_user, EJABBERDCTL, "--config-dir", str(d), "--config",
+                str(d / "ejabberd.yml"), "--ctl-config", str(d / "ejabberdctl.cfg"),
+                "--logs", str(d / "logs"), "--spool", str(d / "spool"), "--node", self.node,
+                *args]
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self._ctl("foreground"), cwd=self.dir, env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.c2s_port, self.proc, timeout=60)
+        wait_port(self.s2s_port, self.proc, timeout=60)
+
+    def register(self, user: str, password: str) -> None:
+        done = subprocess.run(self._ctl("register", user, self.domain, password), cwd=self.dir,
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"ejabberdctl register: {done.stdout} {done.stderr}")
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "logs" / "ejabberd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 15)  # its own session: ejabberdctl and the VM
+                self.proc.wait(10)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
                 self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)

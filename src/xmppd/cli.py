@@ -290,8 +290,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         cert = config.certificate_for(domain)
         if domain not in config.certificates and not (cert.cert.exists() and cert.key.exists()):
             print(f"{domain}: no certificate yet; a self-signed one is generated on first start")
-    problems = check_all(config)  # data dir, certificates, ports, database
-    for problem in problems:
+    warnings: list[str] = []
+    problems = check_all(config, warnings)  # data dir, certificates, ports, database
+    for problem in warnings + problems:
         print(problem)
     if problems:
         return 1

@@ -493,8 +493,23 @@ def prepare_run(config: Config) -> DataDirLock:
     return lock
 
 
-def check_all(config: Config) -> list[str]:
-    """Every problem ``xmppd check`` reports, one line each."""
+def federation_warnings(config: Config) -> list[str]:
+    """Federation set-ups that start but cannot work in one direction."""
+    if "s2s" in config.modules_disabled or not config.s2s_dialback or config.s2s:
+        return []
+    if config.modules_enabled is not None and "s2s" not in config.modules_enabled:
+        return []
+    return ["warning: s2s: dialback is enabled but there is no [s2s] listen address: remote"
+            " servers verify our dialback keys by connecting back to us, so outbound federation"
+            " only works with peers that accept our certificate (set [s2s] listen, or"
+            " dialback = false)"]
+
+
+def check_all(config: Config, warnings: list[str] | None = None) -> list[str]:
+    """Every problem ``xmppd check`` reports, one line each (``warnings``, if given,
+    receives what is worth saying but does not stop the server)."""
+    if warnings is not None:
+        warnings += federation_warnings(config)
     problems = check_data_dir(config)
     data_dir_broken = _data_dir_problem(Path(config.data_dir)) is not None
     problems += check_certificate_files(config)

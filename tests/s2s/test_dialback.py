@@ -45,5 +45,19 @@ def test_elements():
     assert ans.attrs == {"from": "o.example", "to": "r.example", "id": "sid", "type": "invalid"}
     err = dialback.result_error("r.example", "o.example", "item-not-found")
     assert err.get("type") == "error"
-    assert err.find("error").find("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
+    # the <error/> child is unprefixed on the wire: in the stream's namespace
+    error = err.find("error", "jabber:server")
+    assert error.find("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
     assert b"<errors" in dialback.features_element().to_bytes()
+
+
+def test_dialback_elements_are_written_with_the_db_prefix():
+    """XEP-0220 §2: ``<db:result>``/``<db:verify>`` with the prefix the header declared
+    (ejabberd ignores ``<result xmlns='jabber:server:dialback'>``)."""
+    out = dialback.dialback_bytes(dialback.result_request("o.example", "r.example", "k&y"))
+    assert out == b'<db:result from="o.example" to="r.example">k&amp;y</db:result>'
+    out = dialback.dialback_bytes(dialback.verify_answer("o.example", "r.example", "sid", True))
+    assert out == b'<db:verify from="o.example" to="r.example" id="sid" type="valid"/>'
+    out = dialback.dialback_bytes(dialback.result_error("r.example", "o.example", "item-not-found"))
+    assert out.startswith(b'<db:result from="r.example" to="o.example" type="error"><error ')
+    assert out.endswith(b"</error></db:result>") and b"xmlns=\"jabber:dialback" not in out

@@ -81,7 +81,7 @@ class Client:
             self.xmpp.abort()
 
 
-def _federation(make_server, tmp_path: Path, ca: CertAuthority | None):
+def _federation(make_server, tmp_path: Path, ca: CertAuthority | None, bidi: bool = False):
     """xmppd and Prosody, each able to reach the other; yields (xmppd thread, prosody)."""
     if ca is not None:
         xcert, xkey = ca.issue(XMPPD)
@@ -92,7 +92,7 @@ def _federation(make_server, tmp_path: Path, ca: CertAuthority | None):
     dns = DNSServer({(XMPPD, "A"): ["127.0.0.1"]})
     dns.__enter__()
     prosody = Prosody(PROSODY_DOMAIN, dns.address, pcert, pkey,
-                      ca_file=ca.path if ca else None, secure_auth=ca is not None)
+                      ca_file=ca.path if ca else None, secure_auth=ca is not None, bidi=bidi)
     try:
         prosody.register("romeo", "secret")
         prosody.start()
@@ -129,27 +129,44 @@ def pki_federation(make_server, tmp_path):
     dns.__exit__()
 
 
-async def _converse(srv, prosody) -> None:
+async def _converse(srv, peer, peer_domain: str = PROSODY_DOMAIN) -> None:
+    """Messages, a subscription both ways, presence, probes and IQs both ways between
+    juliet (xmppd) and romeo (``peer``, which serves ``peer_domain``)."""
     juliet = Client(f"juliet@{XMPPD}/balcony", "secret")
-    romeo = Client(f"romeo@{PROSODY_DOMAIN}/garden", "secret")
+    romeo = Client(f"romeo@{peer_domain}/garden", "secret")
     await juliet.start(srv.port)
-    await romeo.start(prosody.c2s_port)
+    await romeo.start(peer.c2s_port)
     try:
         # messages both ways (the first one waits for the s2s streams to come up)
-        juliet.xmpp.send_message(mto=f"romeo@{PROSODY_DOMAIN}/garden", mbody="wherefore", mtype="chat")
+        juliet.xmpp.send_message(mto=f"romeo@{peer_domain}/garden", mbody="wherefore", mtype="chat")
         msg = await romeo.message(lambda m: m["body"] == "wherefore")
         assert msg["from"] == f"juliet@{XMPPD}/balcony"
         romeo.xmpp.send_message(mto=f"juliet@{XMPPD}/balcony", mbody="here", mtype="chat")
         msg = await juliet.message(lambda m: m["body"] == "here")
-        assert msg["from"] == f"romeo@{PROSODY_DOMAIN}/garden"
+        assert msg["from"] == f"romeo@{peer_domain}/garden"
         # juliet subscribes; romeo auto-approves and subscribes back; presence both ways
-        juliet.xmpp.send_presence(pto=f"romeo@{PROSODY_DOMAIN}", ptype="subscribe")
-        await juliet.presence(f"romeo@{PROSODY_DOMAIN}", "subscribed")
-        await juliet.presence(f"romeo@{PROSODY_DOMAIN}", "available")
+        juliet.xmpp.send_presence(pto=f"romeo@{peer_domain}", ptype="subscribe")
+        await juliet.presence(f"romeo@{peer_domain}", "subscribed")
+        await juliet.presence(f"romeo@{peer_domain}", "available")
         await romeo.presence(f"juliet@{XMPPD}", "available")
         romeo.xmpp.send_presence(pshow="away")
-        pres = await juliet.presence(f"romeo@{PROSODY_DOMAIN}", "away")
-        assert pres["from"] == f"romeo@{PROSODY_DOMAIN}/garden"
+        pres = await juliet.presence(f"romeo@{peer_domain}", "away")
+        assert pres["from"] == f"romeo@{peer_domain}/garden"
+        # IQs both ways: disco#info of the other server
+        for client, server in ((juliet, peer_domain), (romeo, XMPPD)):
+            iq = client.xmpp.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#info",
+                                         ito=server)
+            reply = await iq.send(timeout=TIMEOUT)
+            assert reply["type"] == "result" and reply["from"] == server
+        # probes: a new resource on each side learns the contact's presence from the other server
+        for jid, port, contact in ((f"juliet@{XMPPD}/nurse", srv.port, f"romeo@{peer_domain}"),
+                                   (f"romeo@{peer_domain}/orchard", peer.c2s_port, f"juliet@{XMPPD}")):
+            extra = Client(jid, "secret")
+            await extra.start(port)
+            try:
+                await extra.presence(contact, "available" if contact.startswith("juliet") else "away")
+            finally:
+                await extra.close()
     finally:
         await juliet.close()
         await romeo.close()
@@ -178,3 +195,33 @@ def test_messages_and_subscriptions_with_prosody_over_sasl_external(pki_federati
     assert f"Accepting SASL EXTERNAL identity from {XMPPD}" in log  # xmppd -> Prosody
     assert "mechanism='EXTERNAL'" in log  # Prosody -> xmppd
     assert "sent dialback key" not in log
+
+
+@pytest.fixture
+def bidi_federation(make_server, tmp_path):
+    srv, prosody, dns = _federation(make_server, tmp_path, CertAuthority(tmp_path / "ca"), bidi=True)
+    yield srv, prosody
+    prosody.stop()
+    dns.__exit__()
+
+
+def test_bidirectional_stream_with_prosody(bidi_federation):
+    """Prosody 0.12's mod_s2s_bidi (XEP-0288) against ours: whoever connects first, one
+    connection carries both directions."""
+    from xmppd.modules.s2s import manager_for
+    from xmppd.s2s.inbound import S2SInStream
+
+    srv, prosody = bidi_federation
+    try:
+        asyncio.run(asyncio.wait_for(_converse(srv, prosody), 40))
+    except BaseException:
+        print(prosody.log()[-6000:])
+        raise
+    manager = manager_for(srv.server)
+    inbound = [s for s in srv.server.streams if isinstance(s, S2SInStream)]
+    outbound = [link.stream for link in manager.links.values() if link.ready]
+    # xmppd spoke first (juliet's message): our outbound stream is bidirectional, and
+    # Prosody answered over it instead of connecting to us
+    assert outbound and all(s.bidi for s in outbound)
+    assert not inbound
+    assert "Requesting bidirectional stream" not in prosody.log()  # Prosody never initiated

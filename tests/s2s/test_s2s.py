@@ -274,7 +274,7 @@ def test_sasl_external_with_certificates_from_a_common_ca(make_server, tmp_path)
     from prosody import CertAuthority
 
     from xmppd.core.config import Certificate
-    from xmppd.s2s.streams import S2SInStream
+    from xmppd.s2s.inbound import S2SInStream
 
     ca = CertAuthority(tmp_path / "ca")
     routes: dict[str, tuple[str, int]] = {}
@@ -320,7 +320,7 @@ def test_direct_tls_found_through_srv(make_server):
         alice, bob = login(a, "alice", "a.example"), login(b, "bob", "b.example")
         alice.send("<message to='bob@b.example/raw'><body>direct</body></message>")
         bob.read_until("direct")
-    from xmppd.s2s.streams import S2SInStream
+    from xmppd.s2s.inbound import S2SInStream
 
     inbound = [s for s in b.server.streams if isinstance(s, S2SInStream)]
     assert inbound and all(s.direct_tls and s.secure for s in inbound)

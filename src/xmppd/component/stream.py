@@ -13,15 +13,20 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmppd.jid import JID, JIDError
-from xmppd.s2s.streams import renamespace
+from xmppd.s2s.common import renamespace
 from xmppd.transport.stream import StreamErrorCondition, XMLStream, limits_kwargs
 from xmppd.xml.element import Element
 from xmppd.xml.events import StreamOpen
 from xmppd.xml.framing import check_stream_header
 from xmppd.xml.stanza import CLIENT_NS, STANZA_NAMES
+
+if TYPE_CHECKING:
+    from xmppd.core.config import Limits
+    from xmppd.core.router import Router
+    from xmppd.transport.connections import AuthThrottle, Connections
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +47,19 @@ class ComponentStream(XMLStream):
 
     def __init__(
         self,
-        server: Any,
+        router: Router,
+        limits: Limits,
         secrets: dict[str, str],
         attach: Callable[[ComponentStream], bool],
         detach: Callable[[ComponentStream], None],
+        *,
+        connections: Connections | None = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
-        # ``server`` is what modules/component.py hands over: only the router, the limits,
-        # the connection accounting and the authentication throttle are taken from it.
-        self.limits = server.config.limits
-        super().__init__(**limits_kwargs(self.limits), connections=server.connections)
-        self.router = server.router
-        self.throttle = server.auth_throttle
+        self.limits = limits
+        super().__init__(**limits_kwargs(limits), connections=connections)
+        self.router = router
+        self.throttle = throttle
         self.size_limit_name = "max_stanza_size_preauth_bytes"
         self.secrets = secrets
         self._attach = attach
@@ -93,7 +100,8 @@ class ComponentStream(XMLStream):
     def _handshake(self, digest: str) -> None:
         expected = handshake_digest(self.stream_id, self.secrets[self.domain])
         if not hmac.compare_digest(expected.encode(), digest.encode()):
-            self.throttle.failed(self.peer)
+            if self.throttle is not None:
+                self.throttle.failed(self.peer)
             raise StreamErrorCondition("not-authorized", "wrong handshake")
         if not self._attach(self):
             raise StreamErrorCondition("conflict", f"{self.domain} is already connected")

@@ -8,6 +8,7 @@ and generates a self-signed certificate there on first start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class Config:
     s2s_timeout_s: float = 30.0  # connect + negotiate + authenticate an outbound stream
     s2s_idle_timeout_s: float = 600.0  # close s2s streams without traffic for this long
     s2s_max_queue: int = 1000  # stanzas queued per remote domain while connecting
+    s2s_use_system_ca: bool = True  # trust the system CAs for peer certificates (+ ca_file)
+    s2s_dialback: bool = True  # XEP-0220 both ways (False: certificates / EXTERNAL only)
+    s2s_bidi: bool = True  # XEP-0288 bidirectional streams, offered and used
+    s2s_nameservers: tuple[tuple[str, int], ...] = ()  # DNS servers for s2s (else resolv.conf)
+    s2s_dns_timeout_s: float = 5.0
     components: dict[str, str] = field(default_factory=dict)  # subdomain -> shared secret
     component_listeners: tuple[Listener, ...] = ()
     log_level: str = "info"
@@ -130,6 +136,27 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _nameservers(entries: list) -> tuple[tuple[str, int], ...]:
+    """``[s2s] nameservers``: "ip" or "ip:port" ("[v6]:port" for IPv6), port 53 by default."""
+    out = []
+    for entry in entries:
+        text = str(entry)
+        host, port = text, "53"
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "53"
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        try:
+            ipaddress.ip_address(host)
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(port)
+        except ValueError:
+            raise ConfigError(f"s2s.nameservers: {entry!r} is not an IP address[:port]") from None
+        out.append((host, int(port)))
+    return tuple(out)
 
 
 def _listeners(value: Any, key: str, direct_tls: bool = False) -> tuple[Listener, ...]:
@@ -228,15 +255,18 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["s2s"] = _listeners(s2s.pop("listen", []), "s2s.listen") + _listeners(
             s2s.pop("direct_tls", []), "s2s.direct_tls", direct_tls=True
         )
-    if "require_encryption" in s2s:
-        kw["s2s_require_encryption"] = _take(s2s, "require_encryption", bool, "s2s.")
+    for key in ("require_encryption", "use_system_ca", "dialback", "bidi"):
+        if key in s2s:
+            kw[f"s2s_{key}"] = _take(s2s, key, bool, "s2s.")
+    if "nameservers" in s2s:
+        kw["s2s_nameservers"] = _nameservers(_take(s2s, "nameservers", list, "s2s."))
     if "ca_file" in s2s:
         kw["s2s_ca_file"] = path(_take(s2s, "ca_file", str, "s2s."))
     if "require_valid_certificates" in s2s:
         kw["s2s_require_valid_certificates"] = tuple(
             _take(s2s, "require_valid_certificates", list, "s2s.")
         )
-    for key in ("timeout_s", "idle_timeout_s", "max_queue"):
+    for key in ("timeout_s", "idle_timeout_s", "max_queue", "dns_timeout_s"):
         if key in s2s:
             value = s2s.pop(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

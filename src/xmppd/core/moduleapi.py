@@ -19,10 +19,11 @@ from xmppd.eager import start_eagerly
 from xmppd.xml.element import Element
 
 if TYPE_CHECKING:
-    from xmppd.core.config import Limits, Listener
+    from xmppd.core.config import Config, Limits, Listener
     from xmppd.core.router import Router
     from xmppd.core.session import Session
     from xmppd.server import Server
+    from xmppd.transport.connections import AuthThrottle, Connections
 
 STORE_KINDS = ("keyvalue", "archive")
 
@@ -81,10 +82,25 @@ class ModuleAPI:
         return {"s2s": cfg.s2s, "component": cfg.component_listeners}[kind]
 
     @property
-    def stream_host(self) -> Server:
-        """What the stream classes of transport modules (s2s, component) are built with:
-        connection accounting, config, router and secret.  Only those modules need it."""
-        return self._core
+    def config(self) -> Config:
+        """The server configuration (frozen): for modules that read sections of their own,
+        such as ``[s2s]``."""
+        return self._core.config
+
+    @property
+    def secret(self) -> bytes:
+        """The server's persistent secret (e.g. for dialback keys)."""
+        return self._core.secret
+
+    @property
+    def connections(self) -> Connections:
+        """The connection accounting (per-address caps) that listener streams join."""
+        return self._core.connections
+
+    @property
+    def auth_throttle(self) -> AuthThrottle:
+        """Failed authentications per address (a listener's streams report failures)."""
+        return self._core.auth_throttle
 
     def disco_info(self, account: bool = False) -> tuple[list[tuple[str, str, str]], set[str]]:
         """(identities, features) the server (or, with ``account``, an account) advertises."""

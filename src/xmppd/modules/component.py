@@ -78,5 +78,8 @@ class Component(Module):
         for listener in api.listeners("component") or (DEFAULT_LISTENER,):
             await api.listen(
                 "component", listener,
-                lambda: ComponentStream(api.stream_host, self.secrets, self.attach, self.detach),
+                lambda: ComponentStream(
+                    api.router, api.limits, self.secrets, self.attach, self.detach,
+                    connections=api.connections, throttle=api.auth_throttle,
+                ),
             )

@@ -1,5 +1,5 @@
 """Federation: the s2s listeners and the ``route/remote`` handler (RFC 6120, XEP-0220,
-XEP-0185, XEP-0178, XEP-0368).
+XEP-0185, XEP-0178, XEP-0368, XEP-0288).
 
 Listeners open only for the configured ``[s2s] listen`` / ``direct_tls`` addresses (none by
 default: a server does not federate inbound unless asked to); outbound federation works
@@ -15,7 +15,8 @@ from typing import Any
 from xmppd.core.config import Listener
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.s2s.streams import S2SInStream, S2SManager
+from xmppd.s2s.inbound import S2SInStream
+from xmppd.s2s.manager import S2SManager, S2SSettings, resolver, tls_policy
 
 
 def manager_for(server: Any) -> S2SManager | None:
@@ -28,11 +29,15 @@ class S2S(Module):
     Provides the service ``s2s`` (the :class:`S2SManager`)."""
 
     name = "s2s"
-    xeps = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0368")
+    xeps = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0288", "XEP-0368")
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
-        self.manager = manager = S2SManager(api.stream_host)
+        cfg = api.config
+        self.manager = manager = S2SManager(
+            api.router, api.secret, S2SSettings.from_config(cfg), tls_policy(cfg), resolver(cfg),
+            connections=api.connections,
+        )
         api.provide("s2s", manager)
         api.hook("route/remote", manager.route)
         api.hook("server-started", self.open_listeners)

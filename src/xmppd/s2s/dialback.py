@@ -4,6 +4,11 @@ Roles (XEP-0220 §1.3): the *Originating Server* opens a stream to the *Receivin
 sends ``<db:result>`` with a key; the Receiving Server checks that key with the *Authoritative
 Server* of the originating domain by sending ``<db:verify>`` over its own outbound stream.
 Only the Authoritative Server can recompute the key, because it is derived from its secret.
+
+On the wire the elements carry the ``db:`` prefix the stream header declares
+(``xmlns:db='jabber:server:dialback'``): XEP-0220 §2 requires it, and ejabberd ignores an
+unprefixed ``<result xmlns='jabber:server:dialback'>``.  :func:`dialback_bytes` writes
+them so; inbound, the parser resolves either form to the same namespace.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import hashlib
 import hmac
 
 from xmppd.xml.element import Element
-from xmppd.xml.stanza import STANZA_ERROR_NS
+from xmppd.xml.stanza import SERVER_NS, STANZA_ERROR_NS
 
 DIALBACK_NS = "jabber:server:dialback"
 #: Stream feature advertising dialback (XEP-0220 §2.4), with dialback errors support.
@@ -50,7 +55,9 @@ def result_error(receiving: str, originating: str, condition: str, type: str = "
     """A dialback error (XEP-0220 §2.4): the answer when authorization cannot even be tried."""
     attrs = {"from": receiving, "to": originating, "type": "error"}
     el = Element("result", DIALBACK_NS, attrs, [])
-    el.subelement("error", attrs={"type": type}).subelement(condition, STANZA_ERROR_NS)
+    # the <error/> child is unprefixed, so in the stream's namespace (XEP-0220 §2.4)
+    error = el.append(Element("error", SERVER_NS, {"type": type}, []))
+    error.subelement(condition, STANZA_ERROR_NS)
     return el
 
 
@@ -74,3 +81,14 @@ def features_element() -> Element:
     el = Element("dialback", DIALBACK_FEATURE_NS, {}, [])
     el.subelement("errors")
     return el
+
+
+def dialback_bytes(el: Element) -> bytes:
+    """``el`` (a dialback element) as ``<db:result>``/``<db:verify>``, for a
+    ``jabber:server`` stream whose header declared the ``db`` prefix."""
+    data = el.to_bytes(DIALBACK_NS)  # <result ...>...</result>, children qualified
+    name = el.name.encode()
+    data = b"<db:" + data[1:]
+    if data.endswith(b"</" + name + b">"):
+        data = data[: -len(name) - 3] + b"</db:" + name + b">"
+    return data

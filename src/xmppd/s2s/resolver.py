@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.nameserver
 import dns.resolver
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class Resolver:
     """Resolves remote domains to connection targets.
 
     ``routes`` is read at every lookup (so a test or an admin may add routes at run time);
-    ``nameservers`` overrides ``/etc/resolv.conf`` as ``[(ip, port), ...]``.
+    ``nameservers`` overrides ``/etc/resolv.conf`` as ``[(ip, port), ...]``
+    (``[s2s] nameservers``); ``timeout`` bounds each lookup (``[s2s] dns_timeout_s``).
     """
 
     def __init__(
@@ -62,9 +64,9 @@ class Resolver:
             log.warning("no DNS resolver configuration: only static s2s routes will work")
             self._dns = None
         if self._dns is not None:
-            if nameservers:
-                self._dns.nameservers = [ip for ip, _port in nameservers]
-                self._dns.port = nameservers[0][1]
+            if nameservers:  # each with its own port (``[s2s] nameservers``)
+                self._dns.nameservers = [dns.nameserver.Do53Nameserver(ip, port)
+                                         for ip, port in nameservers]
             self._dns.lifetime = timeout
 
     async def resolve(self, domain: str) -> list[Target]:
