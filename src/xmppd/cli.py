@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -326,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = cert_sub.add_parser("generate", parents=[common], help="generate a self-signed certificate")
     gen.add_argument("domain")
     sub.add_parser("check", parents=[common], help="validate the configuration and certificates")
+    sub.add_parser("config-reference", help="print the configuration reference (docs/CONFIG.md)")
     return parser
 
 
@@ -346,6 +346,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "config-reference":
+        from xmppd.configref import render
+
+        sys.stdout.write(render())
+        return 0
     if args.version:
         from xmppd._impl import implementation
 
@@ -359,10 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xmppd: configuration error: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from xmppd import logs
+
+    logs.setup(config.log_level, config.log_format)
     from xmppd.preflight import PreflightError, describe_error
     from xmppd.storage import StorageError
 

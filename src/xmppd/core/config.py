@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -39,36 +40,60 @@ class Listener:
     direct_tls: bool = False
 
 
+def key(name: str, kind: str, doc: str, example: str | None = None,
+        default: str | None = None, **more: Any) -> dict[str, Any]:
+    """Field metadata documenting one config key: its TOML ``name`` (dotted), ``kind`` (the
+    TOML type), ``doc``, an ``example`` TOML value (default: the field's default) and a
+    ``default`` text where the field's default is not a TOML value.  This is the one place a
+    key is described: ``xmppd config-reference`` renders docs/CONFIG.md from it, and a test
+    keeps that file and from_dict() in step with it."""
+    return {"key": name, "kind": kind, "doc": doc, "example": example,
+            "default_text": default, **more}
+
+
+def _limit(default: int | float, doc: str) -> Any:
+    """A ``[limits]`` field: a non-negative number."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Limits:
     """Limits on by default; every one is a config key under ``[limits]``."""
 
-    max_stanza_size_bytes: int = 256 * 1024
-    max_stanza_size_preauth_bytes: int = 8 * 1024
-    max_depth: int = 64
-    max_attrs: int = 64
-    auth_timeout_s: float = 30.0
-    max_auth_failures: int = 3
-    # Connections from one address that have not authenticated yet; at the cap, the one
-    # idle longest is closed to make room.  Authenticated sessions are not capped per
-    # address (only per account, by max_resources_per_account).
-    max_preauth_connections_per_ip: int = 100
-    max_resources_per_account: int = 10
-    max_output_buffer_bytes: int = 4 * 1024 * 1024
+    max_stanza_size_bytes: int = _limit(256 * 1024, "largest stanza from an authenticated "
+                                        "stream; larger ends it with `policy-violation`")
+    max_stanza_size_preauth_bytes: int = _limit(8 * 1024, "largest element before "
+                                                "authentication")
+    max_depth: int = _limit(64, "deepest element nesting in a stanza")
+    max_attrs: int = _limit(64, "most attributes on one element")
+    auth_timeout_s: float = _limit(30.0, "time a connection has to authenticate")
+    max_auth_failures: int = _limit(3, "failed SASL attempts before the connection is closed")
+    # Authenticated sessions are not capped per address (only per account, by
+    # max_resources_per_account).
+    max_preauth_connections_per_ip: int = _limit(100, "connections from one address that "
+                                                 "have not authenticated; at the cap the one "
+                                                 "idle longest is closed to make room")
+    max_resources_per_account: int = _limit(10, "concurrent sessions per account")
+    max_output_buffer_bytes: int = _limit(4 * 1024 * 1024, "unsent output to a peer that "
+                                          "does not read before it is cut off")
     # c2s input, token bucket: reading pauses (TCP backpressure) once a client is over its
     # average rate; nothing is dropped.  0 disables it (benchmarks).  See docs/SECURITY.md.
-    rate_limit_bytes_per_s: int = 1024 * 1024
-    rate_limit_burst_bytes: int = 256 * 1024
-    max_offline_messages: int = 1000
-    # Failed logins (see transport/connections.py AuthThrottle and docs/SECURITY.md): after
-    # this many failures of one (address, username), each answer to it is delayed 1 s, 2 s,
-    # 4 s... up to auth_backoff_max_s; its failures are forgotten this long after the last.
-    auth_backoff_after_failures: int = 5
-    auth_backoff_max_s: float = 60.0
-    auth_failures_forgotten_after_s: float = 900.0
-    # Password spraying: this many different usernames failing from one address within a
-    # minute, and logins from it are refused (except for users recently logged in from it).
-    auth_failed_usernames_per_ip_per_min: int = 20
+    rate_limit_bytes_per_s: int = _limit(1024 * 1024, "average client input rate; reading "
+                                         "pauses above it (0: no limit)")
+    rate_limit_burst_bytes: int = _limit(256 * 1024, "input burst allowed above the rate")
+    max_offline_messages: int = _limit(1000, "offline messages kept per account")
+    # Failed logins: see transport/connections.py AuthThrottle and docs/SECURITY.md.
+    auth_backoff_after_failures: int = _limit(5, "failures of one (address, username) "
+                                              "before each answer to it is delayed 1 s, 2 s, "
+                                              "4 s...")
+    auth_backoff_max_s: float = _limit(60.0, "the longest such delay")
+    auth_failures_forgotten_after_s: float = _limit(900.0, "an (address, username)'s "
+                                                    "failures are forgotten this long after "
+                                                    "the last")
+    auth_failed_usernames_per_ip_per_min: int = _limit(20, "different usernames failing from "
+                                                       "one address within a minute before "
+                                                       "logins from it are refused (users "
+                                                       "recently logged in from it excepted)")
 
 
 #: Keys that were renamed when their meaning changed: a config that still uses one gets an
@@ -88,40 +113,106 @@ class Certificate:
     key: Path
 
 
+_LISTEN = 'list of "host:port"'
+
+
 @dataclass(frozen=True)
 class Config:
-    domains: tuple[str, ...] = ("localhost",)
-    data_dir: Path = field(default_factory=default_data_dir)
-    c2s: tuple[Listener, ...] = (
+    domains: tuple[str, ...] = field(default=("localhost",), metadata=key(
+        "server.domains", "list of strings", "the domains (virtual hosts) this server serves",
+        '["example.org", "example.net"]'))
+    data_dir: Path = field(default_factory=default_data_dir, metadata=key(
+        "server.data_dir", "path", "database, server secret, generated certificates, "
+        "control socket and lock", '"/var/lib/xmppd"',
+        default="`$XMPPD_DATA_DIR`, else `$XDG_DATA_HOME/xmppd` (`~/.local/share/xmppd`)"))
+    storage: str = field(default="", metadata=key(
+        "server.storage", "string", "storage URL: `sqlite:///PATH`, or `memory:` (kept nowhere)",
+        '"sqlite:///var/lib/xmppd/xmppd.sqlite3"', default="`sqlite:///<data_dir>/xmppd.sqlite3`"))
+    log_level: str = field(default="info", metadata=key(
+        "server.log_level", "string", "least severe log level written: "
+        + ", ".join(LOG_LEVELS), '"warning"', choices=LOG_LEVELS))
+    log_format: str = field(default="text", metadata=key(
+        "server.log_format", "string", "`text` (one line per record) or `json` (JSON lines: "
+        "time, level, logger, message and any extra fields)", '"json"', choices=LOG_FORMATS))
+    c2s: tuple[Listener, ...] = field(default=(
         Listener("127.0.0.1", 5222),
         Listener("127.0.0.1", 5223, direct_tls=True),
-    )
-    require_encryption: bool = True
-    allow_plain: bool = True  # PLAIN is only ever offered over TLS
-    storage: str = ""  # default: sqlite in data_dir
-    certificates: dict[str, Certificate] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
+    ), metadata={"keys": [
+        key("c2s.listen", _LISTEN, "client listeners (STARTTLS)", '["0.0.0.0:5222"]'),
+        key("c2s.direct_tls", _LISTEN, "client listeners, direct TLS (XEP-0368)",
+            '["0.0.0.0:5223"]'),
+    ]})
+    require_encryption: bool = field(default=True, metadata=key(
+        "c2s.require_encryption", "boolean", "clients must STARTTLS before authenticating",
+        "false"))
+    allow_plain: bool = field(default=True, metadata=key(
+        "c2s.allow_plain", "boolean", "offer SASL PLAIN (only ever over TLS)", "false"))
+    certificates: dict[str, Certificate] = field(default_factory=dict, metadata={"keys": [
+        key('certificates."<domain>".cert', "path", "the domain's certificate chain (PEM)",
+            '"/etc/xmppd/example.org.crt"', default="a self-signed one generated in "
+            "`<data_dir>/certs/`"),
+        key('certificates."<domain>".key', "path", "its private key (PEM)",
+            '"/etc/xmppd/example.org.key"', default="(generated with the certificate)"),
+    ]})
+    limits: Limits = field(default_factory=Limits)  # [limits]: see Limits
     # [modules]: checked against the modules' declarations by xmppd.core.manager.plan()
-    modules_enabled: tuple[str, ...] | None = None  # None: the default set
-    modules_disabled: tuple[str, ...] = ()
-    modules_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    modules_enabled: tuple[str, ...] | None = field(default=None, metadata=key(
+        "modules.enabled", "list of strings", "the modules to load, replacing the default set",
+        '["disco", "ping", "message", "roster", "presence"]',
+        default="the default set (below)"))
+    modules_disabled: tuple[str, ...] = field(default=(), metadata=key(
+        "modules.disabled", "list of strings", "modules removed from the (default) set",
+        '["time", "version"]'))
+    modules_options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata=key(
+        "modules.<name>", "table", "a module's options (see Modules below)",
+        "{}", default="each option's default"))
     # Federation (server-to-server) and components.
-    s2s: tuple[Listener, ...] = ()
-    s2s_require_encryption: bool = True
-    s2s_routes: dict[str, tuple[str, int]] = field(default_factory=dict)
-    s2s_ca_file: Path | None = None
-    s2s_require_valid_certificates: tuple[str, ...] = ()
-    s2s_timeout_s: float = 30.0  # connect + negotiate + authenticate an outbound stream
-    s2s_idle_timeout_s: float = 600.0  # close s2s streams without traffic for this long
-    s2s_max_queue: int = 1000  # stanzas queued per remote domain while connecting
-    s2s_use_system_ca: bool = True  # trust the system CAs for peer certificates (+ ca_file)
-    s2s_dialback: bool = True  # XEP-0220 both ways (False: certificates / EXTERNAL only)
-    s2s_bidi: bool = True  # XEP-0288 bidirectional streams, offered and used
-    s2s_nameservers: tuple[tuple[str, int], ...] = ()  # DNS servers for s2s (else resolv.conf)
-    s2s_dns_timeout_s: float = 5.0
-    components: dict[str, str] = field(default_factory=dict)  # subdomain -> shared secret
-    component_listeners: tuple[Listener, ...] = ()
-    log_level: str = "info"
+    s2s: tuple[Listener, ...] = field(default=(), metadata={"keys": [
+        key("s2s.listen", _LISTEN, "server-to-server listeners (STARTTLS); none: no inbound "
+            "federation", '["0.0.0.0:5269"]'),
+        key("s2s.direct_tls", _LISTEN, "server-to-server listeners, direct TLS (XEP-0368)",
+            '["0.0.0.0:5270"]'),
+    ]})
+    s2s_require_encryption: bool = field(default=True, metadata=key(
+        "s2s.require_encryption", "boolean", "server-to-server streams must use TLS", "false"))
+    s2s_routes: dict[str, tuple[str, int]] = field(default_factory=dict, metadata=key(
+        's2s.routes."<domain>"', '"host:port"', "static route to a remote domain, instead of "
+        "DNS", '"10.0.0.5:5269"', default="(DNS)"))
+    s2s_ca_file: Path | None = field(default=None, metadata=key(
+        "s2s.ca_file", "path", "CA bundle for peers' certificates; enables inbound SASL "
+        "EXTERNAL", '"/etc/ssl/certs/ca-certificates.crt"', default="(none: dialback only)"))
+    s2s_require_valid_certificates: tuple[str, ...] = field(default=(), metadata=key(
+        "s2s.require_valid_certificates", "list of strings", "remote domains that must "
+        "present a valid certificate (no dialback fallback)", '["bank.example"]'))
+    s2s_timeout_s: float = field(default=30.0, metadata=key(
+        "s2s.timeout_s", "number > 0", "to connect, negotiate and authenticate an outbound "
+        "stream", "10"))
+    s2s_idle_timeout_s: float = field(default=600.0, metadata=key(
+        "s2s.idle_timeout_s", "number > 0", "close server-to-server streams idle this long",
+        "300"))
+    s2s_max_queue: int = field(default=1000, metadata=key(
+        "s2s.max_queue", "integer > 0", "stanzas queued per remote domain while connecting",
+        "100"))
+    s2s_use_system_ca: bool = field(default=True, metadata=key(
+        "s2s.use_system_ca", "boolean", "trust the system CAs for peers' certificates (besides "
+        "ca_file)", "false"))
+    s2s_dialback: bool = field(default=True, metadata=key(
+        "s2s.dialback", "boolean", "server dialback (XEP-0220) both ways; false: certificates "
+        "(SASL EXTERNAL) only", "false"))
+    s2s_bidi: bool = field(default=True, metadata=key(
+        "s2s.bidi", "boolean", "bidirectional server-to-server streams (XEP-0288), offered and "
+        "used", "false"))
+    s2s_nameservers: tuple[tuple[str, int], ...] = field(default=(), metadata=key(
+        "s2s.nameservers", 'list of "ip" / "ip:port" / "[v6]:port"', "DNS servers for "
+        "federation lookups", '["127.0.0.1:5353"]', default="(the system's resolv.conf)"))
+    s2s_dns_timeout_s: float = field(default=5.0, metadata=key(
+        "s2s.dns_timeout_s", "number > 0", "timeout of one federation DNS lookup", "2"))
+    components: dict[str, str] = field(default_factory=dict, metadata=key(
+        'components."<subdomain>".secret', "string", "shared secret of an XEP-0114 "
+        "component", '"change me"', default="(no components)"))
+    component_listeners: tuple[Listener, ...] = field(default=(), metadata=key(
+        "components.listen", _LISTEN, "component listeners (keep them on loopback)",
+        '["127.0.0.1:5347"]'))
 
     @property
     def storage_url(self) -> str:
@@ -201,6 +292,10 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["log_level"] = _take(server, "log_level", str, "server.").lower()
         if kw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}")
+    if "log_format" in server:
+        kw["log_format"] = _take(server, "log_format", str, "server.").lower()
+        if kw["log_format"] not in LOG_FORMATS:
+            raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
     _no_leftovers(server, "server")
 
     c2s = _table(data, "c2s")

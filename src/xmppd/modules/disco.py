@@ -3,7 +3,10 @@
 The features listed are exactly those the loaded modules registered through
 ``ModuleAPI.add_feature``; an account answers for itself only to itself (and, with the
 presence module, to subscribers) — others get ``service-unavailable`` as RFC 6121 §8.5.1
-suggests, so presence leaks are avoided.
+suggests, so presence leaks are avoided.  Other modules add XEP-0128 data forms to the
+server's disco#info through the fold event ``disco/info-extensions`` (synchronous handlers
+returning the list with their forms appended, e.g. :mod:`xmppd.modules.contact`); the module
+provides the service ``disco`` so that they can tell it is loaded.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ INFO_NS = "http://jabber.org/protocol/disco#info"
 #: Module event, fold: (jids: list[str]) -> list -- add the server's disco#items entries.
 HOST_ITEMS_EVENT = "disco/host-items"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
+#: fold: (forms: list[Element]) -> list -- XEP-0128 extension forms of the server's disco#info
+EXTENSIONS_EVENT = "disco/info-extensions"
 
 
-def _info(iq: Element, identities, features) -> Element:
+def _info(iq: Element, identities, features, extensions=()) -> Element:
     out = reply(iq)
     query = out.subelement("query", INFO_NS)
     node = iq.find("query", INFO_NS).get("node")
@@ -33,6 +38,8 @@ def _info(iq: Element, identities, features) -> Element:
         query.subelement("identity", attrs=attrs)
     for feature in sorted(features | {INFO_NS, ITEMS_NS}):
         query.subelement("feature", attrs={"var": feature})
+    for form in extensions:
+        query.append(form)
     return out
 
 
@@ -43,13 +50,16 @@ class Disco(Module):
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         api.declare(HOST_ITEMS_EVENT)
+        api.declare(EXTENSIONS_EVENT)
+        api.provide("disco", self)
         api.iq_handler("get", INFO_NS, "query", self.host_info)
         api.iq_handler("get", ITEMS_NS, "query", self.host_items)
         api.iq_handler("get", INFO_NS, "query", self.account_info, to="bare")
         api.iq_handler("get", ITEMS_NS, "query", self.account_items, to="bare")
 
     def host_info(self, iq: Element, origin: object, payload: Element) -> Element:
-        return _info(iq, *self.api.disco_info())
+        forms = self.api.fold(EXTENSIONS_EVENT, [])
+        return _info(iq, *self.api.disco_info(), forms if isinstance(forms, list) else ())
 
     def host_items(self, iq: Element, origin: object, payload: Element) -> Element:
         out = reply(iq)
