@@ -425,6 +425,8 @@ class Archive(Module):
             raise StanzaError("feature-not-implemented", "RSM <index/> is not supported")
         want = min(rsm.max if rsm.max is not None else self.api.options["default_page"],
                    self.api.options["max_page"])
+        if self.pending:  # a query sees every message delivered before it
+            await asyncio.wait(list(self.pending))
         try:
             after = await self._anchor(owner, [_forms.single(fields, "after-id"), rsm.after],
                                        latest=True)
