@@ -5,11 +5,24 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from support import RawClient, connect
 from test_mam import ping
 
+from xmppd.core.manager import DEFAULT_MODULES
+
 CARBONS = "urn:xmpp:carbons:2"
+WITH_MAM = (*DEFAULT_MODULES, "mam")
 WRAPPED = "</(received|sent)></message>"
+
+@pytest.fixture
+def make_server(make_server):
+    """Servers with the archive (not in the default module set) enabled."""
+    def factory(**kw):
+        kw.setdefault("modules_enabled", WITH_MAM)
+        return make_server(**kw)
+    return factory
+
 
 
 def enable(client: RawClient, to: str = "", id: str = "c") -> str:

@@ -9,13 +9,24 @@ import pytest
 from support import RawClient, connect
 
 from xmppd.core.config import Limits
+from xmppd.core.manager import DEFAULT_MODULES
 from xmppd.core.session import Session
 from xmppd.xml.stanza import encode_stanza, message
 
 USERS = {"alice": "secret", "bob": "secret", "carol": "secret"}
 MAM = "urn:xmpp:mam:2"
+WITH_MAM = (*DEFAULT_MODULES, "mam")
 FORM = ("<x xmlns='jabber:x:data' type='submit'>"
         "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>{}</x>")
+
+@pytest.fixture
+def make_server(make_server):
+    """Servers with the archive (not in the default module set) enabled."""
+    def factory(**kw):
+        kw.setdefault("modules_enabled", WITH_MAM)
+        return make_server(**kw)
+    return factory
+
 
 
 def field(var: str, *values: str) -> str:

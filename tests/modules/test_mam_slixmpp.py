@@ -5,10 +5,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+import pytest
 from support import connect
 from test_mam import ping
 
+from xmppd.core.manager import DEFAULT_MODULES
+
+WITH_MAM = (*DEFAULT_MODULES, "mam")
 TOTAL = 2000
+
+@pytest.fixture
+def make_server(make_server):
+    """Servers with the archive (not in the default module set) enabled."""
+    def factory(**kw):
+        kw.setdefault("modules_enabled", WITH_MAM)
+        return make_server(**kw)
+    return factory
+
 
 
 def test_slixmpp_pages_a_large_archive_forward_and_backward(make_server):
