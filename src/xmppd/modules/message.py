@@ -9,7 +9,9 @@ resources (RFC 6121 leaves the choice to the server):
 - ``groupchat``: ``service-unavailable`` (a bare JID is not a room);
 - with no such resource, ``chat``/``normal`` messages fire ``message/offline`` (the offline
   module stores them); unhandled, they bounce with ``service-unavailable``; ``headline``
-  and ``error`` are dropped.
+  and ``error`` are dropped;
+- after delivering to the chosen resources it fires ``message/delivered`` (carbons copy the
+  message to the account's other resources there).
 
 "Available" and "priority" come from the presence module's ``presence`` service.  Without
 it (presence disabled), every bound resource counts as available with priority 0: a
@@ -28,6 +30,8 @@ from xmppd.xml.element import Element
 
 #: Module event: (stanza, origin) -- no resource takes the message; True if stored.
 OFFLINE_EVENT = "message/offline"
+#: Module event: (stanza, origin, sessions) -- delivered to those resources of the account.
+DELIVERED_EVENT = "message/delivered"
 
 
 def targets(sessions: list[Session], mtype: str, presence: Any) -> list[Session]:
@@ -51,6 +55,7 @@ class Message(Module):
         self.api = api
         self.router = api.router
         api.declare(OFFLINE_EVENT)
+        api.declare(DELIVERED_EVENT)
         # Last, so that modules that take a message first (carbons, archive) run before it.
         api.hook("message/bare", self.to_bare, priority=-100)
 
@@ -69,7 +74,8 @@ class Message(Module):
         if chosen:
             for session in chosen:
                 router.deliver(session, stanza)
-            return True
+            result = self.api.fire(DELIVERED_EVENT, stanza, origin, chosen)
+            return True if result is True or result is False else _handled(result)
         if mtype in ("headline", "error"):
             return True
         return self.offline(stanza, origin)
@@ -78,3 +84,8 @@ class Message(Module):
         if not await self.api.fire_async(OFFLINE_EVENT, stanza, origin):
             self.router.bounce(stanza, "service-unavailable")
         return True
+
+
+async def _handled(pending: Any) -> bool:
+    await pending
+    return True

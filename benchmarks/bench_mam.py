@@ -1,0 +1,86 @@
+"""The message archive module's own figures (a few seconds; not part of the test suite).
+
+    PYTHONPATH=src python benchmarks/bench_mam.py [N]
+
+* archive writes/s through the SQLite store the way ``mam`` issues them (started, not
+  awaited one by one: the backend groups them into one commit), against one-at-a-time;
+* a MAM page of 50 (the last page and one in the middle) from an archive of N items
+  (default 200,000): the store query plus decoding and wrapping each result, as the
+  module sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from bench_archive import NS, OWNER, fill
+
+from xmppd.core.config import Limits
+from xmppd.modules.mam import Archive
+from xmppd.storage import SQLiteStorage
+from xmppd.xml.stanza import encode_stanza, message
+
+
+async def writes(path: Path, n: int = 5000) -> None:
+    async with SQLiteStorage(path) as storage:
+        store = storage.open_store(NS, "archive")
+        data = encode_stanza(message("bob@example.com", "hello " * 8, **{"from": "a@x/r"}))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(store.append("w@example.com", data, stamp=time.time(),
+                                            with_jid="bob@example.com") for _ in range(n)))
+        grouped = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(n // 10):
+            await store.append("w@example.com", data, stamp=time.time(), with_jid="b@x")
+        serial = n // 10 / (time.perf_counter() - t0)
+        print(f"archive writes/s, concurrent (group commit): {grouped:10.0f}")
+        print(f"archive writes/s, one commit each:           {serial:10.0f}")
+
+
+async def pages(path: Path, n: int) -> None:
+    async with SQLiteStorage(path) as storage:
+        store = storage.open_store(NS, "archive")
+        mod = Archive()
+        mod.api = SimpleNamespace(limits=Limits(), log=None)
+        middle = f"id{n // 2:08d}"
+
+        async def page(**anchor) -> int:
+            items, _complete = await mod._page(OWNER, {}, anchor.get("after"),
+                                               anchor.get("before"), "before" in anchor, 50,
+                                               None)
+            return len(b"".join(mod._result(i, OWNER, "juliet@example.com/r", "q").to_bytes()
+                                for i in items))
+
+        mod.archive = store
+        for label, kw in (("last page", {"before": None}), ("page after the middle",
+                                                            {"after": middle})):
+            await page(**kw)
+            t0 = time.perf_counter()
+            for _ in range(50):
+                size = await page(**kw)
+            ms = (time.perf_counter() - t0) / 50 * 1000
+            print(f"MAM page of 50, {label:22s} of {n} items: {ms:7.2f} ms ({size} bytes)")
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(writes(Path(tmp) / "w.sqlite3"))
+        path = Path(tmp) / "p.sqlite3"
+        asyncio.run(_create(path))
+        fill(path, n)
+        asyncio.run(pages(path, n))
+
+
+async def _create(path: Path) -> None:
+    async with SQLiteStorage(path):
+        pass
+
+
+if __name__ == "__main__":
+    main()
