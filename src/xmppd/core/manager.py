@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: dependencies permitting).  README.md documents this set.
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
-    "message", "roster", "presence", "offline", "blocking", "csi",
+    "message", "roster", "presence", "offline", "blocking", "csi", "muc",
 )
 
 PACKAGE = "xmppd.modules"

@@ -8,6 +8,8 @@ suggests, so presence leaks are avoided.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.xml.element import Element
@@ -39,6 +41,8 @@ class Disco(Module):
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
+        self.items: dict[str, str] = {}  # services other modules host: jid -> name
+        api.provide("disco", self)
         api.iq_handler("get", INFO_NS, "query", self.host_info)
         api.iq_handler("get", ITEMS_NS, "query", self.host_items)
         api.iq_handler("get", INFO_NS, "query", self.account_info, to="bare")
@@ -52,7 +56,18 @@ class Disco(Module):
         query = out.subelement("query", ITEMS_NS)
         for name in sorted(self.api.components):
             query.subelement("item", attrs={"jid": name})
+        domain = iq.get("to")
+        for jid, name in sorted(self.items.items()):
+            if domain and not jid.endswith("." + domain):
+                continue  # another served domain's service
+            query.subelement("item", attrs={"jid": jid, "name": name} if name else {"jid": jid})
         return out
+
+    def add_item(self, jid: str, name: str = "") -> Callable[[], None]:
+        """List ``jid`` (a service such as ``conference.<domain>``) in disco#items of the
+        server; returns the undo (for the caller's ``api.on_unload``)."""
+        self.items[jid] = name
+        return lambda: self.items.pop(jid, None)
 
     def account_info(self, iq: Element, origin: object, payload: Element) -> Element:
         to = iq.get("to")
