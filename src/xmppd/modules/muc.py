@@ -189,7 +189,12 @@ class MUC(Module):
         if self.loading is not None:
             return self._after_loading(stanza, to)
         result = self.handle(stanza, to)
-        return result if result is not None else True
+        return True if result is None else self._handled(result)
+
+    @staticmethod
+    async def _handled(pending: Any) -> bool:
+        await pending
+        return True
 
     async def _after_loading(self, stanza: Element, to: JID) -> bool:
         if self.loading is not None:
@@ -279,6 +284,8 @@ class MUC(Module):
             return
         if room is None or (room.locked and real not in room.by_real):
             raise StanzaError("item-not-found", "no such room")
+        if room.locked:
+            raise StanzaError("not-allowed", "configure the room (or accept the instant room) first")
         if nick is not None:
             room.private(stanza, real, nick)
         elif mtype == "groupchat":

@@ -224,14 +224,14 @@ def owner_set(room: Room, iq: Element, real: str, query: Element) -> Element:
 
 # -- XEP-0425 moderation ---------------------------------------------------------------------
 
-def moderate(room: Room, iq: Element, real: str, query: Element) -> Element:
+async def moderate(room: Room, iq: Element, real: str, query: Element) -> Element:
     occupant, _aff = _actor(room, real)
     if occupant is None or occupant.role != "moderator":
         raise StanzaError("forbidden", "only moderators retract messages")
     if query.find("retract", RETRACT_NS) is None:
         raise StanzaError("bad-request", "only retraction is supported")
     sid = query.get("id")
-    if not sid or not room.svc.history.knows(room, sid):
+    if not sid or not await room.svc.history.knows(room, sid):
         raise StanzaError("item-not-found", "no such message in this room")
     reason = query.findtext("reason", MODERATE_NS)
     by = room.nick_jid(occupant.nick)

@@ -145,12 +145,12 @@ class History:
             if values.get("with"):
                 filters["with_jid"] = values["with"][0]
         rsm = query.find("set", RSM_NS)
-        limit = self.svc.options["mam_page_size"]
+        limit = self.svc.api.options["mam_page_size"]
         after = before = None
         if rsm is not None:
             wanted = _int(rsm.findtext("max", RSM_NS))
             if wanted is not None:
-                limit = min(wanted, self.svc.options["mam_max_page_size"])
+                limit = min(wanted, self.svc.api.options["mam_max_page_size"])
             after = rsm.findtext("after", RSM_NS)
             before_el = rsm.find("before", RSM_NS)
             before = None if before_el is None else before_el.text

@@ -232,7 +232,7 @@ class Room:
                 AFF_RANK[aff] < 2:
             raise StanzaError("service-unavailable", "the room is full")
         for o in self.occupants.values():
-            if o.bare == bare and o.nick != nick and self.svc.options["one_nick_per_user"]:
+            if o.bare == bare and o.nick != nick and self.svc.api.options["one_nick_per_user"]:
                 raise StanzaError("conflict", "you are in this room under another nickname")
         target = Target(real)
         payload = _presence_payload(stanza)
