@@ -41,7 +41,7 @@ from xmppd.modules._muc.room import (
 from xmppd.storage.memory import MemoryStorage
 from xmppd.storage.stores import new_item_id
 from xmppd.xml.element import Element
-from xmppd.xml.stanza import StanzaError, iq_payload, reply
+from xmppd.xml.stanza import StanzaError, error_reply, iq_payload, reply
 
 INFO_NS = "http://jabber.org/protocol/disco#info"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
@@ -73,7 +73,7 @@ class MUC(Module):
         "name": Option(str, "Chatrooms", "the service's name in disco"),
         "restrict_room_creation": Option(str, "local", "who may create rooms",
                                          choices=("everyone", "local", "admins")),
-        "admins": Option(list, (), "bare JIDs that own every room and may always create rooms",
+        "admins": Option(list, [], "bare JIDs that own every room and may always create rooms",
                          item=str),
         "max_rooms_per_user": Option(int, 10, "rooms one user may have created (0: no limit)",
                                      min=0),
@@ -223,7 +223,13 @@ class MUC(Module):
             elif name == "iq":
                 return self.iq(room, stanza, real, to)
         except StanzaError as exc:
-            self.api.router.bounce(stanza, exc.condition, exc.text, exc.type)
+            if stanza.name == "presence" and stanza.attrs.get("type") != "error":
+                # with the <x/> of the join (§7.2.x), which clients match errors by
+                out = error_reply(stanza, exc.condition, exc.type, exc.text)
+                out.children.insert(0, Element("x", MUC_NS, {}, []))
+                self.api.send(out)
+            else:
+                self.api.router.bounce(stanza, exc.condition, exc.text, exc.type)
         except JIDError:
             self.api.router.bounce(stanza, "jid-malformed")
         return None

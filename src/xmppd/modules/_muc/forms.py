@@ -45,7 +45,10 @@ def default_config(max_users: int, history_length: int) -> dict[str, Any]:
 
 
 def _field(form: Element, var: str, ftype: str, label: str, values: list[str]) -> Element:
-    field = form.subelement("field", attrs={"var": var, "type": ftype, "label": label})
+    attrs = {"var": var, "type": ftype}
+    if label:
+        attrs["label"] = label
+    field = form.subelement("field", attrs=attrs)
     for value in values:
         field.subelement("value", text=value)
     return field

@@ -265,8 +265,6 @@ class Room:
     def _welcome(self, o: Occupant, target: Target, stanza: Element,
                  codes: tuple[str, ...]) -> None:
         self.send_to(self.presence_of(o, True, (*codes, "110")), [target])
-        if self.locked:
-            return
         x = stanza.find("x", MUC_NS)
         self.svc.history.send(self, target, x.find("history", MUC_NS) if x is not None else None)
         subject = Element("message", CLIENT_NS,
