@@ -102,7 +102,7 @@ def test_locked_room_instant_room_and_join_status_codes(server):
     got = join(bob, "bob")
     assert error_of(got) == "item-not-found" and "type=\"error\"" in got
     say(alice, "early")
-    assert error_of(alice.read_until("</message>")) == "not-allowed"  # no discussion yet
+    assert error_of(alice.read_until("type=.error.*?</message>")) == "not-allowed"  # not yet
     assert "type=\"result\"" in iq(alice, INSTANT, "inst", to=ROOM)
     got = join(bob, "bob")
     # the owner's presence first, then bob's own presence (110, last), then the subject
@@ -395,3 +395,13 @@ def test_multi_session_nick_and_groupchat_not_offline(server):
     alice.send("<message to='carol@localhost' type='groupchat'><body>x</body></message>")
     assert error_of(alice.read_until("type=.error.*?</message>")) == "service-unavailable"
     assert offline_count(server, "carol") == 0
+
+
+def test_disabling_the_module_removes_the_service(make_server):
+    srv = make_server(users={"alice": "secret"}, allow_plain=True, modules_disabled=("muc",))
+    alice = connect(srv, "alice")
+    items = iq(alice, "<query xmlns='http://jabber.org/protocol/disco#items'/>", "i", "get",
+               "localhost")
+    assert "conference.localhost" not in items
+    got = join(alice, "a")
+    assert error_of(got) == "remote-server-not-found"

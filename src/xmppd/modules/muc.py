@@ -73,7 +73,7 @@ class MUC(Module):
         "name": Option(str, "Chatrooms", "the service's name in disco"),
         "restrict_room_creation": Option(str, "local", "who may create rooms",
                                          choices=("everyone", "local", "admins")),
-        "admins": Option(list, [], "bare JIDs that own every room and may always create rooms",
+        "admins": Option(list, (), "bare JIDs that own every room and may always create rooms",
                          item=str),
         "max_rooms_per_user": Option(int, 10, "rooms one user may have created (0: no limit)",
                                      min=0),
