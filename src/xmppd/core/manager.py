@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
-    "carbons", "pep", "vcard", "private", "pubsub", "contact",
+    "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact",
 )
 
 PACKAGE = "xmppd.modules"

@@ -40,6 +40,8 @@ class Option:
         """``value`` converted to the option's type (an int is a float), or ValueError
         with a message for the user."""
         kind = self.type
+        if kind is list and isinstance(value, tuple):
+            value = list(value)  # a validated list (options are frozen): validate it again
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         # bool is a subclass of int, but `max_name_length = true` is a mistake

@@ -11,6 +11,8 @@ provides the service ``disco`` so that they can tell it is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
@@ -51,6 +53,7 @@ class Disco(Module):
         self.api = api
         api.declare(HOST_ITEMS_EVENT)
         api.declare(EXTENSIONS_EVENT)
+        self.items: dict[str, str] = {}  # services other modules host: jid -> name
         api.provide("disco", self)
         api.iq_handler("get", INFO_NS, "query", self.host_info)
         api.iq_handler("get", ITEMS_NS, "query", self.host_items)
@@ -67,7 +70,18 @@ class Disco(Module):
         jids = self.api.fold(HOST_ITEMS_EVENT, sorted(self.api.components))
         for name in jids if isinstance(jids, list) else ():
             query.subelement("item", attrs={"jid": name})
+        domain = iq.get("to")
+        for jid, name in sorted(self.items.items()):
+            if domain and not jid.endswith("." + domain):
+                continue  # another served domain's service
+            query.subelement("item", attrs={"jid": jid, "name": name} if name else {"jid": jid})
         return out
+
+    def add_item(self, jid: str, name: str = "") -> Callable[[], None]:
+        """List ``jid`` (a service such as ``conference.<domain>``) in disco#items of the
+        server; returns the undo (for the caller's ``api.on_unload``)."""
+        self.items[jid] = name
+        return lambda: self.items.pop(jid, None)
 
     def account_info(self, iq: Element, origin: object, payload: Element) -> Element:
         to = iq.get("to")
