@@ -297,36 +297,54 @@ EJABBERDCTL = shutil.which("ejabberdctl") or (
 class Ejabberd:
     """An ejabberd node (Debian's ``ejabberd``) in a temporary directory, on loopback ports.
 
-    It runs ``ejabberdctl foreground`` with its own config, spool, logs, cookie (``HOME``)
-    and node name; as root, as the ``ejabberd`` user.  Its Erlang resolver asks only ``dns``
-    (an ``ERL_INETRC`` file), so it finds xmppd through our :class:`DNSServer`.
+    It serves ``domains`` (``certs``: one (cert, key) per domain) and runs ``ejabberdctl
+    foreground`` with its own config, spool, logs, cookie (``HOME``) and node name; as root,
+    as the ``ejabberd`` user.  Erlang distribution uses a port of its own (``ERL_DIST_PORT``),
+    so neither the node nor ``ejabberdctl`` starts or needs ``epmd``.
+
+    How it finds xmppd: ejabberd asks SRV records with Erlang's own resolver (``inet_res``),
+    which an ``ERL_INETRC`` file points at our :class:`DNSServer` -- but it resolves the SRV
+    *target* with ``net:getaddrinfo`` (libc, ``/etc/hosts``), so the SRV record must name a
+    host the system knows: ``localhost.`` (see :meth:`srv_target`).
     """
 
+    #: what the SRV record for xmppd must point at (ejabberd resolves it with getaddrinfo)
+    srv_target = "localhost."
+
     def __init__(
-        self, domain: str, dns_address: tuple[str, int], cert: Path, key: Path,
+        self, domains: list[str], dns_address: tuple[str, int], certs: list[tuple[Path, Path]],
         ca_file: Path | None = None, dialback: bool = True,
     ) -> None:
-        self.domain = domain
+        self.domains = list(domains)
+        self.domain = self.domains[0]
         self.dir = Path(tempfile.mkdtemp(prefix="xmppd-ejabberd-"))
         os.chmod(self.dir, 0o755)
-        self.c2s_port, self.s2s_port = free_port(), free_port()
+        self.c2s_port, self.s2s_port, dist_port = free_port(), free_port(), free_port()
         self.node = f"xmppd{self.s2s_port}@localhost"
-        (self.dir / "cert.pem").write_bytes(Path(cert).read_bytes() + Path(key).read_bytes())
+        certfiles = []
+        for n, (cert, key) in enumerate(certs):
+            pem = self.dir / f"cert{n}.pem"
+            pem.write_bytes(Path(cert).read_bytes() + Path(key).read_bytes())
+            certfiles.append(f'"{pem}"')
         cafile = ""
-        if ca_file:
+        if ca_file:  # copied: the ejabberd user cannot read pytest's private tmp_path
             shutil.copy(ca_file, self.dir / "ca.pem")
             cafile = f'ca_file: "{self.dir}/ca.pem"\ns2s_cafile: "{self.dir}/ca.pem"\n'
-        (self.dir / "inetrc").write_text(
-            f"{{nameserver, {{{dns_address[0].replace('.', ',')}}}, {dns_address[1]}}}.\n"
+        (self.dir / "inetrc").write_text(  # ejabberdctl sets ERL_INETRC=<config dir>/inetrc
+            # Order matters: {resolv_conf, ""} drops the nameservers set before it.
             '{resolv_conf, ""}.\n{hosts_file, ""}.\n'  # only what is said here
+            f"{{nameserver, {{{dns_address[0].replace('.', ',')}}}, {dns_address[1]}}}.\n"
             '{host, {127,0,0,1}, ["localhost"]}.\n'  # the node name's host
+            "{cache_size, 0}.\n"  # tests change records (xmppd's port) within their TTL
             "{lookup, [file, dns]}.\n"
         )
-        (self.dir / "ejabberdctl.cfg").write_text(f"ERLANG_NODE={self.node}\n")
+        (self.dir / "ejabberdctl.cfg").write_text(
+            f"ERLANG_NODE={self.node}\nERL_DIST_PORT={dist_port}\n")
+        hosts = ", ".join(f'"{d}"' for d in self.domains)
         (self.dir / "ejabberd.yml").write_text(f"""
-hosts: ["{domain}"]
+hosts: [{hosts}]
 loglevel: debug
-certfiles: ["{self.dir}/cert.pem"]
+certfiles: [{", ".join(certfiles)}]
 {cafile}listen:
   - port: {self.c2s_port}
     ip: "127.0.0.1"
@@ -337,6 +355,8 @@ certfiles: ["{self.dir}/cert.pem"]
     module: ejabberd_s2s_in
 s2s_use_starttls: required
 s2s_dns_timeout: 5
+s2s_dns_retries: 1
+outgoing_s2s_families: [ipv4]
 acl:
   local:
     user_regexp: ""
@@ -359,8 +379,7 @@ modules:
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(self.dir)], check=True)
             self._as_user = ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--init-groups"]
-        self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_ADDRESS="127.0.0.1",
-                        ERL_INETRC=str(self.dir / "inetrc"))
+        self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_ADDRESS="127.0.0.1")
         self.proc: subprocess.Popen | None = None
 
     def _ctl(self, *args: str) -> list[str]:
@@ -374,27 +393,50 @@ modules:
         self.proc = subprocess.Popen(self._ctl("foreground"), cwd=self.dir, env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        wait_port(self.c2s_port, self.proc, timeout=60)
-        wait_port(self.s2s_port, self.proc, timeout=60)
+        try:
+            wait_port(self.c2s_port, self.proc, timeout=60)
+            wait_port(self.s2s_port, self.proc, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
 
-    def register(self, user: str, password: str) -> None:
-        done = subprocess.run(self._ctl("register", user, self.domain, password), cwd=self.dir,
-                              env=self.env, capture_output=True, text=True, timeout=60)
+    def register(self, user: str, password: str, domain: str | None = None) -> None:
+        done = subprocess.run(self._ctl("register", user, domain or self.domain, password),
+                              cwd=self.dir, env=self.env, capture_output=True, text=True,
+                              timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"ejabberdctl register: {done.stdout} {done.stderr}")
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
+        """The log, from byte offset ``since`` (see :meth:`log_size`)."""
         try:
-            return (self.dir / "logs" / "ejabberd.log").read_text(errors="replace")
+            with open(self.dir / "logs" / "ejabberd.log", "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
         except OSError:
             return ""
 
+    def log_size(self) -> int:
+        try:
+            return (self.dir / "logs" / "ejabberd.log").stat().st_size
+        except OSError:
+            return 0
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Kill the node's process group (ejabberdctl, erl, beam.smp; nothing is detached:
+        no epmd) and wait until none of it is left."""
+        if self.proc is not None:
             try:
-                os.killpg(self.proc.pid, 15)  # its own session: ejabberdctl and the VM
-                self.proc.wait(10)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
                 os.killpg(self.proc.pid, 9)
-                self.proc.wait(5)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

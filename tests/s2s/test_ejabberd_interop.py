@@ -1,104 +1,112 @@
-"""Federation with ejabberd 23.01 (Debian's ``ejabberd`` package), driven by slixmpp clients.
+"""Federation with ejabberd 23.01 (Debian's ``ejabberd``), driven by slixmpp clients.
 
-xmppd routes ``ejabberd.example`` to ejabberd's s2s port with a static route; ejabberd finds
-xmppd through DNS (its Erlang resolver asks only our :class:`~prosody.DNSServer`, through an
-``ERL_INETRC`` file).  ejabberd ignores unprefixed dialback elements, so these tests are
-what proves the ``<db:result>`` / ``<db:verify>`` prefix.  Skipped when ejabberd is not
-installed.
+One ejabberd node serves the module: ``ejabberd.example`` is reached by dialback (xmppd has
+no CA for it) and ``pki.ejabberd.example`` by SASL EXTERNAL (xmppd and ejabberd trust the
+same test CA).  xmppd routes each to ejabberd's s2s port with a static route; ejabberd finds
+xmppd through ``_xmpp-server._tcp.xmppd.example`` in our :class:`~prosody.DNSServer` (see
+:class:`~prosody.Ejabberd` for how).  ejabberd ignores unprefixed dialback elements, so the
+dialback test is what proves the ``<db:result>`` / ``<db:verify>`` prefix.  Skipped when
+ejabberd is not installed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import re
 
 import pytest
 from prosody import EJABBERDCTL, CertAuthority, DNSServer, Ejabberd
-from test_prosody_interop import XMPPD, _converse
+from test_prosody_interop import TIMEOUT, XMPPD, Client, _converse
 
 from xmppd.core.config import Certificate, Listener
-from xmppd.transport.tls import generate_self_signed
 
-pytestmark = [
-    pytest.mark.skipif(
-        EJABBERDCTL is None, reason="ejabberd is not installed (apt-get install ejabberd)"),
-    # What was tried: ejabberd 23.01 starts here (ejabberdctl foreground, own node, config,
-    # spool and cookie) and handles xmppd's <db:result> (its log shows the dialback hook
-    # taking it, which unprefixed elements never reached), but its outbound side cannot
-    # resolve xmppd.example through the test DNS server: "DNS lookup failed: enoname",
-    # with no query ever reaching the server although ERL_INETRC names it (resolv_conf
-    # disabled, lookup [file, dns]).  Without that, ejabberd can neither verify our
-    # dialback key nor connect to us, and a fixed port 5269 plus /etc/hosts is not an
-    # option for the test suite.
-    pytest.mark.skip(reason="ejabberd's s2s resolver ignores the test DNS server "
-                            "(DNS lookup failed: enoname); see the module docstring"),
-]
+pytestmark = pytest.mark.skipif(
+    EJABBERDCTL is None, reason="ejabberd is not installed (apt-get install ejabberd)")
 
-EJABBERD_DOMAIN = "ejabberd.example"
+DIALBACK_DOMAIN, EXTERNAL_DOMAIN = "ejabberd.example", "pki.ejabberd.example"
 
 
-def _federation(make_server, tmp_path: Path, ca: CertAuthority | None):
-    if ca is not None:
-        xcert, xkey = ca.issue(XMPPD)
-        ecert, ekey = ca.issue(EJABBERD_DOMAIN)
-    else:
-        ecert, ekey = tmp_path / "e.crt", tmp_path / "e.key"
-        generate_self_signed(EJABBERD_DOMAIN, ecert, ekey)
-    dns = DNSServer({(XMPPD, "A"): ["127.0.0.1"]})
-    dns.__enter__()
-    ejabberd = Ejabberd(EJABBERD_DOMAIN, dns.address, ecert, ekey,
-                        ca_file=ca.path if ca else None, dialback=ca is None)
+@pytest.fixture(scope="module")
+def ejabberd(tmp_path_factory):
+    """(ejabberd, DNS server, CA), shared by the module: ejabberd takes seconds to start."""
+    ca = CertAuthority(tmp_path_factory.mktemp("ejabberd-ca"))
+    with DNSServer({}) as dns:
+        node = Ejabberd([DIALBACK_DOMAIN, EXTERNAL_DOMAIN], dns.address,
+                        [ca.issue(DIALBACK_DOMAIN), ca.issue(EXTERNAL_DOMAIN)], ca_file=ca.path)
+        try:
+            node.start()
+            for domain in node.domains:
+                node.register("romeo", "secret", domain)
+            yield node, dns, ca
+        finally:
+            node.stop()
+
+
+def _xmppd(make_server, ejabberd, peer: str, pki: bool):
+    node, dns, ca = ejabberd
+    overrides = {}
+    if pki:
+        cert, key = ca.issue(XMPPD)
+        overrides = {"certificates": {XMPPD: Certificate(cert, key)}, "s2s_ca_file": ca.path,
+                     "s2s_require_valid_certificates": (peer,)}
+    srv = make_server(users={"juliet": "secret"}, domains=(XMPPD,), allow_plain=True,
+                      s2s=(Listener("127.0.0.1", 0),),
+                      s2s_routes={peer: ("127.0.0.1", node.s2s_port)}, **overrides)
+    port = srv.server.addresses["s2s"][0][1]
+    dns.add(f"_xmpp-server._tcp.{XMPPD}", "SRV", f"0 0 {port} {node.srv_target}")
+    return srv
+
+
+async def _pings(srv, node: Ejabberd, peer: str) -> None:
+    """XEP-0199 pings both ways: each client pings the other server and the other client."""
+    juliet = Client(f"juliet@{XMPPD}/ping", "secret")
+    romeo = Client(f"romeo@{peer}/ping", "secret")
+    for client in (juliet, romeo):
+        client.xmpp.register_plugin("xep_0199", {"keepalive": False})
+    await juliet.start(srv.port)
+    await romeo.start(node.c2s_port)
     try:
-        ejabberd.start()
-        ejabberd.register("romeo", "secret")
-        overrides = {}
-        if ca is not None:
-            overrides = {"certificates": {XMPPD: Certificate(xcert, xkey)}, "s2s_ca_file": ca.path,
-                         "s2s_require_valid_certificates": (EJABBERD_DOMAIN,)}
-        srv = make_server(users={"juliet": "secret"}, domains=(XMPPD,), allow_plain=True,
-                          s2s=(Listener("127.0.0.1", 0),),
-                          s2s_routes={EJABBERD_DOMAIN: ("127.0.0.1", ejabberd.s2s_port)},
-                          **overrides)
-        port = srv.server.addresses["s2s"][0][1]
-        dns.add(f"_xmpp-server._tcp.{XMPPD}", "SRV", f"0 0 {port} {XMPPD}.")
-        return srv, ejabberd, dns
-    except BaseException:
-        ejabberd.stop()
-        dns.__exit__()
-        raise
+        for client, targets in ((juliet, (peer, f"romeo@{peer}/ping")),
+                                (romeo, (XMPPD, f"juliet@{XMPPD}/ping"))):
+            for target in targets:
+                reply = await client.xmpp.plugin["xep_0199"].send_ping(target, timeout=TIMEOUT)
+                assert reply["type"] == "result" and reply["from"] == target, reply
+    finally:
+        await juliet.close()
+        await romeo.close()
 
 
-@pytest.fixture
-def federation(make_server, tmp_path):
-    srv, ejabberd, dns = _federation(make_server, tmp_path, None)
-    yield srv, ejabberd
-    ejabberd.stop()
-    dns.__exit__()
+def _run(srv, node: Ejabberd, peer: str) -> str:
+    """Converse and ping; ejabberd's log of this conversation."""
+    mark = node.log_size()
 
+    async def both():
+        await _converse(srv, node, peer)
+        await _pings(srv, node, peer)
 
-@pytest.fixture
-def pki_federation(make_server, tmp_path):
-    srv, ejabberd, dns = _federation(make_server, tmp_path, CertAuthority(tmp_path / "ca"))
-    yield srv, ejabberd
-    ejabberd.stop()
-    dns.__exit__()
-
-
-def _run(srv, ejabberd) -> str:
     try:
-        asyncio.run(asyncio.wait_for(_converse(srv, ejabberd, EJABBERD_DOMAIN), 60))
+        asyncio.run(asyncio.wait_for(both(), 60))
     except BaseException:
-        print(ejabberd.log()[-8000:])
+        print(node.log(mark)[-12000:])
         raise
-    return ejabberd.log()
+    return node.log(mark)
 
 
-def test_messages_subscriptions_probes_and_iqs_with_ejabberd_over_dialback(federation):
-    log = _run(*federation)
-    assert "dialback" in log.lower()
+def _s2s_auth(log: str) -> tuple[set[str], set[str]]:
+    """ejabberd's record of how each direction authenticated: (inbound, outbound) methods."""
+    inbound = set(re.findall(r"Accepted inbound s2s (\S+) authentication", log))
+    outbound = set(re.findall(r"Accepted outbound s2s (\S+) authentication", log))
+    return inbound, outbound
 
 
-def test_messages_subscriptions_probes_and_iqs_with_ejabberd_over_sasl_external(pki_federation):
-    srv, ejabberd = pki_federation
-    log = _run(srv, ejabberd)
-    assert "EXTERNAL" in log
+def test_messages_subscriptions_probes_and_iqs_with_ejabberd_over_dialback(make_server, ejabberd):
+    srv = _xmppd(make_server, ejabberd, DIALBACK_DOMAIN, pki=False)
+    log = _run(srv, ejabberd[0], DIALBACK_DOMAIN)
+    assert _s2s_auth(log) == ({"dialback"}, {"dialback"}), _s2s_auth(log)
+
+
+def test_messages_subscriptions_probes_and_iqs_with_ejabberd_over_sasl_external(
+        make_server, ejabberd):
+    srv = _xmppd(make_server, ejabberd, EXTERNAL_DOMAIN, pki=True)
+    log = _run(srv, ejabberd[0], EXTERNAL_DOMAIN)
+    assert _s2s_auth(log) == ({"EXTERNAL"}, {"EXTERNAL"}), _s2s_auth(log)
