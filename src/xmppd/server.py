@@ -166,11 +166,13 @@ class Server:
         log.info("xmppd stopped")
 
     async def run_until_signalled(self) -> None:
-        await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        # Before start(): a SIGTERM that arrives while the listeners open (they accept
+        # connections before start() returns) is a clean shutdown once started, not a kill.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
         await stop.wait()
         log.info("signal received, shutting down")
         await self.stop()
