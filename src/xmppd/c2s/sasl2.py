@@ -19,9 +19,10 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from xmppd.c2s.fast import FAST_NS, TokenAuth, TokenStore, ht_mechanisms
+from xmppd.c2s.fast import FAST_NS, HT_MECHANISMS, TokenAuth, TokenStore, ht_mechanisms
 from xmppd.c2s.sasl import SASLFailure, decode_payload, encode_payload
 from xmppd.jid import JID, JIDError
+from xmppd.transport.connections import address_text
 from xmppd.xml.element import Element, escape_attr, escape_text
 from xmppd.xml.framing import StreamErrorCondition
 
@@ -217,7 +218,7 @@ async def _succeeded(neg: ClientNegotiation, req: Request, result: Any) -> None:
     neg.sasl2 = None
     neg.bindings = None
     log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s sasl2=yes",
-             io.peer and f"{io.peer[0]}:{io.peer[1]}", username, domain, req.mechanism)
+             address_text(io.peer), username, domain, req.mechanism)
     parts = []
     if result.additional_data is not None:
         parts.append(f"<additional-data>{encode_payload(result.additional_data)}"
@@ -226,7 +227,7 @@ async def _succeeded(neg: ClientNegotiation, req: Request, result: Any) -> None:
     if provider is not None and req.agent is not None:
         if req.invalidate and req.mechanism.startswith("HT-"):
             await provider.fast_invalidate(username, domain, req.agent)
-        if req.request_token:
+        if req.request_token in HT_MECHANISMS:  # a token works with every HT mechanism
             token, expiry = await provider.fast_issue(username, domain, req.agent)
             token_xml = (f"<token xmlns='{FAST_NS}' expiry='{escape_attr(expiry)}' "
                          f"token='{escape_attr(token)}'/>")
