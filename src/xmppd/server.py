@@ -199,6 +199,7 @@ class Server:
             stream_features=partial(self.hooks.fire_sync, "stream-features"),
             connections=self.connections,
             stream_element=partial(self.hooks.fire_maybe_async, "stream/element"),
+            services=self.services,
         )
 
     def bind_session(self, jid: JID, transport: Transport) -> Session:

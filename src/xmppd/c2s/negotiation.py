@@ -18,10 +18,11 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xmppd.c2s import sasl2
 from xmppd.c2s.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
 from xmppd.jid import JID, JIDError
 from xmppd.transport.connections import address_text
@@ -97,6 +98,9 @@ class ClientPolicy:
     #: authentication (XEP-0198 ``<enable/>``, ``<r/>``, ``<resume/>``; XEP-0352
     #: ``<inactive/>``...), the core event ``stream/element``; True if a module handled it.
     stream_element: Callable[[Any, Element], Any] | None = None
+    #: What modules provide each other (``ModuleAPI.provide``): c2s looks up ``sasl2``
+    #: (XEP-0388/0386/0484, :class:`xmppd.c2s.sasl2.SASL2Provider`) when a client connects.
+    services: Mapping[str, Any] | None = None
 
 
 class StreamIO(Protocol):
@@ -119,7 +123,8 @@ class StreamIO(Protocol):
 
 
 def _preauth_features(
-    starttls: bool, required: bool, mechs: tuple[str, ...], cb_types: tuple[str, ...]
+    starttls: bool, required: bool, mechs: tuple[str, ...], cb_types: tuple[str, ...],
+    sasl2_key: tuple | None = None, provider: Any = None,
 ) -> bytes:
     feats = Element("features", STREAM_NS, {}, [])
     if starttls:
@@ -134,6 +139,8 @@ def _preauth_features(
         cb = feats.subelement("sasl-channel-binding", SASL_CB_NS)
         for t in cb_types:
             cb.subelement("channel-binding", attrs={"type": t})
+    if mechs and sasl2_key is not None:
+        feats.append(sasl2.feature(provider, mechs, sasl2_key[1], sm=False))
     return features_bytes(feats)
 
 
@@ -153,6 +160,7 @@ class ClientNegotiation:
 
     __slots__ = (
         "policy", "io", "secure", "domain", "username", "sasl", "auth_failures", "bindings",
+        "sasl2",
     )
 
     def __init__(self, policy: ClientPolicy, io: StreamIO, *, secure: bool = False) -> None:
@@ -164,6 +172,12 @@ class ClientNegotiation:
         self.sasl: SASLServer | None = None
         self.auth_failures = 0
         self.bindings: dict[str, bytes] | None = None  # TLS channel bindings, until auth
+        self.sasl2: sasl2.Request | None = None  # a SASL2 <authenticate/> in progress
+
+    def provider(self) -> Any:
+        """The ``sasl2`` module's service, or None (SASL2 not offered)."""
+        services = self.policy.services
+        return None if services is None else services.get("sasl2")
 
     def tls_started(self, bindings: dict[str, bytes] | None) -> None:
         """TLS is on (direct TLS, or STARTTLS done), with these channel bindings."""
@@ -203,10 +217,11 @@ class ClientNegotiation:
             sasl = self.sasl = self._new_sasl()
             mechs = tuple(sasl.mechanisms())
             cb_types = tuple(sasl.channel_binding_types())
-        key = (starttls, required, mechs, cb_types)
+        provider = self.provider() if mechs else None
+        key = (starttls, required, mechs, cb_types, sasl2.feature_key(provider, self))
         data = _PREAUTH_FEATURES.get(key)
         if data is None:
-            data = _PREAUTH_FEATURES[key] = _preauth_features(*key)
+            data = _PREAUTH_FEATURES[key] = _preauth_features(*key, provider=provider)
         self.io.send_bytes(data)
 
     def _features(self) -> Element:
@@ -233,6 +248,8 @@ class ClientNegotiation:
         ns = el.ns
         if ns == SASL_NS:
             return self._sasl(el)
+        if ns == sasl2.SASL2_NS:
+            return sasl2.handle(self, el)
         if ns == TLS_NS and el.name == "starttls":
             return self._starttls()
         if ns == CLIENT_NS and el.name in STANZA_NAMES:
@@ -312,20 +329,28 @@ class ClientNegotiation:
         io.restart_stream()
 
     def _auth_refused(self) -> None:
+        self.auth_refused(_sasl_failure)
+
+    def _auth_failed(self, exc: SASLFailure) -> None:
+        self.auth_failed(exc, self.sasl, _sasl_failure)
+
+    def auth_refused(self, failure: Callable[[str, str | None], bytes]) -> None:
         """Password spraying from this address (the throttle logged the limit): the same
         answer whatever the password was, so it tells the client nothing."""
         self.sasl = self._new_sasl()  # a refused success must not leave it authenticated
-        self.io.send_bytes(_sasl_failure("temporary-auth-failure",
-                                         "too many failed logins from your address, wait"))
+        self.io.send_bytes(failure("temporary-auth-failure",
+                                   "too many failed logins from your address, wait"))
         self._count_failure()
 
-    def _auth_failed(self, exc: SASLFailure) -> None:
-        io, sasl = self.io, self.sasl
+    def auth_failed(self, exc: SASLFailure, sasl: Any,
+                    failure: Callable[[str, str | None], bytes]) -> None:
+        """A failed attempt (``sasl``: the mechanism's state, for the log line)."""
+        io = self.io
         log.info("c2s authentication failed: address=%s username=%s mechanism=%s reason=%s%s",
                  _addr(io.peer), _printable(sasl.attempted_username),
                  _printable(sasl.mechanism), exc.condition,
                  f" ({exc.text})" if exc.text else "")
-        io.send_bytes(_sasl_failure(exc.condition, exc.text))
+        io.send_bytes(failure(exc.condition, exc.text))
         if not exc.credentials:
             return  # a negotiation error says nothing about the password: not counted
         self.policy.throttle.failed(io.peer, sasl.attempted_username)

@@ -116,6 +116,7 @@ class Carbons(Module):
         api.hook("message/full", self.received_full, priority=40)
         api.hook(DELIVERED_EVENT, self.received_bare)
         api.hook("message/outbound", self.sent, priority=40)
+        api.provide("carbons", self)  # XEP-0386 inline enable (modules/sasl2.py)
 
     # -- enable / disable ------------------------------------------------------------------
 
@@ -134,6 +135,10 @@ class Carbons(Module):
     def disable(self, iq: Element, origin: Any, payload: Element) -> Element:
         self.api.drop_state(self._session(iq, origin))
         return reply(iq)
+
+    def enable_session(self, session: Any) -> None:
+        """Enable carbons for ``session`` (the XEP-0386 Bind2 inline ``<enable/>``)."""
+        self.api.state(session, _enabled)
 
     def enabled(self, session: Any) -> bool:
         return self.api.peek_state(session) is not None

@@ -313,10 +313,13 @@ class StreamManagementModule(Module):
         stream.close()
 
     def enable(self, stream: Any, el: Element) -> None:
+        stream.send_bytes(self.enable_inline(stream, el))
+
+    def enable_inline(self, stream: Any, el: Element) -> bytes:
+        """Enable on ``stream``'s session; the answer (also for XEP-0386 ``<bound/>``)."""
         session = getattr(stream, "session", None)
         if session is None or getattr(stream, "sm", None) is not None:
-            stream.send_bytes(failed("unexpected-request"))  # before bind, or twice
-            return
+            return failed("unexpected-request")  # before bind, or twice
         resume = el.get("resume") in ("true", "1") and self.window > 0
         window = self.window
         asked = parse_h(el.get("max"))
@@ -330,8 +333,8 @@ class StreamManagementModule(Module):
             attrs = f" id='{sm.id}' resume='true' max='{int(window)}'"
         else:
             attrs = ""
-        stream.send_bytes(f"<enabled xmlns='{SM_NS}'{attrs}/>".encode())
         self.api.log.debug("sm enabled for %s (resumable: %s)", session.jid, resume)
+        return f"<enabled xmlns='{SM_NS}'{attrs}/>".encode()
 
     def resume(self, stream: Any, el: Element) -> Awaitable | None:
         negotiation = getattr(stream, "negotiation", None)
