@@ -113,8 +113,8 @@ class MUC(Module):
         api.provide("muc", self)
         disco = api.service("disco")
         if disco is not None:
-            for host in self.services:
-                api.on_unload(disco.add_item(host, opts["name"]))
+            for host, domain in self.services.items():
+                api.on_unload(disco.add_item(host, opts["name"], domain))
         s2s = api.service("s2s")
         if s2s is not None:
             s2s.extra_domains.update(self.services)
