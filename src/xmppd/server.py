@@ -50,6 +50,7 @@ class Server:
         self.features: set[str] = set()
         self.account_features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = [("server", "im", "xmppd")]
+        self.account_identities: list[tuple[str, str, str]] = []  # besides account/registered
         self.modules = ModuleManager(self)
         self.services: dict[str, Any] = {}  # what modules offer each other (ModuleAPI.provide)
         self.connections = Connections(config.limits.max_preauth_connections_per_ip)

@@ -276,6 +276,7 @@ class Everything(Module):
         api.add_feature("urn:example:everything")
         api.add_feature("urn:example:everything:account", account=True)
         api.add_identity("component", "generic", "everything")
+        api.add_identity("pubsub", "pep", account=True)
         api.provide("everything", self)
         self.store = api.open_store("keyvalue")
         self.archive = api.open_store("archive")
@@ -308,7 +309,8 @@ def snapshot(server: Server) -> dict[str, Any]:
         "events": {name: hooks.handlers(name) for name in hooks.events()},
         "iq": hooks.find_iq_handler("host", "get", "urn:example:everything", "query"),
         "features": set(server.features), "account_features": set(server.account_features),
-        "identities": list(server.identities), "services": dict(server.services),
+        "identities": list(server.identities),
+        "account_identities": list(server.account_identities), "services": dict(server.services),
         "addresses": {k: list(v) for k, v in server.addresses.items() if v},
         "listeners": list(server._listeners),
     }
@@ -342,6 +344,7 @@ def test_unloading_a_module_removes_everything_it_registered(tmp_path: Path):
         assert "urn:example:everything" in loaded["features"]
         assert "urn:example:everything:account" in loaded["account_features"]
         assert ("component", "generic", "everything") in loaded["identities"]
+        assert ("pubsub", "pep", "") in loaded["account_identities"]
         assert loaded["services"]["everything"] is module
         assert server.hooks.fold_sync("everything/text", "hi") == "HI"
         assert module.bound in loaded["events"]["resource-bound"]

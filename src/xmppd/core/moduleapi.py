@@ -106,7 +106,7 @@ class ModuleAPI:
         """(identities, features) the server (or, with ``account``, an account) advertises."""
         core = self._core
         if account:
-            return [("account", "registered", "")], core.account_features
+            return [("account", "registered", ""), *core.account_identities], core.account_features
         return core.identities, core.features
 
     def send(self, stanza: Element) -> None:
@@ -154,9 +154,12 @@ class ModuleAPI:
         features.add(ns)
         self._undo.append(lambda: features.discard(ns))
 
-    def add_identity(self, category: str, type: str, name: str = "") -> None:
+    def add_identity(self, category: str, type: str, name: str = "", *,
+                     account: bool = False) -> None:
+        """Advertise the identity in disco#info of the server (or, with ``account``, of
+        every account, next to ``account/registered``)."""
         entry = (category, type, name)
-        identities = self._core.identities
+        identities = self._core.account_identities if account else self._core.identities
         identities.append(entry)
         self._undo.append(lambda: identities.remove(entry))
 

@@ -6,7 +6,10 @@ presence module, to subscribers) — others get ``service-unavailable`` as RFC 6
 suggests, so presence leaks are avoided.  Other modules add XEP-0128 data forms to the
 server's disco#info through the fold event ``disco/info-extensions`` (synchronous handlers
 returning the list with their forms appended, e.g. :mod:`xmppd.modules.contact`); the module
-provides the service ``disco`` so that they can tell it is loaded.
+provides the service ``disco``: modules that host a service on a domain of its own (MUC on
+``conference.<domain>``, pubsub on ``pubsub.<domain>``) list it in the server's disco#items
+with ``disco.add_item(jid, name, domain)``, which returns the undo for ``api.on_unload``.
+Configured external components are always listed.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, reply
 
 INFO_NS = "http://jabber.org/protocol/disco#info"
-#: Module event, fold: (jids: list[str]) -> list -- add the server's disco#items entries.
-HOST_ITEMS_EVENT = "disco/host-items"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
 #: fold: (forms: list[Element]) -> list -- XEP-0128 extension forms of the server's disco#info
 EXTENSIONS_EVENT = "disco/info-extensions"
@@ -51,9 +52,9 @@ class Disco(Module):
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
-        api.declare(HOST_ITEMS_EVENT)
         api.declare(EXTENSIONS_EVENT)
-        self.items: dict[str, str] = {}  # services other modules host: jid -> name
+        # services other modules host: jid -> (name, the served domain listing it or None: all)
+        self.items: dict[str, tuple[str, str | None]] = {}
         api.provide("disco", self)
         api.iq_handler("get", INFO_NS, "query", self.host_info)
         api.iq_handler("get", ITEMS_NS, "query", self.host_items)
@@ -67,21 +68,28 @@ class Disco(Module):
     def host_items(self, iq: Element, origin: object, payload: Element) -> Element:
         out = reply(iq)
         query = out.subelement("query", ITEMS_NS)
-        jids = self.api.fold(HOST_ITEMS_EVENT, sorted(self.api.components))
-        for name in jids if isinstance(jids, list) else ():
+        domain = _bare(iq.get("to", ""))
+        domain = str(domain) if domain is not None else None
+        for name in sorted(self.api.components):
             query.subelement("item", attrs={"jid": name})
-        domain = iq.get("to")
-        for jid, name in sorted(self.items.items()):
-            if domain and not jid.endswith("." + domain):
+        for jid, (name, where) in sorted(self.items.items()):
+            if where is not None and domain is not None and where != domain:
                 continue  # another served domain's service
             query.subelement("item", attrs={"jid": jid, "name": name} if name else {"jid": jid})
         return out
 
-    def add_item(self, jid: str, name: str = "") -> Callable[[], None]:
+    def add_item(self, jid: str, name: str = "", domain: str | None = None) -> Callable[[], None]:
         """List ``jid`` (a service such as ``conference.<domain>``) in disco#items of the
-        server; returns the undo (for the caller's ``api.on_unload``)."""
-        self.items[jid] = name
-        return lambda: self.items.pop(jid, None)
+        served ``domain`` (None: of every served domain); returns the undo (for the
+        caller's ``api.on_unload``)."""
+        entry = (name, domain)
+        self.items[jid] = entry
+
+        def undo() -> None:
+            if self.items.get(jid) == entry:
+                del self.items[jid]
+
+        return undo
 
     def account_info(self, iq: Element, origin: object, payload: Element) -> Element:
         to = iq.get("to")

@@ -1,6 +1,7 @@
 """XEP-0045 Multi-User Chat on ``conference.<domain>`` (the ``host`` option), with room
 history and a room archive (MAM, XEP-0313), stanza-ids (XEP-0359), self-ping (XEP-0410),
-occupant ids (XEP-0421) and moderated retraction (XEP-0425).
+occupant ids (XEP-0421) and moderated retraction (XEP-0425); IQs between occupants are
+relayed and visitors may ask for voice (:mod:`xmppd.modules._muc.relay`).
 
 The service domains are not served domains, so the router fires ``route/remote`` for
 them; this module takes those stanzas first (priority 20, before components and s2s) and
@@ -28,7 +29,8 @@ from xmppd.jid import JID, JIDError
 from xmppd.modules._muc import admin
 from xmppd.modules._muc.archive import MAM_NS, History
 from xmppd.modules._muc.fanout import Deliverer
-from xmppd.modules._muc.forms import default_config, info_form, room_features
+from xmppd.modules._muc.forms import DATA_NS, default_config, info_form, room_features
+from xmppd.modules._muc.relay import IqRelay, request_form, voice_request
 from xmppd.modules._muc.room import (
     ADMIN_NS,
     MUC_NS,
@@ -51,7 +53,8 @@ SERVICE_FEATURES = (
     MUC_NS, "http://jabber.org/protocol/muc#unique", INFO_NS, ITEMS_NS, PING_NS,
     MAM_NS, SID_NS, OCCUPANT_ID_NS, admin.MODERATE_NS, "jabber:x:conference", SELF_PING_NS,
 )
-ROOM_FEATURES = (MUC_NS, "http://jabber.org/protocol/muc#stable_id", SID_NS,
+REQUEST_NS = "http://jabber.org/protocol/muc#request"
+ROOM_FEATURES = (MUC_NS, "http://jabber.org/protocol/muc#stable_id", SID_NS, REQUEST_NS,
                  OCCUPANT_ID_NS, admin.MODERATE_NS, SELF_PING_NS, INFO_NS, ITEMS_NS)
 
 
@@ -107,14 +110,15 @@ class MUC(Module):
         self.temp_archive = self.temp_storage.open_store("muc", "archive")
         self.deliverer = Deliverer(api.router)
         self.history = History(self)
+        self.relay = IqRelay(self)
         self.loading: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
         api.hook("route/remote", self.route, priority=20)
         api.hook("session-closed", self.session_closed)
         api.provide("muc", self)
         disco = api.service("disco")
         if disco is not None:
-            for host in self.services:
-                api.on_unload(disco.add_item(host, opts["name"]))
+            for host, domain in self.services.items():
+                api.on_unload(disco.add_item(host, opts["name"], domain))
         s2s = api.service("s2s")
         if s2s is not None:
             s2s.extra_domains.update(self.services)
@@ -297,6 +301,11 @@ class MUC(Module):
         elif mtype == "groupchat":
             room.groupchat(stanza, real)
         else:
+            form = stanza.find("x", DATA_NS)
+            fields = request_form(form) if form is not None else None
+            if fields is not None:
+                voice_request(room, real, fields)
+                return
             x = stanza.find("x", USER_NS)
             if x is not None:
                 room.invite(stanza, real, x)
@@ -308,6 +317,8 @@ class MUC(Module):
     def iq(self, room: Room | None, stanza: Element, real: str, to: JID) -> Any:
         itype = stanza.attrs.get("type")
         if itype not in ("get", "set"):
+            if to.resource is not None:
+                self.relay.answer(room, stanza, real, to.resource)
             return None
         payload = iq_payload(stanza)
         if payload is None:
@@ -317,13 +328,12 @@ class MUC(Module):
             raise StanzaError("item-not-found", "no such room")
         key = (itype, payload.ns, payload.name)
         if to.resource is not None:
-            if key == ("get", PING_NS, "ping"):  # XEP-0410 self-ping
-                o = room.by_real.get(real)
-                if o is None or o.nick != to.resource:
-                    raise StanzaError("not-acceptable", "you are not joined as this nick")
-                self.api.send(reply(stanza))
+            o = room.by_real.get(real)
+            if key == ("get", PING_NS, "ping") and o is not None and o.nick == to.resource:
+                self.api.send(reply(stanza))  # XEP-0410 self-ping, answered by the room
                 return None
-            raise StanzaError("service-unavailable", "IQs to occupants are not relayed")
+            self.relay.forward(room, stanza, real, to.resource, payload)
+            return None
         handler = self.room_iqs.get(key)
         if handler is None:
             raise StanzaError("service-unavailable")

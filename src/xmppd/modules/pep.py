@@ -97,6 +97,7 @@ class Pep(PubSubBase):
             api.iq_handler(itype, NS, "pubsub", self.iq_pubsub, to="bare")
             api.iq_handler(itype, OWNER_NS, "pubsub", self.iq_owner, to="bare")
         api.add_feature(NS, account=True)
+        api.add_identity("pubsub", "pep", account=True)  # XEP-0163 §1: the account is a PEP service
         for feature in FEATURES:
             api.add_feature(f"{NS}#{feature}", account=True)
         api.hook("presence/outbound", self.own_presence)

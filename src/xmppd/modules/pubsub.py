@@ -29,7 +29,6 @@ from ._pubsub.protocol import PubSubBase
 from .pep import limit_options, limits_from
 
 DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
-HOST_ITEMS_EVENT = "disco/host-items"
 FEATURES = ("access-authorize", "access-open", "access-presence", "access-roster",
             "access-whitelist", "config-node", "create-and-configure", "create-nodes",
             "delete-items", "delete-nodes", "get-pending", "instant-nodes", "item-ids",
@@ -56,23 +55,24 @@ class PubSub(PubSubBase):
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         host = api.options["host"]
-        self.domains = (host,) if host else tuple(f"pubsub.{d}" for d in api.domains)
+        # service domain -> the served domain whose disco#items lists it (None: every one)
+        services = {host: None} if host else {f"pubsub.{d}": d for d in api.domains}
+        self.domains = tuple(services)
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options))
         self.defaults = {**BASE_DEFAULTS, "max_items": api.options["default_max_items"],
                          "send_last_published_item": "on_sub"}
         api.hook("route/remote", self.route, priority=20)
         api.hook("account-deleting", self.account_deleting)
-        if HOST_ITEMS_EVENT in api.router.hooks.events():  # the disco module is loaded
-            api.hook(HOST_ITEMS_EVENT, self.host_items)
+        disco = api.service("disco")
+        if disco is not None:
+            for jid, domain in services.items():
+                api.on_unload(disco.add_item(jid, "", domain))
         manager = api.service("s2s")  # tells the s2s manager these domains are ours
         if manager is not None:
             extra = {d for d in self.domains if d not in manager.extra_domains}
             manager.extra_domains.update(extra)
             api.on_unload(lambda: manager.extra_domains.difference_update(extra))
-
-    def host_items(self, items: list[str]) -> list[str]:
-        return [*items, *self.domains]
 
     # -- addressing ---------------------------------------------------------------------------
 

@@ -278,9 +278,13 @@ class Room:
         """Presence from ``real`` to ``room/nick`` (the join is :meth:`join`)."""
         ptype = stanza.attrs.get("type")
         o = self.by_real.get(real)
-        if ptype in ("unavailable", "error"):
+        if ptype == "unavailable":
             if o is not None:
-                self.leave(o, real, stanza if ptype == "unavailable" else None)
+                self.leave(o, real, stanza)
+            return
+        if ptype == "error":
+            if o is not None:
+                self.failed(o, real)
             return
         if ptype is not None:
             return  # subscriptions and probes to a room mean nothing
@@ -314,6 +318,17 @@ class Room:
         o.targets[real] = target  # so that the leaver gets its own unavailable presence
         o.role = "none"
         self.broadcast_presence(o, type="unavailable", payload=payload)
+        self._drop(o)
+
+    def failed(self, o: Occupant, real: str) -> None:
+        """``real`` bounced the room's presence (its server is unreachable, the client is
+        gone): it is removed, the others are told with 333 (a technical problem)."""
+        self.by_real.pop(real, None)
+        o.targets.pop(real, None)
+        if o.targets:
+            return  # still here with another resource
+        o.role = "none"
+        self.broadcast_presence(o, ("307", "333"), type="unavailable", payload=[])
         self._drop(o)
 
     def remove(self, o: Occupant, codes: tuple[str, ...], actor: str | None,
