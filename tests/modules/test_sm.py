@@ -395,3 +395,62 @@ def test_keepalive_leaves_an_answering_client_alone(make_server):
         ping_id = re.search(r"id=\"([^\"]+)\"", iq).group(1)
         bob.send(f"<iq type='result' id='{ping_id}' to='localhost'/>")
     assert session_of(server, "bob@localhost/phone") is not None
+
+
+# -- offline messages are deleted on acknowledgement --------------------------------------
+
+
+def _offline_then_sm_login(make_server):
+    server = sm_server(make_server, resume_timeout_s=0.5)
+    alice = RawClient(server.port)
+    alice.login("alice", "secret", resource="r")
+    say(alice, "bob@localhost", "o1", "o2")
+    wait_for(lambda: offline_count(server, "bob") == 2)
+    bob, previd = sm_client(server)
+    bob.send("<presence/>")
+    got = ping(bob)
+    assert bodies(got) == ["o1", "o2"] and "Offline Storage" in got
+    return server, bob, previd
+
+
+def test_offline_messages_unacknowledged_by_an_sm_session_stay_stored(make_server):
+    server, bob, _ = _offline_then_sm_login(make_server)
+    time.sleep(0.2)
+    assert offline_count(server, "bob") == 2  # written to the socket, not acknowledged
+    bob.close()  # connection killed without <a/>
+    wait_for(lambda: len(detached(server)) == 1)
+    wait_for(lambda: session_of(server, "bob@localhost/phone") is None)  # expired
+    time.sleep(0.2)
+    assert offline_count(server, "bob") == 2  # kept once, not stored a second time
+    again = RawClient(server.port)
+    again.login("bob", "secret", resource="laptop")
+    again.send("<presence/>")
+    assert bodies(ping(again)) == ["o1", "o2"]  # delivered again, in order, once
+    wait_for(lambda: offline_count(server, "bob") == 0)  # no SM: deleted once written
+
+
+def test_offline_messages_acknowledged_by_an_sm_session_are_deleted(make_server):
+    server, bob, _ = _offline_then_sm_login(make_server)
+    sm = session_of(server, "bob@localhost/phone").transport
+    h = sm.h_out  # everything the server sent, offline messages included
+    bob.send(f"<a xmlns='{SM}' h='{h}'/>")
+    wait_for(lambda: offline_count(server, "bob") == 0)
+    bob.close()
+    wait_for(lambda: session_of(server, "bob@localhost/phone") is None)
+    time.sleep(0.2)
+    assert offline_count(server, "bob") == 0  # nothing stored again at expiry
+
+
+def test_offline_messages_partly_acknowledged_keep_the_rest(make_server):
+    server, bob, _ = _offline_then_sm_login(make_server)
+    sm = session_of(server, "bob@localhost/phone").transport
+    queue = list(sm.queue)
+    first = next(i for i, el in enumerate(queue) if "o1" in str(el))
+    bob.send(f"<a xmlns='{SM}' h='{advance(sm.acked, first + 1)}'/>")  # up to o1
+    bob.close()
+    wait_for(lambda: session_of(server, "bob@localhost/phone") is None)
+    wait_for(lambda: offline_count(server, "bob") == 1)
+    again = RawClient(server.port)
+    again.login("bob", "secret", resource="laptop")
+    again.send("<presence/>")
+    assert bodies(ping(again)) == ["o2"]

@@ -214,8 +214,16 @@ def test_sqlite_group_commit(tmp_path):
 
     async def main() -> None:
         async with SQLiteStorage(tmp_path / "g.sqlite") as s:
-            gate = threading.Event()
-            blocker = asyncio.ensure_future(s._call(lambda c: gate.wait(10), write=False))
+            gate, inside = threading.Event(), threading.Event()
+
+            def block(conn) -> None:
+                inside.set()
+                gate.wait(10)
+
+            blocker = asyncio.ensure_future(s._call(block, write=False))
+            # The writer thread must be inside the blocker before the writes are queued:
+            # else it may take some of them into the blocker's batch.
+            await asyncio.get_running_loop().run_in_executor(None, inside.wait, 10)
             before = s.commits
             writes = [
                 asyncio.ensure_future(s.create_account(f"u{i}", "d.example", CREDS))

@@ -743,3 +743,90 @@ def test_sqlite_store_point_reads_use_the_reader(tmp_path):
             assert calls == [False]
 
     asyncio.run(main())
+
+
+# -- batched appends (start_append) -----------------------------------------------------
+
+
+def test_start_append_batch_across_owners_is_one_job_and_one_commit(tmp_path):
+    async def main() -> None:
+        async with SQLiteStorage(tmp_path / "b.sqlite") as s:
+            mam, off = s.open_store("mam", "archive"), s.open_store("offline", "archive")
+            commits, jobs = s.commits, s.append_batches
+            futures = [
+                store.start_append(owner, b"m%d" % i, stamp=float(i), with_jid=R)
+                for i in range(30)
+                for store, owner in ((mam, J), (mam, R), (off, J))
+            ]
+            assert not any(f.done() for f in futures)  # resolved by the batch's commit
+            items = await asyncio.gather(*futures)
+            assert s.append_batches - jobs == 1 and s.commits - commits == 1
+            assert len({i.id for i in items}) == 90 and all(i.seq for i in items)
+            for store, owner, step in ((mam, J, 0), (mam, R, 1), (off, J, 2)):
+                mine = items[step::3]
+                assert await store.query(owner) == mine  # order kept within an owner
+                assert [i.data for i in mine] == [b"m%d" % i for i in range(30)]
+                assert await store.count(owner) == 30
+            assert [i.seq for i in items] == sorted(i.seq for i in items)
+            assert await s.integrity_check() == []
+
+    asyncio.run(main())
+
+
+def test_start_append_limit_counts_earlier_items_of_the_batch(make_storage):
+    async def body(s: Storage) -> None:
+        arch = s.open_store("offline", "archive")
+        await arch.append(J, b"old", stamp=1.0)
+        futures = [arch.start_append(J, b"%d" % i, stamp=2.0, limit=3) for i in range(4)]
+        futures.append(arch.start_append(R, b"r", stamp=2.0, limit=1))
+        results = await asyncio.gather(*futures)
+        assert [r is not None for r in results] == [True, True, False, False, True]
+        assert [i.data for i in await arch.query(J)] == [b"old", b"0", b"1"]
+        assert await arch.count(J) == 3 and await arch.count(R) == 1
+
+    run(make_storage, body)
+
+
+def test_start_append_failure_fails_only_that_append(make_storage):
+    async def body(s: Storage) -> None:
+        arch = s.open_store("mam", "archive")
+        await arch.append(J, b"first", stamp=1.0, id="dup")
+        futures = [
+            arch.start_append(J, b"a", stamp=2.0),
+            arch.start_append(J, b"again", stamp=2.0, id="dup"),  # already stored
+            arch.start_append(J, b"b", stamp=2.0, id="x"),
+            arch.start_append(J, b"twice", stamp=2.0, id="x"),  # earlier in this batch
+            arch.start_append(R, b"c", stamp=2.0, id="dup"),  # another owner: fine
+            arch.start_append(J, b"new", stamp=3.0, id="dup", replace=True),
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[1], ItemExists) and isinstance(results[3], ItemExists)
+        assert [r.data for r in results if isinstance(r, ArchiveItem)] == [
+            b"a", b"b", b"c", b"new"]
+        assert [i.data for i in await arch.query(J)] == [b"a", b"b", b"new"]
+        assert await arch.count(J) == 3 and await arch.count(R) == 1
+
+    run(make_storage, body)
+
+
+def test_start_append_is_durable_and_close_writes_pending_appends(tmp_path):
+    path = tmp_path / "d.sqlite"
+    saved: list[ArchiveItem] = []
+
+    async def write() -> None:
+        s = SQLiteStorage(path)
+        await s.open()
+        arch = s.open_store("mam", "archive")
+        saved.append(await arch.start_append(J, b"committed", stamp=1.0))
+        late = arch.start_append(J, b"started before close", stamp=2.0)
+        await s.close()  # flushes the batch still being collected
+        saved.append(await late)
+
+    async def read() -> None:
+        async with SQLiteStorage(path) as s:
+            assert await s.open_store("mam", "archive").query(J) == saved
+        with pytest.raises(StorageError):  # closed: the future fails, nothing is queued
+            await s.open_store("mam", "archive").start_append(J, b"x", stamp=1.0)
+
+    asyncio.run(write())
+    asyncio.run(read())

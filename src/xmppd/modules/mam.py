@@ -15,8 +15,10 @@ message's id goes into its carbon copies (the ``mam`` service's
 one of our domains or accounts is removed from every message a client or peer sends us
 (only ids we made carry our name); ``origin-id`` is kept.
 
-Durability without waiting: an archive write is started (the SQLite backend groups
-concurrent writes into one commit) and not awaited; for a local sender it is
+Durability without waiting: an archive write is started (``start_append``: the SQLite
+backend writes the appends of one event-loop iteration as one batch, one transaction) and
+not awaited; the serialized message is shared by the sender's and the recipient's
+archives while the stanza is unchanged in between; for a local sender it is
 ``session.track``-ed, so stream management can acknowledge once it is durable.  What
 cannot be archived is refused, not delivered: a message nested so deeply that its MAM
 result (three more levels) would pass ``limits.max_depth`` gets ``policy-violation``.
@@ -167,7 +169,10 @@ class Archive(Module):
         self.archive = api.open_store("archive")
         self.prefs_store = api.open_store("keyvalue")
         self.prefs: dict[str, dict[str, Any]] = {}  # owner -> prefs, bounded (see _remember)
-        self.pending: set[asyncio.Future] = set()  # archive writes under way
+        # The latest archive write under way: writes complete in the order they start
+        # (one writer, batches in order), so waiting for it waits for all of them.
+        self.last_write: asyncio.Future | None = None
+        self._encoded: tuple[Any, Any, Any, bytes] = (None, None, None, b"")
         self.clock: Callable[[], float] = time.time
         self._sent: tuple[Element | None, Element | None] = (None, None)
         self.max_wrapped_depth = api.limits.max_depth - RESULT_WRAPPING
@@ -230,22 +235,40 @@ class Archive(Module):
               session: Any = None) -> Element | None:
         """Start archiving ``stanza`` for ``owner``; returns the ``stanza-id`` element, or
         None (refused: the caller answers with an error)."""
-        data = encode_stanza(stanza)
-        if self.too_deep(data, stanza):
+        data = self._encode(stanza)
+        if data is None:
             return None
         item_id = new_item_id()
-        write = asyncio.ensure_future(self.archive.append(
+        write = self.archive.start_append(
             owner, data, stamp=self.clock(), id=item_id,
             with_jid=str(peer.bare) if peer is not None else "",
-        ))
-        self.pending.add(write)
+        )
+        self.last_write = write
         write.add_done_callback(self._written)
         if session is not None:
             session.track(write)
         return Element("stanza-id", SID_NS, {"by": owner, "id": item_id}, [])
 
+    def _encode(self, stanza: Element) -> bytes | None:
+        """The stored form of ``stanza``, None if too deep.  A chat message is stored twice,
+        in the sender's and the recipient's archives, usually unchanged in between: the
+        bytes are reused while the stanza keeps its tokenizer content (``_raw_inner``, which
+        any change of its children drops; the tokenizer-built children are what
+        :meth:`Element.to_bytes` writes then) and its attributes."""
+        cached, raw, attrs, data = self._encoded
+        if cached is stanza and raw is not None and stanza._raw_inner is raw \
+                and stanza.attrs == attrs:
+            return data
+        data = encode_stanza(stanza)
+        if self.too_deep(data, stanza):
+            self._encoded = (None, None, None, b"")
+            return None
+        self._encoded = (stanza, stanza._raw_inner, dict(stanza.attrs), data)
+        return data
+
     def _written(self, write: asyncio.Future) -> None:
-        self.pending.discard(write)
+        if self.last_write is write:
+            self.last_write = None
         if not write.cancelled() and write.exception() is not None:
             self.api.log.error("archive write failed", exc_info=write.exception())
 
@@ -425,8 +448,8 @@ class Archive(Module):
             raise StanzaError("feature-not-implemented", "RSM <index/> is not supported")
         want = min(rsm.max if rsm.max is not None else self.api.options["default_page"],
                    self.api.options["max_page"])
-        if self.pending:  # a query sees every message delivered before it
-            await asyncio.wait(list(self.pending))
+        if self.last_write is not None:  # a query sees every message delivered before it
+            await asyncio.wait([self.last_write])
         try:
             after = await self._anchor(owner, [_forms.single(fields, "after-id"), rsm.after],
                                        latest=True)

@@ -16,8 +16,11 @@ got the store yet), the stored messages are sent to that session in order, each 
 ``<delay from='domain' stamp='...'/>``, and deleted *after they have been written to the
 session's transport* (the output buffer flushed into the socket).  A session that closed
 before that keeps them stored, so delivery is at-least-once: a crash between the write and
-the delete re-delivers, never loses.  A stream-management module can later move the delete
-to the client's acknowledgement by replacing :func:`_handed_over`.
+the delete re-delivers, never loses.  With stream management on the session
+(``sm`` service, ``when_acked``), the delete waits for the client's acknowledgement
+instead: messages it never acknowledged (connection lost, session expired) stay stored and
+are delivered again at the next login; meanwhile other sessions of the account do not get
+them.  Without stream management, written to the socket is the best one knows.
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ class Offline(Module):
         # another with the same full JID gets no session-closed: its entry goes when the
         # JID's next session becomes available or closes.
         self.delivered: dict[JID, Any] = {}
+        # Owner -> ids delivered to a stream-management session, not acknowledged yet:
+        # kept stored, but not delivered to another session meanwhile.
+        self.inflight: dict[str, set[str]] = {}
         api.hook("message/offline", self.store)
         api.hook(AVAILABLE_EVENT, self.on_available)
         api.hook("session-closed", self.on_closed, priority=-100)
@@ -149,19 +155,61 @@ class Offline(Module):
         if not await self.archive.count(owner) or session.closed:
             return
         stored = await self.archive.query(owner)
+        inflight = self.inflight.get(owner)
+        if inflight:  # sent to another session, waiting for its acknowledgement
+            stored = [m for m in stored if m.id not in inflight]
         if session.closed or not stored:
             return
+        sent: list[Element] = []
+        sent_ids: list[str] = []
+        unreadable: list[str] = []
         for item in stored:
             try:
                 msg = decode_stanza(item.data)
             except Exception:  # one damaged row must not block the rest
                 self.api.log.warning("unreadable offline message %s for %s", item.id, bare)
+                unreadable.append(item.id)
                 continue
             msg.subelement("delay", DELAY_NS, {"from": domain, "stamp": stamp(item.stamp)},
                            text="Offline Storage")
             self.router.deliver(session, msg)
-        if _handed_over(session):
-            await self.archive.delete(owner, [m.id for m in stored])
+            sent.append(msg)
+            sent_ids.append(item.id)
+        if not _handed_over(session):
+            return
+        sm = self.api.service("sm")
+        acked = sm.when_acked(session, sent) if sm is not None and sent else None
+        if acked is None:
+            await self.archive.delete(owner, unreadable + sent_ids)
+            return
+        if unreadable:
+            await self.archive.delete(owner, unreadable)
+        self.inflight.setdefault(owner, set()).update(sent_ids)
+        self.api.spawn(self._delete_when_acked(owner, bare, sent_ids, acked))
+
+    async def _delete_when_acked(self, owner: str, bare: JID, ids: list[str],
+                                 acked: asyncio.Future) -> None:
+        """Stream management: delete what the client acknowledged; what it did not stays
+        stored, for the next session that becomes available (or one that already is)."""
+        done: list[str] = []
+        try:
+            flags = await acked
+            done = [i for i, ok in zip(ids, flags, strict=True) if ok]
+            if done:
+                await self.archive.delete(owner, done)
+        finally:
+            inflight = self.inflight.get(owner)
+            if inflight is not None:
+                inflight.difference_update(ids)
+                if not inflight:
+                    del self.inflight[owner]
+        if len(done) < len(ids):
+            presence = self.api.service("presence")
+            for session in self.router.sessions.resources(bare):
+                if self.delivered.get(session.jid) is session and not session.closed \
+                        and presence.available(session) and presence.priority(session) >= 0:
+                    self.api.spawn(self.deliver(session), eager=False)
+                    break
 
     async def on_available(self, session: Any, initial: bool) -> None:
         delivered = self.delivered

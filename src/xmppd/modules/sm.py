@@ -22,6 +22,11 @@ ends for real (``session-closed``), and each unacknowledged stanza is handled as
 recipient were unavailable: ``chat``/``normal`` messages fire ``message/offline`` (the
 offline module stores them), IQ requests are answered with ``service-unavailable``, the
 rest is dropped.
+
+Offline messages (``when_acked``): the offline module deletes the stored messages it
+delivered to a stream-management session only once the client's ``h`` covers them; if the
+session ends first the unacknowledged ones simply stay stored (delivered again at the next
+login), and are not stored a second time as undeliverable.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class StreamManagement:
 
     __slots__ = (
         "manager", "session", "stream", "policy", "id", "window", "h_in", "h_out", "acked",
-        "queue", "requested", "timer", "ended",
+        "queue", "requested", "timer", "ended", "waiters", "held",
     )
 
     def __init__(self, manager: StreamManagementModule, stream: Any, resumable: bool,
@@ -99,6 +104,11 @@ class StreamManagement:
         self.requested = False  # an <r/> of ours is unanswered
         self.timer: asyncio.TimerHandle | None = None  # the <r/> timer, or the expiry
         self.ended = False
+        # when_acked: (base h, offsets of the stanzas past it, their ids, future), and the
+        # ids of the stanzas another module keeps stored until acknowledged (not handed to
+        # message/offline when the session ends: they are stored already).
+        self.waiters: list[tuple[int, list[int], set[int], asyncio.Future]] | None = None
+        self.held: set[int] | None = None
 
     # -- the Transport of the session -----------------------------------------------------
 
@@ -211,10 +221,31 @@ class StreamManagement:
             del queue[:n]
         self.acked = h
         self.requested = False
+        if self.waiters is not None and n:
+            self.settle_waiters(final=False)
         if not queue and self.timer is not None and self.stream is not None:
             self.timer.cancel()
             self.timer = None
         return True
+
+    def settle_waiters(self, final: bool) -> None:
+        """Resolve the :meth:`StreamManagementModule.when_acked` futures that the client's
+        ``h`` now covers entirely; with ``final`` (the session ended) all of them, with
+        what was acknowledged."""
+        waiting = []
+        for waiter in self.waiters or ():
+            base, offsets, ids, future = waiter
+            progress = distance(self.acked, base)
+            if final or progress >= max(offsets):
+                if self.held is not None:
+                    self.held -= ids
+                if not future.done():
+                    future.set_result([o <= progress for o in offsets])
+            else:
+                waiting.append(waiter)
+        self.waiters = waiting or None
+        if not self.held:
+            self.held = None
 
     def stream_closed(self, stream: Any, abrupt: bool) -> None:
         """``stream`` is closing or gone: detach (lost connection, resumable) or end."""
@@ -419,8 +450,40 @@ class StreamManagementModule(Module):
                 self.expired.popitem(last=False)
         sm.stream = None
         queue, sm.queue = sm.queue, []
+        if sm.held is not None:  # stored elsewhere until acknowledged: not stored again
+            held = sm.held
+            queue = [el for el in queue if id(el) not in held]
         sm.policy.unbind(sm.session, abrupt)
+        if sm.waiters is not None:
+            sm.settle_waiters(final=True)
         return self.undeliverable(queue)
+
+    def when_acked(self, session: Any, stanzas: list[Element]) -> asyncio.Future | None:
+        """For stanzas just sent to ``session`` that their sender keeps stored until the
+        client has them (offline messages): None if the session has no stream management
+        (written to the socket is all one learns), else a future of one bool per stanza,
+        True once the client's ``h`` acknowledges it.  It resolves when all are
+        acknowledged, or when the session ends (False for the unacknowledged ones, which,
+        unlike other unacknowledged messages, are then not handed to ``message/offline``).
+        A stanza not in the queue (never sent) counts as acknowledged."""
+        sm = session.transport
+        if not isinstance(sm, StreamManagement) or sm.ended:
+            return None
+        future = self.loop.create_future()
+        wanted = {id(el) for el in stanzas}
+        position = {id(el): i + 1 for i, el in enumerate(sm.queue) if id(el) in wanted}
+        if not position:
+            future.set_result([True] * len(stanzas))
+            return future
+        offsets = [position.get(id(el), 0) for el in stanzas]
+        ids = set(position)
+        if sm.held is None:
+            sm.held = set()
+        sm.held |= ids
+        if sm.waiters is None:
+            sm.waiters = []
+        sm.waiters.append((sm.acked, offsets, ids, future))
+        return future
 
     def undeliverable(self, stanzas: Iterable[Element]) -> Awaitable | None:
         """Handle stanzas the client never acknowledged as if it were unavailable."""

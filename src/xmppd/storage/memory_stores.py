@@ -7,9 +7,11 @@ item: insertion order is ``seq`` order, since a replaced item is re-inserted at 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from xmppd.storage.base import StorageError
 from xmppd.storage.stores import (
     UNCHANGED,
     ArchiveItem,
@@ -130,7 +132,7 @@ class MemoryArchiveStore(_MemoryStore, ArchiveStore):
     def _log(self, owner: str) -> dict[str, ArchiveItem]:
         return self._table().get(check_owner(owner), {})
 
-    async def append(
+    def _append(
         self,
         owner: str,
         data: bytes,
@@ -141,8 +143,6 @@ class MemoryArchiveStore(_MemoryStore, ArchiveStore):
         limit: int = 0,
         replace: bool = False,
     ) -> ArchiveItem | None:
-        data = check_item_args(data, stamp, with_jid, id, limit)
-        check_owner(owner)
         state = self._state
         log = self._table().setdefault(owner, {})
         replacing = id is not None and id in log
@@ -161,6 +161,43 @@ class MemoryArchiveStore(_MemoryStore, ArchiveStore):
         item = ArchiveItem(id, state.seq, float(stamp), with_jid, data)
         log[id] = item
         return item
+
+    async def append(
+        self,
+        owner: str,
+        data: bytes,
+        *,
+        stamp: float,
+        with_jid: str = "",
+        id: str | None = None,
+        limit: int = 0,
+        replace: bool = False,
+    ) -> ArchiveItem | None:
+        data = check_item_args(data, stamp, with_jid, id, limit)
+        check_owner(owner)
+        return self._append(owner, data, stamp=stamp, with_jid=with_jid, id=id, limit=limit,
+                            replace=replace)
+
+    def start_append(
+        self,
+        owner: str,
+        data: bytes,
+        *,
+        stamp: float,
+        with_jid: str = "",
+        id: str | None = None,
+        limit: int = 0,
+        replace: bool = False,
+    ) -> asyncio.Future[ArchiveItem | None]:
+        data = check_item_args(data, stamp, with_jid, id, limit)
+        check_owner(owner)
+        future: asyncio.Future[ArchiveItem | None] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._append(owner, data, stamp=stamp, with_jid=with_jid, id=id,
+                                           limit=limit, replace=replace))
+        except StorageError as exc:  # ItemExists, closed storage
+            future.set_exception(exc)
+        return future
 
     async def get(self, owner: str, id: str) -> ArchiveItem | None:
         return self._log(owner).get(check_item_id(id))

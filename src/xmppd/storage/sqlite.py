@@ -44,11 +44,19 @@ from typing import Any, TypeVar
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.sqlite_stores import (
+    Append,
     SQLiteArchiveStore,
     SQLiteKeyValueStore,
+    append_batch,
     delete_user_rows,
 )
-from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner, new_item_id
+from xmppd.storage.stores import (
+    ArchiveItem,
+    ArchiveStore,
+    KeyValueStore,
+    check_user_owner,
+    new_item_id,
+)
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
 
@@ -260,6 +268,27 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+def _settle_appends(batch: list[Append], done: asyncio.Future[list[Any]]) -> None:
+    """Give each append of a batch its own outcome (the batch's error if it failed whole);
+    the items are made here, on the loop thread."""
+    if done.cancelled():
+        outcomes: list[Any] = [StorageError("storage closed")] * len(batch)
+    elif done.exception() is not None:
+        outcomes = [done.exception()] * len(batch)
+    else:
+        outcomes = done.result()
+    for a, outcome in zip(batch, outcomes, strict=True):
+        future = a.future
+        if future.cancelled():
+            continue
+        if type(outcome) is int:
+            future.set_result(ArchiveItem(a.id, outcome, a.stamp, a.with_jid, a.data))
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class SQLiteStorage(Storage):
     """:class:`Storage` in one SQLite file (WAL, ``synchronous=FULL``, foreign keys on).
 
@@ -280,6 +309,10 @@ class SQLiteStorage(Storage):
         self.commits = 0
         self._reader: sqlite3.Connection | None = None
         self._reader_thread = 0
+        #: archive appends started in this event-loop iteration (one writer job at its end)
+        self._appends: list[Append] = []
+        #: writer jobs of archive appends (each a batch of them)
+        self.append_batches = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -315,6 +348,7 @@ class SQLiteStorage(Storage):
         thread = self._thread
         if thread is None:
             return
+        self._flush_appends()  # appends started before close() are written
         self._closing = True
         if self._reader is not None:
             self._reader.close()
@@ -438,6 +472,29 @@ class SQLiteStorage(Storage):
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(fn, write, future, loop))
         return await future
+
+    def _append(self, append: Append) -> asyncio.Future[Any]:
+        """Queue an archive append for this iteration's batch; returns its future."""
+        if self._thread is None or self._closing:
+            append.future.set_exception(StorageError("storage is not open"))
+            return append.future
+        appends = self._appends
+        if not appends:
+            append.future.get_loop().call_soon(self._flush_appends)
+        appends.append(append)
+        return append.future
+
+    def _flush_appends(self) -> None:
+        """Hand the appends started so far to the writer thread as one job."""
+        batch = self._appends
+        if not batch:
+            return
+        self._appends = []
+        loop = batch[0].future.get_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        done.add_done_callback(lambda f: _settle_appends(batch, f))
+        self.append_batches += 1
+        self._queue.put(_Job(lambda conn: append_batch(conn, batch), True, done, loop))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A point read: on the reader connection now, else (busy, or called from
