@@ -12,7 +12,29 @@ SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 GEN_PROCS=${GEN_PROCS:-1}
 TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # xmppd-pure: XMPPD_PURE_PYTHON=1
-WORKLOADS=${WORKLOADS:-"throughput latency logins memory"}
+WORKLOADS=${WORKLOADS:-"throughput latency logins memory mam-page resume fanout pep-presence muc muc-join"}
+# Server feature sets, each a fresh server: "plain" (defaults) and any "+"-joined set of sm
+# (clients enable XEP-0198), carbons (clients enable XEP-0280), mam (server archives: xmppd
+# default modules + "mam"; Prosody mod_mam). throughput runs in every set; every other
+# workload once, in the first set that has what it needs (mam-page: mam, resume: sm).
+FEATURES=${FEATURES:-"plain sm+carbons+mam"}
+SM_EVERY=${SM_EVERY:-16}                # throughput --sm: client <r/> every N messages sent
+MAM_FILL=${MAM_FILL:-10000}             # archive size for mam-page (1000000: see README)
+MAM_CLIENTS=${MAM_CLIENTS:-4}
+MAM_PAGE=${MAM_PAGE:-50}
+RESUME_SESSIONS=${RESUME_SESSIONS:-200}
+RESUME_CYCLES=${RESUME_CYCLES:-5}
+FANOUT_SUBS=${FANOUT_SUBS:-1000}        # a list runs each (10000: see README)
+FANOUT_WINDOW=${FANOUT_WINDOW:-1}
+PEP_USERS=${PEP_USERS:-1000}
+PEP_NODES=${PEP_NODES:-3}
+PEP_UPDATES=${PEP_UPDATES:-5}
+MUC_SIZES=${MUC_SIZES:-"10 100 500"}    # occupants per room, one run each
+MUC_ROOMS=${MUC_ROOMS:-1}
+MUC_TALKERS=${MUC_TALKERS:-3}
+MUC_WINDOW=${MUC_WINDOW:-4}
+MUC_JOIN=${MUC_JOIN:-200}               # join storm size (1000: see README)
+PROSODY_ARCHIVE=${PROSODY_ARCHIVE:-internal}   # or "sql" (SQLite through lua-dbi-sqlite3)
 DURATION=${DURATION:-3}                 # s, throughput/latency window (plus WARMUP)
 WARMUP=${WARMUP:-1}
 PAIRS=${PAIRS:-"50 100 500"}
@@ -64,8 +86,28 @@ wait_port() {  # wait_port PORT PID: up to 15 s for the port to accept connectio
 accounts_needed() {
     local n=$MEM_SESSIONS
     for p in $PAIRS $LAT_PAIRS; do [ $((2 * p)) -gt "$n" ] && n=$((2 * p)); done
-    [ "$LOGINS" -gt "$n" ] && n=$LOGINS
+    for m in $LOGINS $RESUME_SESSIONS $PEP_USERS $((MUC_JOIN + 1)); do [ "$m" -gt "$n" ] && n=$m; done
+    for f in $FANOUT_SUBS; do [ $((f + 1)) -gt "$n" ] && n=$((f + 1)); done
+    for m in $MUC_SIZES; do [ $((m * MUC_ROOMS)) -gt "$n" ] && n=$((m * MUC_ROOMS)); done
     echo "$n"
+}
+
+has() {  # has FEATURE FSET: is FEATURE in the "+"-joined set?
+    [[ "+$2+" == *"+$1+"* ]]
+}
+
+needs() {  # needs WORKLOAD: the feature a workload requires ("" for none)
+    case $1 in mam-page) echo mam ;; resume) echo sm ;; *) echo "" ;; esac
+}
+
+wants() {  # wants WORKLOAD FSET: run WORKLOAD in this feature set?
+    local w=$1 fset=$2 need f
+    [ "$w" = throughput ] && return 0
+    need=$(needs "$w")
+    for f in $FEATURES; do  # the first set that has what the workload needs
+        if [ -z "$need" ] || has "$need" "$f"; then [ "$f" = "$fset" ]; return; fi
+    done
+    return 1
 }
 ACCOUNTS=${ACCOUNTS:-$(accounts_needed)}
 
@@ -78,18 +120,60 @@ load() {  # load TARGET PORT [global opts] WORKLOAD [opts]
     local target=$1 port=$2
     shift 2
     taskset -c "$GEN_CPU" "$PY" "$HERE/load.py" --port "$port" --domain "$DOMAIN" --password "$PASSWORD" \
-        --target "$target" --procs "$GEN_PROCS" --json "$OUT" --ceiling "$OUT" "$@" \
+        --target "$target" --procs "$GEN_PROCS" --json "$OUT" --ceiling "$OUT" --features "$FSET" "$@" \
         || echo "!! $target: load.py $* exited with status $?"
 }
 
-run_workloads() {  # run_workloads TARGET PORT
-    local target=$1 port=$2
+fresh() {  # fresh TARGET: restart the server (memory figures need a server that has not grown yet)
+    stop_last
+    "start_${1//-/_}"
+}
+
+run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
+    local target=$1 port=$2 sm=() carbons=()
+    has sm "$FSET" && sm=(--sm --sm-every "$SM_EVERY")
+    has carbons "$FSET" && carbons=(--carbons)
     for w in $WORKLOADS; do
+        wants "$w" "$FSET" || continue
         case $w in
         throughput)
             for p in $PAIRS; do
-                load "$target" "$port" throughput --pairs "$p" -w "$WINDOW" --duration "$DURATION" --warmup "$WARMUP"
+                load "$target" "$port" "${carbons[@]}" throughput --pairs "$p" -w "$WINDOW" \
+                    --duration "$DURATION" --warmup "$WARMUP" "${sm[@]}"
             done ;;
+        mam-page)
+            [ "$target" = stub ] && continue
+            fresh "$target" || return 1  # no backlog of archive writes left by throughput
+            local fill=()  # xmppd: filled by fill_archive.py before it started; Prosody: over XMPP, once
+            if [ "$target" = prosody ] && [ ! -e "$WORK/prosody/filled" ]; then
+                fill=(--fill "$MAM_FILL"); touch "$WORK/prosody/filled"
+            fi
+            load "$target" "$port" mam-page --clients "$MAM_CLIENTS" --page "$MAM_PAGE" --duration "$DURATION" \
+                --warmup "$WARMUP" "${fill[@]}" ;;
+        resume)
+            [ "$target" = stub ] || fresh "$target" || return 1
+            load "$target" "$port" resume -n "$RESUME_SESSIONS" --cycles "$RESUME_CYCLES" -c "$LOGIN_CONC"
+            [ "$target" = stub ] || fresh "$target" || return 1 ;;  # detached sessions linger
+        fanout)
+            [ "$target" = stub ] && continue
+            for f in $FANOUT_SUBS; do
+                load "$target" "$port" fanout --subscribers "$f" -w "$FANOUT_WINDOW" --duration "$DURATION" \
+                    --warmup "$WARMUP" -c "$LOGIN_CONC"
+            done ;;
+        pep-presence)
+            [ "$target" = stub ] && continue
+            fresh "$target" || return 1
+            load "$target" "$port" pep-presence -n "$PEP_USERS" --nodes "$PEP_NODES" --updates "$PEP_UPDATES" \
+                -c "$LOGIN_CONC" ;;
+        muc)
+            [ "$target" = stub ] && continue
+            for m in $MUC_SIZES; do
+                load "$target" "$port" muc --occupants "$m" --rooms "$MUC_ROOMS" --talkers "$MUC_TALKERS" \
+                    -w "$MUC_WINDOW" --duration "$DURATION" --warmup "$WARMUP" -c "$LOGIN_CONC"
+            done ;;
+        muc-join)
+            [ "$target" = stub ] && continue
+            load "$target" "$port" muc-join --occupants "$MUC_JOIN" -c "$LOGIN_CONC" ;;
         latency)
             for r in $LAT_RATE; do
                 load "$target" "$port" latency --pairs "$LAT_PAIRS" --rate "$r" --duration "$DURATION" --warmup "$WARMUP"
@@ -131,8 +215,17 @@ start_prosody() {
             --password "$PASSWORD" --shared-salt
         touch "$dir/provisioned"
     fi
+    local mods=""  # mod_smacks, mod_carbons and mod_mam are core modules in 0.12
+    has sm "$FSET" && mods+=', "smacks"'
+    has carbons "$FSET" && mods+=', "carbons"'
+    has mam "$FSET" && mods+=', "mam"'
     sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$PROSODY_PORT|g" -e "s|@DOMAIN@|$DOMAIN|g" \
-        -e "s|@CERT@|$WORK/cert.pem|g" -e "s|@KEY@|$WORK/key.pem|g" "$HERE/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
+        -e "s|@CERT@|$WORK/cert.pem|g" -e "s|@KEY@|$WORK/key.pem|g" -e "s|@MODULES@|$mods|g" \
+        "$HERE/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
+    if [ "$PROSODY_ARCHIVE" = sql ]; then  # archives in SQLite (needs lua-dbi-sqlite3), like xmppd
+        sed -i 's|^storage = "internal"$|storage = { archive = "sql" }  -- accounts etc.: internal\
+sql = { driver = "SQLite3", database = "archive.sqlite" }|' "$dir/prosody.cfg.lua"
+    fi
     chown -R prosody:prosody "$dir" 2>/dev/null || true
     # Prosody refuses to run as root: drop to the prosody user (setpriv keeps the ulimit).
     local asuser=()
@@ -149,8 +242,15 @@ start_xmppd() {
         return 1
     fi
     port_in_use "$XMPPD_PORT" && { echo "== xmppd: port $XMPPD_PORT already in use (set XMPPD_PORT)"; return 1; }
-    local dir=$WORK/xmppd
+    local dir=$WORK/xmppd modules_toml=""
     mkdir -p "$dir"
+    if has mam "$FSET"; then  # the default set plus mam (docs/CONFIG.md)
+        modules_toml='[modules]
+enabled = ["disco", "ping", "version", "time", "s2s", "component", "message", "roster", "presence",
+           "offline", "blocking", "csi", "sm", "keepalive", "carbons", "muc", "pep", "vcard", "private",
+           "pubsub", "contact", "mam"]
+'
+    fi
     cat >"$dir/xmppd.toml" <<TOML
 [server]
 domains = ["$DOMAIN"]
@@ -166,6 +266,14 @@ allow_plain = true
 max_preauth_connections_per_ip = 1000000
 auth_failed_usernames_per_ip_per_min = 1000000
 rate_limit_bytes_per_s = 0
+max_resources_per_account = 1000   # mam-page: MAM_CLIENTS sessions of one account
+
+$modules_toml
+[modules.muc]                # as Prosody's muc: no per-occupant rate limit, rooms of any size
+max_users = 100000
+max_users_limit = 100000
+message_rate = 0
+max_rooms_per_user = 0
 
 [certificates.$DOMAIN]
 cert = "$WORK/cert.pem"
@@ -178,6 +286,12 @@ TOML
             return 1
         fi
         touch "$dir/provisioned"
+    fi
+    if has mam "$FSET" && [[ " $WORKLOADS " == *" mam-page "* ]] && [ ! -e "$dir/filled" ]; then
+        # The archive is filled through xmppd's storage API while the server is stopped.
+        "$PY" "$HERE/fill_archive.py" --config "$dir/xmppd.toml" --owner "user0@$DOMAIN" \
+            --peer "user1@$DOMAIN" -n "$MAM_FILL" || { echo "== xmppd: archive fill failed"; return 1; }
+        touch "$dir/filled"
     fi
     XMPPD_PURE_PYTHON=${XMPPD_PURE:-0} taskset -c "$SERVER_CPU" "$XMPPD" --config "$dir/xmppd.toml" run \
         >"$dir/stdout.log" 2>&1 &
@@ -202,13 +316,16 @@ stop_last() {  # stop the most recently started server so it does not compete fo
 }
 
 for target in $TARGETS; do
-    case $target in
-    stub) start_stub && { run_workloads stub "$STUB_PORT"; stop_last; } ;;
-    prosody) start_prosody && { run_workloads prosody "$PROSODY_PORT"; stop_last; } ;;
-    xmppd) start_xmppd && { run_workloads xmppd "$XMPPD_PORT"; stop_last; } ;;
-    xmppd-pure) start_xmppd_pure && { run_workloads xmppd-pure "$XMPPD_PORT"; stop_last; } ;;
-    *) echo "unknown target $target" ;;
-    esac
+    for FSET in $FEATURES; do
+        echo "== $target, features $FSET"
+        case $target in
+        stub) start_stub && { run_workloads stub "$STUB_PORT"; stop_last; } ;;
+        prosody) start_prosody && { run_workloads prosody "$PROSODY_PORT"; stop_last; } ;;
+        xmppd) start_xmppd && { run_workloads xmppd "$XMPPD_PORT"; stop_last; } ;;
+        xmppd-pure) start_xmppd_pure && { run_workloads xmppd-pure "$XMPPD_PORT"; stop_last; } ;;
+        *) echo "unknown target $target" ;;
+        esac
+    done
 done
 
 if [ -s "$OUT" ]; then (cd "$HERE" && "$PY" -m loadgen.summary "$OUT"); else echo "no results"; fi

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="server", help="label stored in the JSON (stub, prosody, xmppd)")
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
     p.add_argument("--ceiling", default=None, help="JSONL file holding stub runs (generator ceiling)")
+    p.add_argument("--features", default="plain",
+                   help="label of the server's feature set stored with the run (e.g. sm+carbons+mam)")
+    p.add_argument("--carbons", action="store_true", help="every session enables XEP-0280 carbons after bind")
     sub = p.add_subparsers(dest="workload", required=True)
 
     s = sub.add_parser("logins", help="N logins, at most C handshakes in flight")
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--drain-timeout", type=float, default=10.0)
         if name == "throughput":
             s.add_argument("-w", "--window", type=int, default=16, help="messages in flight per sender")
+            s.add_argument("--sm", action="store_true", help="XEP-0198: enable after bind, answer <r/>")
+            s.add_argument("--sm-every", type=int, default=16,
+                           help="with --sm: send <r/> every N messages sent (0: never)")
         else:
             s.add_argument("-r", "--rate", type=float, default=5000.0, help="offered msg/s, all senders")
 
@@ -70,7 +76,68 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
     s.add_argument("--settle", type=float, default=2.0, help="wait before reading RSS, s")
     s.add_argument("--no-presence", action="store_true")
+
+    # -- feature workloads (benchmarks/loadgen/features.py), one generator process each --------
+    def timed(s: argparse.ArgumentParser, duration: float = 5.0) -> None:
+        s.add_argument("--duration", type=float, default=duration, help="measured window, s")
+        s.add_argument("--warmup", type=float, default=1.0, help="unmeasured lead-in, s")
+        s.add_argument("-c", "--concurrency", type=int, default=100, help="logins in flight at setup")
+        s.add_argument("--drain-timeout", type=float, default=10.0)
+
+    s = sub.add_parser("mam-page", help="MAM: p50/p99 of one page of an archive, closed loop")
+    timed(s)
+    s.add_argument("--clients", type=int, default=4, help="sessions of the owner querying at once")
+    s.add_argument("--page", type=int, default=50, help="RSM max per query")
+    s.add_argument("--owner", type=int, default=0, help="index of the archive's account")
+    s.add_argument("--last-page", action="store_true", help="always the newest page (default: page back)")
+    s.add_argument("--fill", type=int, default=0,
+                   help="first send this many messages to the owner over XMPP (Prosody; xmppd: fill_archive.py)")
+    s.add_argument("--fill-from", type=int, default=1, help="index of the account sending the fill")
+
+    s = sub.add_parser("resume", help="XEP-0198: drop TCP and resume, resumptions/s; detached RSS")
+    s.add_argument("-n", "--sessions", type=int, default=200)
+    s.add_argument("--cycles", type=int, default=5, help="drop+resume cycles per session")
+    s.add_argument("-c", "--concurrency", type=int, default=100)
+    s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
+    s.add_argument("--settle", type=float, default=1.0, help="wait before reading RSS, s")
+
+    s = sub.add_parser("fanout", help="PubSub: one publisher, N subscribers on one node")
+    timed(s)
+    s.add_argument("--subscribers", type=int, default=1000)
+    s.add_argument("-w", "--window", type=int, default=1, help="publishes in flight")
+    s.add_argument("--payload", type=int, default=100, help="bytes of item payload")
+    s.add_argument("--service", default="", help="default pubsub.<domain>")
+
+    s = sub.add_parser("pep-presence", help="M users with caps + PEP nodes: RSS/user, server CPU/presence")
+    s.add_argument("-n", "--sessions", type=int, default=1000)
+    s.add_argument("--nodes", type=int, default=3, help="PEP nodes published per user (at most 6)")
+    s.add_argument("--updates", type=int, default=5, help="presence updates per user in the timed phase")
+    s.add_argument("-c", "--concurrency", type=int, default=100)
+    s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
+    s.add_argument("--settle", type=float, default=1.0)
+    s.add_argument("--drain-timeout", type=float, default=60.0)
+
+    s = sub.add_parser("muc", help="MUC: rooms of S occupants, T talkers: delivered msgs/s, p99")
+    timed(s)
+    s.add_argument("--occupants", type=int, default=100, help="occupants per room")
+    s.add_argument("--talkers", type=int, default=3, help="talkers per room")
+    s.add_argument("--rooms", type=int, default=1)
+    s.add_argument("-w", "--window", type=int, default=4, help="messages in flight per talker")
+    s.add_argument("--body-size", type=int, default=64)
+    s.add_argument("--service", default="", help="default conference.<domain>")
+
+    s = sub.add_parser("muc-join", help="MUC: J occupants join one fresh room at once: joins/s")
+    s.add_argument("--occupants", type=int, default=200)
+    s.add_argument("--join-concurrency", type=int, default=0, help="joins in flight (0: all at once)")
+    s.add_argument("-c", "--concurrency", type=int, default=100, help="logins in flight at setup")
+    s.add_argument("--service", default="", help="default conference.<domain>")
     return p
+
+
+#: Workloads of loadgen/features.py: run in one generator process (rooms/nodes are shared),
+#: except resume, whose sessions are independent (sharded like logins).
+FEATURE = ("mam-page", "resume", "fanout", "pep-presence", "muc", "muc-join")
+SINGLE = ("mam-page", "fanout", "pep-presence", "muc", "muc-join")
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,16 +146,71 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": ("pairs", "window", "duration", "warmup", "body_size"),
         "latency": ("pairs", "rate", "duration", "warmup", "body_size"),
         "memory": ("sessions", "concurrency"),
+        "mam-page": ("clients", "page", "last_page", "duration"),
+        "resume": ("sessions", "cycles", "concurrency"),
+        "fanout": ("subscribers", "window", "payload", "duration"),
+        "pep-presence": ("sessions", "nodes", "updates"),
+        "muc": ("rooms", "occupants", "talkers", "window", "duration"),
+        "muc-join": ("occupants", "join_concurrency"),
     }[args.workload]
     params = {k: getattr(args, k) for k in keys}
-    params.update(tls=args.tls, procs=args.procs)
+    params.update(tls=args.tls, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
+                  carbons=args.carbons)
+    if args.workload == "throughput":
+        params.update(sm=args.sm, sm_every=args.sm_every if args.sm else 0)
     return params
 
 
+def _feature_spec(args: argparse.Namespace, cfg: LoginConfig) -> WorkerSpec:
+    w = args.workload
+    spec = WorkerSpec(workload=w, login=cfg, user_prefix=args.user_prefix, concurrency=max(1, args.concurrency))
+    for k in ("duration", "warmup", "drain_timeout", "body_size", "window"):
+        if hasattr(args, k):
+            setattr(spec, k, getattr(args, k))
+    x = spec.extra
+    if w == "mam-page":
+        x.update(owner=args.owner, clients=args.clients, page=args.page, walk=not args.last_page,
+                 fill=args.fill, fill_from=args.fill_from)
+    elif w == "resume":
+        spec.users = list(range(args.sessions))
+        x.update(cycles=args.cycles)
+    elif w == "fanout":
+        spec.users = list(range(args.subscribers + 1))
+        x.update(window=args.window, payload=args.payload, service=args.service)
+    elif w == "pep-presence":
+        spec.users = list(range(args.sessions))
+        x.update(nodes=args.nodes, updates=args.updates, settle=args.settle, server_pid=args.server_pid)
+    elif w == "muc":
+        spec.users = list(range(args.rooms * args.occupants))
+        x.update(occupants=args.occupants, talkers=min(args.talkers, args.occupants), rooms=args.rooms,
+                 service=args.service)
+    elif w == "muc-join":
+        spec.users = list(range(args.occupants + 1))  # user0 creates the room
+        x.update(join_concurrency=args.join_concurrency or args.occupants, service=args.service)
+    return spec
+
+
 def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
-    presence = not args.no_presence if args.workload == "memory" else args.presence
+    if args.workload in FEATURE:
+        presence = False
+    else:
+        presence = not args.no_presence if args.workload == "memory" else args.presence
+    sm = getattr(args, "sm", False) or args.workload == "resume"
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
-                      tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout)
+                      tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
+                      sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons)
+    if args.workload in FEATURE:
+        spec = _feature_spec(args, cfg)
+        if args.workload in SINGLE or args.procs <= 1:
+            return [spec]
+        procs = args.procs  # resume: shard the sessions
+        specs = []
+        for i in range(procs):
+            part = WorkerSpec(workload=spec.workload, login=cfg, user_prefix=spec.user_prefix,
+                              concurrency=max(1, args.concurrency // procs), extra=dict(spec.extra))
+            part.users = spec.users[i::procs]
+            specs.append(part)
+        return specs
     procs = max(1, args.procs)
     specs = []
     for i in range(procs):
@@ -103,6 +225,7 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
             spec.body_size, spec.drain_timeout = args.body_size, args.drain_timeout
             if args.workload == "throughput":
                 spec.window = args.window
+                spec.sm_every = args.sm_every if args.sm else 0
             else:
                 spec.rate = args.rate / procs
         specs.append(spec)
@@ -128,8 +251,29 @@ def main(argv: list[str] | None = None) -> int:
             memory["rss_after_kib"] = rss_kib(pid)
             memory["ready_errors"] = sum(i.get("errors", 0) for i in infos)
 
+    if args.workload in ("resume", "pep-presence"):
+        pid = args.server_pid or find_pid_by_port(args.port)
+        if pid is None:
+            print(f"note: no process found listening on port {args.port}: no RSS/CPU figures", file=sys.stderr)
+        specs[0].extra["server_pid"] = pid
+        if args.workload == "resume" and pid is not None:
+            memory.update(server_pid=pid, rss_before_kib=rss_kib(pid))
+
+            def on_ready(infos: list[dict[str, Any]]) -> None:
+                time.sleep(args.settle)
+                memory["rss_attached_kib"] = rss_kib(pid)
+    if args.workload in SINGLE and args.procs > 1:
+        print(f"note: {args.workload} runs in one generator process (--procs ignored)", file=sys.stderr)
     infos, results = run_workers(specs, use_uvloop=not args.no_uvloop, on_ready=on_ready)
     figures = aggregate(args.workload, infos, results)
+    if args.workload == "resume" and memory:
+        time.sleep(args.settle)  # the server notices the dropped connections and detaches
+        memory["rss_detached_kib"] = rss_kib(memory["server_pid"])
+        n = figures["sessions"]
+        for state in ("attached", "detached"):
+            kib = memory[f"rss_{state}_kib"] - memory["rss_before_kib"]
+            figures[f"{state}_bytes_per_session"] = kib * 1024 / n if n else 0.0
+        figures.update(memory)
     if args.workload == "memory":
         delta = memory["rss_after_kib"] - memory["rss_before_kib"]
         figures.update(memory)

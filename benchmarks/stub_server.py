@@ -104,7 +104,7 @@ class StubSession(asyncio.Protocol):
                 if to is not None:
                     n = chunk.count(b"<message")
                     if (chunk.count(END) == n and chunk.count(to.group(0)) == n and b"<presence" not in chunk
-                            and b"<iq" not in chunk and b"</stream" not in chunk):
+                            and b"<iq" not in chunk and b"</stream" not in chunk and b"urn:xmpp:sm:3" not in chunk):
                         target = self.stub.routes.get(to.group(2))
                         if target is not None and target.transport is not None:
                             target.transport.write(chunk)
@@ -170,6 +170,23 @@ class StubSession(asyncio.Protocol):
             self._auth(elem)
         elif name == b"response":
             self._response(elem)
+        elif name == b"enable" and b"urn:xmpp:sm:3" in elem:
+            # XEP-0198 with resumption, without acknowledgement bookkeeping (<r/> and <a/> are
+            # ignored): enough for the generator's --sm and resume workloads.
+            self._send(b"<enabled xmlns='urn:xmpp:sm:3' id='" + self.jid.hex().encode() + b"' resume='true'/>")
+        elif name == b"resume" and b"urn:xmpp:sm:3" in elem:
+            previd = re.search(rb"""previd=(['"])([^'"]+)\1""", elem)
+            jid = bytes.fromhex(previd.group(2).decode()) if previd else b""
+            if not jid or b"/" not in jid:
+                self._send(b"<failed xmlns='urn:xmpp:sm:3'><item-not-found "
+                           b"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+                return
+            self.jid = jid
+            self.stub.routes[jid] = self
+            self.stub.routes[jid.split(b"/", 1)[0]] = self
+            self._send(b"<resumed xmlns='urn:xmpp:sm:3' h='0' previd='" + previd.group(2) + b"'/>")
+        elif name == b"r" and b"urn:xmpp:sm:3" in elem:
+            self._send(b"<a xmlns='urn:xmpp:sm:3' h='0'/>")
         elif name == b"starttls" and self.stub.tls is not None:
             self._send(f"<proceed xmlns='{NS_TLS}'/>".encode())
             asyncio.ensure_future(self._start_tls())

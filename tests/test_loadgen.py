@@ -126,3 +126,138 @@ def test_prosody_account_file_matches_prosodyctl(tmp_path: Path) -> None:
                                     shared_salt=True, owner=None)
     assert n == 3
     assert sorted(os.listdir(tmp_path / "example%2ecom" / "accounts")) == ["u0.dat", "u1.dat", "u2.dat"]
+
+
+# -- feature workloads (issues 12-14) ----------------------------------------------------------
+
+def test_throughput_sm_carbons_against_stub(stub: int, tmp_path: Path) -> None:
+    record = _run(stub, tmp_path, "--carbons", "--features", "sm+carbons", "throughput", "--sm",
+                  "--sm-every", "4", "--pairs", "3", "--duration", "0.4", "--warmup", "0.1")
+    res = record["results"]
+    assert res["lost"] == 0 and res["received"] > 0
+    assert record["params"]["sm"] is True and record["params"]["features"] == "sm+carbons"
+
+
+def test_resume_against_stub(stub: int, tmp_path: Path) -> None:
+    record = _run(stub, tmp_path, "resume", "-n", "8", "--cycles", "2", "--settle", "0.05")
+    res = record["results"]
+    assert res["ok"] == 16 and res["errors"] == 0 and res["resumptions_per_s"] > 0
+    assert res["rss_detached_kib"] > 0  # the stub found by its port
+
+
+XMPPD_USERS = 24
+
+
+@pytest.fixture(scope="module")
+def xmppd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An in-process xmppd with the default modules plus mam, benchmark limits, accounts
+    user0..user23 (password "bench")."""
+    pytest.importorskip("xmppd")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from support import ServerThread
+
+    from xmppd.core.config import Limits
+
+    modules = ("disco", "ping", "message", "roster", "presence", "offline", "sm", "carbons", "muc", "pep",
+               "pubsub", "mam")
+    srv = ServerThread(tmp_path_factory.mktemp("xmppd"), {f"user{i}": "bench" for i in range(XMPPD_USERS)},
+                       {"require_encryption": False, "allow_plain": True, "modules_enabled": modules,
+                        "limits": Limits(rate_limit_bytes_per_s=0, max_preauth_connections_per_ip=10000,
+                                         auth_failed_usernames_per_ip_per_min=10000),
+                        "modules_options": {"muc": {"message_rate": 0, "max_rooms_per_user": 0}}})
+    srv.start()
+    yield srv.port
+    srv.stop()
+
+
+def _xrun(port: int, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "x.jsonl"
+    rc = load.main(["--port", str(port), "--target", "xmppd", "--json", str(out), *args])
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert rc == 0, record
+    return record
+
+
+def test_xmppd_throughput_sm_with_archive(xmppd: int, tmp_path: Path) -> None:
+    # Regression: a client <r/> while archive writes were pending closed the stream.
+    record = _xrun(xmppd, tmp_path, "--carbons", "throughput", "--sm", "--sm-every", "2", "--pairs", "2",
+                   "--duration", "0.4", "--warmup", "0.1")
+    assert record["results"]["lost"] == 0 and record["results"]["received"] > 0
+
+
+def test_xmppd_mam_page(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "mam-page", "--fill", "120", "--owner", "10", "--fill-from", "11",
+                   "--clients", "2", "--page", "50", "--duration", "0.4", "--warmup", "0.1")
+    res = record["results"]
+    assert res["queries"] > 0 and res["errors"] == 0 and res["p50_ms"] > 0 and res["items_per_s"] > 0
+
+
+def test_xmppd_resume(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "resume", "-n", "4", "--cycles", "2", "--settle", "0.05")
+    assert record["results"]["ok"] == 8 and record["results"]["errors"] == 0
+
+
+def test_xmppd_fanout(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "fanout", "--subscribers", "6", "--duration", "0.4", "--warmup", "0.1")
+    res = record["results"]
+    assert res["lost"] == 0 and res["notifications_per_s"] > 0 and res["publish_p50_ms"] > 0
+
+
+def test_xmppd_pep_presence(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "pep-presence", "-n", "5", "--nodes", "2", "--updates", "2",
+                   "--settle", "0.05")
+    res = record["results"]
+    assert res["pongs"] == 5 and res["presences"] == 10 and res["cpu_us_per_presence"] is not None
+
+
+def test_xmppd_muc(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "muc", "--occupants", "6", "--talkers", "2", "--rooms", "2",
+                   "--duration", "0.4", "--warmup", "0.1")
+    res = record["results"]
+    assert res["lost"] == 0 and res["msgs_per_s"] > 0 and res["p99_ms"] > 0
+
+
+def test_xmppd_muc_join(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "muc-join", "--occupants", "10")
+    assert record["results"]["ok"] == 10 and record["results"]["joins_per_s"] > 0
+
+
+def test_fill_archive(tmp_path: Path) -> None:
+    pytest.importorskip("xmppd")
+    import asyncio
+
+    import fill_archive
+
+    from xmppd.core.config import load as load_config
+    from xmppd.storage import open_storage
+
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert fill_archive.main(["--config", str(cfg), "-n", "250", "--batch", "100"]) == 0
+
+    async def count() -> int:
+        storage = await open_storage(load_config(str(cfg)).storage_url)
+        try:
+            return await storage.open_store("mam", "archive").count("user0@localhost")
+        finally:
+            await storage.close()
+
+    assert asyncio.run(count()) == 250
+
+
+def test_summary_rows_per_feature_set() -> None:
+    from loadgen.summary import summarize
+
+    def rec(target: str, features: str, value: float) -> dict:
+        return {"target": target, "workload": "throughput", "results": {"msgs_per_s": value, "lost": 0},
+                "params": {"pairs": 5, "window": 16, "tls": False, "features": features}}
+
+    text = summarize([rec("prosody", "plain", 10.0), rec("xmppd", "plain", 20.0),
+                      rec("prosody", "sm+carbons+mam", 5.0), rec("xmppd", "sm+carbons+mam", 20.0)])
+    assert "features=plain" in text and "features=sm+carbons+mam" in text
+    assert "2.00x" in text and "4.00x" in text
+
+
+def test_resume_two_processes(stub: int, tmp_path: Path) -> None:
+    record = _run(stub, tmp_path, "--procs", "2", "resume", "-n", "6", "--cycles", "2", "--settle", "0.05")
+    assert record["results"]["ok"] == 12 and record["params"]["procs"] == 2

@@ -26,6 +26,11 @@ _STREAM_ERROR = re.compile(rb"<(?:[\w.-]+:)?error\b.*?</(?:[\w.-]+:)?error>", re
 _MECHANISM = re.compile(rb"<mechanism>\s*([^<\s]+)\s*</mechanism>")
 _JID = re.compile(rb"<jid>([^<]+)</jid>")
 _SESSION = re.compile(rb"<session\b[^>]*?(?:/>|>(.*?)</session>)", re.S)
+_SM_REPLY = re.compile(rb"<(enabled|resumed|failed)\b[^>]*?(?:/>|>.*?</\1>)", re.S)
+_SM_ID = re.compile(rb"""\bid=(['"])([^'"]+)\1""")
+
+SM_NS = "urn:xmpp:sm:3"
+SM_REQUEST = b"<r xmlns='urn:xmpp:sm:3'/>"
 
 CLOSE = b"</stream:stream>"
 
@@ -64,6 +69,9 @@ class LoginConfig:
     resource: str = "load"
     mechanism: str | None = None  # force one SASL mechanism; None picks the best offered
     timeout: float = 30.0
+    sm: bool = False  # XEP-0198: <enable/> after bind
+    sm_resume: bool = False  # ... with resume='true'
+    carbons: bool = False  # XEP-0280: enable carbons after bind (and after <enabled/>)
 
 
 def _choose_mechanism(offered: list[str], forced: str | None) -> str:
@@ -79,6 +87,7 @@ def _choose_mechanism(offered: list[str], forced: str | None) -> str:
 
 _WAIT_FOR: dict[str, re.Pattern[bytes]] = {
     "features": _FEATURES, "proceed": _TLS_REPLY, "sasl": _SASL_REPLY, "bind": _IQ, "session": _IQ,
+    "sm": _SM_REPLY, "resume": _SM_REPLY, "carbons": _IQ,
 }
 
 
@@ -86,8 +95,13 @@ class Session(asyncio.Protocol):
     """One client connection: login state machine, then ``on_data`` for the workload."""
 
     def __init__(self, cfg: LoginConfig, user: str, tls_ctx: ssl.SSLContext | None,
-                 done: asyncio.Future[Session]) -> None:
+                 done: asyncio.Future[Session], resource: str | None = None,
+                 resume: tuple[str, int] | None = None) -> None:
         self.cfg = cfg
+        self.resource = resource or cfg.resource
+        self.resume = resume  # (previd, h): resume this SM session instead of binding
+        self.sm_id = ""  # SM-ID from <enabled/> (resumable sessions)
+        self.h_base = 0  # stanzas received between <enabled/> and the end of login (XEP-0198 h)
         self.user = user
         self.tls_ctx = tls_ctx
         self.done = done
@@ -160,13 +174,17 @@ class Session(asyncio.Protocol):
 
     def _on_features(self, match: re.Match[bytes]) -> None:
         features = match.group(0)
-        if self.authed:
+        if self.authed and self.resume is not None:
+            previd, h = self.resume
+            self.send(f"<resume xmlns='{SM_NS}' h='{h}' previd='{previd}'/>".encode())
+            self.state = "resume"
+        elif self.authed:
             self.session_required = False
             required = _SESSION.search(features)
             if required is not None and b"optional" not in (required.group(1) or b""):
                 self.session_required = True
             self.send(b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                      b"<resource>" + self.cfg.resource.encode() + b"</resource></bind></iq>")
+                      b"<resource>" + self.resource.encode() + b"</resource></bind></iq>")
             self.state = "bind"
         elif self.cfg.tls and not self.secure:
             if b"starttls" not in features:
@@ -242,10 +260,49 @@ class Session(asyncio.Protocol):
             self.send(b"<iq type='set' id='sess1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
             self.state = "session"
         else:
-            self._finish()
+            self._after_bind()
 
     def _on_session(self, match: re.Match[bytes]) -> None:
+        self._after_bind()
+
+    def _after_bind(self) -> None:
+        if self.cfg.sm:
+            resume = " resume='true'" if self.cfg.sm_resume else ""
+            self.send(f"<enable xmlns='{SM_NS}'{resume}/>".encode())
+            self.state = "sm"
+        else:
+            self._after_sm()
+
+    def _on_sm(self, match: re.Match[bytes]) -> None:
+        if match.group(1) != b"enabled":
+            raise XmppError(f"stream management refused for {self.user}: {match.group(0)[:200]!r}")
+        sm_id = _SM_ID.search(match.group(0))
+        self.sm_id = sm_id.group(2).decode() if sm_id else ""
+        if self.cfg.sm_resume and not self.sm_id:
+            raise XmppError("server enabled stream management without resumption")
+        self._after_sm()
+
+    def _after_sm(self) -> None:
+        if self.cfg.carbons:
+            self.send(b"<iq type='set' id='carb1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            self.state = "carbons"
+        else:
+            self._finish()
+
+    def _on_carbons(self, match: re.Match[bytes]) -> None:
+        reply = match.group(0)
+        if b"type='result'" not in reply and b'type="result"' not in reply:
+            raise XmppError(f"carbons refused for {self.user}: {reply[:200]!r}")
+        if self.cfg.sm:
+            self.h_base += 1  # the iq result counts towards h
         self._finish()
+
+    def _on_resume(self, match: re.Match[bytes]) -> None:
+        if match.group(1) != b"resumed":
+            raise XmppError(f"resumption failed for {self.user}: {match.group(0)[:200]!r}")
+        self.sm_id = self.resume[0] if self.resume else ""
+        self.state = "online"
+        self.done.set_result(self)
 
     def _finish(self) -> None:
         self.state = "online"
@@ -254,11 +311,14 @@ class Session(asyncio.Protocol):
         self.done.set_result(self)
 
 
-async def login(cfg: LoginConfig, user: str, tls_ctx: ssl.SSLContext | None = None) -> Session:
-    """Connect and log ``user`` in (STARTTLS, SASL, bind, session, presence); return the session."""
+async def login(cfg: LoginConfig, user: str, tls_ctx: ssl.SSLContext | None = None, *,
+                resource: str | None = None, resume: tuple[str, int] | None = None) -> Session:
+    """Connect and log ``user`` in (STARTTLS, SASL, bind, session, SM, carbons, presence);
+    with ``resume=(previd, h)`` resume that XEP-0198 session instead of binding."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
-    _, session = await loop.create_connection(lambda: Session(cfg, user, tls_ctx, done), cfg.host, cfg.port)
+    _, session = await loop.create_connection(
+        lambda: Session(cfg, user, tls_ctx, done, resource, resume), cfg.host, cfg.port)
     timer = loop.call_later(cfg.timeout, session.fail, XmppError(f"login timeout for {user}"))
     try:
         return await done

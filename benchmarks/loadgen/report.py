@@ -14,15 +14,31 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "throughput": ("msgs_per_s", True),
     "latency": ("p50_ms", False),
     "memory": ("bytes_per_session", False),
+    "mam-page": ("p50_ms", False),
+    "resume": ("resumptions_per_s", True),
+    "fanout": ("notifications_per_s", True),
+    "pep-presence": ("bytes_per_user", False),
+    "muc": ("msgs_per_s", True),
+    "muc-join": ("joins_per_s", True),
 }
 
 #: Parameters that must match for a stub run to serve as this run's ceiling.
 _CEILING_KEYS: dict[str, tuple[str, ...]] = {
     "logins": ("tls", "concurrency"),
-    "throughput": ("tls", "pairs", "window", "body_size", "procs"),
+    "throughput": ("tls", "pairs", "window", "body_size", "procs", "sm", "sm_every"),
     "latency": ("tls", "pairs", "rate", "procs"),
     "memory": (),
+    "mam-page": ("tls", "clients", "page", "last_page"),
+    "resume": ("tls", "sessions", "concurrency"),
+    "fanout": ("tls", "subscribers", "window"),
+    "pep-presence": (),
+    "muc": ("tls", "rooms", "occupants", "talkers", "window"),
+    "muc-join": ("tls", "occupants"),
 }
+#: Parameter values of records written before the parameter existed.
+_OFF: dict[str, Any] = {"sm": False, "sm_every": 0}
+#: Workloads whose headline is not a rate the stub can bound (memory-like figures).
+_NO_CEILING = ("memory", "pep-presence")
 
 
 def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -56,6 +72,68 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
         out["rate_sustained"] = out["drain_s"] < 1.0
     elif workload == "memory":
         out = {"sessions": sum(r["sessions"] for r in results), "errors": sum(r["errors"] for r in results)}
+    elif workload == "resume":
+        merged = {k: sum(r[k] for r in results) for k in ("ok", "errors", "sessions")}
+        merged.update(elapsed=max(r["elapsed"] for r in results),
+                      resume_times=[t for r in results for t in r["resume_times"]],
+                      error_samples=[e for r in results for e in r["error_samples"]])
+        out = _aggregate_feature(workload, merged)
+    else:
+        out = _aggregate_feature(workload, results[0])
+    return out
+
+
+def _kib_per(after: int | None, before: int | None, n: int) -> float | None:
+    if after is None or before is None or not n:
+        return None
+    return (after - before) * 1024 / n
+
+
+def _aggregate_feature(workload: str, r: dict[str, Any]) -> dict[str, Any]:
+    """Figures of the single-process feature workloads (loadgen/features.py)."""
+    out: dict[str, Any] = {}
+    if workload == "mam-page":
+        lat = [ns / 1e6 for ns in r["latencies_ns"]]
+        out = {f"{k}_ms": v for k, v in percentiles(lat).items()}
+        out.update({"queries_per_s": r["queries"] / r["window_s"] if r["window_s"] else 0.0,
+                    "items_per_s": r["items"] / r["window_s"] if r["window_s"] else 0.0,
+                    "queries": r["queries"], "errors": r["errors"], "fill_s": r["fill_s"]})
+    elif workload == "resume":
+        times = [t * 1e3 for t in r["resume_times"]]
+        out = {"resumptions_per_s": r["ok"] / r["elapsed"] if r["elapsed"] else 0.0, "ok": r["ok"],
+               "errors": r["errors"], "elapsed_s": r["elapsed"]}
+        out.update({f"resume_{k}_ms": v for k, v in percentiles(times).items()})
+        out["sessions"] = r["sessions"]  # RSS figures: added by load.py (read from the parent)
+        if r["error_samples"]:
+            out["error_samples"] = r["error_samples"][:3]
+    elif workload == "fanout":
+        lat = [ns / 1e6 for ns in r["latencies_ns"]]
+        out = {"notifications_per_s": r["delivered"] / r["window_s"] if r["window_s"] else 0.0,
+               "items_per_s": r["items_done"] / r["window_s"] if r["window_s"] else 0.0}
+        out.update({f"publish_{k}_ms": v for k, v in percentiles(lat).items()})
+        out.update({k: r[k] for k in ("subscribers", "published", "received", "lost", "drain_s")})
+    elif workload == "pep-presence":
+        n = r["sessions"]
+        out = {"bytes_per_user": _kib_per(r["rss_full_kib"], r["rss_before_kib"], n),
+               "pep_caps_bytes_per_user": _kib_per(r["rss_full_kib"], r["rss_sessions_kib"], n),
+               "presences_per_s": r["presences"] / r["elapsed"] if r["elapsed"] else 0.0,
+               "cpu_us_per_presence": (r["server_cpu_s"] * 1e6 / r["presences"]
+                                       if r["server_cpu_s"] is not None and r["presences"] else None)}
+        out.update({k: r[k] for k in ("sessions", "presences", "pongs", "server_cpu_s", "disco_answered",
+                                       "presences_received", "rss_before_kib", "rss_full_kib")})
+        out["errors"] = n - r["pongs"]
+    elif workload == "muc":
+        lat = [ns / 1e6 for ns in r["latencies_ns"]]
+        out = {"msgs_per_s": r["delivered"] / r["window_s"] if r["window_s"] else 0.0}
+        out.update({f"{k}_ms": v for k, v in percentiles(lat).items()})
+        out.update({k: r[k] for k in ("delivered", "sent", "echoed", "lost", "drain_s")})
+    elif workload == "muc-join":
+        times = [t * 1e3 for t in r["join_times"]]
+        out = {"joins_per_s": r["ok"] / r["elapsed"] if r["elapsed"] else 0.0, "ok": r["ok"],
+               "errors": r["errors"], "elapsed_s": r["elapsed"]}
+        out.update({f"join_{k}_ms": v for k, v in percentiles(times).items()})
+        if r["error_samples"]:
+            out["error_samples"] = r["error_samples"][:3]
     return out
 
 
@@ -72,7 +150,7 @@ def find_ceiling(path: str | None, record: dict[str, Any]) -> dict[str, Any] | N
             continue
         if rec.get("target") != "stub" or rec.get("workload") != record["workload"]:
             continue
-        if all(rec["params"].get(k) == record["params"].get(k) for k in keys):
+        if all(rec["params"].get(k, _OFF.get(k)) == record["params"].get(k, _OFF.get(k)) for k in keys):
             best = rec
     return best
 
@@ -81,7 +159,7 @@ def attach_ceiling(record: dict[str, Any], ceiling: dict[str, Any] | None) -> No
     """Add ``ceiling`` and the ``generator_bound`` flag (result within 2x of the ceiling)."""
     metric, bigger_better = HEADLINE[record["workload"]]
     value = record["results"].get(metric)
-    if ceiling is None or value is None or record["workload"] == "memory":
+    if ceiling is None or value is None or record["workload"] in _NO_CEILING:
         return
     limit = ceiling["results"].get(metric)
     if not limit:

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .features import FEATURE_WORKLOADS
 from .workloads import WORKLOADS, WorkerSpec
+
+ALL_WORKLOADS = {**WORKLOADS, **FEATURE_WORKLOADS}
 
 
 def rss_kib(pid: int) -> int:
@@ -77,7 +80,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection, use_uvloop: bool) -> None:
                     go.set_exception(RuntimeError("aborted by parent"))
 
         loop.add_reader(conn.fileno(), on_parent)
-        result = await WORKLOADS[spec.workload](spec, lambda info: conn.send(("ready", info)), go)
+        result = await ALL_WORKLOADS[spec.workload](spec, lambda info: conn.send(("ready", info)), go)
         conn.send(("result", result))
 
     try:

@@ -12,13 +12,24 @@ from typing import Any
 from .report import HEADLINE
 
 _ROW_KEYS = {
-    "throughput": ("pairs", "window", "tls"),
+    "throughput": ("features", "pairs", "window", "tls"),
     "latency": ("pairs", "rate", "tls"),
     "logins": ("sessions", "concurrency", "tls"),
     "memory": ("sessions", "tls"),
+    "mam-page": ("features", "clients", "page"),
+    "resume": ("features", "sessions", "tls"),
+    "fanout": ("features", "subscribers", "window"),
+    "pep-presence": ("features", "sessions", "nodes"),
+    "muc": ("features", "rooms", "occupants", "talkers"),
+    "muc-join": ("features", "occupants"),
 }
+#: Older records have no "features" (plain) or "sm"/"carbons" (off): rows stay comparable.
+_DEFAULTS = {"features": "plain", "sm": False, "carbons": False}
 _EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"), "throughput": ("lost",),
-          "logins": ("errors",)}
+          "logins": ("errors",), "mam-page": ("p99_ms", "queries_per_s"),
+          "resume": ("errors", "detached_bytes_per_session"), "fanout": ("publish_p99_ms", "lost"),
+          "pep-presence": ("cpu_us_per_presence", "presences_per_s", "errors"), "muc": ("p99_ms", "lost"),
+          "muc-join": ("errors", "join_p99_ms")}
 
 
 def _fmt(value: Any) -> str:
@@ -34,12 +45,12 @@ def summarize(records: list[dict[str, Any]]) -> str:
     targets: list[str] = []
     rows: dict[tuple[str, tuple[Any, ...]], dict[str, dict[str, Any]]] = {}
     for rec in records:
-        keys = tuple(rec["params"].get(k) for k in _ROW_KEYS[rec["workload"]])
+        keys = tuple(rec["params"].get(k, _DEFAULTS.get(k)) for k in _ROW_KEYS[rec["workload"]])
         rows.setdefault((rec["workload"], keys), {})[rec["target"]] = rec
         if rec["target"] not in targets:
             targets.append(rec["target"])
     lines = []
-    header = f"{'workload':<11}{'params':<36}{'metric':<18}" + "".join(f"{t:>14}" for t in targets)
+    header = f"{'workload':<13}{'params':<58}{'metric':<28}" + "".join(f"{t:>14}" for t in targets)
     if "xmppd" in targets and "prosody" in targets:
         header += f"{'xmppd/prosody':>15}"
     lines.append(header)
@@ -54,9 +65,11 @@ def summarize(records: list[dict[str, Any]]) -> str:
                 value = rec["results"].get(m) if rec else None
                 flag = "*" if m == metric and rec and rec.get("generator_bound") else " "
                 cells.append(f"{_fmt(value):>13}{flag}")
-            line = f"{workload if m == metric else '':<11}{params if m == metric else '':<36}{m:<18}" + "".join(cells)
+            line = (f"{workload if m == metric else '':<13}{params if m == metric else '':<58}{m:<28}"
+                    + "".join(cells))
             x, p = by_target.get("xmppd"), by_target.get("prosody")
-            if x and p and p["results"].get(m) and not isinstance(p["results"][m], bool) and m != "loadavg_1m":
+            if (x and p and p["results"].get(m) and not isinstance(p["results"][m], bool) and m != "loadavg_1m"
+                    and isinstance(x["results"].get(m), (int, float))):
                 line += f"{x['results'].get(m, 0) / p['results'][m]:>14.2f}x"
             lines.append(line)
     lines.append("* generator-bound: within 2x of the generator's ceiling measured against the stub")

@@ -40,6 +40,8 @@ class WorkerSpec:
     rate: float = 0.0  # this worker's share of the offered rate (latency)
     drain_timeout: float = 10.0
     warm_logins: bool = True
+    sm_every: int = 0  # throughput --sm: the generator sends <r/> every N messages (0: never)
+    extra: dict[str, Any] = field(default_factory=dict)  # feature workloads' options
 
 
 def percentiles(samples: list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:
@@ -166,10 +168,16 @@ async def run_throughput(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> 
     pairs, _ = await _pairs(spec)
     state = _RunState()
     body = b"x" * spec.body_size
-    flows: list[_Flow] = []
+    flows: list[Any] = []
     for a, b in pairs:
         for sender, receiver in ((a, b), (b, a)):
-            flow = _Flow(sender, _message(receiver.jid, body), state)
+            msg = _message(receiver.jid, body)
+            if spec.login.sm:
+                from .features import SmFlow
+
+                flow: Any = SmFlow(sender, receiver, msg, state, spec.sm_every)
+            else:
+                flow = _Flow(sender, msg, state)
             receiver.on_data = flow.on_data
             flows.append(flow)
     ready({"sessions": 2 * len(pairs), "pbkdf2_runs": cache_size()})
@@ -286,3 +294,4 @@ WORKLOADS: dict[str, Callable[[WorkerSpec, Ready, Awaitable[Any]], Awaitable[dic
     "latency": run_latency,
     "memory": run_memory,
 }
+

@@ -202,9 +202,10 @@ class StreamManagement:
             return None
         return self._ack_when_settled(h)
 
-    async def _ack_when_settled(self, h: int) -> None:
+    async def _ack_when_settled(self, h: int) -> bool:
         await self.session.settled()
         self._send_a(h)
+        return True  # handled: stream_extension treats anything else as an unexpected <r/>
 
     def _send_a(self, h: int) -> None:
         if self.stream is not None:
