@@ -454,3 +454,21 @@ def test_offline_messages_partly_acknowledged_keep_the_rest(make_server):
     again.login("bob", "secret", resource="laptop")
     again.send("<presence/>")
     assert bodies(ping(again)) == ["o2"]
+
+
+def test_r_while_archive_writes_are_pending_is_answered_after_them(make_server):
+    """With the archive on, an <r/> right behind a message (same packet) waits for the
+    archive write and is then answered; it must not end the stream as an unknown element."""
+    from xmppd.core.manager import DEFAULT_MODULES
+
+    server = make_server(users=USERS, allow_plain=True,
+                         modules_enabled=(*DEFAULT_MODULES, "mam"),
+                         modules_options={"sm": QUIET})
+    alice = RawClient(server.port)
+    alice.login("alice", "secret", resource="r")
+    bob, _ = sm_client(server)
+    bob.send(f"<message to='alice@localhost/r' type='chat'><body>kept</body></message>"
+             f"<r xmlns='{SM}'/>")
+    answer = bob.read_until(r"<a [^>]*/>|</stream:stream>")
+    assert "h='1'" in answer and "stream:error" not in answer
+    assert "kept" in alice.read_until("kept</body>")
