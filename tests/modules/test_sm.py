@@ -457,18 +457,31 @@ def test_offline_messages_partly_acknowledged_keep_the_rest(make_server):
 
 
 def test_r_while_archive_writes_are_pending_is_answered_after_them(make_server):
-    """With the archive on, an <r/> right behind a message (same packet) waits for the
-    archive write and is then answered; it must not end the stream as an unknown element."""
+    """With the archive on, an <r/> behind a message whose archive write is still pending
+    is answered once the write is done: not before, and not with a stream error."""
     from xmppd.core.manager import DEFAULT_MODULES
 
     server = make_server(users=USERS, allow_plain=True,
                          modules_enabled=(*DEFAULT_MODULES, "mam"),
                          modules_options={"sm": QUIET})
+    archive = server.server.modules.loaded["mam"].module.archive
+    real, held = archive.start_append, []
+
+    def start_append(*args, **kwargs):  # the write completes only when the test says so
+        held.append(server.loop.create_future())
+        real(*args, **kwargs)
+        return held[-1]
+
+    archive.start_append = start_append
     alice = RawClient(server.port)
     alice.login("alice", "secret", resource="r")
     bob, _ = sm_client(server)
-    bob.send(f"<message to='alice@localhost/r' type='chat'><body>kept</body></message>"
-             f"<r xmlns='{SM}'/>")
+    say(bob, "alice@localhost/r", "kept")
+    assert "kept" in alice.read_until("kept</body>")
+    bob.send(f"<r xmlns='{SM}'/>")
+    with pytest.raises(TimeoutError):
+        bob.read_until(r"<a [^>]*/>", timeout=0.5)  # not acknowledged while not durable
+    server.loop.call_soon_threadsafe(lambda: [f.set_result(None) for f in held])
     answer = bob.read_until(r"<a [^>]*/>|</stream:stream>")
     assert "h='1'" in answer and "stream:error" not in answer
-    assert "kept" in alice.read_until("kept</body>")
+    ping(bob, "still-open")  # the stream goes on (no unsupported-stanza-type after the <a/>)
