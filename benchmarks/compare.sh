@@ -244,13 +244,13 @@ start_xmppd() {
     port_in_use "$XMPPD_PORT" && { echo "== xmppd: port $XMPPD_PORT already in use (set XMPPD_PORT)"; return 1; }
     local dir=$WORK/xmppd modules_toml=""
     mkdir -p "$dir"
-    if has mam "$FSET"; then  # the default set plus mam (docs/CONFIG.md)
-        modules_toml='[modules]
-enabled = ["disco", "ping", "version", "time", "s2s", "component", "message", "roster", "presence",
-           "offline", "blocking", "csi", "sm", "keepalive", "carbons", "muc", "pep", "vcard", "private",
-           "pubsub", "contact", "mam"]
-'
-    fi
+    # XMPPD_MODULES (names, space-separated) replaces the default module set, e.g. to
+    # measure the core with the modules an older version had; the mam feature set adds mam.
+    local modules=${XMPPD_MODULES:-$("$PY" -c 'from xmppd.core.manager import DEFAULT_MODULES as m; print(*m)')}
+    has mam "$FSET" && modules+=" mam"
+    modules_toml="[modules]
+enabled = [$(printf '"%s", ' $modules | sed 's/, $//')]
+"
     cat >"$dir/xmppd.toml" <<TOML
 [server]
 domains = ["$DOMAIN"]
