@@ -196,7 +196,7 @@ class ModuleManager:
         if missing:
             raise ValueError(f"module {name!r} needs {', '.join(missing)} loaded first")
         opts = validate_options(cls, {}) if options is None else dict(options)
-        api = ModuleAPI(self._core, name, slot=self._free_slot(), options=opts)
+        api = ModuleAPI(self._core, name, options=opts, new_slot=self._free_slot)
         module = cls()
         try:
             module.load(api)
@@ -225,5 +225,5 @@ class ModuleManager:
 
     def _free_slot(self) -> int:
         # A slot is reused only after its module unloaded (which cleared it everywhere).
-        used = {entry.api.slot for entry in self.loaded.values()}
+        used = {entry.api.slot for entry in self.loaded.values()} - {None}
         return next(i for i in range(len(used) + 1) if i not in used)

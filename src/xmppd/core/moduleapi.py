@@ -32,11 +32,16 @@ class ModuleAPI:
     """One loaded module's connection to the core."""
 
     def __init__(
-        self, core: Server, name: str, slot: int = 0, options: Mapping[str, Any] | None = None
+        self, core: Server, name: str, slot: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        new_slot: Callable[[], int] | None = None,
     ) -> None:
         self._core = core
         self.name = name
-        self.slot = slot  # this module's index into each session's state list
+        # This module's index into each session's state list, given on first use: only the
+        # few modules that keep per-session state take one, so the lists stay short.
+        self.slot = slot
+        self._new_slot = new_slot
         self.log = logging.getLogger(f"xmppd.modules.{name}")
         #: The module's validated options, defaults filled in (read-only).
         self.options: Mapping[str, Any] = MappingProxyType(dict(options or {}))
@@ -228,19 +233,24 @@ class ModuleAPI:
     def state(self, session: Session, factory: Callable[[], Any]) -> Any:
         """This module's state on ``session``, created with ``factory()`` on first use;
         cleared from every session when the module unloads."""
-        value = session.get_state(self.slot)
+        slot = self.slot
+        if slot is None:
+            slot = self.slot = self._new_slot() if self._new_slot is not None else 0
+        value = session.get_state(slot)
         if value is None:
             value = factory()
-            session.set_state(self.slot, value)
+            session.set_state(slot, value)
             self._uses_state = True
         return value
 
     def peek_state(self, session: Session) -> Any:
         """This module's state on ``session``, or None (nothing is created)."""
-        return session.get_state(self.slot)
+        slot = self.slot
+        return None if slot is None else session.get_state(slot)
 
     def drop_state(self, session: Session) -> None:
-        session.set_state(self.slot, None)
+        if self.slot is not None:
+            session.set_state(self.slot, None)
 
     # -- services and stores -------------------------------------------------------------------
 

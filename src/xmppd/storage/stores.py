@@ -46,13 +46,12 @@ import asyncio
 import base64
 import json
 import math
-import os
 import re
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from xmppd.randompool import random_bytes
 from xmppd.storage.base import StorageError
 
 __all__ = [
@@ -176,36 +175,13 @@ def decode_value(text: str | None) -> Any:
 
 
 _ID_BYTES = 12
-_ID_POOL = 256  # ids per os.urandom call
-_id_lock = threading.Lock()
-_id_pool = b""
-_id_pos = 0
-
-
-def _reset_id_pool() -> None:
-    global _id_pool, _id_pos
-    _id_pool, _id_pos = b"", 0
-
-
-os.register_at_fork(after_in_child=_reset_id_pool)  # a child never repeats its parent's ids
 
 
 def new_item_id() -> str:
-    """A server-generated archive id: 16 URL-safe characters, 96 random bits.
-
-    The bits come from ``os.urandom`` like ``secrets.token_urlsafe(12)``, but 256 ids'
-    worth per call: every archived message needs an id on the event-loop thread, and each
-    ``getrandom`` system call releases the GIL, which the storage thread then takes (the
-    loop waited for it up to the switch interval, several ms, per message).
-    """
-    global _id_pool, _id_pos
-    with _id_lock:
-        pos = _id_pos
-        if pos >= len(_id_pool):
-            _id_pool, pos = os.urandom(_ID_BYTES * _ID_POOL), 0
-        _id_pos = pos + _ID_BYTES
-        raw = _id_pool[pos:pos + _ID_BYTES]
-    return base64.urlsafe_b64encode(raw).decode()
+    """A server-generated archive id: 16 URL-safe characters, 96 random bits (from the
+    pooled ``os.urandom`` of :mod:`xmppd.randompool`: every archived message needs one on
+    the event-loop thread)."""
+    return base64.urlsafe_b64encode(random_bytes(_ID_BYTES)).decode()
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ negotiation objects (:mod:`xmppd.c2s.negotiation`) both build their bytes from i
 
 from __future__ import annotations
 
-import secrets
-
+from xmppd.randompool import random_bytes
 from xmppd.xml.element import Element, escape_attr, escape_text
 from xmppd.xml.events import STREAM_NS, StreamOpen
 
@@ -25,8 +24,9 @@ class StreamErrorCondition(Exception):
 
 
 def new_stream_id() -> str:
-    """A fresh stream id: RFC 6120 §4.7.3 wants one per header, restarts included."""
-    return secrets.token_hex(8)
+    """A fresh, unpredictable stream id (dialback keys use it): RFC 6120 §4.7.3 wants one
+    per header, restarts included."""
+    return random_bytes(8).hex()
 
 
 def stream_header(
