@@ -26,6 +26,7 @@ class FakeSession:
         self.priority = priority
         self.received: list[Element] = []
         self.errors: list[str] = []
+        self.transport = self  # the router delivers through session.transport.send
 
     def send(self, element: Element) -> None:
         self.received.append(element)

@@ -223,7 +223,7 @@ class Router:
 
     def deliver(self, session: Session, stanza: Element) -> None:
         if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
-            session.send(stanza)
+            session.transport.send(stanza)
 
     def bounce(
         self, stanza: Element, condition: str, text: str | None = None, type: str | None = None

@@ -7,14 +7,14 @@ another cluster node), and per-module state that each module reaches through its
 handle (:meth:`xmppd.core.moduleapi.ModuleAPI.state`).  The transport is replaceable
 (:meth:`Session.attach`): stream management re-attaches a session to a new connection.
 
-``send`` is the transport's own bound method, stored on the session when it is attached:
-delivering a stanza costs no extra call on the routing hot path.
+The router delivers with ``session.transport.send`` (no extra call on the routing hot
+path); modules use :meth:`Session.send`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Session:
 
     # An idle server holds one per client: slots, and module state in a list created on
     # first use (most sessions carry state of one or two modules at most).
-    __slots__ = ("jid", "bare", "transport", "send", "_states", "_pending")
+    __slots__ = ("jid", "bare", "transport", "_states", "_pending")
 
     def __init__(self, jid: JID, transport: Transport) -> None:
         self.jid = jid
@@ -55,7 +55,12 @@ class Session:
     def attach(self, transport: Transport) -> None:
         """Carry the session over ``transport`` from now on."""
         self.transport = transport
-        self.send: Callable[[Element], None] = transport.send
+
+    def send(self, element: Element) -> None:
+        """Hand ``element`` to the transport that carries the session now.  (The router's
+        hot path calls ``session.transport.send`` itself: a bound method kept on every
+        session would cost 64 bytes per idle client.)"""
+        self.transport.send(element)
 
     @property
     def closed(self) -> bool:

@@ -163,7 +163,10 @@ class AuthThrottle:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         # address -> {username: time of its last failure}, least recent first
         self._usernames: dict[str, dict[str, float]] = {}
-        self._trusted: dict[tuple[str, str], float] = {}  # oldest success first
+        # hash((address, username)) -> time of its last login, oldest first.  Kept for every
+        # account that logs in, so kept small: the hash, not the strings (hash() is salted
+        # per process, so nobody can aim a username at another's entry).
+        self._trusted: dict[int, float] = {}
 
     @classmethod
     def from_limits(cls, limits: Any, clock: Any = time.monotonic) -> AuthThrottle:
@@ -197,7 +200,7 @@ class AuthThrottle:
         if len(failed) < limit:
             return True
         user = username or ""
-        trusted = self._trusted.get((ip, user))
+        trusted = self._trusted.get(hash((ip, user)))
         if trusted is not None and trusted >= now - TRUSTED_FOR_S:
             return True
         log.warning("limit auth_failed_usernames_per_ip_per_min (%d) reached for %s: "
@@ -258,9 +261,10 @@ class AuthThrottle:
         key = (peer[0], username)
         self._pairs.pop(key, None)
         trusted = self._trusted
-        trusted.pop(key, None)
+        digest = hash(key)
+        trusted.pop(digest, None)
         now = self._clock()
-        trusted[key] = now
+        trusted[digest] = now
         cutoff = now - TRUSTED_FOR_S
         while trusted and (len(trusted) > MAX_TRUSTED or next(iter(trusted.values())) < cutoff):
             del trusted[next(iter(trusted))]

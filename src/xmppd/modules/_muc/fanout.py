@@ -70,8 +70,8 @@ class Deliverer:
         if self.fire("stanza/inbound", stanza, session) is not False:
             bc.stanza = stanza.copy()  # a handler took (or dropped) it: never change that one
             return
-        send = session.send
         transport = session.transport
+        send = transport.send
         if getattr(send, "__func__", None) is _STREAM_SEND and transport.default_ns == CLIENT_NS:
             transport.send_bytes(bc.head + target.to_bytes + bc.tail)
         else:
