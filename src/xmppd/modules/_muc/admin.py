@@ -58,7 +58,10 @@ def admin_get(room: Room, iq: Element, real: str, query: Element) -> Element:
             raise StanzaError("forbidden", "only admins and owners see affiliation lists")
         for jid, a in sorted(room.affiliations.items()):
             if a == wanted:
-                result.subelement("item", attrs={"affiliation": a, "jid": jid})
+                attrs = {"affiliation": a, "jid": jid}
+                if jid in room.nicks:
+                    attrs["nick"] = room.nicks[jid]  # the reserved nick (§9.5)
+                result.subelement("item", attrs=attrs)
         return out
     wanted = item.get("role")
     if wanted not in ("moderator", "participant", "visitor"):
@@ -148,6 +151,8 @@ def set_role(room: Room, target: Occupant, role: str, actor: str | None,
 
 def set_affiliation(room: Room, bare: str, new: str, actor: str | None,
                     reason: str | None) -> None:
+    if new in ("none", "outcast"):
+        room.unreserve(bare)  # a registration goes with the affiliation
     if new == "none":
         room.affiliations.pop(bare, None)
     else:
