@@ -106,6 +106,14 @@ def test_ban_drops_the_registration_and_members_only_rooms(server):
     assert 'jid="alice@localhost"' not in members(owner, club)
     got = iq(owner, f"<query xmlns='{INFO}' node='x-roomuser-item'/>", "ru", "get", club)
     assert 'name="boss"' in got
+    # an admin granting membership with a nick reserves it (§9.3), unless someone has it
+    grant = ("<query xmlns='" + ADMIN + "'><item affiliation='member' jid='carol@localhost' "
+             "nick='{}'/></query>")
+    assert error_of(iq(owner, grant.format("bob"), "gr1", to=club)) == "conflict"
+    assert 'type="result"' in iq(owner, grant.format("cee"), "gr2", to=club)
+    assert 'jid="carol@localhost" nick="cee"' in members(owner, club)
+    assert error_of(register(bob, "cee", "b3", room=club)) == "conflict"
+    assert 'name="cee"' in iq(carol, ROOMUSER, "ru2", "get", club)
     # a member dropped to none loses the reservation
     none = f"<query xmlns='{ADMIN}'><item affiliation='none' jid='bob@localhost'/></query>"
     assert 'type="result"' in iq(owner, none, "n", to=club)

@@ -88,15 +88,23 @@ def admin_set(room: Room, iq: Element, real: str, query: Element) -> Element:
             changes.append(("role", _check_role(room, occupant, aff, item), item.get("role"),
                             reason))
         elif item.get("affiliation") is not None:
-            changes.append(("aff", _check_affiliation(room, aff, item), item.get("affiliation"),
-                            reason))
+            who = _check_affiliation(room, aff, item)
+            nick = None  # §9.3: a nick with the jid reserves it for a member, admin, owner
+            if item.get("jid") and item.get("nick") and \
+                    item.get("affiliation") in ("member", "admin", "owner"):
+                nick = room.valid_nick(item.get("nick"))
+                room.check_free(nick, who)
+            changes.append(("aff", (who, nick), item.get("affiliation"), reason))
         else:
             raise StanzaError("bad-request", "an item needs a role or an affiliation")
     for kind, who, value, reason in changes:
         if kind == "role":
             set_role(room, who, value, actor_nick, reason)
         else:
-            set_affiliation(room, who, value, actor_nick, reason)
+            bare, nick = who
+            set_affiliation(room, bare, value, actor_nick, reason)
+            if nick is not None:
+                room.reserve(bare, nick)
     room.changed()
     return reply(iq)
 

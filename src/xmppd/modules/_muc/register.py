@@ -10,14 +10,15 @@ no admin approval workflow here).  A nick reserved by (or in the room under) ano
 user is a ``conflict``; a missing or unusable nick ``not-acceptable``; anything but a
 ``muc#register`` form ``bad-request``.  ``<remove/>`` drops the reservation and leaves
 the affiliation to the room's admins.  Reservations are kept with the room (persistent
-rooms store them) and go when the user's affiliation drops to none or outcast.
+rooms store them) and go when the user's affiliation drops to none or outcast; an admin
+granting an affiliation with ``jid`` and ``nick`` reserves the nick too (§9.3), and the
+member list shows reserved nicks (§9.5).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xmppd.jid import JID, JIDError
 from xmppd.modules._muc.admin import set_affiliation
 from xmppd.modules._muc.forms import DATA_NS, form_values
 from xmppd.modules._muc.room import AFF_RANK
@@ -72,16 +73,9 @@ def register_get(room: Room, iq: Element, real: str, query: Element) -> Element:
 
 def _nick(values: dict[str, list[str]], room: Room) -> str:
     given = values.get(ROOMNICK) or [""]
-    text = (given[0] or "").strip()
-    if not text:
+    if not (given[0] or "").strip():
         raise StanzaError("not-acceptable", f"{ROOMNICK} is required")
-    try:
-        nick = JID(f"{room.jid}/{text}").resource
-    except JIDError:
-        raise StanzaError("not-acceptable", f"{text!r} is not a usable nickname") from None
-    if not nick or nick != nick.strip():
-        raise StanzaError("not-acceptable", f"{text!r} is not a usable nickname")
-    return nick
+    return room.valid_nick(given[0])
 
 
 def register_set(room: Room, iq: Element, real: str, query: Element) -> Element:
@@ -103,10 +97,7 @@ def register_set(room: Room, iq: Element, real: str, query: Element) -> Element:
     if form_type != REGISTER_FORM:
         raise StanzaError("bad-request", f"not a {REGISTER_FORM} form")
     nick = _nick(values, room)
-    holder = room.nick_owners.get(nick)
-    occupant = room.occupants.get(nick)
-    if (holder is not None and holder != bare) or (occupant is not None and occupant.bare != bare):
-        raise StanzaError("conflict", "that nickname is reserved by someone else")
+    room.check_free(nick, bare)
     room.reserve(bare, nick)
     if room.affiliation(bare) == "none":
         set_affiliation(room, bare, "member", None, None)

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from xmppd.jid import JID, JIDError
 from xmppd.modules._muc.fanout import Broadcast, Target
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError
@@ -140,10 +141,28 @@ class Room:
         if nick is not None:
             self.nick_owners.pop(nick, None)
 
+    def valid_nick(self, text: str) -> str:
+        """A nick to reserve, as a join would see it (``not-acceptable`` if unusable)."""
+        text = text.strip()
+        try:
+            nick = JID(f"{self.jid}/{text}").resource if text else None
+        except JIDError:
+            nick = None
+        if not nick or nick != nick.strip():
+            raise StanzaError("not-acceptable", f"{text!r} is not a usable nickname")
+        return nick
+
     def check_reserved(self, nick: str, bare: str) -> None:
         holder = self.nick_owners.get(nick)
         if holder is not None and holder != bare:
             raise StanzaError("conflict", "that nickname is reserved by another user")
+
+    def check_free(self, nick: str, bare: str) -> None:
+        """``bare`` may reserve ``nick``: nobody else has it, reserved or in the room."""
+        self.check_reserved(nick, bare)
+        o = self.occupants.get(nick)
+        if o is not None and o.bare != bare:
+            raise StanzaError("conflict", "another occupant uses that nickname")
 
     def affiliation(self, bare: str) -> str:
         if bare in self.svc.admins:
