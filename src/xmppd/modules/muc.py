@@ -7,8 +7,8 @@ with a room to reserve a nick (:mod:`xmppd.modules._muc.register`).
 The service domains are not served domains, so the router fires ``route/remote`` for
 them; this module takes those stanzas first (priority 20, before components and s2s) and
 lists each service in disco#items of its domain.  Rooms live in memory; a persistent room
-(config, affiliations, reserved nicks, subject, occupant-id secret, retractions) is one key of the
-module's key-value store (owner = the room's bare JID) and its messages are in the
+(config, affiliations, reserved nicks, subject, occupant-id secret, retractions) is one key
+of the module's key-value store (owner = the room's bare JID) and its messages are in the
 module's archive under their stanza-ids; everything is loaded at start.
 
 Room broadcasts are serialized once per stanza and written into each local occupant's

@@ -5,8 +5,9 @@ archive in :mod:`.archive`.
 An *occupant* is one nick; the real full JIDs joined under it are its *targets* (more than
 one when a user joins with several resources under one nick: they all get the room's
 traffic, the others see one occupant; a nick change moves them all).  A registered user's
-nick is reserved (:mod:`.register`): nobody else may join or change to it.  A new room stays *locked* until its owner submits
-the configuration form or accepts the instant room: anyone else gets ``item-not-found``.
+nick is reserved (:mod:`.register`): nobody else may join or change to it.  A new room
+stays *locked* until its owner submits the configuration form or accepts the instant room:
+anyone else gets ``item-not-found``.
 """
 
 from __future__ import annotations
