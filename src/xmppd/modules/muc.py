@@ -1,13 +1,14 @@
 """XEP-0045 Multi-User Chat on ``conference.<domain>`` (the ``host`` option), with room
 history and a room archive (MAM, XEP-0313), stanza-ids (XEP-0359), self-ping (XEP-0410),
 occupant ids (XEP-0421) and moderated retraction (XEP-0425); IQs between occupants are
-relayed and visitors may ask for voice (:mod:`xmppd.modules._muc.relay`).
+relayed and visitors may ask for voice (:mod:`xmppd.modules._muc.relay`); users register
+with a room to reserve a nick (:mod:`xmppd.modules._muc.register`).
 
 The service domains are not served domains, so the router fires ``route/remote`` for
 them; this module takes those stanzas first (priority 20, before components and s2s) and
 lists each service in disco#items of its domain.  Rooms live in memory; a persistent room
-(config, affiliations, subject, occupant-id secret, retractions) is one key of the
-module's key-value store (owner = the room's bare JID) and its messages are in the
+(config, affiliations, reserved nicks, subject, occupant-id secret, retractions) is one key
+of the module's key-value store (owner = the room's bare JID) and its messages are in the
 module's archive under their stanza-ids; everything is loaded at start.
 
 Room broadcasts are serialized once per stanza and written into each local occupant's
@@ -30,6 +31,13 @@ from xmppd.modules._muc import admin
 from xmppd.modules._muc.archive import MAM_NS, History
 from xmppd.modules._muc.fanout import Deliverer
 from xmppd.modules._muc.forms import DATA_NS, default_config, info_form, room_features
+from xmppd.modules._muc.register import (
+    REGISTER_NS,
+    ROOMUSER_NODE,
+    register_get,
+    register_set,
+    roomuser_item,
+)
 from xmppd.modules._muc.relay import IqRelay, request_form, voice_request
 from xmppd.modules._muc.room import (
     ADMIN_NS,
@@ -55,7 +63,7 @@ SERVICE_FEATURES = (
 )
 REQUEST_NS = "http://jabber.org/protocol/muc#request"
 ROOM_FEATURES = (MUC_NS, "http://jabber.org/protocol/muc#stable_id", SID_NS, REQUEST_NS,
-                 OCCUPANT_ID_NS, admin.MODERATE_NS, SELF_PING_NS, INFO_NS, ITEMS_NS)
+                 OCCUPANT_ID_NS, admin.MODERATE_NS, SELF_PING_NS, INFO_NS, ITEMS_NS, REGISTER_NS)
 
 
 def _check_host(pattern: str) -> str | None:
@@ -350,6 +358,8 @@ class MUC(Module):
             self.api.router.bounce(stanza, exc.condition, exc.text, exc.type)
 
     def room_info(self, room: Room, iq: Element, real: str, query: Element) -> Element:
+        if query.get("node") == ROOMUSER_NODE:
+            return roomuser_item(room, iq, real)
         if query.get("node"):
             raise StanzaError("item-not-found")
         out = reply(iq)
@@ -397,6 +407,8 @@ class MUC(Module):
         ("get", MAM_NS, "query"): mam_form,
         ("set", MAM_NS, "query"): lambda self, *a: self.history.query(*a),
         ("set", admin.MODERATE_NS, "moderate"): lambda self, *a: admin.moderate(*a),
+        ("get", REGISTER_NS, "query"): lambda self, *a: register_get(*a),
+        ("set", REGISTER_NS, "query"): lambda self, *a: register_set(*a),
     }
 
     def service_stanza(self, stanza: Element, to: JID) -> None:

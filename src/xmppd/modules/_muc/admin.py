@@ -58,7 +58,10 @@ def admin_get(room: Room, iq: Element, real: str, query: Element) -> Element:
             raise StanzaError("forbidden", "only admins and owners see affiliation lists")
         for jid, a in sorted(room.affiliations.items()):
             if a == wanted:
-                result.subelement("item", attrs={"affiliation": a, "jid": jid})
+                attrs = {"affiliation": a, "jid": jid}
+                if jid in room.nicks:
+                    attrs["nick"] = room.nicks[jid]  # the reserved nick (§9.5)
+                result.subelement("item", attrs=attrs)
         return out
     wanted = item.get("role")
     if wanted not in ("moderator", "participant", "visitor"):
@@ -85,15 +88,23 @@ def admin_set(room: Room, iq: Element, real: str, query: Element) -> Element:
             changes.append(("role", _check_role(room, occupant, aff, item), item.get("role"),
                             reason))
         elif item.get("affiliation") is not None:
-            changes.append(("aff", _check_affiliation(room, aff, item), item.get("affiliation"),
-                            reason))
+            who = _check_affiliation(room, aff, item)
+            nick = None  # §9.3: a nick with the jid reserves it for a member, admin, owner
+            if item.get("jid") and item.get("nick") and \
+                    item.get("affiliation") in ("member", "admin", "owner"):
+                nick = room.valid_nick(item.get("nick"))
+                room.check_free(nick, who)
+            changes.append(("aff", (who, nick), item.get("affiliation"), reason))
         else:
             raise StanzaError("bad-request", "an item needs a role or an affiliation")
     for kind, who, value, reason in changes:
         if kind == "role":
             set_role(room, who, value, actor_nick, reason)
         else:
-            set_affiliation(room, who, value, actor_nick, reason)
+            bare, nick = who
+            set_affiliation(room, bare, value, actor_nick, reason)
+            if nick is not None:
+                room.reserve(bare, nick)
     room.changed()
     return reply(iq)
 
@@ -148,6 +159,8 @@ def set_role(room: Room, target: Occupant, role: str, actor: str | None,
 
 def set_affiliation(room: Room, bare: str, new: str, actor: str | None,
                     reason: str | None) -> None:
+    if new in ("none", "outcast"):
+        room.unreserve(bare)  # a registration goes with the affiliation
     if new == "none":
         room.affiliations.pop(bare, None)
     else:

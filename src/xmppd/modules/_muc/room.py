@@ -4,8 +4,10 @@ archive in :mod:`.archive`.
 
 An *occupant* is one nick; the real full JIDs joined under it are its *targets* (more than
 one when a user joins with several resources under one nick: they all get the room's
-traffic, the others see one occupant).  A new room stays *locked* until its owner submits
-the configuration form or accepts the instant room: anyone else gets ``item-not-found``.
+traffic, the others see one occupant; a nick change moves them all).  A registered user's
+nick is reserved (:mod:`.register`): nobody else may join or change to it.  A new room
+stays *locked* until its owner submits the configuration form or accepts the instant room:
+anyone else gets ``item-not-found``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from xmppd.jid import JID, JIDError
 from xmppd.modules._muc.fanout import Broadcast, Target
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError
@@ -97,13 +100,15 @@ class Room:
         self.secret = secrets.token_hex(16)
         self.history: deque[tuple[float, bytes, str]] = deque(maxlen=config["history_length"])
         self.retracted: dict[str, dict[str, str]] = {}
+        self.nicks: dict[str, str] = {}  # reserved nicks (§7.10): real bare JID -> nick
+        self.nick_owners: dict[str, str] = {}  # and back
 
     # -- persistence ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "affiliations": self.affiliations, "creator": self.creator,
                 "subject": self.subject, "subject_from": self.subject_from,
-                "secret": self.secret, "retracted": self.retracted}
+                "secret": self.secret, "retracted": self.retracted, "nicks": self.nicks}
 
     @classmethod
     def from_dict(cls, svc: MUC, jid: str, data: dict[str, Any]) -> Room:
@@ -115,6 +120,8 @@ class Room:
         room.subject_from = data.get("subject_from", "")
         room.secret = data.get("secret", room.secret)
         room.retracted = data.get("retracted", {})
+        for bare, nick in data.get("nicks", {}).items():
+            room.reserve(bare, nick)
         return room
 
     def changed(self) -> None:
@@ -123,6 +130,40 @@ class Room:
             self.svc.save(self)
 
     # -- who is who -----------------------------------------------------------------------
+
+    def reserve(self, bare: str, nick: str) -> None:
+        """``nick`` is ``bare``'s registered nick (replacing an earlier one)."""
+        self.unreserve(bare)
+        self.nicks[bare] = nick
+        self.nick_owners[nick] = bare
+
+    def unreserve(self, bare: str) -> None:
+        nick = self.nicks.pop(bare, None)
+        if nick is not None:
+            self.nick_owners.pop(nick, None)
+
+    def valid_nick(self, text: str) -> str:
+        """A nick to reserve, as a join would see it (``not-acceptable`` if unusable)."""
+        text = text.strip()
+        try:
+            nick = JID(f"{self.jid}/{text}").resource if text else None
+        except JIDError:
+            nick = None
+        if not nick or nick != nick.strip():
+            raise StanzaError("not-acceptable", f"{text!r} is not a usable nickname")
+        return nick
+
+    def check_reserved(self, nick: str, bare: str) -> None:
+        holder = self.nick_owners.get(nick)
+        if holder is not None and holder != bare:
+            raise StanzaError("conflict", "that nickname is reserved by another user")
+
+    def check_free(self, nick: str, bare: str) -> None:
+        """``bare`` may reserve ``nick``: nobody else has it, reserved or in the room."""
+        self.check_reserved(nick, bare)
+        o = self.occupants.get(nick)
+        if o is not None and o.bare != bare:
+            raise StanzaError("conflict", "another occupant uses that nickname")
 
     def affiliation(self, bare: str) -> str:
         if bare in self.svc.admins:
@@ -228,6 +269,7 @@ class Room:
         occupant = self.occupants.get(nick)
         if occupant is not None and occupant.bare != bare:
             raise StanzaError("conflict", "that nickname is in use")
+        self.check_reserved(nick, bare)
         if occupant is None and len(self.occupants) >= config["max_users"] and \
                 AFF_RANK[aff] < 2:
             raise StanzaError("service-unavailable", "the room is full")
@@ -297,10 +339,10 @@ class Room:
             self.change_nick(o, nick)
 
     def change_nick(self, o: Occupant, nick: str) -> None:
-        if len(o.targets) > 1:
-            raise StanzaError("not-acceptable", "leave with the other resources first")
+        """The occupant (with every resource joined under the nick) takes ``nick``."""
         if nick in self.occupants:
             raise StanzaError("conflict", "that nickname is in use")
+        self.check_reserved(nick, o.bare)
         self.broadcast_presence(o, ("303",), type="unavailable", nick=nick, payload=[])
         del self.occupants[o.nick]
         o.nick = nick
