@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from pubsub_support import ERRORS, OWNER, PUBSUB, connect, events, iq, ping, publish
+from pubsub_support import ERRORS, OWNER, PUBSUB, connect, events, iq, options_form, ping, publish
 from test_pubsub import SVC, create, field, items, sub
 
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -129,3 +129,19 @@ def test_collection_nodes(server):
     publish(alice, "a", "<e xmlns='urn:e'/>", "a3", "p7", to=SVC)
     got = events(ping(bob))
     assert len(got) == 1 and "Collection" not in got[0]
+
+
+def test_publish_autocreate_into_a_collection(make_server):
+    srv = make_server(users={"alice": "secret", "bob": "secret"}, allow_plain=True,
+                      modules_options={"pubsub": {"autocreate_on_publish": True}})
+    alice, bob = connect(srv, "alice"), connect(srv, "bob")
+    create(alice, "feeds", config=collection("feeds"))
+    into = options_form(collection="feeds")
+    assert "forbidden" in publish(bob, "bobs", "<e xmlns='urn:e'/>", "1", to=SVC, options=into)
+    assert "item-not-found" in items(bob, "bobs")
+    assert 'type="result"' in publish(alice, "alices", "<e xmlns='urn:e'/>", "1", "p2", to=SVC,
+                                      options=into)
+    assert nodes_in(disco_items(alice, "feeds")) == ["alices"]
+    typed = options_form(node_type="collection")
+    assert "not-acceptable" in publish(alice, "more", "<e xmlns='urn:e'/>", "1", "p3", to=SVC,
+                                       options=typed)

@@ -102,6 +102,8 @@ class PubSub(PubSubBase):
         """``pubsub#deliver`` off: nowhere; ``pubsub#show-values``: the subscriber's local
         resources whose presence show is one of them (a remote subscriber's presence is not
         known here: nothing)."""
+        if not sub.get("options"):
+            return [jid]
         options = options_of(sub)
         if not options["deliver"]:
             return []

@@ -94,6 +94,8 @@ class PubSubBase(Module):
     def deliver_to(self, jid: str, sub: dict[str, Any]) -> list[str]:
         """Where a notification for subscription ``sub`` of ``jid`` goes (its options:
         ``pubsub#deliver``, the service also ``pubsub#show-values``)."""
+        if not sub.get("options"):
+            return [jid]
         return [jid] if options_of(sub)["deliver"] else []
 
     # -- access ----------------------------------------------------------------------------
@@ -201,7 +203,7 @@ class PubSubBase(Module):
         if verb.name == "default" and not settable:
             return self.default_form(iq, NS)
         if verb.name == "options" and self.subscription_options:
-            return await self.options(iq, owner, requester, verb, settable)
+            return await self.sub_options(iq, owner, requester, verb, settable)
         if verb.name == "options":
             raise unsupported("subscription-options")
         raise PubSubError("feature-not-implemented")
@@ -463,6 +465,11 @@ class PubSubBase(Module):
         if record is None:
             if not self.autocreate(owner, requester):
                 raise PubSubError("item-not-found")
+            if wanted.get("node_type", "leaf") != "leaf" or wanted.get("children"):
+                raise PubSubError("not-acceptable", text="publishing creates leaf nodes")
+            if wanted.get("collection") and not self.collections:
+                raise unsupported("collections")
+            await self.check_parents(owner, node, wanted.get("collection", ()), requester)
             config = {**self.defaults, **wanted}
             try:
                 record = await engine.create(owner, node, config, str(requester.bare),
@@ -633,7 +640,7 @@ class PubSubBase(Module):
         record = await self.engine.must_node(owner, node)
         chosen = None  # §6.3.7 subscribe and configure
         form = find_form(options) if self.subscription_options else None
-        if form is not None:
+        if form is not None and form.get("type") != "cancel":
             collection = record["config"].get("node_type") == "collection"
             chosen = merged({}, parse_options(form, collection))
         state = "subscribed"
@@ -675,8 +682,8 @@ class PubSubBase(Module):
             raise _bad("invalid-jid")
         return jid
 
-    async def options(self, iq: Element, owner: str, requester: JID, verb: Element,
-                      settable: bool) -> Element:
+    async def sub_options(self, iq: Element, owner: str, requester: JID, verb: Element,
+                          settable: bool) -> Element:
         """§6.3: get (a form) or set (a submitted form) a subscription's options."""
         node = verb.get("node")
         if not node:
