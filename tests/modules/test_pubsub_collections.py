@@ -4,6 +4,7 @@ association both ways, disco, notifications through a collection (depth 1 and al
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from pubsub_support import ERRORS, OWNER, PUBSUB, connect, events, iq, options_form, ping, publish
@@ -145,3 +146,50 @@ def test_publish_autocreate_into_a_collection(make_server):
     typed = options_form(node_type="collection")
     assert "not-acceptable" in publish(alice, "more", "<e xmlns='urn:e'/>", "1", "p3", to=SVC,
                                        options=typed)
+
+
+def test_slixmpp_subscribes_to_a_collection(server):
+    from slixmpp.plugins.xep_0004 import Form
+    from slixmpp.xmlstream import ET
+    from test_pubsub import _client
+
+    async def main() -> None:
+        owner = await _client(server.port, "alice@localhost/o")
+        reader = await _client(server.port, "bob@localhost/r")
+        got: list[tuple[str, str, str]] = []
+        reader.add_event_handler("pubsub_publish", lambda msg: got.append((
+            msg["pubsub_event"]["items"]["node"], msg["pubsub_event"]["items"]["item"]["id"],
+            msg.xml.findtext("{http://jabber.org/protocol/shim}headers/"
+                             "{http://jabber.org/protocol/shim}header") or "")))
+        p = owner.plugin["xep_0060"]
+        config = Form()
+        config.add_field(var="pubsub#title", value="All sensors")
+        await p.create_node(SVC, "sensors", config=config, ntype="collection", timeout=5)
+        for name in ("kitchen", "garden"):
+            leaf = Form()
+            leaf.add_field(var="pubsub#collection", ftype="text-multi", value=["sensors"])
+            await p.create_node(SVC, name, config=leaf, timeout=5)
+        found = await reader.plugin["xep_0030"].get_items(jid=SVC, node="sensors", timeout=5)
+        assert sorted(i[1] for i in found["disco_items"]["items"]) == ["garden", "kitchen"]
+        options = Form()
+        options["type"] = "submit"
+        options.add_field(var="FORM_TYPE", ftype="hidden", value=SUBOPT)
+        options.add_field(var="pubsub#subscription_depth", value="all")
+        await reader.plugin["xep_0060"].subscribe(SVC, "sensors", options=options, timeout=5)
+        current = await reader.plugin["xep_0060"].get_subscription_options(
+            SVC, "sensors", "bob@localhost", timeout=5)
+        form = current["pubsub"]["options"].xml.find("{jabber:x:data}x")
+        depth = form.find("{jabber:x:data}field[@var='pubsub#subscription_depth']")
+        assert depth.findtext("{jabber:x:data}value") == "all"
+        for n, name in enumerate(("kitchen", "garden")):
+            payload = ET.fromstring(f"<reading xmlns='urn:example:sensor'>{n}</reading>")
+            await p.publish(SVC, name, id=f"r{n}", payload=payload, timeout=5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(got) < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert got == [("kitchen", "r0", "sensors"), ("garden", "r1", "sensors")]
+        for xmpp in (owner, reader):
+            xmpp.disconnect()
+
+    asyncio.run(main())

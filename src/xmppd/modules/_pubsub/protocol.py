@@ -303,10 +303,12 @@ class PubSubBase(Module):
         if changes.get("node_type", node_type) != node_type:
             raise PubSubError("not-acceptable", text="the node type cannot change")
         children = changes.pop("children", None)
-        if ("collection" in changes or children is not None) and not self.collections:
+        if node_type != "collection":
+            if children:
+                raise PubSubError("not-acceptable", text="only a collection has children")
+            children = None
+        if (changes.get("collection") or children) and not self.collections:
             raise unsupported("collections")
-        if children is not None and node_type != "collection":
-            raise PubSubError("not-acceptable", text="only a collection has children")
         was_in = old["config"].get("collection", [])
         joined = [c for c in changes.get("collection", was_in) if c not in was_in]
         left = [c for c in was_in if c not in changes.get("collection", was_in)]
