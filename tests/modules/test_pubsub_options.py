@@ -95,6 +95,7 @@ def test_subscription_options(server):
     got = iq(carol, f"<pubsub xmlns='{PUBSUB}'><subscribe node='news' jid='carol@localhost'/>"
                     f"<options>{form(field('deliver', 'false'))}</options></pubsub>", "sc", to=SVC)
     assert 'subscription="subscribed"' in got and values(got, "deliver") == ["0"]
+    assert "<message" not in ping(alice, "pa")  # no approval asked for
     publish(alice, "news", "<e xmlns='urn:e'>3</e>", "n3", "p3", to=SVC)
     assert events(ping(carol)) == []
     err = iq(carol, f"<pubsub xmlns='{PUBSUB}'><subscribe node='news' jid='carol@localhost'/>"

@@ -665,10 +665,10 @@ class PubSubBase(Module):
                                                 "subid": sub["subid"]}).append(options_form(
                 options_of(sub), record["config"].get("node_type") == "collection", "result"))
         self.api.send(out)  # §6.1.7: the last item follows the subscription result
-        if state == "subscribed" and options_of(sub)["deliver"]:
-            await self.send_last(owner, service, node, record, str(jid))
-        else:
+        if state == "pending":
             self.ask_owners(service, node, record, str(jid))
+        elif options_of(sub)["deliver"]:
+            await self.send_last(owner, service, node, record, str(jid))
         return None
 
     def options_jid(self, verb: Element, requester: JID, record: dict[str, Any]) -> JID:
