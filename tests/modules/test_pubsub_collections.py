@@ -82,6 +82,10 @@ def test_collection_nodes(server):
     assert '<items node="a"' in got[0] and "one" in got[0]
     assert '<header name="Collection">blogs</header>' in got[0]
     assert '<items node="b"' in got[1] and "two" in got[1]
+    retract = (f"<pubsub xmlns='{PUBSUB}'><retract node='b'><item id='b1'/></retract></pubsub>")
+    assert 'type="result"' in iq(alice, retract, "r1", to=SVC)
+    got = events(ping(bob))
+    assert len(got) == 1 and '<retract id="b1"/>' in got[0] and "Collection" in got[0]
     # subscribed to a leaf and to its collection: one notification
     sub(bob, "a", "bob@localhost", "s2")
     assert 'item id="a1"' in bob.read_until("</message>")  # the last item, on subscribe

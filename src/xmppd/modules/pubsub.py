@@ -7,10 +7,11 @@ unsubscribe, items (all, by id, ``max_items``, RSM), affiliations and subscripti
 managed by owners, the access models open/presence/roster/authorize/whitelist, persistent
 and transient nodes, notifications with or without payloads and the last item on
 subscribe; disco#info and #items for the service, its nodes and their items.  Collection
-nodes (XEP-0248 basics: ``pubsub#collection`` / ``pubsub#children``, items of the nodes in
-a collection notified to its subscribers with a SHIM ``Collection`` header, depth 1 or
-all, association notices to ``nodes`` subscriptions) and subscription options (§6.3:
-``deliver``, ``show-values``, ``subscription_type``/``_depth``; no digests or bodies).
+nodes (XEP-0248 basics: ``pubsub#collection`` / ``pubsub#children``; items published to
+or retracted from the nodes in a collection are notified to its subscribers with a SHIM
+``Collection`` header, depth 1 or all; association notices to ``nodes`` subscriptions) and
+subscription options (§6.3: ``deliver``, ``show-values``, ``subscription_type`` and
+``subscription_depth``; no digests or bodies).
 Local accounts create nodes (option ``creators = "anyone"`` opens it to remote users too),
 up to ``max_nodes`` each.
 """

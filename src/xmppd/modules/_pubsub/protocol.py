@@ -414,17 +414,13 @@ class PubSubBase(Module):
             level, depth = above, depth + 1
         return out
 
-    async def collection_messages(self, owner: str, service: str, node: str,
-                                  record: dict[str, Any], item: Item,
-                                  already: Iterable[str]) -> list[Element]:
-        """An item published to ``node`` goes to the subscribers of its collections too
-        (once each, with a SHIM ``Collection`` header), if the node's access model lets
-        them see it: the messages."""
+    async def collection_messages(self, owner: str, service: str, record: dict[str, Any],
+                                  items: Element, already: Iterable[str]) -> list[Element]:
+        """An item published to (or retracted from) a node goes to the subscribers of its
+        collections too (once each, with a SHIM ``Collection`` header), if the node's
+        access model lets them see it: the messages."""
         out = []
         sent = set(already)
-        items = Element("items", EVENT_NS, {"node": node}, [])
-        items.append(item_element(item, EVENT_NS, record["config"].get("deliver_payloads", True),
-                                  publisher=True))
         for collection, to in await self.collection_subscribers(
                 owner, record["config"].get("collection", ()), "items"):
             if to in sent:
@@ -512,7 +508,10 @@ class PubSubBase(Module):
         via = []  # notifications through the node's collections
         if self.collections and config.get("collection") and config.get(
                 "deliver_notifications", True):
-            via = await self.collection_messages(owner, service, node, record, item, recipients)
+            event = Element("items", EVENT_NS, {"node": node}, [])
+            event.append(item_element(item, EVENT_NS, config.get("deliver_payloads", True),
+                                      publisher=True))
+            via = await self.collection_messages(owner, service, record, event, recipients)
         out = reply(iq)
         pub = out.subelement("pubsub", NS).subelement("publish", attrs={"node": node})
         pub.subelement("item", attrs={"id": item.id})
@@ -540,7 +539,13 @@ class PubSubBase(Module):
             items = Element("items", EVENT_NS, {"node": node}, [])
             for item_id in gone:
                 items.subelement("retract", attrs={"id": item_id})
-            self.notify(service, await self.recipients(owner, node, record, service), items)
+            recipients = await self.recipients(owner, node, record, service)
+            via = []
+            if self.collections and record["config"].get("collection"):
+                via = await self.collection_messages(owner, service, record, items, recipients)
+            self.notify(service, recipients, items)
+            for msg in via:
+                self.api.send(msg)
         return reply(iq)
 
     # -- notifications ------------------------------------------------------------------------
