@@ -161,3 +161,9 @@ def test_pep_has_no_subscription_options(server):
     got = iq(alice, f"<pubsub xmlns='{PUBSUB}'><options node='urn:x' jid='alice@localhost'/>"
                     "</pubsub>", "o", "get", to="alice@localhost")
     assert "feature-not-implemented" in got and 'feature="subscription-options"' in got
+    default = iq(alice, f"<pubsub xmlns='{PUBSUB}#owner'><default/></pubsub>", "d", "get",
+                 to="alice@localhost")  # nor collections
+    assert 'var="pubsub#node_type"' in default and "<value>collection</value>" not in default
+    default = iq(alice, f"<pubsub xmlns='{PUBSUB}#owner'><default/></pubsub>", "d2", "get",
+                 to=SVC)
+    assert "<option><value>collection</value></option>" in default

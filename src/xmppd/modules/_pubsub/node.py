@@ -127,12 +127,15 @@ def effective_max_items(config: dict[str, Any], limit: int) -> int:
     return min(value, limit)
 
 
-def config_form(config: dict[str, Any], type: str = "form"):
-    """The node configuration as a XEP-0004 form."""
+def config_form(config: dict[str, Any], type: str = "form", collections: bool = True):
+    """The node configuration as a XEP-0004 form (without ``collections``: leaf nodes
+    only, as PEP has them)."""
     fields = []
     for name, (ftype, choices) in FIELDS.items():
         if name not in config:
             continue
+        if name == "node_type" and not collections:
+            choices = ("leaf",)
         value = config[name]
         if ftype == "boolean":
             values = ["1" if value else "0"]

@@ -230,7 +230,7 @@ class PubSubBase(Module):
                 config = record["config"]
                 if self.collections and config.get("node_type") == "collection":
                     config = {**config, "children": await self.engine.children(owner, node)}
-                conf.append(config_form(config))
+                conf.append(config_form(config, collections=self.collections))
                 return out
             return await self.configure(iq, owner, service, node, record, requester, verb)
         if verb.name == "delete" and settable:
@@ -254,7 +254,8 @@ class PubSubBase(Module):
 
     def default_form(self, iq: Element, ns: str) -> Element:
         out = reply(iq)
-        out.subelement("pubsub", ns).subelement("default").append(config_form(self.defaults))
+        out.subelement("pubsub", ns).subelement("default").append(
+            config_form(self.defaults, collections=self.collections))
         return out
 
     def submitted_config(self, parent: Element | None, strict: bool = True) -> dict[str, Any]:
