@@ -6,9 +6,14 @@ create/configure/delete, publish with publish-options, retract, purge, subscribe
 unsubscribe, items (all, by id, ``max_items``, RSM), affiliations and subscriptions
 managed by owners, the access models open/presence/roster/authorize/whitelist, persistent
 and transient nodes, notifications with or without payloads and the last item on
-subscribe; disco#info and #items for the service, its nodes and their items.  Leaf nodes
-only (collections: ``feature-not-implemented``).  Local accounts create nodes (option
-``creators = "anyone"`` opens it to remote users too), up to ``max_nodes`` each.
+subscribe; disco#info and #items for the service, its nodes and their items.  Collection
+nodes (XEP-0248 basics: ``pubsub#collection`` / ``pubsub#children``; items published to
+or retracted from the nodes in a collection are notified to its subscribers with a SHIM
+``Collection`` header, depth 1 or all; association notices to ``nodes`` subscriptions) and
+subscription options (§6.3: ``deliver``, ``show-values``, ``subscription_type`` and
+``subscription_depth``; no digests or bodies).
+Local accounts create nodes (option ``creators = "anyone"`` opens it to remote users too),
+up to ``max_nodes`` each.
 """
 
 from __future__ import annotations
@@ -26,23 +31,26 @@ from ._pubsub.caps import DISCO_INFO_NS
 from ._pubsub.engine import Engine
 from ._pubsub.node import BASE_DEFAULTS
 from ._pubsub.protocol import PubSubBase
+from ._pubsub.suboptions import options_of
 from .pep import limit_options, limits_from
 
 DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
 FEATURES = ("access-authorize", "access-open", "access-presence", "access-roster",
-            "access-whitelist", "config-node", "create-and-configure", "create-nodes",
+            "access-whitelist", "collections", "config-node", "create-and-configure", "create-nodes",
             "delete-items", "delete-nodes", "get-pending", "instant-nodes", "item-ids",
             "last-published", "manage-subscriptions", "meta-data", "modify-affiliations",
             "outcast-affiliation", "persistent-items", "publish", "publish-options",
             "publisher-affiliation", "member-affiliation", "purge-nodes", "retract-items",
             "retrieve-affiliations", "retrieve-default", "retrieve-items",
             "retrieve-subscriptions", "subscribe", "subscription-notifications", "rsm",
-            "transient-nodes")
+            "transient-nodes", "subscription-options", "retrieve-default-sub")
 
 
 class PubSub(PubSubBase):
     name = "pubsub"
-    xeps = ("XEP-0060", "XEP-0059")
+    xeps = ("XEP-0060", "XEP-0059", "XEP-0248")
+    collections = True
+    subscription_options = True
     soft_depends = ("disco", "s2s", "roster", "presence")
     options = {
         "host": Option(str, "", "the service's domain (default: pubsub.<each served domain>)"),
@@ -61,7 +69,7 @@ class PubSub(PubSubBase):
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options))
         self.defaults = {**BASE_DEFAULTS, "max_items": api.options["default_max_items"],
-                         "send_last_published_item": "on_sub"}
+                         "send_last_published_item": "on_sub", "collection": []}
         api.hook("route/remote", self.route, priority=20)
         api.hook("account-deleting", self.account_deleting)
         disco = api.service("disco")
@@ -88,8 +96,38 @@ class PubSub(PubSubBase):
 
     async def recipients(self, owner: str, node: str, record: dict[str, Any],
                          service: str) -> list[str]:
-        return [jid for jid, sub in record.get("subscriptions", {}).items()
-                if sub.get("state") == "subscribed"]
+        return [to for jid, sub in record.get("subscriptions", {}).items()
+                if sub.get("state") == "subscribed" for to in self.deliver_to(jid, sub)]
+
+    def deliver_to(self, jid: str, sub: dict[str, Any]) -> list[str]:
+        """``pubsub#deliver`` off: nowhere; ``pubsub#show-values``: the subscriber's local
+        resources whose presence show is one of them (a remote subscriber's presence is not
+        known here: nothing)."""
+        if not sub.get("options"):
+            return [jid]
+        options = options_of(sub)
+        if not options["deliver"]:
+            return []
+        shows = options["show-values"]
+        if not shows:
+            return [jid]
+        try:
+            target = JID(jid)
+        except JIDError:
+            return []
+        if target.domain not in self.api.hosts:
+            return []
+        presence = self.api.service("presence")
+        out = []
+        for session in self.api.router.sessions.resources(target.bare):
+            if target.resource is not None and session.jid != target:
+                continue
+            last = presence.last(session) if presence is not None else None
+            if last is None or last.get("type") is not None:
+                continue  # not available
+            if (last.findtext("show") or "online") in shows:
+                out.append(str(session.jid))
+        return out
 
     def route(self, stanza: Element, origin: Any) -> bool:
         try:
@@ -140,7 +178,8 @@ class PubSub(PubSubBase):
             if record is None:
                 raise StanzaError("item-not-found")
             query.set("node", node)
-            query.subelement("identity", attrs={"category": "pubsub", "type": "leaf"})
+            kind = record["config"].get("node_type", "leaf")
+            query.subelement("identity", attrs={"category": "pubsub", "type": kind})
             query.subelement("feature", attrs={"var": NS})
             return out
         query.subelement("identity", attrs={"category": "pubsub", "type": "service",
@@ -160,6 +199,9 @@ class PubSub(PubSubBase):
             if record is None:
                 raise StanzaError("item-not-found")
             query.set("node", node)
+            if record["config"].get("node_type") == "collection":
+                await self.list_nodes(query, owner, service, await self.engine.children(owner, node))
+                return out
             try:
                 await self.check_access(record, JID(iq.get("from", "")))
             except (PubSubError, JIDError):
@@ -167,14 +209,21 @@ class PubSub(PubSubBase):
             for item in await self.engine.items(owner, node):
                 query.subelement("item", attrs={"jid": service, "name": item.id})
             return out
-        for name in sorted(await self.engine.nodes(owner)):
-            record = await self.engine.node(owner, name) or {}
-            attrs = {"jid": service, "node": name}
-            title = record.get("config", {}).get("title")
-            if title:
-                attrs["name"] = title
-            query.subelement("item", attrs=attrs)
+        await self.list_nodes(query, owner, service, await self.engine.nodes(owner), top=True)
         return out
+
+    async def list_nodes(self, query: Element, owner: str, service: str, names: list[str],
+                         top: bool = False) -> None:
+        """disco#items entries for ``names`` (``top``: those in no collection)."""
+        for name in sorted(names):
+            record = await self.engine.node(owner, name) or {}
+            config = record.get("config", {})
+            if top and config.get("collection"):
+                continue
+            attrs = {"jid": service, "node": name}
+            if config.get("title"):
+                attrs["name"] = config["title"]
+            query.subelement("item", attrs=attrs)
 
     async def account_deleting(self, jid: JID) -> None:
         await self.engine.forget_account(str(jid))

@@ -135,8 +135,33 @@ class Engine:
         await self.trim(owner, node, record)
         return record
 
+    async def children(self, owner: str, node: str) -> list[str]:
+        """The nodes associated with collection ``node`` (their ``collection`` names it)."""
+        records = await self.kv.items(owner)
+        return sorted(k[len(NODE_KEY):] for k, r in records.items()
+                      if k.startswith(NODE_KEY) and node in r["config"].get("collection", ()))
+
+    async def set_collections(self, owner: str, node: str, add: tuple[str, ...] = (),
+                              remove: tuple[str, ...] = ()) -> None:
+        """Associate ``node`` with collections ``add``, disassociate it from ``remove``."""
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            old = list(record["config"].get("collection", []))
+            new = [c for c in old if c not in remove] + [c for c in add if c not in old]
+            if new == old:
+                return None
+            record["config"]["collection"] = new
+            return record
+
+        await self.update(owner, node, change)
+
     async def delete(self, owner: str, node: str) -> dict[str, Any]:
         record = await self.must_node(owner, node)
+        if record["config"].get("node_type") == "collection":  # its nodes are detached
+            for child in await self.children(owner, node):
+                try:
+                    await self.set_collections(owner, child, remove=(node,))
+                except PubSubError:
+                    pass
         await self.kv.delete(owner, NODE_KEY + node)
         await self.archive.delete_owner(f"{owner}/{node}")
         for jid in record.get("subscriptions", {}):
@@ -211,8 +236,10 @@ class Engine:
     # -- subscriptions and affiliations ------------------------------------------------------
 
     async def subscribe(self, owner: str, node: str, jid: str, bare: str, state: str,
-                        *, quota: bool = True) -> dict[str, Any]:
-        """Add (or change) ``jid``'s subscription; returns the subscription."""
+                        *, quota: bool = True,
+                        options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Add (or change) ``jid``'s subscription, keeping its options unless ``options``
+        (those that differ from the defaults) replace them; returns the subscription."""
         record = await self.must_node(owner, node)
         existing = record["subscriptions"].get(jid)
         if existing is None and quota:
@@ -221,6 +248,9 @@ class Engine:
                 raise PubSubError("policy-violation", "too-many-subscriptions",
                                   text=f"at most {self.limits.max_subscriptions}")
         sub = {"state": state, "subid": (existing or {}).get("subid") or secrets.token_hex(6)}
+        kept = (existing or {}).get("options") if options is None else options
+        if kept:
+            sub["options"] = kept
 
         def add(record: dict[str, Any]) -> dict[str, Any]:
             record["subscriptions"][jid] = sub
@@ -230,6 +260,21 @@ class Engine:
         if existing is None:
             await self.index(bare, owner, node, jid)
         return sub
+
+    async def set_options(self, owner: str, node: str, jid: str,
+                          options: dict[str, Any]) -> None:
+        """Replace the options of ``jid``'s subscription (``not-subscribed`` if none)."""
+        def change(record: dict[str, Any]) -> dict[str, Any]:
+            sub = record["subscriptions"].get(jid)
+            if sub is None:
+                raise PubSubError("unexpected-request", "not-subscribed")
+            if options:
+                sub["options"] = options
+            else:
+                sub.pop("options", None)
+            return record
+
+        await self.update(owner, node, change)
 
     async def unsubscribe(self, owner: str, node: str, jid: str) -> bool:
         record = await self.must_node(owner, node)

@@ -34,7 +34,9 @@ FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "roster_groups_allowed": ("list-multi", None),
     "presence_based_delivery": ("boolean", None),
     "type": ("text-single", None),
-    "node_type": ("list-single", ("leaf",)),
+    "node_type": ("list-single", ("leaf", "collection")),
+    "collection": ("text-multi", None),  # the collections a node is in (XEP-0248)
+    "children": ("text-multi", None),  # a collection's nodes (kept on them: ``collection``)
     "max_payload_size": ("text-single", None),
     "notification_type": ("list-single", ("normal", "headline")),
 }
@@ -71,8 +73,8 @@ def _bool(text: str) -> bool:
 def parse_field(name: str, values: list[str]) -> Any:
     """A form field's value for ``name`` (no ``pubsub#`` prefix); ValueError if bad."""
     ftype, choices = FIELDS[name]
-    if ftype == "list-multi":
-        return list(values)
+    if ftype in ("list-multi", "text-multi"):
+        return [v.strip() for v in values if v and v.strip()]
     value = values[0].strip() if values else ""
     if ftype == "boolean":
         return _bool(value)
@@ -125,16 +127,19 @@ def effective_max_items(config: dict[str, Any], limit: int) -> int:
     return min(value, limit)
 
 
-def config_form(config: dict[str, Any], type: str = "form"):
-    """The node configuration as a XEP-0004 form."""
+def config_form(config: dict[str, Any], type: str = "form", collections: bool = True):
+    """The node configuration as a XEP-0004 form (without ``collections``: leaf nodes
+    only, as PEP has them)."""
     fields = []
     for name, (ftype, choices) in FIELDS.items():
         if name not in config:
             continue
+        if name == "node_type" and not collections:
+            choices = ("leaf",)
         value = config[name]
         if ftype == "boolean":
             values = ["1" if value else "0"]
-        elif ftype == "list-multi":
+        elif ftype in ("list-multi", "text-multi"):
             values = list(value)
         else:
             values = [str(value)]

@@ -17,7 +17,7 @@ from xmppd.storage.stores import ItemNotFound
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, reply
 
-from . import EVENT_NS, NS, OWNER_NS, PUBLISH_OPTIONS_NS, RSM_NS, PubSubError
+from . import EVENT_NS, NS, OWNER_NS, PUBLISH_OPTIONS_NS, RSM_NS, PubSubError, unsupported
 from .engine import Engine, Item
 from .forms import find_form, form_type, read_form
 from .node import (
@@ -28,8 +28,10 @@ from .node import (
     parse_config,
     subscribed,
 )
+from .suboptions import merged, options_form, options_of, parse_options
 
 MODIFIERS = ("publisher", "owner")
+SHIM_NS = "http://jabber.org/protocol/shim"
 
 
 def _bad(app: str, text: str | None = None) -> PubSubError:
@@ -61,6 +63,10 @@ class PubSubBase(Module):
 
     engine: Engine
     defaults: dict[str, Any]
+    #: collection nodes (XEP-0060 §6.1.x, XEP-0248) and subscription options (§6.3) are
+    #: offered by the service, not by PEP
+    collections = False
+    subscription_options = False
 
     # -- what subclasses decide ----------------------------------------------------------
 
@@ -84,6 +90,13 @@ class PubSubBase(Module):
 
     def published(self, owner: str, node: str, item: Item) -> None:
         """Called after each publish (PEP: the vCard avatar bridge)."""
+
+    def deliver_to(self, jid: str, sub: dict[str, Any]) -> list[str]:
+        """Where a notification for subscription ``sub`` of ``jid`` goes (its options:
+        ``pubsub#deliver``, the service also ``pubsub#show-values``)."""
+        if not sub.get("options"):
+            return [jid]
+        return [jid] if options_of(sub)["deliver"] else []
 
     # -- access ----------------------------------------------------------------------------
 
@@ -167,14 +180,16 @@ class PubSubBase(Module):
         verb = kids[0]
         settable = iq.get("type") == "set"
         if verb.name == "create" and settable:
-            return await self.create(iq, owner, requester, verb, payload.find("configure"))
+            return await self.create(iq, owner, service, requester, verb,
+                                     payload.find("configure"))
         if verb.name == "publish" and settable:
             return await self.publish(iq, owner, service, requester, verb,
                                       payload.find("publish-options"))
         if verb.name == "retract" and settable:
             return await self.retract(iq, owner, service, requester, verb)
         if verb.name == "subscribe" and settable:
-            return await self.subscribe(iq, owner, service, requester, verb)
+            return await self.subscribe(iq, owner, service, requester, verb,
+                                        payload.find("options"))
         if verb.name == "unsubscribe" and settable:
             return await self.unsubscribe(iq, owner, requester, verb)
         if verb.name == "items" and not settable:
@@ -183,11 +198,14 @@ class PubSubBase(Module):
             return await self.own_subscriptions(iq, owner, requester, verb)
         if verb.name == "affiliations" and not settable:
             return await self.own_affiliations(iq, owner, requester, verb)
+        if verb.name == "default" and not settable and self.subscription_options:
+            return await self.default_options(iq, owner, verb)
         if verb.name == "default" and not settable:
             return self.default_form(iq, NS)
+        if verb.name == "options" and self.subscription_options:
+            return await self.sub_options(iq, owner, requester, verb, settable)
         if verb.name == "options":
-            raise PubSubError("feature-not-implemented", "unsupported",
-                              feature="subscription-options")
+            raise unsupported("subscription-options")
         raise PubSubError("feature-not-implemented")
 
     async def _owner(self, iq: Element, origin: Any, payload: Element) -> Element:
@@ -209,9 +227,12 @@ class PubSubBase(Module):
             if not settable:
                 out = reply(iq)
                 conf = out.subelement("pubsub", OWNER_NS).subelement("configure", attrs={"node": node})
-                conf.append(config_form(record["config"]))
+                config = record["config"]
+                if self.collections and config.get("node_type") == "collection":
+                    config = {**config, "children": await self.engine.children(owner, node)}
+                conf.append(config_form(config, collections=self.collections))
                 return out
-            return await self.configure(iq, owner, service, node, verb)
+            return await self.configure(iq, owner, service, node, record, requester, verb)
         if verb.name == "delete" and settable:
             recipients = await self.recipients(owner, node, record, service)
             await self.engine.delete(owner, node)
@@ -233,7 +254,8 @@ class PubSubBase(Module):
 
     def default_form(self, iq: Element, ns: str) -> Element:
         out = reply(iq)
-        out.subelement("pubsub", ns).subelement("default").append(config_form(self.defaults))
+        out.subelement("pubsub", ns).subelement("default").append(
+            config_form(self.defaults, collections=self.collections))
         return out
 
     def submitted_config(self, parent: Element | None, strict: bool = True) -> dict[str, Any]:
@@ -248,32 +270,183 @@ class PubSubBase(Module):
             raise PubSubError("not-acceptable", text="wrong FORM_TYPE")
         return parse_config(fields, strict=strict)
 
-    async def create(self, iq: Element, owner: str, requester: JID, verb: Element,
-                     configure: Element | None) -> Element:
+    async def create(self, iq: Element, owner: str, service: str, requester: JID,
+                     verb: Element, configure: Element | None) -> Element:
         if not self.may_create(owner, requester):
             raise PubSubError("forbidden")
         node = verb.get("node") or secrets.token_hex(8)
         config = {**self.defaults, **self.submitted_config(configure)}
-        if config.get("node_type", "leaf") != "leaf":
-            raise PubSubError("feature-not-implemented", "unsupported", feature="collections")
+        children = config.pop("children", None) or []
+        parents = config.get("collection") or []
+        if (config.get("node_type", "leaf") != "leaf" or parents or children) \
+                and not self.collections:
+            raise unsupported("collections")
+        if children and config.get("node_type") != "collection":
+            raise PubSubError("not-acceptable", text="only a collection has children")
+        await self.check_parents(owner, node, parents, requester)
+        await self.check_children(owner, node, children, requester)
         await self.engine.create(owner, node, config, str(requester.bare),
                                  quota_owner=self.quota_owner(owner, requester))
+        for child in children:
+            await self.engine.set_collections(owner, child, add=(node,))
+        await self.notify_association(owner, service, parents, node, "associate")
+        for child in children:
+            await self.notify_association(owner, service, [node], child, "associate")
         out = reply(iq)
         if not verb.get("node"):
             out.subelement("pubsub", NS).subelement("create", attrs={"node": node})
         return out
 
     async def configure(self, iq: Element, owner: str, service: str, node: str,
-                        verb: Element) -> Element:
+                        old: dict[str, Any], requester: JID, verb: Element) -> Element:
         changes = self.submitted_config(verb)
-        if changes.get("node_type", "leaf") != "leaf":
-            raise PubSubError("not-acceptable")
+        node_type = old["config"].get("node_type", "leaf")
+        if changes.get("node_type", node_type) != node_type:
+            raise PubSubError("not-acceptable", text="the node type cannot change")
+        children = changes.pop("children", None)
+        if node_type != "collection":
+            if children:
+                raise PubSubError("not-acceptable", text="only a collection has children")
+            children = None
+        if (changes.get("collection") or children) and not self.collections:
+            raise unsupported("collections")
+        was_in = old["config"].get("collection", [])
+        joined = [c for c in changes.get("collection", was_in) if c not in was_in]
+        left = [c for c in was_in if c not in changes.get("collection", was_in)]
+        await self.check_parents(owner, node, joined, requester)
+        had = await self.engine.children(owner, node) if children is not None else []
+        added = [c for c in children or () if c not in had]
+        dropped = [c for c in had if children is not None and c not in children]
+        await self.check_children(owner, node, added, requester)
         record = await self.engine.configure(owner, node, changes)
+        for child in added:
+            await self.engine.set_collections(owner, child, add=(node,))
+        for child in dropped:
+            await self.engine.set_collections(owner, child, remove=(node,))
+        await self.notify_association(owner, service, joined, node, "associate")
+        await self.notify_association(owner, service, left, node, "disassociate")
+        for kids, kind in ((added, "associate"), (dropped, "disassociate")):
+            for child in kids:
+                await self.notify_association(owner, service, [node], child, kind)
         if record["config"].get("notify_config"):
             recipients = await self.recipients(owner, node, record, service)
             self.notify(service, recipients,
                         Element("configuration", EVENT_NS, {"node": node}, []))
         return reply(iq)
+
+    # -- collections (XEP-0248) --------------------------------------------------------------
+
+    async def check_parents(self, owner: str, node: str, parents: Iterable[str],
+                            requester: JID) -> None:
+        """``node`` may join ``parents``: collections the requester owns, not ``node``
+        itself nor one inside it."""
+        parents = list(parents)
+        if not parents:
+            return
+        inside = await self.descendants(owner, node)
+        for name in parents:
+            record = await self.engine.node(owner, name)
+            if record is None or record["config"].get("node_type") != "collection":
+                raise PubSubError("not-acceptable", text=f"{name} is not a collection node")
+            self.require_owner(record, requester)
+            if name == node or name in inside:
+                raise PubSubError("not-acceptable", text="collections may not form a cycle")
+
+    async def check_children(self, owner: str, node: str, children: Iterable[str],
+                             requester: JID) -> None:
+        """Collection ``node`` may take ``children``: existing nodes the requester owns,
+        neither ``node`` nor a collection it is inside."""
+        children = list(children)
+        if not children:
+            return
+        above = await self.ancestors(owner, node)
+        for name in children:
+            record = await self.engine.node(owner, name)
+            if record is None:
+                raise PubSubError("item-not-found", text=f"no node {name}")
+            self.require_owner(record, requester)
+            if name == node or name in above:
+                raise PubSubError("not-acceptable", text="collections may not form a cycle")
+
+    async def descendants(self, owner: str, node: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [node]
+        while todo:
+            for child in await self.engine.children(owner, todo.pop()):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return seen
+
+    async def ancestors(self, owner: str, node: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [node]
+        while todo:
+            record = await self.engine.node(owner, todo.pop())
+            for parent in (record or {"config": {}})["config"].get("collection", ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return seen
+
+    async def collection_subscribers(self, owner: str, parents: Iterable[str],
+                                     kind: str) -> list[tuple[str, str]]:
+        """(collection, JID) for each subscription of ``kind`` (items|nodes) to the
+        collections ``parents`` (depth 1) or, with depth ``all``, to those above them."""
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        level, depth = list(parents), 1
+        while level:
+            above: list[str] = []
+            for name in level:
+                if name in seen:
+                    continue
+                seen.add(name)
+                record = await self.engine.node(owner, name)
+                if record is None:
+                    continue
+                for jid, sub in record.get("subscriptions", {}).items():
+                    opts = options_of(sub)
+                    if sub.get("state") != "subscribed" or opts["subscription_type"] != kind:
+                        continue
+                    if depth == 1 or opts["subscription_depth"] == "all":
+                        out.extend((name, to) for to in self.deliver_to(jid, sub))
+                above.extend(record["config"].get("collection", ()))
+            level, depth = above, depth + 1
+        return out
+
+    async def collection_messages(self, owner: str, service: str, record: dict[str, Any],
+                                  items: Element, already: Iterable[str]) -> list[Element]:
+        """An item published to (or retracted from) a node goes to the subscribers of its
+        collections too (once each, with a SHIM ``Collection`` header), if the node's
+        access model lets them see it: the messages."""
+        out = []
+        sent = set(already)
+        for collection, to in await self.collection_subscribers(
+                owner, record["config"].get("collection", ()), "items"):
+            if to in sent:
+                continue
+            sent.add(to)
+            try:
+                if not await self.may_see(record, JID(to)):
+                    continue
+            except JIDError:
+                continue
+            msg = self.event_message(service, to, items.copy())
+            headers = msg.subelement("headers", SHIM_NS)
+            headers.subelement("header", attrs={"name": "Collection"}, text=collection)
+            out.append(msg)
+        return out
+
+    async def notify_association(self, owner: str, service: str, collections: Iterable[str],
+                                 node: str, kind: str) -> None:
+        """Tell ``nodes`` subscribers of each collection that ``node`` joined or left it."""
+        for collection in collections:
+            content = Element("collection", EVENT_NS, {"node": collection}, [])
+            content.subelement(kind, attrs={"node": node})
+            targets = {to for _, to in await self.collection_subscribers(
+                owner, [collection], "nodes")}
+            self.notify(service, sorted(targets), content)
 
     # -- publish / retract -------------------------------------------------------------------
 
@@ -291,6 +464,11 @@ class PubSubBase(Module):
         if record is None:
             if not self.autocreate(owner, requester):
                 raise PubSubError("item-not-found")
+            if wanted.get("node_type", "leaf") != "leaf" or wanted.get("children"):
+                raise PubSubError("not-acceptable", text="publishing creates leaf nodes")
+            if wanted.get("collection") and not self.collections:
+                raise unsupported("collections")
+            await self.check_parents(owner, node, wanted.get("collection", ()), requester)
             config = {**self.defaults, **wanted}
             try:
                 record = await engine.create(owner, node, config, str(requester.bare),
@@ -302,6 +480,8 @@ class PubSubBase(Module):
                 check_preconditions(record["config"], wanted)
         else:
             check_preconditions(record["config"], wanted)
+        if record["config"].get("node_type") == "collection":  # collections hold no items
+            raise unsupported("publish")
         bare = str(requester.bare)
         aff = affiliation_of(record, bare)
         model = record["config"].get("publish_model", "publishers")
@@ -325,13 +505,22 @@ class PubSubBase(Module):
         if payload is None and items and config.get("deliver_payloads", True):
             raise _bad("payload-required")
         item = await engine.publish(owner, node, record, item_id, payload, bare)
+        recipients = await self.recipients(owner, node, record, service)
+        via = []  # notifications through the node's collections
+        if self.collections and config.get("collection") and config.get(
+                "deliver_notifications", True):
+            event = Element("items", EVENT_NS, {"node": node}, [])
+            event.append(item_element(item, EVENT_NS, config.get("deliver_payloads", True),
+                                      publisher=True))
+            via = await self.collection_messages(owner, service, record, event, recipients)
         out = reply(iq)
         pub = out.subelement("pubsub", NS).subelement("publish", attrs={"node": node})
         pub.subelement("item", attrs={"id": item.id})
         self.api.send(out)  # the publisher hears first, then the subscribers
-        recipients = await self.recipients(owner, node, record, service)
         if config.get("deliver_notifications", True):
             self.notify_item(service, node, record, item, recipients)
+            for msg in via:
+                self.api.send(msg)
         self.published(owner, node, item)
         return None
 
@@ -351,7 +540,13 @@ class PubSubBase(Module):
             items = Element("items", EVENT_NS, {"node": node}, [])
             for item_id in gone:
                 items.subelement("retract", attrs={"id": item_id})
-            self.notify(service, await self.recipients(owner, node, record, service), items)
+            recipients = await self.recipients(owner, node, record, service)
+            via = []
+            if self.collections and record["config"].get("collection"):
+                via = await self.collection_messages(owner, service, record, items, recipients)
+            self.notify(service, recipients, items)
+            for msg in via:
+                self.api.send(msg)
         return reply(iq)
 
     # -- notifications ------------------------------------------------------------------------
@@ -445,12 +640,17 @@ class PubSubBase(Module):
         return jid
 
     async def subscribe(self, iq: Element, owner: str, service: str, requester: JID,
-                        verb: Element) -> Element | None:
+                        verb: Element, options: Element | None = None) -> Element | None:
         node = verb.get("node")
         if not node:
             raise _bad("nodeid-required")
         jid = self.subscriber_jid(verb, requester)
         record = await self.engine.must_node(owner, node)
+        chosen = None  # §6.3.7 subscribe and configure
+        form = find_form(options) if self.subscription_options else None
+        if form is not None and form.get("type") != "cancel":
+            collection = record["config"].get("node_type") == "collection"
+            chosen = merged({}, parse_options(form, collection))
         state = "subscribed"
         model = record["config"].get("access_model", "open")
         aff = affiliation_of(record, str(jid.bare))
@@ -460,16 +660,79 @@ class PubSubBase(Module):
             state = "pending"
         else:
             await self.check_access(record, jid)
-        sub = await self.engine.subscribe(owner, node, str(jid), str(jid.bare), state)
+        sub = await self.engine.subscribe(owner, node, str(jid), str(jid.bare), state,
+                                          options=chosen)
         out = reply(iq)
-        out.subelement("pubsub", NS).subelement("subscription", attrs={
+        pubsub = out.subelement("pubsub", NS)
+        pubsub.subelement("subscription", attrs={
             "node": node, "jid": str(jid), "subid": sub["subid"], "subscription": state})
+        if chosen is not None:
+            pubsub.subelement("options", attrs={"node": node, "jid": str(jid),
+                                                "subid": sub["subid"]}).append(options_form(
+                options_of(sub), record["config"].get("node_type") == "collection", "result"))
         self.api.send(out)  # §6.1.7: the last item follows the subscription result
-        if state == "subscribed":
-            await self.send_last(owner, service, node, record, str(jid))
-        else:
+        if state == "pending":
             self.ask_owners(service, node, record, str(jid))
+        elif options_of(sub)["deliver"]:
+            await self.send_last(owner, service, node, record, str(jid))
         return None
+
+    def options_jid(self, verb: Element, requester: JID, record: dict[str, Any]) -> JID:
+        """§6.3.4: the subscriber whose options are asked for (``jid`` required); another
+        entity's only for a node owner."""
+        if not verb.get("jid"):
+            raise _bad("jid-required")
+        try:
+            jid = JID(verb.get("jid", ""))
+        except JIDError:
+            raise _bad("invalid-jid") from None
+        if jid.bare != requester.bare and not self.is_owner(record, str(requester.bare)):
+            raise _bad("invalid-jid")
+        return jid
+
+    async def sub_options(self, iq: Element, owner: str, requester: JID, verb: Element,
+                          settable: bool) -> Element:
+        """§6.3: get (a form) or set (a submitted form) a subscription's options."""
+        node = verb.get("node")
+        if not node:
+            raise _bad("nodeid-required")
+        record = await self.engine.must_node(owner, node)
+        jid = self.options_jid(verb, requester, record)
+        sub = record.get("subscriptions", {}).get(str(jid))
+        if sub is None:
+            raise PubSubError("unexpected-request", "not-subscribed")
+        subid = verb.get("subid")
+        if subid and subid != sub["subid"]:
+            raise PubSubError("not-acceptable", "invalid-subid")
+        collection = record["config"].get("node_type") == "collection"
+        if not settable:
+            out = reply(iq)
+            el = out.subelement("pubsub", NS).subelement("options", attrs={
+                "node": node, "jid": str(jid), "subid": sub["subid"]})
+            el.append(options_form(options_of(sub), collection))
+            return out
+        form = find_form(verb)
+        if form is None:
+            raise _bad("invalid-options", "a submitted form is required")
+        if form.get("type") == "cancel":
+            return reply(iq)
+        chosen = merged(sub.get("options", {}), parse_options(form, collection))
+        await self.engine.set_options(owner, node, str(jid), chosen)
+        return reply(iq)
+
+    async def default_options(self, iq: Element, owner: str, verb: Element) -> Element:
+        """§6.4: the default subscription options (of a node, if named)."""
+        node = verb.get("node")
+        collection = False
+        attrs = {}
+        if node:
+            record = await self.engine.must_node(owner, node)
+            collection = record["config"].get("node_type") == "collection"
+            attrs["node"] = node
+        out = reply(iq)
+        out.subelement("pubsub", NS).subelement("default", attrs=attrs).append(
+            options_form({}, collection or self.collections and not node))
+        return out
 
     def ask_owners(self, service: str, node: str, record: dict[str, Any], jid: str) -> None:
         """§8.6: tell the owners a subscription waits for their approval (they approve it
