@@ -47,7 +47,9 @@ def start(config: Path, port: int, log) -> subprocess.Popen:
     raise AssertionError("the server did not start listening")
 
 
-def test_offline_messages_survive_kill_9(tmp_path):
+def with_accounts(tmp_path) -> tuple:
+    """A config (free port, data in ``tmp_path``) with accounts alice and bob (password
+    ``secret``), made by ``xmppd adduser``: (config path, port, data dir)."""
     port = free_port()
     data = tmp_path / "data"
     config = tmp_path / "xmppd.toml"
@@ -59,6 +61,11 @@ def test_offline_messages_survive_kill_9(tmp_path):
         proc = cli(config, "adduser", f"{user}@localhost", stdin="secret\n")
         proc.communicate("secret\n", timeout=30)
         assert proc.returncode == 0
+    return config, port, data
+
+
+def test_offline_messages_survive_kill_9(tmp_path):
+    config, port, data = with_accounts(tmp_path)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed at the end
     server = start(config, port, log)
     try:

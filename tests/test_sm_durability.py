@@ -8,24 +8,14 @@ import signal
 import subprocess
 
 from support import RawClient
-from test_durability import cli, free_port, start
+from test_durability import start, with_accounts
 
 BURST = 400
 SM = "urn:xmpp:sm:3"
 
 
 def test_acknowledged_messages_survive_kill_9(tmp_path):
-    port = free_port()
-    data = tmp_path / "data"
-    config = tmp_path / "xmppd.toml"
-    config.write_text(
-        f'[server]\ndomains = ["localhost"]\ndata_dir = "{data}"\n'
-        f'[c2s]\nlisten = ["127.0.0.1:{port}"]\ndirect_tls = []\nallow_plain = true\n'
-    )
-    for user in ("alice", "bob"):
-        proc = cli(config, "adduser", f"{user}@localhost", stdin="secret\n")
-        proc.communicate("secret\n", timeout=30)
-        assert proc.returncode == 0
+    config, port, _data = with_accounts(tmp_path)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed at the end
     server = start(config, port, log)
     try:
