@@ -45,6 +45,7 @@ __all__ = [
     "CACHE_SIZE",
     "JID",
     "JIDError",
+    "jid_or_none",
     "cache_clear",
     "cache_info",
     "normalize",
@@ -52,3 +53,14 @@ __all__ = [
     "prep_localpart",
     "prep_resourcepart",
 ]
+
+
+def jid_or_none(text: str | None) -> JID | None:
+    """``text`` as a JID, or None when it is missing or malformed (a stanza's ``to`` or
+    ``from`` that a module only needs when it is usable)."""
+    if not text:
+        return None
+    try:
+        return JID(text)
+    except JIDError:
+        return None

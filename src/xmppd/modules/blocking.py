@@ -24,7 +24,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, jid_or_none
 from xmppd.storage.stores import UNCHANGED, KeyValueStore
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, error_reply, own_account, reply
@@ -57,12 +57,6 @@ def matches(blocked: set[str] | frozenset[str], jid: JID) -> bool:
 _EMPTY: frozenset[str] = frozenset()
 
 
-def _jid(text: str | None) -> JID | None:
-    try:
-        return JID(text) if text else None
-    except JIDError:
-        return None
-
 
 async def resolve(value: Any) -> bool:
     return value if isinstance(value, bool) else await value
@@ -79,7 +73,7 @@ def items_of(payload: Element) -> list[str]:
     """The JIDs of a block/unblock request; StanzaError on a malformed one."""
     out = []
     for item in payload.findall("item", BLOCKING_NS):
-        jid = _jid(item.get("jid"))
+        jid = jid_or_none(item.get("jid"))
         if jid is None:
             raise StanzaError("jid-malformed")
         out.append(str(jid))
@@ -194,7 +188,7 @@ class Blocking(Module):
     def outbound(self, stanza: Element, session: Any) -> bool | Any:
         if self.cache.get(session.bare) == _EMPTY:  # the common case: nobody blocked
             return False
-        verdict = self.lists.blocks(session.jid, _jid(stanza.get("to")))
+        verdict = self.lists.blocks(session.jid, jid_or_none(stanza.get("to")))
         if verdict is False:
             return False
         return self._outbound(stanza, session, verdict)
@@ -216,8 +210,8 @@ class Blocking(Module):
             and self.cache.get(target[0].bare) == _EMPTY
         ):
             return False  # a bound recipient who blocks nobody (the common case)
-        sender = _jid(stanza.get("from"))
-        recipient = _jid(stanza.get("to"))
+        sender = jid_or_none(stanza.get("from"))
+        recipient = jid_or_none(stanza.get("to"))
         theirs = self.lists.blocks(recipient, sender)
         # presence the server sends in a user's name to someone that user blocked
         ours = self.lists.blocks(sender, recipient) if stanza.name == "presence" else False
@@ -236,7 +230,7 @@ class Blocking(Module):
         items = self.cache.get(session.bare)
         if not items:
             return False
-        sender = _jid(stanza.get("from"))
+        sender = jid_or_none(stanza.get("from"))
         if sender is None or not matches(items, sender):
             return False
         if stanza.get("type") in ("get", "set"):
@@ -246,7 +240,7 @@ class Blocking(Module):
     def remote(self, stanza: Element, origin: Any) -> bool | Any:
         if stanza.name != "presence":
             return False
-        verdict = self.lists.blocks(_jid(stanza.get("from")), _jid(stanza.get("to")))
+        verdict = self.lists.blocks(jid_or_none(stanza.get("from")), jid_or_none(stanza.get("to")))
         return verdict if verdict is False else resolve(verdict)
 
     # -- the protocol ------------------------------------------------------------------------

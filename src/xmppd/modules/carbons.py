@@ -33,7 +33,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, jid_or_none
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
 
@@ -200,9 +200,5 @@ class Carbons(Module):
 
 
 def _bare(text: str | None) -> JID | None:
-    if not text:
-        return None
-    try:
-        return JID(text).bare
-    except JIDError:
-        return None
+    jid = jid_or_none(text)
+    return None if jid is None else jid.bare

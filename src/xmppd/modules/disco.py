@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, jid_or_none
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, reply
 
@@ -107,7 +107,5 @@ class Disco(Module):
 
 def _bare(text: str) -> JID | None:
     """The bare JID ``text`` names once normalized (``Alice@LOCALHOST`` is alice@localhost)."""
-    try:
-        return JID(text).bare
-    except JIDError:
-        return None
+    jid = jid_or_none(text)
+    return None if jid is None else jid.bare

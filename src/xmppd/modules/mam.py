@@ -45,7 +45,7 @@ from typing import Any
 
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, jid_or_none
 from xmppd.storage.stores import ArchiveItem, ItemNotFound, new_item_id
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import (
@@ -131,14 +131,6 @@ def parse_stamp(text: str) -> float:
     return when.timestamp()
 
 
-def _jid(text: str | None) -> JID | None:
-    if not text:
-        return None
-    try:
-        return JID(text)
-    except JIDError:
-        return None
-
 
 def matches(jids: list[str], peer: JID) -> bool:
     """A prefs list entry covers ``peer``: its full JID, bare JID or domain."""
@@ -199,7 +191,7 @@ class Archive(Module):
         forged = None
         for child in stanza.elements():
             if child.name == "stanza-id" and child.ns == SID_NS:
-                by = _jid(child.get("by"))
+                by = jid_or_none(child.get("by"))
                 if by is None or by.domain in self.hosts:
                     forged = [*(forged or ()), child]
         for child in forged or ():
@@ -280,7 +272,7 @@ class Archive(Module):
         if not archivable(stanza):
             return None
         owner = str(session.bare)
-        peer = _jid(stanza.get("to")) or session.bare
+        peer = jid_or_none(stanza.get("to")) or session.bare
         prefs = self.prefs.get(owner)
         verdict = self.decide(prefs, owner, peer) if prefs is not None else None
         if verdict is True:
@@ -318,14 +310,14 @@ class Archive(Module):
         if target:
             bare = target[0].bare
         else:
-            bare = _jid(stanza.get("to"))
+            bare = jid_or_none(stanza.get("to"))
             if bare is None:
                 bare = getattr(origin, "bare", None)
                 if bare is None:
                     return None
             bare = bare.bare
         owner = str(bare)
-        peer = _jid(stanza.get("from"))
+        peer = jid_or_none(stanza.get("from"))
         prefs = self.prefs.get(owner)
         online = target or self.router.sessions.count(bare)
         verdict = self.decide(prefs, owner, peer) if prefs is not None and online else None
@@ -390,7 +382,7 @@ class Archive(Module):
             jids: list[str] = []
             for el in payload.findall(kind, MAM_NS):
                 for item in el.findall("jid", MAM_NS):
-                    jid = _jid(item.text.strip())
+                    jid = jid_or_none(item.text.strip())
                     if jid is None:
                         raise StanzaError("jid-malformed", f"bad JID {item.text!r}")
                     jids.append(str(jid))
@@ -431,7 +423,7 @@ class Archive(Module):
         resource_filter: JID | None = None
         with_text = _forms.single(fields, "with")
         if with_text is not None:
-            peer = _jid(with_text)
+            peer = jid_or_none(with_text)
             if peer is None:
                 raise StanzaError("jid-malformed", f"bad 'with': {with_text!r}")
             filters["with_jid"] = str(peer.bare)
@@ -524,7 +516,7 @@ class Archive(Module):
             msg = self.decode(item.data)
         except ValueError:
             return False
-        return peer in (_jid(msg.get("from")), _jid(msg.get("to")))
+        return peer in (jid_or_none(msg.get("from")), jid_or_none(msg.get("to")))
 
     def decode(self, data: bytes) -> Element:
         """A stored message (the tokenizer's limits leave room for the result wrapping)."""

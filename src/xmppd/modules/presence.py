@@ -23,7 +23,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, JIDError, jid_or_none
 from xmppd.modules._rosterdata import RosterItem
 from xmppd.modules._subscription import TYPES as SUBSCRIPTION_TYPES
 from xmppd.modules._subscription import Outcome, State, inbound, outbound
@@ -47,11 +47,8 @@ def _priority(stanza: Element) -> int:
 
 
 def _bare(text: str | None) -> JID | None:
-    try:
-        return JID(text).bare if text else None
-    except JIDError:
-        return None
-
+    jid = jid_or_none(text)
+    return None if jid is None else jid.bare
 
 def _with_state(old: RosterItem | None, jid: str, state: State, **extra: Any) -> RosterItem:
     base = old if old is not None else RosterItem(jid, listed=False)
