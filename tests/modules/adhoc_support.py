@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
+import time
 
 from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
+from support import RawClient
 
 ADMIN = "http://jabber.org/protocol/admin#"
 
@@ -83,3 +86,27 @@ def field_values(cmd, var: str) -> list[str]:
 
 def notes(cmd) -> list[tuple[str, str]]:
     return list(cmd["notes"])
+
+
+def sasl_plain(port: int, user: str, password: str) -> str:
+    """The server's answer to a PLAIN login (``<success`` or the ``<failure>``)."""
+    raw = RawClient(port)
+    try:
+        raw.header()
+        raw.starttls()
+        raw.header()
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        raw.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        return raw.read_until("<success[^>]*(/>|>.*?</success>)|</failure>")
+    finally:
+        raw.close()
+
+
+def wait_until(check, timeout: float = 5.0) -> bool:
+    """Poll ``check()`` until it is true (work the server finishes in the background)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

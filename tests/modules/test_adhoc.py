@@ -6,7 +6,6 @@ session-expired)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import pytest
 from adhoc_support import (
@@ -18,9 +17,9 @@ from adhoc_support import (
     field_values,
     fields,
     notes,
+    sasl_plain,
 )
 from slixmpp.exceptions import IqError
-from support import RawClient
 
 USERS = {"admin": "secret", "alice": "secret", "bob": "secret"}
 
@@ -32,20 +31,6 @@ def srv(make_server):
 
 def adhoc(srv):
     return srv.server.modules.loaded["adhoc"].module
-
-
-def sasl_plain(port: int, user: str, password: str) -> str:
-    """The server's answer to a PLAIN login (``<success`` or the ``<failure>``)."""
-    raw = RawClient(port)
-    try:
-        raw.header()
-        raw.starttls()
-        raw.header()
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        raw.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
-        return raw.read_until("<success[^>]*(/>|>.*?</success>)|</failure>")
-    finally:
-        raw.close()
 
 
 def test_the_command_list_depends_on_who_asks(srv):
