@@ -218,3 +218,14 @@ def test_password_change_and_removal_can_be_switched_off(make_server):
 
     asyncio.run(main())
     assert can_login(srv, "alice", "secret")
+
+
+def test_expired_invitations_are_forgotten(make_server):
+    srv = registration(make_server, require_invite=True)
+    service = srv.server.services["register"]
+    keep = srv.call(service.create_invite("localhost"))
+    old = srv.call(service.create_invite("localhost", 60))
+    store = srv.server.storage.open_store("register")
+    srv.call(store.set("localhost", old["token"], {"expires": 0}))
+    srv.call(service.expire_invites())
+    assert srv.call(store.keys("localhost")) == [keep["token"]]

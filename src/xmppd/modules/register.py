@@ -107,6 +107,7 @@ class Register(Module):
         api.iq_handler("set", REGISTER_NS, "query", self.set, to="bare")
         api.add_feature(REGISTER_NS)
         api.every(api.options["registration_window_s"], self.forget)
+        api.every(3600.0, self.expire_invites)
         adhoc = api.service("adhoc")
         if adhoc is not None:
             api.on_unload(adhoc.add_command(Command(
@@ -150,6 +151,14 @@ class Register(Module):
             await self.store.delete(domain, token)
             return False
         return True
+
+    async def expire_invites(self) -> None:
+        """Forget the tokens that expired unused (hourly)."""
+        now = time.time()
+        for domain in await self.store.owners():
+            for token, entry in (await self.store.items(domain)).items():
+                if not isinstance(entry, dict) or entry.get("expires", 0) < now:
+                    await self.store.delete(domain, token)
 
     async def invite_command(self, ctx: Context) -> Reply:
         invite = await self.create_invite(ctx.domain, by=str(ctx.requester.bare))
