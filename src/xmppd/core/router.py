@@ -51,13 +51,15 @@ class SessionTable:
 
     def add(self, session: Session) -> Session | None:
         """Bind ``session``; returns the session it displaced (same full JID), if any."""
-        jid = session.jid
+        jid, bare = session.jid, session.bare
         old = self._by_full.get(jid)
-        current = self._by_bare.get(jid.bare, ())
+        current = self._by_bare.get(bare, ())
+        # Keyed by the session's own bare JID, not a fresh ``jid.bare``: one bare JID object
+        # per idle session instead of two.
         if old is None:
-            self._by_bare[jid.bare] = (*current, session)
+            self._by_bare[bare] = (*current, session)
         else:  # the new session takes the old one's place
-            self._by_bare[jid.bare] = tuple(session if s is old else s for s in current)
+            self._by_bare[bare] = tuple(session if s is old else s for s in current)
         self._by_full[jid] = session
         return old
 
@@ -66,11 +68,12 @@ class SessionTable:
         if self._by_full.get(jid) is not session:
             return False
         del self._by_full[jid]
-        others = tuple(s for s in self._by_bare[jid.bare] if s is not session)
+        bare = session.bare
+        others = tuple(s for s in self._by_bare[bare] if s is not session)
         if others:
-            self._by_bare[jid.bare] = others
+            self._by_bare[bare] = others
         else:
-            del self._by_bare[jid.bare]
+            del self._by_bare[bare]
         return True
 
     def all(self) -> Iterable[Session]:
