@@ -31,7 +31,13 @@ from xmppd.jid import JID
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
-from xmppd.transport.tls import ensure_certificate, server_context, sni_context
+from xmppd.transport.tls import (
+    SNISelector,
+    certificate_fingerprint,
+    ensure_certificate,
+    server_context,
+    sni_context,
+)
 from xmppd.xml.element import Element
 
 log = logging.getLogger(__name__)
@@ -40,9 +46,11 @@ log = logging.getLogger(__name__)
 class Server:
     """One xmppd instance serving the configured domains."""
 
-    def __init__(self, config: Config) -> None:
-        """Raises ConfigError when the ``[modules]`` config does not fit the modules."""
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        """Raises ConfigError when the ``[modules]`` config does not fit the modules.
+        ``config_path``: the file ``config`` came from, read again by :meth:`reload`."""
         self.config = config
+        self.config_path = config_path
         self._modules_planned = plan(config)
         self.hooks = Hooks()
         self.storage = storage_from_spec(config.storage_url)
@@ -58,6 +66,14 @@ class Server:
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
+        # What the listening contexts hand new handshakes (a reload replaces their tables),
+        # and the fingerprint of each domain's certificate in use.
+        self._sni: list[tuple[SNISelector, bool]] = []
+        self.certificate_fingerprints: dict[str, str] = {}
+        # What new client connections get; a reload replaces it (established streams keep
+        # the one they started with).
+        self._client_policy: ClientPolicy | None = None
+        self._reloading = asyncio.Lock()
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
@@ -84,10 +100,9 @@ class Server:
         if not listen:
             return
         self._setup_tls()
-        policy = self.client_policy()
+        self._client_policy = self.client_policy()
         for listener in cfg.c2s:
-            await self.listen("c2s", listener,
-                              lambda d=listener.direct_tls: C2SStream(policy, direct_tls=d))
+            await self.listen("c2s", listener, partial(self._client_stream, listener.direct_tls))
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
         await self.control.start()
         await self.hooks.fire("server-started", self)
@@ -96,19 +111,35 @@ class Server:
             __version__, ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
 
+    def renew_client_policy(self) -> None:
+        """New client connections get a policy built from the current configuration
+        (a stream keeps the one it started with)."""
+        if self._client_policy is not None:
+            self._client_policy = self.client_policy()
+
+    def _client_stream(self, direct_tls: bool) -> C2SStream:
+        assert self._client_policy is not None
+        return C2SStream(self._client_policy, direct_tls=direct_tls)
+
     def _setup_tls(self) -> None:
-        contexts: dict[str, ssl.SSLContext] = {}
-        direct: dict[str, ssl.SSLContext] = {}
+        tls = build_tls(self.config)
         for domain in self.config.domains:
-            cert = self.config.certificate_for(domain)
-            if domain not in self.config.certificates:
-                ensure_certificate(domain, self.config.data_dir)
-            contexts[domain] = server_context(cert.cert, cert.key)
-            direct[domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
-            log.info("TLS certificate for %s: %s", domain, cert.cert)
-        first = self.config.domains[0]
-        self.tls_context = sni_context(contexts, first)
-        self.direct_tls_context = sni_context(direct, first)
+            log.info("TLS certificate for %s: %s", domain, self.config.certificate_for(domain).cert)
+        self.tls_context = sni_context(tls.contexts[False], tls.default)
+        self.direct_tls_context = sni_context(tls.contexts[True], tls.default)
+        self._sni = [(self.tls_context.sni_callback, False),  # type: ignore[list-item]
+                     (self.direct_tls_context.sni_callback, True)]
+        self.certificate_fingerprints = dict(tls.fingerprints)
+
+    def install_tls(self, tls: TLSSet) -> list[str]:
+        """Serve ``tls`` (from :func:`build_tls`) to new handshakes; established
+        connections keep theirs.  Returns the domains whose certificate changed."""
+        for selector, direct in self._sni:
+            selector.update(tls.contexts[direct], tls.contexts[direct][tls.default])
+        changed = [d for d, fp in tls.fingerprints.items()
+                   if self.certificate_fingerprints.get(d) != fp]
+        self.certificate_fingerprints = dict(tls.fingerprints)
+        return changed
 
     async def listen(
         self, kind: str, listener: Listener, factory: Any
@@ -173,10 +204,35 @@ class Server:
         # connections before start() returns) is a clean shutdown once started, not a kill.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        started = asyncio.Event()
+        # SIGHUP: reload, once started (before, the default action would end the process).
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+            self._reload_on_signal(started)))
         await self.start()
+        started.set()
         await stop.wait()
         log.info("signal received, shutting down")
         await self.stop()
+
+    async def reload(self, config: Config | None = None) -> dict[str, Any]:
+        """Apply ``config`` (default: :attr:`config_path` read again) to the running
+        server: see :mod:`xmppd.reload`.  Raises ReloadRefused for an invalid one."""
+        from xmppd.reload import reload
+
+        async with self._reloading:  # SIGHUP and `xmppd reload` at once: one after the other
+            return (await reload(self, config)).as_dict()
+
+    async def _reload_on_signal(self, started: asyncio.Event) -> None:
+        from xmppd.reload import ReloadRefused
+
+        await started.wait()
+        log.info("SIGHUP received: reloading %s", self.config_path or "the default configuration")
+        try:
+            await self.reload()
+        except ReloadRefused as exc:
+            log.error("reload refused, the running configuration stays in force: %s", exc)
+        except Exception:
+            log.exception("reload failed")
 
     # -- client sessions ----------------------------------------------------------------------
 
@@ -260,6 +316,32 @@ class Server:
         result = self.router.route(stanza, session)
         if result is not None:
             await result
+
+
+class TLSSet:
+    """The client TLS contexts of every served domain (``contexts[direct_tls][domain]``)
+    and the SHA-256 fingerprint of each domain's certificate."""
+
+    __slots__ = ("contexts", "fingerprints", "default")
+
+    def __init__(self, default: str) -> None:
+        self.default = default  # the domain whose certificate a client without SNI gets
+        self.contexts: dict[bool, dict[str, ssl.SSLContext]] = {False: {}, True: {}}
+        self.fingerprints: dict[str, str] = {}
+
+
+def build_tls(config: Config) -> TLSSet:
+    """Contexts from the certificate files of ``config`` as they are now (a domain with no
+    configured certificate gets its self-signed one, generated on first use)."""
+    tls = TLSSet(config.domains[0])
+    for domain in config.domains:
+        cert = config.certificate_for(domain)
+        if domain not in config.certificates:
+            ensure_certificate(domain, config.data_dir)
+        tls.contexts[False][domain] = server_context(cert.cert, cert.key)
+        tls.contexts[True][domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
+        tls.fingerprints[domain] = certificate_fingerprint(cert.cert)
+    return tls
 
 
 def _load_secret(path: Path) -> bytes:

@@ -1,5 +1,5 @@
 """What the control socket can ask a running server: status, the online sessions, ending
-sessions, and the account changes the ``xmppd`` command makes while the server runs.
+sessions, a live reload of the configuration, and the account changes the ``xmppd`` command makes while the server runs.
 
 Account deletion runs here, in the server, so that it is done once and completely: the
 account's sessions end (``<not-authorized/>``, as Prosody does), modules remove what
@@ -9,6 +9,7 @@ roster pushes), and the storage deletes the account with every per-module datum.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from xmppd.jid import JID, JIDError
 
 if TYPE_CHECKING:
     from xmppd.server import Server
+
+log = logging.getLogger(__name__)
 
 
 def _jid(text: str, *, account: bool = False) -> JID:
@@ -85,5 +88,16 @@ def commands(server: Server) -> dict[str, Command]:
         # Prosody closes the other sessions with <reset/> on a password change.
         return end_sessions(server, _jid(jid, account=True), "reset", "password changed")
 
+    async def reload() -> dict[str, Any]:
+        from xmppd.reload import ReloadRefused  # the reload uses the server module
+
+        log.info("reload requested on the control socket")
+        try:
+            return await server.reload()
+        except ReloadRefused as exc:
+            log.error("reload refused, the running configuration stays in force: %s", exc)
+            raise CommandError(f"configuration refused, the running configuration stays in "
+                               f"force: {exc}") from None
+
     return {"status": status, "online": online, "kick": kick, "deluser": deluser,
-            "password-changed": password_changed}
+            "password-changed": password_changed, "reload": reload}

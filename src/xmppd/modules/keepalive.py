@@ -29,6 +29,7 @@ class Keepalive(Module):
     """Pings clients that went silent, and cuts those that do not answer."""
 
     name = "keepalive"
+    stateful = True  # pings awaiting an answer
     xeps = ("XEP-0199",)
     options = {
         "interval_s": Option(float, 300.0, "ping a client silent for this long; 0: never",
@@ -45,8 +46,17 @@ class Keepalive(Module):
         self.checks: set[asyncio.TimerHandle] = set()
         self.waiting: set[Any] = set()  # pinged sessions whose answer is awaited
         api.on_unload(self._unloaded)
-        if api.options["interval_s"]:
-            api.every(api.options["interval_s"], self.sweep)
+        self.stop_sweeps = api.every(api.options["interval_s"], self.sweep) \
+            if api.options["interval_s"] else None
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        self.timeout = api.options["timeout_s"]
+        if api.options["interval_s"] != old["interval_s"]:
+            if self.stop_sweeps is not None:
+                self.stop_sweeps()
+            self.stop_sweeps = api.every(api.options["interval_s"], self.sweep) \
+                if api.options["interval_s"] else None
+        return True
 
     def sweep(self) -> None:
         pinged = []
