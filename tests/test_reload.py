@@ -229,6 +229,25 @@ def test_module_options_reloaded_or_left_for_a_restart(make_server, tmp_path):
     assert any(line.startswith("modules.muc: host changed") for line in conf.reload()["restart"])
 
 
+def test_a_module_enabled_by_a_reload_starts_as_at_start_up(make_server, tmp_path):
+    conf = Configured(tmp_path)
+    conf.write('[modules]\ndisabled = ["s2s"]\n[s2s]\nlisten = ["127.0.0.1:0"]\n')
+    srv = _start(make_server, conf)
+    assert not srv.server.addresses["s2s"]
+    conf.write('[s2s]\nlisten = ["127.0.0.1:0"]\n')
+    result = conf.reload()
+    assert "modules.s2s: loaded" in result["applied"]
+    assert ("modules.s2s: loaded, but component, muc, pubsub (loaded without it) use it only "
+            "after a restart") in result["restart"]
+    # its listener opened (server-started, which it missed, ran for it)
+    peer = RawClient(srv.server.addresses["s2s"][0][1])
+    peer.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              "xmlns:stream='http://etherx.jabber.org/streams' "
+              "xmlns:db='jabber:server:dialback' to='localhost' from='remote.example' "
+              "version='1.0'>")
+    assert "<starttls" in peer.read_until("</stream:features>")
+
+
 # -- virtual hosts -----------------------------------------------------------------------------
 
 

@@ -262,6 +262,8 @@ class Server:
     def bind_session(self, jid: JID, transport: Transport) -> Session:
         """Enter a session for ``jid`` carried by ``transport`` in the session table; a
         session bound to the same full JID before is ended with ``conflict``."""
+        if jid.domain not in self.router.hosts:  # a reload removed it after the stream began
+            raise BindError("not-allowed", "this domain is no longer served here")
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:

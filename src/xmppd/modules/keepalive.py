@@ -46,16 +46,20 @@ class Keepalive(Module):
         self.checks: set[asyncio.TimerHandle] = set()
         self.waiting: set[Any] = set()  # pinged sessions whose answer is awaited
         api.on_unload(self._unloaded)
-        self.stop_sweeps = api.every(api.options["interval_s"], self.sweep) \
-            if api.options["interval_s"] else None
+        self.stop_sweeps: Any = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.stop_sweeps is not None:
+            self.stop_sweeps()
+        interval = self.api.options["interval_s"]
+        self.stop_sweeps = self.api.every(interval, self.sweep) if interval else None
 
     def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """Pings sent from now on use the new timeout; a new interval starts now."""
         self.timeout = api.options["timeout_s"]
         if api.options["interval_s"] != old["interval_s"]:
-            if self.stop_sweeps is not None:
-                self.stop_sweeps()
-            self.stop_sweeps = api.every(api.options["interval_s"], self.sweep) \
-                if api.options["interval_s"] else None
+            self._schedule()
         return True
 
     def sweep(self) -> None:
