@@ -123,17 +123,23 @@ async def reload(server: Server, new: Config | None = None) -> ReloadResult:
     _apply_logging(old, config, result)
     removed = [d for d in old.domains if d not in config.domains]
     added = [d for d in config.domains if d not in old.domains]
-    if added or removed:
+    if old.domains != config.domains:
         server.router.set_hosts(config.domains)
-        ended = _end_sessions_of(server, removed)
-        text = "; ".join(filter(None, (
-            added and f"added {', '.join(added)}",
-            removed and f"removed {', '.join(removed)} ({ended} session(s) ended with "
-                        "host-gone)")))
-        result.applied.append(f"server.domains: {text}")
+        changes = []
+        if added:
+            changes.append(f"added {', '.join(added)}")
+        if removed:
+            ended = _end_sessions_of(server, removed)
+            changes.append(f"removed {', '.join(removed)} ({ended} session(s) ended with "
+                           "host-gone)")
         if old.domains[0] != config.domains[0]:
+            # clients that name no domain, and TLS without SNI, get the new one now
+            changes.append(f"default domain {config.domains[0]} (was {old.domains[0]})")
             result.restart.append("server.domains: the first (default) domain changed; "
                                   "components and federation use the new one after a restart")
+            server.renew_client_policy()
+        if changes:
+            result.applied.append(f"server.domains: {'; '.join(changes)}")
     for domain in server.install_tls(tls):
         if domain in old.domains:
             result.applied.append(f"certificates.{domain}: new certificate (SHA-256 "
