@@ -237,8 +237,8 @@ def test_a_module_enabled_by_a_reload_starts_as_at_start_up(make_server, tmp_pat
     conf.write('[s2s]\nlisten = ["127.0.0.1:0"]\n')
     result = conf.reload()
     assert "modules.s2s: loaded" in result["applied"]
-    assert ("modules.s2s: loaded, but component, muc, pubsub (loaded without it) use it only "
-            "after a restart") in result["restart"]
+    assert ("modules.s2s: loaded; modules loaded without it use it only after a restart: "
+            "component, muc, pubsub") in result["restart"]
     # its listener opened (server-started, which it missed, ran for it)
     peer = RawClient(srv.server.addresses["s2s"][0][1])
     peer.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "

@@ -266,8 +266,8 @@ class ModuleManager:
             out.applied.append(f"modules.{entry.name}: loaded")
             users = sorted(n for n in before if _uses(type(self.loaded[n].module), entry.name))
             if users:
-                out.restart.append(f"modules.{entry.name}: loaded, but {', '.join(users)} "
-                                   "(loaded without it) use it only after a restart")
+                out.restart.append(f"modules.{entry.name}: loaded; modules loaded without "
+                                   f"it use it only after a restart: {', '.join(users)}")
         return out
 
     def _users(self, name: str) -> list[str]:
