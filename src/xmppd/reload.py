@@ -17,16 +17,16 @@ as needing a restart.  No session of a domain that stays is ended.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
-import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xmppd import logs
 from xmppd.core.config import Config, ConfigError, Limits, load
-from xmppd.core.manager import plan
+from xmppd.core.manager import Planned, plan
 from xmppd.preflight import certificate_problems, describe_error
-from xmppd.server import build_tls
+from xmppd.server import TLSSet, build_tls
 
 if TYPE_CHECKING:
     from xmppd.server import Server
@@ -105,6 +105,27 @@ async def reload(server: Server, new: Config | None = None) -> ReloadResult:
     result = ReloadResult(str(server.config_path or "(defaults: no configuration file)"))
     result.restart = restart_needed(old, new)
     config = in_force(old, new)
+    planned, tls = _validate(config, result)
+
+    # Valid: from here on, apply.
+    server.config = config
+    _apply_logging(old, config, result)
+    added, removed = _apply_domains(server, old, config, result)
+    for domain in server.install_tls(tls):
+        if domain in old.domains:
+            result.applied.append(f"certificates.{domain}: new certificate (SHA-256 "
+                                  f"{tls.fingerprints[domain]}) for new connections")
+    _apply_client_settings(server, old, config, result)
+    if added or removed:  # before modules load: those get every domain at load
+        await server.hooks.fire("hosts-changed", tuple(added), tuple(removed))
+    await _apply_modules(server, planned, result)
+    await server.hooks.fire("config-reloaded", old, config)
+    _log(result)
+    return result
+
+
+def _validate(config: Config, result: ReloadResult) -> tuple[list[Planned], TLSSet]:
+    """The checks of ``xmppd run``; ReloadRefused with the first problems found."""
     try:
         planned = plan(config)
     except ConfigError as exc:
@@ -115,56 +136,53 @@ async def reload(server: Server, new: Config | None = None) -> ReloadResult:
     result.warnings += [f"certificate for {w}" for w in warnings]
     try:
         tls = build_tls(config)
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ReloadRefused(describe_error(exc) if isinstance(exc, OSError) else str(exc)) from None
+    return planned, tls
 
-    # Valid: from here on, apply.
-    server.config = config
-    _apply_logging(old, config, result)
-    removed = [d for d in old.domains if d not in config.domains]
-    added = [d for d in config.domains if d not in old.domains]
-    if old.domains != config.domains:
-        server.router.set_hosts(config.domains)
-        changes = []
-        if added:
-            changes.append(f"added {', '.join(added)}")
-        if removed:
-            ended = _end_sessions_of(server, removed)
-            changes.append(f"removed {', '.join(removed)} ({ended} session(s) ended with "
-                           "host-gone)")
-        if old.domains[0] != config.domains[0]:
-            # clients that name no domain, and TLS without SNI, get the new one now
-            changes.append(f"default domain {config.domains[0]} (was {old.domains[0]})")
-            result.restart.append("server.domains: the first (default) domain changed; "
-                                  "components and federation use the new one after a restart")
-            server.renew_client_policy()
-        if changes:
-            result.applied.append(f"server.domains: {'; '.join(changes)}")
-    for domain in server.install_tls(tls):
-        if domain in old.domains:
-            result.applied.append(f"certificates.{domain}: new certificate (SHA-256 "
-                                  f"{tls.fingerprints[domain]}) for new connections")
-    _apply_client_settings(server, old, config, result)
-    if added or removed:  # before modules load: those get every domain at load
-        await server.hooks.fire("hosts-changed", tuple(added), tuple(removed))
+
+def _apply_domains(server: Server, old: Config, new: Config,
+                   result: ReloadResult) -> tuple[list[str], list[str]]:
+    """Serve the new domain list; the (added, removed) domains."""
+    removed = [d for d in old.domains if d not in new.domains]
+    added = [d for d in new.domains if d not in old.domains]
+    if old.domains == new.domains:
+        return added, removed
+    server.router.set_hosts(new.domains)
+    changes = []
+    if added:
+        changes.append(f"added {', '.join(added)}")
+    if removed:
+        ended = _end_sessions_of(server, removed)
+        changes.append(f"removed {', '.join(removed)} ({ended} session(s) ended with host-gone)")
+    if old.domains[0] != new.domains[0]:
+        # clients that name no domain, and TLS without SNI, get the new one now
+        changes.append(f"default domain {new.domains[0]} (was {old.domains[0]})")
+        result.restart.append("server.domains: the first (default) domain changed; "
+                              "components and federation use the new one after a restart")
+        server.renew_client_policy()
+    if changes:
+        result.applied.append(f"server.domains: {'; '.join(changes)}")
+    return added, removed
+
+
+async def _apply_modules(server: Server, planned: list[Planned], result: ReloadResult) -> None:
     before = set(server.hooks.handlers("server-started"))
-    changes = server.modules.reconcile(planned)
-    result.applied += changes.applied
-    result.restart += changes.restart
-    result.failed += changes.failed
+    done = server.modules.reconcile(planned)
+    result.applied += done.applied
+    result.restart += done.restart
+    result.failed += done.failed
     # Modules loaded now missed server-started (e.g. opening their listeners): they get it.
     for handler in server.hooks.handlers("server-started"):
-        if handler not in before:
-            try:
-                outcome = handler(server)
-                if hasattr(outcome, "__await__"):
-                    await outcome
-            except Exception as exc:
-                log.exception("reload: starting %r failed", handler)
-                result.failed.append(f"starting a newly loaded module failed: {exc}")
-    await server.hooks.fire("config-reloaded", old, config)
-    _log(result)
-    return result
+        if handler in before:
+            continue
+        try:
+            outcome = handler(server)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:
+            log.exception("reload: starting %r failed", handler)
+            result.failed.append(f"starting a newly loaded module failed: {exc}")
 
 
 def _apply_logging(old: Config, new: Config, result: ReloadResult) -> None:

@@ -205,9 +205,15 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         started = asyncio.Event()
-        # SIGHUP: reload, once started (before, the default action would end the process).
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-            self._reload_on_signal(started)))
+        reloads: set[asyncio.Task] = set()  # referenced until done (the loop's are weak)
+
+        def hangup() -> None:
+            task = asyncio.ensure_future(self._reload_on_signal(started))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        # SIGHUP: reload, once started (installed now: its default action ends the process)
+        loop.add_signal_handler(signal.SIGHUP, hangup)
         await self.start()
         started.set()
         await stop.wait()

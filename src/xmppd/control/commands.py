@@ -1,5 +1,6 @@
 """What the control socket can ask a running server: status, the online sessions, ending
-sessions, a live reload of the configuration, and the account changes the ``xmppd`` command makes while the server runs.
+sessions, a live reload of the configuration, and the account changes the ``xmppd``
+command makes while the server runs.
 
 Account deletion runs here, in the server, so that it is done once and completely: the
 account's sessions end (``<not-authorized/>``, as Prosody does), modules remove what
