@@ -50,7 +50,7 @@ def _reload_note() -> list[str]:
     text = (f"`xmppd reload` (or SIGHUP) applies these keys to the running server: {live}. "
             "A change of any other key is reported by the reload and in the log, and waits "
             "for a restart; so do module changes that would lose state of online users "
-            "(e.g. `modules.muc.host`, or disabling `presence`).")
+            "(e.g. `modules.muc.host`, or disabling `sm`).")
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > 88:
