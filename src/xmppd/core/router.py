@@ -89,8 +89,16 @@ class Router:
 
     def __init__(self, hooks: Hooks, hosts: Iterable[str]) -> None:
         self.hooks = hooks
-        self.hosts = frozenset(hosts)
+        # One set for the server's lifetime, changed in place by a reload (set_hosts):
+        # whoever keeps a reference to it (client policy, modules) sees the new domains.
+        self.hosts: set[str] = set(hosts)
         self.sessions = SessionTable()
+
+    def set_hosts(self, domains: Iterable[str]) -> None:
+        """Serve ``domains`` from now on (a live reload added or removed virtual hosts)."""
+        new = set(domains)
+        self.hosts.difference_update(self.hosts - new)
+        self.hosts.update(new)
 
     def is_local(self, domain: str) -> bool:
         return domain in self.hosts

@@ -175,13 +175,17 @@ class AuthThrottle:
 
     @classmethod
     def from_limits(cls, limits: Any, clock: Any = time.monotonic) -> AuthThrottle:
-        return cls(
-            backoff_after=limits.auth_backoff_after_failures,
-            backoff_max_s=limits.auth_backoff_max_s,
-            forget_after_s=limits.auth_failures_forgotten_after_s,
-            usernames_per_min=limits.auth_failed_usernames_per_ip_per_min,
-            clock=clock,
-        )
+        throttle = cls(clock=clock)
+        throttle.apply_limits(limits)
+        return throttle
+
+    def apply_limits(self, limits: Any) -> None:
+        """Take the ``[limits]`` values (at start, and at a live reload: the failures
+        counted so far are kept)."""
+        self.backoff_after = limits.auth_backoff_after_failures
+        self.backoff_max_s = limits.auth_backoff_max_s
+        self.forget_after_s = limits.auth_failures_forgotten_after_s
+        self.usernames_per_min = limits.auth_failed_usernames_per_ip_per_min
 
     # -- the per-address spraying ceiling -----------------------------------------------------
 
