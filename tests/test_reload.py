@@ -45,7 +45,9 @@ class Configured:
         self.path.write_text(
             f'[server]\ndomains = [{names}]\ndata_dir = "{self.data_dir}"\n{server}'
             f'[c2s]\nlisten = ["{self.c2s[0]}"]\ndirect_tls = ["{self.c2s[1]}"]\n'
-            f"allow_plain = {str(allow_plain).lower()}\n{body}")
+            f"allow_plain = {str(allow_plain).lower()}\n"
+            '[http]\nlisten = ["127.0.0.1:0"]\nlisten_tls = ["127.0.0.1:0"]\n'
+            f"{body}")
 
     def reload(self) -> dict:
         return call(socket_path(self.data_dir), "reload")
