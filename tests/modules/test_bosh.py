@@ -439,3 +439,49 @@ def test_stanza_size_limits_before_and_after_authentication(make_server, client_
     jid = client.login()
     echo = client.later(big.replace("bob@localhost", jid))  # to itself
     assert "xxxx" in ET.tostring(echo.result(10)).decode()
+
+
+def test_sessions_per_address_are_limited(bosh_server, client_of):
+    server = bosh_server(max_sessions_per_ip=1)
+    first = client_of(server)
+    assert first.create().get("sid")
+    assert terminated(client_of(server).create(), "policy-violation")
+    first.request(type="terminate")
+    assert client_of(server).create().get("sid")  # the slot is free again
+
+
+def test_unauthenticated_session_times_out(make_server, client_of):
+    from xmppd.core.config import Limits
+
+    server = make_server(users=USERS, allow_plain=True, limits=Limits(auth_timeout_s=1))
+    client = client_of(server)
+    client.create()
+    time.sleep(1.5)
+    answer = client.request()
+    assert terminated(answer, "remote-stream-error")
+    assert "connection-timeout" in ET.tostring(answer).decode()
+
+
+def test_stream_management_over_bosh(bosh_server, client_of):
+    server = bosh_server()
+    client = client_of(server)
+    client.login()
+    sm = "urn:xmpp:sm:3"
+    out = client.request(f"<enable xmlns='{sm}' resume='true'/>")
+    enabled = out.find(f"{{{sm}}}enabled")
+    assert enabled is not None and enabled.get("resume") == "true"
+    out = client.request("<iq xmlns='jabber:client' type='get' id='p1'>"
+                         f"<ping xmlns='urn:xmpp:ping'/></iq><r xmlns='{sm}'/>")
+    assert out.find("{jabber:client}iq") is not None
+    assert out.find(f"{{{sm}}}a").get("h") == "1"
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(bosh_server, client_of):
+    server = bosh_server(max_sessions_per_ip=1)
+    client = client_of(server)
+    create = client.body(to="localhost", wait="5", hold="1")
+    for address in ("192.0.2.1", "192.0.2.2"):  # two clients behind the proxy
+        _, _, data = client.post(create, {"X-Forwarded-For": f"10.0.0.9, {address}"})
+        assert ET.fromstring(data).get("sid")
+    _, _, data = client.post(create, {"X-Forwarded-For": "192.0.2.2"})
+    assert terminated(ET.fromstring(data), "policy-violation")
