@@ -196,6 +196,9 @@ class BOSHStream:
                           {"": CLIENT_NS, "stream": STREAM_NS})
 
     def _hold(self, rid: int) -> None:
+        if self.idle_timer is not None:  # started while this request was being processed
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self.core.hold(rid)
         self.wait_timers[rid] = self.loop.call_later(self.core.terms.wait, self._wait_over, rid)
 
