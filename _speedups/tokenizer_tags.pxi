@@ -353,6 +353,24 @@ cdef int _scan_stag(Tokenizer self, const unsigned char* p, Py_ssize_t n) except
     self._ck_aux = q
     return R_PARTIAL
 
+# The stream header's namespace declarations are the same on nearly every stream (the
+# default namespace and the streams prefix): one shared (prefix, uri) tuple each, instead of
+# a tuple, a prefix and a URI per connection (~300 bytes of every idle session).  A bounded
+# intern table: odd headers are kept per stream, as before, and cannot grow it.
+cdef dict _HEADER_DECLS = {}
+cdef Py_ssize_t _MAX_HEADER_DECLS = 64
+
+
+cdef tuple _header_decl(bytes prefix, str uri):
+    cdef tuple key = (prefix, uri)
+    decl = _HEADER_DECLS.get(key)
+    if decl is not None:
+        return <tuple>decl
+    if len(_HEADER_DECLS) < _MAX_HEADER_DECLS:
+        _HEADER_DECLS[key] = key
+    return key
+
+
 cdef object _resolve(Tokenizer self, const unsigned char* p, Py_ssize_t s, Py_ssize_t col):
     """The URI bound to prefix ``p[s:col]``, or None; notes prefixes a stanza's
     content borrows from outside it (its raw bytes are then not self-contained)."""
@@ -425,11 +443,13 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
                 return self._err(E_PREFIX, "reserved prefix or namespace")
             if value and _has_space(value):
                 return self._err(E_BADNS, "namespace name contains whitespace")
-            scope.append((prefix, value))
+            if hdr is not None:  # the stream header
+                hdr[prefix.decode()] = value
+                scope.append(_header_decl(prefix, value))
+            else:
+                scope.append((prefix, value))
             if ln == 5:
                 dflt_decl = True
-            if hdr is not None:
-                hdr[prefix.decode()] = value
             a[5 * k + 2] = -2  # a declaration, not an attribute
         elif build and a[5 * k + 2] == -1:
             attrs[_istr(p + s, ln)] = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)

@@ -120,6 +120,12 @@ class Server:
             __version__, ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
 
+    @property
+    def policy(self) -> ClientPolicy | None:
+        """What new client transports get (TCP, and the modules' BOSH and WebSocket);
+        None until the server listens.  A reload renews it."""
+        return self._client_policy
+
     def renew_client_policy(self) -> None:
         """New client connections get a policy built from the current configuration
         (a stream keeps the one it started with)."""
