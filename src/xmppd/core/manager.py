@@ -34,6 +34,7 @@ DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
     "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
+    "websocket", "hostmeta",
 )
 
 PACKAGE = "xmppd.modules"

@@ -1,0 +1,2 @@
+"""Web transports (sans-IO where it can be): the WebSocket frame codec (RFC 6455, compiled
+with a pure twin), XMPP over WebSocket (RFC 7395) framing and its stream shell."""
