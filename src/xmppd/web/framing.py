@@ -78,20 +78,21 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
 def message_element(tokenizer: Any, payload: bytes) -> Element:
     """The one element a text message carries; a stream error when it carries anything
     else.  ``tokenizer`` was fed :data:`WRAPPER` first."""
-    data = payload.strip(_WS)
-    if not data:
-        raise StreamErrorCondition("not-well-formed", "a message must carry one element "
-                                   "(RFC 7395 §3.3.3): this one is empty or whitespace")
-    events = tokenizer.feed(data)
-    if len(events) != 1 or tokenizer.buffered:
-        what = ("an incomplete element" if not events else
-                "more than one element" if len(events) > 1 or tokenizer.buffered else "")
-        raise StreamErrorCondition("not-well-formed", f"a message must carry one complete "
-                                   f"element (RFC 7395 §3.3.3): this one has {what}")
-    element = events[0]
-    if type(element) is not Element:  # </stream:stream> closes the wrapper
+    # Hot path: every stanza of a web client comes through here.
+    if not payload or payload[0] != 60 or payload[-1] != 62:  # not "<...>": trim it
+        payload = payload.strip(_WS)
+        if not payload:
+            raise StreamErrorCondition("not-well-formed", "a message must carry one element "
+                                       "(RFC 7395 §3.3.3): this one is empty or whitespace")
+    events = tokenizer.feed(payload)
+    if len(events) == 1 and not tokenizer.buffered:
+        element = events[0]
+        if type(element) is Element:
+            return element
         raise StreamErrorCondition("not-well-formed", "a message must carry one element")
-    return element
+    what = "an incomplete element" if not events else "more than one element"
+    raise StreamErrorCondition("not-well-formed", f"a message must carry one complete "
+                               f"element (RFC 7395 §3.3.3): this one has {what}")
 
 
 def stream_open(el: Element) -> StreamOpen:

@@ -48,6 +48,7 @@ from xmppd.web.wsframe import (
     parse_close,
 )
 from xmppd.xml.framing import StreamErrorCondition, new_stream_id
+from xmppd.xml.stanza import CLIENT_NS
 from xmppd.xml.tokenizer import TokenizerError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ log = logging.getLogger("xmppd.websocket")
 
 _FAILED = -1  # an event: the frame codec failed (its WebSocketError follows)
 _CLOSE_TAG = b"</stream:stream>"
+_XMLNS_CLIENT = f' xmlns="{CLIENT_NS}"'.encode()
 _CONDITIONS = {TOO_BIG: "policy-violation", INVALID_DATA: "not-well-formed"}
 
 
@@ -178,7 +180,19 @@ class WebSocketC2S(C2SStream):
     # -- output -------------------------------------------------------------------------------
 
     def send(self, element: Any) -> None:
-        self.send_bytes(element.to_bytes(None))  # each message declares its namespace
+        # Each message declares its namespace.  A stanza is serialized for a jabber:client
+        # stream (the fast path that reuses the tokenizer's bytes) and the declaration put
+        # in after its name: cheaper than serializing it for no default namespace.
+        if self.closed or self._closing:
+            return
+        if element.ns == CLIENT_NS:
+            data = element.to_bytes(CLIENT_NS)
+            cut = len(element.name) + 1
+            data = b"".join((data[:cut], _XMLNS_CLIENT, data[cut:]))
+        else:
+            data = element.to_bytes(None)
+        self._append(frame_header(TEXT, len(data)))
+        self._append(data)
 
     def send_bytes(self, data: bytes) -> None:
         if self.closed or self._closing:
