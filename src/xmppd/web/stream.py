@@ -191,8 +191,15 @@ class WebSocketC2S(C2SStream):
             data = b"".join((data[:cut], _XMLNS_CLIENT, data[cut:]))
         else:
             data = element.to_bytes(None)
-        self._append(frame_header(TEXT, len(data)))
-        self._append(data)
+        head = frame_header(TEXT, len(data))
+        out = self._out  # _append, inlined: this is every stanza a web client receives
+        if out is None:
+            self._out = [head, data]
+        else:
+            out.append(head)
+            out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush)
 
     def send_bytes(self, data: bytes) -> None:
         if self.closed or self._closing:
