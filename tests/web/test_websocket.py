@@ -110,6 +110,19 @@ def test_open_checks(web):
     assert stream_error(c.read_closed()) == "not-well-formed"
 
 
+def test_elements_before_open_are_refused(web):
+    c = ws(web)
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>")
+    text = ends_cleanly(c, "bad-format")
+    assert "<success" not in text
+    c = ws(web)  # after SASL success, a new <open/> must come first again
+    c.open()
+    assert "<success" in scram_sha256(c, "alice", "secret", eol="")
+    c.send("<iq type='set' id='b' xmlns='jabber:client'><bind "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    ends_cleanly(c, "bad-format")
+
+
 def test_binary_message_is_refused(web):
     c = ws(web)
     c.open()

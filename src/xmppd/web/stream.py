@@ -138,6 +138,9 @@ class WebSocketC2S(C2SStream):
                 if el.name == "close":
                     self.handle_stream_close()
                     return None
+            if not self.header_sent:  # as over TCP, where the parser wants a header first
+                raise StreamErrorCondition("bad-format", "the stream starts with <open/> "
+                                           "(RFC 7395 §3.4), also after a restart")
             return self.handle_element(el)
         op, payload = event
         if op == CLOSE:
