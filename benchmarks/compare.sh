@@ -12,7 +12,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 GEN_PROCS=${GEN_PROCS:-1}
 TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # also: ejabberd; xmppd-pure: XMPPD_PURE_PYTHON=1
-WORKLOADS=${WORKLOADS:-"throughput latency logins memory mam-page resume fanout pep-presence muc muc-join"}
+WORKLOADS=${WORKLOADS:-"throughput ws-throughput latency logins memory mam-page resume fanout pep-presence muc muc-join"}
 # Server feature sets, each a fresh server: "plain" (defaults) and any "+"-joined set of sm
 # (clients enable XEP-0198), carbons (clients enable XEP-0280), mam (server archives: xmppd
 # default modules + "mam"; Prosody mod_mam). throughput runs in every set; every other
@@ -51,6 +51,8 @@ STUB_PORT=${STUB_PORT:-15299}
 PROSODY_PORT=${PROSODY_PORT:-15222}
 XMPPD_PORT=${XMPPD_PORT:-15223}
 EJABBERD_PORT=${EJABBERD_PORT:-15224}   # and the next two: its HTTP API (provisioning), Erlang distribution
+PROSODY_HTTP_PORT=${PROSODY_HTTP_PORT:-15280}   # ws-throughput: XMPP over WebSocket (RFC 7395)
+XMPPD_HTTP_PORT=${XMPPD_HTTP_PORT:-15281}
 XMPPD=${XMPPD:-$(command -v xmppd || echo "$(dirname "$PY")/xmppd")}
 WORK=${WORK:-$(mktemp -d /tmp/xmppd-compare.XXXXXX)}
 OUT=${OUT:-$WORK/results.jsonl}
@@ -105,7 +107,7 @@ needs() {  # needs WORKLOAD: the feature a workload requires ("" for none)
 
 wants() {  # wants WORKLOAD FSET: run WORKLOAD in this feature set?
     local w=$1 fset=$2 need f
-    [ "$w" = throughput ] && return 0
+    [ "$w" = throughput ] || [ "$w" = ws-throughput ] && return 0
     need=$(needs "$w")
     for f in $FEATURES; do  # the first set that has what the workload needs
         if [ -z "$need" ] || has "$need" "$f"; then [ "$f" = "$fset" ]; return; fi
@@ -143,6 +145,13 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
             for p in $PAIRS; do
                 load "$target" "$port" "${carbons[@]}" throughput --pairs "$p" -w "$WINDOW" \
                     --duration "$DURATION" --warmup "$WARMUP" "${sm[@]}"
+            done ;;
+        ws-throughput)  # the same closed loop between WebSocket clients (no stub: TCP only)
+            local http
+            case $target in prosody) http=$PROSODY_HTTP_PORT ;; xmppd*) http=$XMPPD_HTTP_PORT ;; *) continue ;; esac
+            for p in $PAIRS; do
+                load "$target" "$http" --websocket /xmpp-websocket "${carbons[@]}" throughput --pairs "$p" \
+                    -w "$WINDOW" --duration "$DURATION" --warmup "$WARMUP" "${sm[@]}"
             done ;;
         mam-page)
             [ "$target" = stub ] && continue
@@ -223,6 +232,7 @@ start_prosody() {
     has carbons "$FSET" && mods+=', "carbons"'
     has mam "$FSET" && mods+=', "mam"'
     sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$PROSODY_PORT|g" -e "s|@DOMAIN@|$DOMAIN|g" \
+        -e "s|@HTTP_PORT@|$PROSODY_HTTP_PORT|g" \
         -e "s|@CERT@|$WORK/cert.pem|g" -e "s|@KEY@|$WORK/key.pem|g" -e "s|@MODULES@|$mods|g" \
         "$HERE/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
     if [ "$PROSODY_ARCHIVE" = sql ]; then  # archives in SQLite (needs lua-dbi-sqlite3), like xmppd
@@ -315,6 +325,11 @@ log_level = "warning"
 listen = ["127.0.0.1:$XMPPD_PORT"]
 require_encryption = false   # benchmark only: plaintext and TLS both measured
 allow_plain = true
+
+[http]                       # ws-throughput: plain ws:// on loopback, as Prosody's
+listen = ["127.0.0.1:$XMPPD_HTTP_PORT"]
+listen_tls = []
+max_connections_per_ip = 0
 
 [limits]                     # benchmark: no per-IP caps, every session comes from 127.0.0.1
 max_preauth_connections_per_ip = 1000000

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default="bench", help="password of every benchmark account")
     p.add_argument("--user-prefix", default="user", help="accounts are <prefix>0 .. <prefix>N-1")
     p.add_argument("--tls", action="store_true", help="STARTTLS (certificate not verified)")
+    p.add_argument("--websocket", default="", metavar="PATH",
+                   help="XMPP over WebSocket (RFC 7395) at PATH (e.g. /xmpp-websocket) of the "
+                        "plain HTTP port given by --port, instead of TCP c2s")
     p.add_argument("--mechanism", default=None, help="force a SASL mechanism (default: best offered)")
     p.add_argument("--procs", type=int, default=1, help="generator worker processes (sharded)")
     p.add_argument("--no-uvloop", action="store_true")
@@ -154,7 +157,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "muc-join": ("occupants", "join_concurrency"),
     }[args.workload]
     params = {k: getattr(args, k) for k in keys}
-    params.update(tls=args.tls, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
+    params.update(tls=args.tls, websocket=args.websocket, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
                   carbons=args.carbons)
     if args.workload == "throughput":
         params.update(sm=args.sm, sm_every=args.sm_every if args.sm else 0)
@@ -198,7 +201,8 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
     sm = getattr(args, "sm", False) or args.workload == "resume"
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
                       tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
-                      sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons)
+                      sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons,
+                      websocket=args.websocket)
     if args.workload in FEATURE:
         spec = _feature_spec(args, cfg)
         if args.workload in SINGLE or args.procs <= 1:
@@ -262,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             def on_ready(infos: list[dict[str, Any]]) -> None:
                 time.sleep(args.settle)
                 memory["rss_attached_kib"] = rss_kib(pid)
+    if args.workload == "throughput":  # server CPU per message: a figure noise hides less
+        pid = find_pid_by_port(args.port)
+        for spec in specs:
+            spec.extra["server_pid"] = pid
     if args.workload in SINGLE and args.procs > 1:
         print(f"note: {args.workload} runs in one generator process (--procs ignored)", file=sys.stderr)
     infos, results = run_workers(specs, use_uvloop=not args.no_uvloop, on_ready=on_ready)

@@ -16,7 +16,8 @@ if os.environ.get("CI"):
 
 
 #: The pure twin of each compiled module.
-PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure"}
+PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure",
+              "wsframe": "xmppd.web._wsframe_pure"}
 
 
 def _load_impls(name: str) -> list:
@@ -46,6 +47,12 @@ def tokenizer_impl(request):
 @pytest.fixture(params=_load_impls("jid"))
 def jid_impl(request):
     """The JID module, once per implementation (ids ``pure`` and ``compiled``)."""
+    return import_impl(request.param)
+
+
+@pytest.fixture(params=_load_impls("wsframe"))
+def wsframe_impl(request):
+    """The WebSocket frame codec, once per implementation (ids ``pure`` and ``compiled``)."""
     return import_impl(request.param)
 
 

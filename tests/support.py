@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import os
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -14,6 +18,8 @@ from pathlib import Path
 from xmppd.c2s.sasl import derive_all
 from xmppd.core.config import Config, Listener, load
 from xmppd.server import Server
+from xmppd.web import _wsframe_pure as wsframe
+from xmppd.web._wsbase import CLOSE, TEXT, parse_close
 
 STREAM_HEADER = (
     "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xmlns='jabber:client' "
@@ -194,6 +200,222 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+SUCCESS = r"<success[^>]*(/>|>.*?</success>)|</failure>"
+FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def scram_sha256(client: RawClient | WSClient, user: str, password: str, eol: str = "\n") -> str:
+    """SCRAM-SHA-256 (no channel binding), each SASL element followed by ``eol``; returns
+    the server's answer (``<success>``, its signature verified, or ``<failure>``)."""
+    first_bare = f"n={user},r={secrets.token_urlsafe(18)}"
+    client.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256'>"
+                f"{b64(b'n,,' + first_bare.encode())}</auth>{eol}")
+    answer = client.read_until(r"</challenge>|</failure>")
+    assert "<challenge" in answer, answer
+    server_first = base64.b64decode(re.search(r">([^<]*)</challenge>", answer).group(1)).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                 int(attrs["i"]))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    final_bare = f"c=biws,r={attrs['r']}"
+    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    client.send(f"<response xmlns='{SASL}'>{b64(f'{final_bare},p={b64(proof)}'.encode())}"
+                f"</response>{eol}")
+    answer = client.read_until(SUCCESS)
+    if "<success" in answer:
+        verifier = base64.b64decode(re.search(r">([^<]*)</success>", answer).group(1))
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        assert verifier == b"v=" + b64(hmac.digest(server_key, auth_message, "sha256")).encode()
+    return answer
+
+
+
+class WSClient:
+    """A blocking raw-socket client of XMPP over WebSocket (RFC 7395): the opening
+    handshake, masked frames out, and the text messages in (``messages``; ``read_until``
+    works on them joined, like :class:`RawClient` on its bytes)."""
+
+    def __init__(self, port: int, *, tls: bool = False, protocol: str | None = "xmpp",
+                 origin: str | None = None, host: str = "localhost",
+                 path: str = "/xmpp-websocket", timeout: float = 5.0) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.timeout = timeout
+        self.decoder = wsframe.FrameDecoder(1 << 24, require_mask=False)
+        self.frames: list[tuple[int, bytes]] = []
+        self.text = ""  # text messages received and not yet consumed by read_until
+        self.close_code: int | None = None
+        key = b64(os.urandom(16))
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                 "Sec-WebSocket-Version: 13"]
+        if protocol:
+            lines.append(f"Sec-WebSocket-Protocol: {protocol}")
+        if origin:
+            lines.append(f"Origin: {origin}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)
+            if not chunk:
+                break
+            head += chunk
+        status_line, *fields = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1]) if status_line else 0
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in
+                        (f.partition(":") for f in fields if f)}
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        self.sock.sendall(wsframe.encode_frame(opcode, payload, fin, os.urandom(4)))
+
+    def send(self, data: str | bytes) -> None:
+        """One text message."""
+        self.send_frame(TEXT, data.encode() if isinstance(data, str) else data)
+
+    def _receive(self, deadline: float) -> bool:
+        """Read more frames; False once the connection is closed."""
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return False
+        if not chunk:
+            return False
+        for op, payload in self.decoder.feed(chunk):
+            self.frames.append((op, payload))
+            if op == TEXT:
+                self.text += payload.decode()
+            elif op == CLOSE:
+                self.close_code = parse_close(payload)[0]
+        return True
+
+    def read_until(self, pattern: str, timeout: float | None = None) -> str:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        regex = re.compile(pattern, re.S)
+        while True:
+            m = regex.search(self.text)
+            if m:
+                found, self.text = self.text[: m.end()], self.text[m.end():]
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {pattern!r} in {self.text!r}")
+            if not self._receive(deadline):
+                raise ConnectionError(f"closed while waiting for {pattern!r}; got {self.text!r}")
+
+    def read_closed(self, timeout: float | None = None) -> str:
+        """Everything until the server closes the connection."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline and self._receive(deadline):
+            pass
+        text, self.text = self.text, ""
+        return text
+
+    def open(self, to: str = "localhost") -> str:
+        self.send(f"<open xmlns='{FRAMING_NS}' to='{to}' version='1.0'/>")
+        return self.read_until(r"</stream:features>|<close [^>]*/>")
+
+    def login(self, user: str, password: str = "secret", *, resource: str = "ws",
+              domain: str = "localhost") -> str:
+        """SCRAM-SHA-256, bind; returns the bound full JID."""
+        self.open(domain)
+        answer = scram_sha256(self, user, password, eol="")
+        assert "<success" in answer, answer
+        self.open(domain)
+        self.send("<iq type='set' id='bind1' xmlns='jabber:client'><bind "
+                  "xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  f"<resource>{resource}</resource></bind></iq>")
+        return re.search(r"<jid>(.*?)</jid>", self.read_until("</iq>")).group(1)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class HTTPClient:
+    """A blocking HTTP/1.1 client that reads answers byte-exactly (keep-alive aware)."""
+
+    def __init__(self, port: int, *, tls: bool = False, sni: str = "localhost",
+                 timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> None:
+        length = f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT") else ""
+        self.send(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{length}{headers}\r\n"
+                  .encode() + body)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed; got {self.buffer!r}")
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if not self._fill():
+                raise ConnectionError(f"closed; got {self.buffer!r}")
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def response(self, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+        status = int(self._line().split()[1])
+        headers: dict[str, str] = {}
+        while line := self._line():
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if head or status in (101, 100, 204):
+            return status, headers, b""
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while size := int(self._line(), 16):
+                body += self._take(size)
+                self._line()
+            self._line()
+            return status, headers, body
+        return status, headers, self._take(int(headers.get("content-length", "0")))
+
+    def closed(self) -> bool:
+        """The server closed the connection (after anything still buffered)."""
+        try:
+            return not self._fill()
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 ROSTER_NS = "jabber:iq:roster"

@@ -44,8 +44,10 @@ def xmppd_cmd(*args: str, config: Path | None = None, data_dir: Path | None = No
 
 def write_config(tmp_path: Path, body: str = "", port: int = 0, tls_port: int = 0) -> Path:
     path = tmp_path / "xmppd.toml"
+    # No HTTP listener unless the test configures one: the defaults are fixed ports.
+    no_http = "" if "[http]" in body else "[http]\nlisten = []\nlisten_tls = []\n"
     path.write_text(
-        "[http]\nlisten = []\nlisten_tls = []\n[server]\ndomains = [\"localhost\"]\ndata_dir = \"data\"\nlog_level = \"warning\"\n"
+        no_http + "[server]\ndomains = [\"localhost\"]\ndata_dir = \"data\"\nlog_level = \"warning\"\n"
         f"[c2s]\nlisten = [\"127.0.0.1:{port or free_port()}\"]\n"
         f"direct_tls = [\"127.0.0.1:{tls_port or free_port()}\"]\nallow_plain = true\n" + body
     )

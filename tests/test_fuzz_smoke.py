@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ("tokenizer", "jid", "sasl")
+HARNESSES = ("tokenizer", "jid", "sasl", "wsframe")
 
 
 def harness(name: str) -> ModuleType:
@@ -123,6 +123,35 @@ def test_sasl_client_generated(conf: int, tamper: int, picks: list[int]) -> None
 
 
 # -- the harnesses catch what they are meant to catch ------------------------------------
+
+
+_FRAME_TOKENS = [b"\x81", b"\x01", b"\x80", b"\x82", b"\x88", b"\x89", b"\x8a", b"\xc1", b"\x83",
+                 b"\x85", b"\x7e", b"\xfe", b"\xff", b"\x00\x7e", b"\x00\x00\x00\x00",
+                 b"\x01\x02\x03\x04", b"\x03\xe8", b"<a/>", b"\xc3\xa9", b"\xc3", b"x" * 130]
+
+
+@SMOKE
+@given(mode=st.integers(0, 255), cuts=st.binary(min_size=4, max_size=4),
+       body=st.lists(st.sampled_from(_FRAME_TOKENS), max_size=30).map(b"".join))
+def test_wsframe_generated(mode: int, cuts: bytes, body: bytes) -> None:
+    mod = harness("wsframe")
+    mod.test_one_input(mod.encode(body, mode=mode, cuts=cuts))
+
+
+def test_wsframe_harness_catches_a_divergent_twin(monkeypatch) -> None:
+    mod = harness("wsframe")
+    pure = mod._wsframe_pure
+
+    class LaxMask(pure.FrameDecoder):
+        def __init__(self, size: int, require_mask: bool = True) -> None:
+            super().__init__(size, False)  # accepts unmasked frames
+
+    fake = ModuleType("fake_wsframe")
+    fake.FrameDecoder = LaxMask
+    monkeypatch.setitem(mod.IMPLS, "fake", fake)
+    mod.test_one_input(mod.encode(pure.encode_frame(1, b"<a/>", True, b"abcd")))
+    with pytest.raises(AssertionError):
+        mod.test_one_input(mod.encode(pure.encode_frame(1, b"<a/>")))
 
 
 def test_tokenizer_harness_catches_a_divergent_twin(monkeypatch) -> None:

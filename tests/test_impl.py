@@ -33,13 +33,25 @@ def test_public_tokenizer_is_the_active_implementation():
     assert xmppd.xml.tokenizer.Tokenizer.__module__ == expected
 
 
-@pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid"])
+@pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid",
+                                    "xmppd._speedups.wsframe"])
 def test_required_extensions_are_importable(module):
     """Fails (never skips) when XMPPD_REQUIRE_EXTENSIONS=1 and a compiled module is missing:
     a silent fallback to pure Python is a performance bug."""
     if not REQUIRE_EXTENSIONS:
         pytest.skip("XMPPD_REQUIRE_EXTENSIONS is not set")
     importlib.import_module(module)
+
+
+def test_public_frame_codec_is_the_active_implementation():
+    import xmppd.web.wsframe
+
+    expected = "xmppd.web._wsframe_pure" if PURE_PYTHON else "xmppd._speedups.wsframe"
+    try:
+        importlib.import_module("xmppd._speedups.wsframe")
+    except ImportError:
+        expected = "xmppd.web._wsframe_pure"
+    assert xmppd.web.wsframe.FrameDecoder.__module__ == expected
 
 
 def test_pure_python_forced_in_a_subprocess():
@@ -54,6 +66,7 @@ def test_compiled_reported_in_a_subprocess():
     try:
         importlib.import_module("xmppd._speedups.tokenizer")
         importlib.import_module("xmppd._speedups.jid")
+        importlib.import_module("xmppd._speedups.wsframe")
     except ImportError:
         pytest.skip("compiled modules not built")
     code = (

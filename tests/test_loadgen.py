@@ -261,3 +261,18 @@ def test_summary_rows_per_feature_set() -> None:
 def test_resume_two_processes(stub: int, tmp_path: Path) -> None:
     record = _run(stub, tmp_path, "--procs", "2", "resume", "-n", "6", "--cycles", "2", "--settle", "0.05")
     assert record["results"]["ok"] == 12 and record["params"]["procs"] == 2
+
+
+def test_throughput_over_websocket_against_xmppd(make_server, tmp_path: Path) -> None:
+    """The ws-throughput workload: the generator's WebSocket carrier against a real server."""
+    users = {f"user{i}": "bench" for i in range(4)}
+    srv = make_server(users=users, require_encryption=False)
+    out = tmp_path / "runs.jsonl"
+    rc = load.main(["--port", str(srv.http_port), "--websocket", "/xmpp-websocket", "--target",
+                    "xmppd", "--json", str(out), "throughput", "--pairs", "2", "--duration", "0.5",
+                    "--warmup", "0.2"])
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert rc == 0, record
+    res = record["results"]
+    assert res["delivered"] > 0 and res["lost"] == 0 and res["sent"] == res["received"]
+    assert record["params"]["websocket"] == "/xmpp-websocket"

@@ -122,7 +122,7 @@ def test_certificate_not_covering_the_domain_is_a_warning_at_start(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["c2s.listen", "c2s.direct_tls", "s2s.listen", "s2s.direct_tls",
-                                 "components.listen"])
+                                 "components.listen", "http.listen", "http.listen_tls"])
 def test_port_in_use(tmp_path, key):
     busy = busy_socket()
     port = busy.getsockname()[1]
@@ -132,6 +132,9 @@ def test_port_in_use(tmp_path, key):
             config = write_config(tmp_path, **{"port" if name == "listen" else "tls_port": port})
         else:
             extra = '[components."gw.localhost"]\nsecret = "s"\n' if table == "components" else ""
+            if table == "http":  # the other HTTP listener off: its default port may be taken
+                other = "listen_tls" if name == "listen" else "listen"
+                extra += f"{other} = []\n"
             config = write_config(tmp_path, f'[{table}]\n{name} = ["127.0.0.1:{port}"]\n{extra}')
         message = (f"{key} 127.0.0.1:{port} is already in use "
                    f"(another server running? change {key})")

@@ -72,6 +72,7 @@ class LoginConfig:
     sm: bool = False  # XEP-0198: <enable/> after bind
     sm_resume: bool = False  # ... with resume='true'
     carbons: bool = False  # XEP-0280: enable carbons after bind (and after <enabled/>)
+    websocket: str = ""  # XMPP over WebSocket (RFC 7395) at this HTTP path instead of TCP
 
 
 def _choose_mechanism(offered: list[str], forced: str | None) -> str:
@@ -317,8 +318,16 @@ async def login(cfg: LoginConfig, user: str, tls_ctx: ssl.SSLContext | None = No
     with ``resume=(previd, h)`` resume that XEP-0198 session instead of binding."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
-    _, session = await loop.create_connection(
-        lambda: Session(cfg, user, tls_ctx, done, resource, resume), cfg.host, cfg.port)
+    if cfg.websocket:
+        from .websocket import WSCarrier
+
+        session = Session(cfg, user, tls_ctx, done, resource, resume)
+        await loop.create_connection(
+            lambda: WSCarrier(session, f"{cfg.host}:{cfg.port}", cfg.websocket),
+            cfg.host, cfg.port)
+    else:
+        _, session = await loop.create_connection(
+            lambda: Session(cfg, user, tls_ctx, done, resource, resume), cfg.host, cfg.port)
     timer = loop.call_later(cfg.timeout, session.fail, XmppError(f"login timeout for {user}"))
     try:
         return await done

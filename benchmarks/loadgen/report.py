@@ -25,7 +25,7 @@ HEADLINE: dict[str, tuple[str, bool]] = {
 #: Parameters that must match for a stub run to serve as this run's ceiling.
 _CEILING_KEYS: dict[str, tuple[str, ...]] = {
     "logins": ("tls", "concurrency"),
-    "throughput": ("tls", "pairs", "window", "body_size", "procs", "sm", "sm_every"),
+    "throughput": ("tls", "pairs", "window", "body_size", "procs", "sm", "sm_every", "websocket"),
     "latency": ("tls", "pairs", "rate", "procs"),
     "memory": (),
     "mam-page": ("tls", "clients", "page", "last_page"),
@@ -36,7 +36,7 @@ _CEILING_KEYS: dict[str, tuple[str, ...]] = {
     "muc-join": ("tls", "occupants"),
 }
 #: Parameter values of records written before the parameter existed.
-_OFF: dict[str, Any] = {"sm": False, "sm_every": 0}
+_OFF: dict[str, Any] = {"sm": False, "sm_every": 0, "websocket": ""}
 #: Workloads whose headline is not a rate the stub can bound (memory-like figures).
 _NO_CEILING = ("memory", "pep-presence")
 
@@ -60,6 +60,9 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
                "delivered": sum(r["delivered"] for r in results),
                "sent": sum(r["sent"] for r in results), "received": sum(r["received"] for r in results),
                "lost": sum(r["lost"] for r in results), "drain_s": max(r["drain_s"] for r in results)}
+        cpu = [r["server_cpu_s"] for r in results if r.get("server_cpu_s") is not None]
+        if cpu and out["delivered"]:  # every worker measured the same server over ~the same window
+            out["server_cpu_us_per_msg"] = max(cpu) * 1e6 / out["delivered"]
     elif workload == "latency":
         lat = [ns / 1e6 for r in results for ns in r["latencies_ns"]]
         out = {f"{k}_ms": v for k, v in percentiles(lat).items()}

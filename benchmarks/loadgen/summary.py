@@ -12,7 +12,7 @@ from typing import Any
 from .report import HEADLINE
 
 _ROW_KEYS = {
-    "throughput": ("features", "pairs", "window", "tls"),
+    "throughput": ("features", "pairs", "window", "tls", "websocket"),
     "latency": ("pairs", "rate", "tls"),
     "logins": ("sessions", "concurrency", "tls"),
     "memory": ("sessions", "tls"),
@@ -24,8 +24,9 @@ _ROW_KEYS = {
     "muc-join": ("features", "occupants"),
 }
 #: Older records have no "features" (plain) or "sm"/"carbons" (off): rows stay comparable.
-_DEFAULTS = {"features": "plain", "sm": False, "carbons": False}
-_EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"), "throughput": ("lost",),
+_DEFAULTS = {"features": "plain", "sm": False, "carbons": False, "websocket": ""}
+_EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"),
+          "throughput": ("lost", "server_cpu_us_per_msg"),
           "logins": ("errors",), "mam-page": ("p99_ms", "queries_per_s"),
           "resume": ("errors", "detached_bytes_per_session"), "fanout": ("publish_p99_ms", "lost"),
           "pep-presence": ("cpu_us_per_presence", "presences_per_s", "errors"), "muc": ("p99_ms", "lost"),

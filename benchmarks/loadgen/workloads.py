@@ -7,6 +7,7 @@ after the parent's "go" (a barrier across worker processes), the measured phase.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,13 @@ from typing import Any
 
 from .client import LoginConfig, Session, XmppError, client_tls_context, login
 from .scram import cache_size
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 END = b"</message>"
 _TAIL = len(END) - 1
@@ -187,9 +195,12 @@ async def run_throughput(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> 
         flow.sender.write(flow.msg * spec.window)
         flow.sent = spec.window
     await asyncio.sleep(spec.warmup)
+    pid = spec.extra.get("server_pid")
+    cpu0 = proc_cpu_s(pid) if pid else 0.0
     t0, r0 = time.perf_counter(), sum(f.received for f in flows)
     await asyncio.sleep(spec.duration)
     t1, r1 = time.perf_counter(), sum(f.received for f in flows)
+    cpu = proc_cpu_s(pid) - cpu0 if pid else None
     state.running = False
     drain = await _drain(lambda: sum(f.sent - f.received for f in flows), spec.drain_timeout)
     sent, received = sum(f.sent for f in flows), sum(f.received for f in flows)
@@ -197,7 +208,7 @@ async def run_throughput(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> 
         a.close()
         b.close()
     return {"delivered": r1 - r0, "window_s": t1 - t0, "sent": sent, "received": received,
-            "lost": sent - received, "drain_s": drain}
+            "lost": sent - received, "drain_s": drain, "server_cpu_s": cpu}
 
 
 class _LatencyReceiver:

@@ -41,6 +41,7 @@ def implementation() -> str:
     """A short description of the active implementation, for ``--version`` and logs."""
     # Import the public modules so that every choice has been made.
     import xmppd.jid  # noqa: F401
+    import xmppd.web.wsframe  # noqa: F401
     import xmppd.xml.tokenizer  # noqa: F401
 
     kinds = set(CHOSEN.values())

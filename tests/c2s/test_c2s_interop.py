@@ -9,13 +9,10 @@ is character data of the old stream (Prosody and ejabberd accept it); the new st
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
-import secrets
 
 import pytest
-from support import STREAM_HEADER, RawClient
+from support import STREAM_HEADER, RawClient, scram_sha256
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 SUCCESS = r"<success[^>]*(/>|>.*?</success>)|</failure>"
@@ -51,34 +48,6 @@ def plain(client: RawClient, user: str, password: str, eol: str = "\n") -> str:
     token = _b64(f"\0{user}\0{password}".encode())
     client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>{eol}")
     return client.read_until(SUCCESS)
-
-
-def scram_sha256(client: RawClient, user: str, password: str, eol: str = "\n") -> str:
-    """SCRAM-SHA-256 (no channel binding), each SASL element followed by ``eol``; returns
-    the server's answer (``<success>``, its signature verified, or ``<failure>``)."""
-    first_bare = f"n={user},r={secrets.token_urlsafe(18)}"
-    client.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256'>"
-                f"{_b64(b'n,,' + first_bare.encode())}</auth>{eol}")
-    answer = client.read_until(r"</challenge>|</failure>")
-    assert "<challenge" in answer, answer
-    server_first = base64.b64decode(re.search(r">([^<]*)</challenge>", answer).group(1)).decode()
-    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
-                                 int(attrs["i"]))
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
-    final_bare = f"c=biws,r={attrs['r']}"
-    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
-    signature = hmac.digest(stored_key, auth_message, "sha256")
-    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-    client.send(f"<response xmlns='{SASL}'>{_b64(f'{final_bare},p={_b64(proof)}'.encode())}"
-                f"</response>{eol}")
-    answer = client.read_until(SUCCESS)
-    if "<success" in answer:
-        verifier = base64.b64decode(re.search(r">([^<]*)</success>", answer).group(1))
-        server_key = hmac.digest(salted, b"Server Key", "sha256")
-        assert verifier == b"v=" + _b64(hmac.digest(server_key, auth_message, "sha256")).encode()
-    return answer
 
 
 def ready_for_sasl(server, direct: bool) -> tuple[RawClient, str]:

@@ -211,6 +211,13 @@ def test_unknown_keys_are_errors(tmp_path, text, message):
     ({"admins": ["admin@example.com/pc"]}, "not an account address"),
     ({"admins": [7]}, "admins: 7 is not an account address"),
     ({"admins": ["@@"]}, "admins: '@@' is not a valid JID"),
+    ({"http": {"listen": "127.0.0.1:5280"}}, "http.listen must be a list"),
+    ({"http": {"listen_tls": ["nohost"]}}, "http.listen_tls: 'nohost' is not host:port"),
+    ({"http": {"max_body_bytes": 0}}, "http.max_body_bytes: expected a positive number"),
+    ({"http": {"max_headers": 1.5}}, "http.max_headers: expected a whole number"),
+    ({"http": {"request_timeout_s": "30"}}, "http.request_timeout_s"),
+    ({"http": {"external_url": "example.org"}}, "http.external_url.*http:// or https://"),
+    ({"http": {"port": 80}}, "unknown setting.*http.*port"),
 ])
 def test_invalid_values(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -221,3 +228,12 @@ def test_admins_are_normalized_bare_jids():
     config = from_dict({"admins": ["Admin@Example.COM", "admin@example.com", "ops@example.net"]})
     assert config.admins == ("admin@example.com", "ops@example.net")
     assert Config().admins == ()
+
+
+def test_http_section():
+    cfg = from_dict({"http": {"listen": ["0.0.0.0:80"], "listen_tls": [], "max_connections_per_ip": 0,
+                              "request_timeout_s": 5, "external_url": "https://{host}/"}})
+    assert cfg.http == (Listener("0.0.0.0", 80),)
+    assert cfg.http_max_connections_per_ip == 0 and cfg.http_request_timeout_s == 5.0
+    assert cfg.http_external_url == "https://{host}"
+    assert Config().http == (Listener("127.0.0.1", 5280), Listener("127.0.0.1", 5443, True))

@@ -3,80 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
 
 import pytest
+from support import HTTPClient
 
 from xmppd.transport.http import HTTPError, Response, Upgrade
-
-
-class HTTPClient:
-    """A blocking HTTP/1.1 client that reads answers byte-exactly (keep-alive aware)."""
-
-    def __init__(self, port: int, *, tls: bool = False, sni: str = "localhost",
-                 timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> None:
-        length = f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT") else ""
-        self.send(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{length}{headers}\r\n"
-                  .encode() + body)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        self.buffer += chunk
-        return bool(chunk)
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            if not self._fill():
-                raise ConnectionError(f"closed; got {self.buffer!r}")
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            if not self._fill():
-                raise ConnectionError(f"closed; got {self.buffer!r}")
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
-    def response(self, head: bool = False) -> tuple[int, dict[str, str], bytes]:
-        status = int(self._line().split()[1])
-        headers: dict[str, str] = {}
-        while line := self._line():
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if head or status in (101, 100, 204):
-            return status, headers, b""
-        if headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while size := int(self._line(), 16):
-                body += self._take(size)
-                self._line()
-            self._line()
-            return status, headers, body
-        return status, headers, self._take(int(headers.get("content-length", "0")))
-
-    def closed(self) -> bool:
-        """The server closed the connection (after anything still buffered)."""
-        try:
-            return not self._fill()
-        except (ConnectionResetError, ssl.SSLError):
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ DEFAULT_MODULES = (
     "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
     "adhoc", "admin_commands", "register",
     "bosh", "upload", "extdisco",
+    "websocket", "hostmeta",
 )
 
 PACKAGE = "xmppd.modules"
