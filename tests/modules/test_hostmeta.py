@@ -29,7 +29,7 @@ def get(port: int, path: str, host: str, *, tls: bool = False, method: str = "GE
         c.close()
 
 
-def test_xrd_lists_the_websocket_endpoint_per_host(srv):
+def test_xrd_lists_the_websocket_and_bosh_endpoints_per_host(srv):
     for host in ("localhost", "example.net"):
         status, headers, body = get(srv.https_port, "/.well-known/host-meta",
                                     f"{host}:{srv.https_port}", tls=True)
@@ -37,25 +37,29 @@ def test_xrd_lists_the_websocket_endpoint_per_host(srv):
         assert headers["access-control-allow-origin"] == "*"
         links = {link.get("rel"): link.get("href")
                  for link in ET.fromstring(body).iter(f"{XRD}Link")}
-        assert links == {"urn:xmpp:alt-connections:websocket":
-                         f"wss://{host}:{srv.https_port}/xmpp-websocket"}
+        assert links == {
+            "urn:xmpp:alt-connections:websocket": f"wss://{host}:{srv.https_port}/xmpp-websocket",
+            "urn:xmpp:alt-connections:xbosh": f"https://{host}:{srv.https_port}/http-bind",
+        }
 
 
 def test_jrd_over_plain_http(srv):
     status, headers, body = get(srv.http_port, "/.well-known/host-meta.json", "example.net")
     assert status == 200 and headers["content-type"] == "application/json"
     assert headers["access-control-allow-origin"] == "*"
-    assert json.loads(body) == {"links": [{"rel": "urn:xmpp:alt-connections:websocket",
-                                           "href": "ws://example.net/xmpp-websocket"}]}
+    links = {link["rel"]: link["href"] for link in json.loads(body)["links"]}
+    assert links == {"urn:xmpp:alt-connections:websocket": "ws://example.net/xmpp-websocket",
+                     "urn:xmpp:alt-connections:xbosh": "http://example.net/http-bind"}
 
 
 def test_every_alt_connection_route_is_listed(srv):
-    srv.server.http_routes.add("/http-bind", lambda r: Response(200),
-                               alt_connection="urn:xmpp:alt-connections:xbosh")
+    srv.server.http_routes.add("/xmpp-other", lambda r: Response(200),
+                               alt_connection="urn:example:alt-connections:other")
     _, _, body = get(srv.http_port, "/.well-known/host-meta.json", "localhost")
     assert {link["rel"]: link["href"] for link in json.loads(body)["links"]} == {
         "urn:xmpp:alt-connections:websocket": "ws://localhost/xmpp-websocket",
         "urn:xmpp:alt-connections:xbosh": "http://localhost/http-bind",
+        "urn:example:alt-connections:other": "http://localhost/xmpp-other",
     }
 
 
