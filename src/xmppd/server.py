@@ -28,6 +28,7 @@ from xmppd.core.router import Router
 from xmppd.core.session import Session, Transport
 from xmppd.eager import start_eagerly
 from xmppd.jid import JID
+from xmppd.metrics.collector import ServerMetrics
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
@@ -62,6 +63,9 @@ class Server:
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
         self.addresses: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        # Read at scrape time from the objects above (router, connections, throttle,
+        # storage); a registry of this server's own.
+        self.metrics = ServerMetrics(self)
 
     @property
     def streams(self) -> set[Any]:
@@ -90,6 +94,7 @@ class Server:
                               lambda d=listener.direct_tls: C2SStream(policy, direct_tls=d))
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
         await self.control.start()
+        self.metrics.start(asyncio.get_running_loop())
         await self.hooks.fire("server-started", self)
         log.info(
             "xmppd %s started: domains %s, storage %s, implementation %s",
@@ -144,6 +149,7 @@ class Server:
     async def stop(self) -> None:
         """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
         await self.hooks.fire("server-stopping", self)
+        self.metrics.stop()
         if self.control is not None:
             await self.control.close()
         for srv in self._listeners:
@@ -209,6 +215,7 @@ class Server:
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
+            self.connections.limit("max_resources_per_account")
             log.info("limit max_resources_per_account (%d) reached for %s: bind refused "
                      "account=%s", limit, address_text(getattr(transport, "peer", None)),
                      jid.bare)

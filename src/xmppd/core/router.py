@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 
 from xmppd.core.hooks import Hooks
@@ -88,6 +89,17 @@ class Router:
         self.hooks = hooks
         self.hosts = frozenset(hosts)
         self.sessions = SessionTable()
+        # Counters by stanza name, read by xmppd.metrics at scrape time: a defaultdict
+        # increment is the whole cost on the hot path (no lock, no label lookup).
+        #: stanzas given to route()
+        self.routed: defaultdict[str, int] = defaultdict(int)
+        #: deliveries to a local session (a broadcast counts each recipient)
+        self.delivered: defaultdict[str, int] = defaultdict(int)
+        #: stanzas handed to another server or a component (``route/remote`` took them)
+        self.remote: defaultdict[str, int] = defaultdict(int)
+        #: stanzas answered with an error, and the errors by condition
+        self.bounced: defaultdict[str, int] = defaultdict(int)
+        self.stanza_errors: defaultdict[str, int] = defaultdict(int)
 
     def is_local(self, domain: str) -> bool:
         return domain in self.hosts
@@ -96,6 +108,7 @@ class Router:
 
     def route(self, stanza: Element, origin: Session | None = None) -> Awaitable | None:
         """Route a stanza whose ``from`` is already stamped; may return an awaitable."""
+        self.routed[stanza.name] += 1
         to = stanza.attrs.get("to")
         try:
             target = JID(to) if to is not None else None
@@ -108,6 +121,7 @@ class Router:
             return self._unless_handled(
                 self.hooks.fire_maybe_async("route/remote", stanza, origin),
                 lambda: self.bounce(stanza, "remote-server-not-found"),
+                lambda: self._count_remote(stanza),
             )
         if target.localpart is None:
             return self._to_host(stanza, origin, target)
@@ -222,8 +236,12 @@ class Router:
     # -- delivery helpers ---------------------------------------------------------------------
 
     def deliver(self, session: Session, stanza: Element) -> None:
+        self.delivered[stanza.name] += 1
         if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
             session.transport.send(stanza)
+
+    def _count_remote(self, stanza: Element) -> None:
+        self.remote[stanza.name] += 1
 
     def bounce(
         self, stanza: Element, condition: str, text: str | None = None, type: str | None = None
@@ -231,6 +249,8 @@ class Router:
         """Answer ``stanza`` with an error, unless it is itself an error (no loops)."""
         if stanza.attrs.get("type") == "error" or "from" not in stanza.attrs:
             return
+        self.bounced[stanza.name] += 1
+        self.stanza_errors[condition] += 1
         self.route_from_server(error_reply(stanza, condition, type, text))
 
     def route_from_server(self, stanza: Element) -> None:
@@ -240,21 +260,28 @@ class Router:
             asyncio.ensure_future(result)
 
     def _unless_handled(
-        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None]
+        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None],
+        handled: Callable[[], None] | None = None,
     ) -> Awaitable | None:
-        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza, also when
-        a hook only decides asynchronously (e.g. after a storage lookup)."""
+        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza (then
+        ``handled``), also when a hook only decides asynchronously (e.g. after a storage
+        lookup)."""
         if result is False:
             return default()
         if result is True:
+            if handled is not None:
+                handled()
             return None
-        return self._default_after(result, default)
+        return self._default_after(result, default, handled)
 
     @staticmethod
     async def _default_after(
-        pending: Awaitable[bool], default: Callable[[], Awaitable | None]
+        pending: Awaitable[bool], default: Callable[[], Awaitable | None],
+        handled: Callable[[], None] | None = None,
     ) -> None:
         if await pending:
+            if handled is not None:
+                handled()
             return
         follow = default()
         if follow is not None:

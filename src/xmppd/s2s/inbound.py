@@ -48,6 +48,7 @@ class S2SInStream(Traced, XMLStream):
     """A stream a peer server opened to us."""
 
     default_ns = SERVER_NS
+    kind = "s2s_in"
     jid = None  # not a local client session
     remote = True  # for modules: stanzas from this origin come from another server
 
