@@ -89,12 +89,14 @@ class Router:
         self.hooks = hooks
         self.hosts = frozenset(hosts)
         self.sessions = SessionTable()
-        # Counters by stanza name, read by xmppd.metrics at scrape time: a defaultdict
-        # increment is the whole cost on the hot path (no lock, no label lookup).
-        #: stanzas given to route()
-        self.routed: defaultdict[str, int] = defaultdict(int)
+        # Outcomes by stanza name, read by xmppd.metrics at scrape time.  One defaultdict
+        # increment per stanza is the whole cost on the hot path (a message to a full JID
+        # counts once, as delivered): no lock, no label lookup, no total at the entry.
         #: deliveries to a local session (a broadcast counts each recipient)
         self.delivered: defaultdict[str, int] = defaultdict(int)
+        #: stanzas a module took (presence, messages to a bare JID or the server, IQs the
+        #: server answers...); what it then delivers is counted as delivered too
+        self.handled: defaultdict[str, int] = defaultdict(int)
         #: stanzas handed to another server or a component (``route/remote`` took them)
         self.remote: defaultdict[str, int] = defaultdict(int)
         #: stanzas answered with an error, and the errors by condition
@@ -108,7 +110,6 @@ class Router:
 
     def route(self, stanza: Element, origin: Session | None = None) -> Awaitable | None:
         """Route a stanza whose ``from`` is already stamped; may return an awaitable."""
-        self.routed[stanza.name] += 1
         to = stanza.attrs.get("to")
         try:
             target = JID(to) if to is not None else None
@@ -121,7 +122,7 @@ class Router:
             return self._unless_handled(
                 self.hooks.fire_maybe_async("route/remote", stanza, origin),
                 lambda: self.bounce(stanza, "remote-server-not-found"),
-                lambda: self._count_remote(stanza),
+                stanza, self.remote,
             )
         if target.localpart is None:
             return self._to_host(stanza, origin, target)
@@ -131,6 +132,7 @@ class Router:
 
     def _to_own_account(self, stanza: Element, origin: Session | None) -> Awaitable | None:
         if stanza.name == "presence":
+            self.handled["presence"] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
         if origin is None:
             return None
@@ -141,10 +143,12 @@ class Router:
         if name == "iq":
             return self._iq(stanza, origin, "host")
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
         return self._unless_handled(
             self.hooks.fire_maybe_async("message/host", stanza, origin),
             lambda: self.bounce(stanza, "service-unavailable"),
+            stanza, self.handled,
         )
 
     def _to_full(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
@@ -152,9 +156,12 @@ class Router:
         name = stanza.name
         if name == "message":
             if session is not None:
+                result = self.hooks.fire_maybe_async("message/full", stanza, origin, session)
+                if result is False:  # the hot path: no hook took it, deliver (no closure)
+                    self.deliver(session, stanza)
+                    return None
                 return self._unless_handled(
-                    self.hooks.fire_maybe_async("message/full", stanza, origin, session),
-                    lambda: self.deliver(session, stanza),
+                    result, lambda: self.deliver(session, stanza), stanza, self.handled
                 )
             mtype = stanza.attrs.get("type", "normal")
             if mtype in ("chat", "normal"):
@@ -163,6 +170,7 @@ class Router:
                 self.bounce(stanza, "service-unavailable")
             return None
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/full", stanza, origin, session))
         if session is not None and stanza.attrs.get("type") in ("get", "set", "result", "error"):
             self.deliver(session, stanza)
@@ -178,10 +186,12 @@ class Router:
         if name == "iq":
             return self._iq(stanza, origin, "bare", bare if addressed else None)
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
         return self._unless_handled(
             self.hooks.fire_maybe_async("message/bare", stanza, origin),
             lambda: self.bounce(stanza, "service-unavailable"),
+            stanza, self.handled,
         )
 
     # -- IQs -------------------------------------------------------------------------------
@@ -194,6 +204,7 @@ class Router:
             # results and errors to the server or a bare JID end here, unless a module
             # waits for them (a disco#info query it sent: entity capabilities)
             if itype in ("result", "error"):
+                self.handled["iq"] += 1
                 return self._maybe(self.hooks.fire_maybe_async("iq/response", stanza, origin))
             return None
         payload = iq_payload(stanza)
@@ -207,8 +218,9 @@ class Router:
         if handler is None:
             result = self.hooks.fire_maybe_async("iq/bare", stanza, origin) if to == "bare" else False
             return self._unless_handled(
-                result, lambda: self.bounce(stanza, "service-unavailable")
+                result, lambda: self.bounce(stanza, "service-unavailable"), stanza, self.handled
             )
+        self.handled["iq"] += 1
         return self._run_iq(handler, stanza, origin, payload)
 
     def _run_iq(self, handler, stanza, origin, payload) -> Awaitable | None:
@@ -240,9 +252,6 @@ class Router:
         if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
             session.transport.send(stanza)
 
-    def _count_remote(self, stanza: Element) -> None:
-        self.remote[stanza.name] += 1
-
     def bounce(
         self, stanza: Element, condition: str, text: str | None = None, type: str | None = None
     ) -> None:
@@ -261,27 +270,25 @@ class Router:
 
     def _unless_handled(
         self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None],
-        handled: Callable[[], None] | None = None,
+        stanza: Element, taken: defaultdict[str, int],
     ) -> Awaitable | None:
-        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza (then
-        ``handled``), also when a hook only decides asynchronously (e.g. after a storage
-        lookup)."""
+        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza (then it
+        is counted in ``taken``), also when a hook only decides asynchronously (e.g. after
+        a storage lookup)."""
         if result is False:
             return default()
         if result is True:
-            if handled is not None:
-                handled()
+            taken[stanza.name] += 1
             return None
-        return self._default_after(result, default, handled)
+        return self._default_after(result, default, stanza, taken)
 
     @staticmethod
     async def _default_after(
         pending: Awaitable[bool], default: Callable[[], Awaitable | None],
-        handled: Callable[[], None] | None = None,
+        stanza: Element, taken: defaultdict[str, int],
     ) -> None:
         if await pending:
-            if handled is not None:
-                handled()
+            taken[stanza.name] += 1
             return
         follow = default()
         if follow is not None:

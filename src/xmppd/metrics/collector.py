@@ -7,7 +7,7 @@ CPU, open files) and the gauges modules report (:meth:`ServerMetrics.add_gauge`)
 OpenMetrics when the scraper's ``Accept`` asks for it).
 
 What is read (duck-typed, so this package imports nothing above it):
-``router`` (``routed``, ``delivered``, ``remote``, ``bounced``, ``stanza_errors``,
+``router`` (``delivered``, ``handled``, ``remote``, ``bounced``, ``stanza_errors``,
 ``sessions``), ``connections`` (``traffic`` by stream kind, ``logins``, ``limit_hits``),
 ``auth_throttle.limit_hits`` and ``storage.latency``.
 """
@@ -168,15 +168,18 @@ def _sessions(router: Any) -> Iterator[Metric]:
 
 
 def _stanzas(router: Any) -> Iterator[Metric]:
-    yield _counter("stanzas_routed", "stanzas given to the router, by kind", ["kind"],
-                   router.routed.items())
-    outcomes = [((k, "delivered"), n) for k, n in router.delivered.items()]
-    outcomes += [((k, "remote"), n) for k, n in router.remote.items()]
-    outcomes += [((k, "bounced"), n) for k, n in router.bounced.items()]
-    yield _counter("stanzas", "stanzas by kind and outcome (delivered: to a local session, "
-                   "each recipient of a broadcast counted; remote: to another server or a "
-                   "component; bounced: answered with a stanza error)", ["kind", "outcome"],
-                   outcomes)
+    outcomes = [((k, outcome), n)
+                for outcome, table in (("delivered", router.delivered),
+                                       ("handled", router.handled),
+                                       ("remote", router.remote),
+                                       ("bounced", router.bounced))
+                for k, n in list(table.items())]
+    yield _counter("stanzas_routed", "stanzas routed by kind and outcome (delivered: to a "
+                   "local session, each recipient counted; handled: taken by a module, such "
+                   "as presence, a message to a bare JID or to the server, offline storage, "
+                   "an IQ the server answers (what the module then delivers is counted as "
+                   "delivered too); remote: to another server or a component; bounced: "
+                   "answered with a stanza error)", ["kind", "outcome"], outcomes)
     yield _counter("stanza_errors", "stanza errors the server generated, by condition",
                    ["condition"], router.stanza_errors.items())
 
