@@ -11,7 +11,7 @@ PASSWORD=${PASSWORD:-bench}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 GEN_PROCS=${GEN_PROCS:-1}
-TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # xmppd-pure: XMPPD_PURE_PYTHON=1
+TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # also: ejabberd; xmppd-pure: XMPPD_PURE_PYTHON=1
 WORKLOADS=${WORKLOADS:-"throughput latency logins memory mam-page resume fanout pep-presence muc muc-join"}
 # Server feature sets, each a fresh server: "plain" (defaults) and any "+"-joined set of sm
 # (clients enable XEP-0198), carbons (clients enable XEP-0280), mam (server archives: xmppd
@@ -34,6 +34,7 @@ MUC_ROOMS=${MUC_ROOMS:-1}
 MUC_TALKERS=${MUC_TALKERS:-3}
 MUC_WINDOW=${MUC_WINDOW:-4}
 MUC_JOIN=${MUC_JOIN:-200}               # join storm size (1000: see README)
+MUC_JOIN_TIMEOUT=${MUC_JOIN_TIMEOUT:-300}   # s per join: a storm is O(J^2) presences; slow peers finish late
 PROSODY_ARCHIVE=${PROSODY_ARCHIVE:-internal}   # or "sql" (SQLite through lua-dbi-sqlite3)
 DURATION=${DURATION:-3}                 # s, throughput/latency window (plus WARMUP)
 WARMUP=${WARMUP:-1}
@@ -48,6 +49,7 @@ MEM_SESSIONS=${MEM_SESSIONS:-3000}
 STUB_PORT=${STUB_PORT:-15299}
 PROSODY_PORT=${PROSODY_PORT:-15222}
 XMPPD_PORT=${XMPPD_PORT:-15223}
+EJABBERD_PORT=${EJABBERD_PORT:-15224}   # and the next two: its HTTP API (provisioning), Erlang distribution
 XMPPD=${XMPPD:-$(command -v xmppd || echo "$(dirname "$PY")/xmppd")}
 WORK=${WORK:-$(mktemp -d /tmp/xmppd-compare.XXXXXX)}
 OUT=${OUT:-$WORK/results.jsonl}
@@ -61,7 +63,7 @@ echo "work dir $WORK, results $OUT, ulimit -n $(ulimit -n)"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+        [ -n "$pid" ] && { kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; }
     done
     for pid in "${PIDS[@]:-}"; do
         [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
@@ -144,9 +146,9 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
         mam-page)
             [ "$target" = stub ] && continue
             fresh "$target" || return 1  # no backlog of archive writes left by throughput
-            local fill=()  # xmppd: filled by fill_archive.py before it started; Prosody: over XMPP, once
-            if [ "$target" = prosody ] && [ ! -e "$WORK/prosody/filled" ]; then
-                fill=(--fill "$MAM_FILL"); touch "$WORK/prosody/filled"
+            local fill=()  # xmppd: filled by fill_archive.py before it started; the others: over XMPP, once
+            if [[ $target != xmppd* ]] && [ ! -e "$WORK/$target/filled" ]; then
+                fill=(--fill "$MAM_FILL"); touch "$WORK/$target/filled"
             fi
             load "$target" "$port" mam-page --clients "$MAM_CLIENTS" --page "$MAM_PAGE" --duration "$DURATION" \
                 --warmup "$WARMUP" "${fill[@]}" ;;
@@ -173,7 +175,7 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
             done ;;
         muc-join)
             [ "$target" = stub ] && continue
-            load "$target" "$port" muc-join --occupants "$MUC_JOIN" -c "$LOGIN_CONC" ;;
+            load "$target" "$port" --timeout "$MUC_JOIN_TIMEOUT" muc-join --occupants "$MUC_JOIN" -c "$LOGIN_CONC" ;;
         latency)
             for r in $LAT_RATE; do
                 load "$target" "$port" latency --pairs "$LAT_PAIRS" --rate "$r" --duration "$DURATION" --warmup "$WARMUP"
@@ -234,6 +236,50 @@ sql = { driver = "SQLite3", database = "archive.sqlite" }|' "$dir/prosody.cfg.lu
     PIDS+=($!)
     wait_port "$PROSODY_PORT" $! || { echo "prosody did not start:"; cat "$dir/stdout.log" "$dir/prosody.log"; return 1; }
     echo "prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || true) on port $PROSODY_PORT"
+}
+
+start_ejabberd() {
+    if ! command -v ejabberdctl >/dev/null; then
+        echo "installing ejabberd from Debian"
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d  # no packaged service
+        apt-get install -y ejabberd >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y ejabberd >/dev/null; }
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    local api_port=$((EJABBERD_PORT + 1)) dist_port=$((EJABBERD_PORT + 2)) p
+    for p in "$EJABBERD_PORT" "$api_port" "$dist_port"; do
+        port_in_use "$p" && { echo "== ejabberd: port $p already in use (set EJABBERD_PORT)"; return 1; }
+    done
+    local dir=$WORK/ejabberd node="bench$EJABBERD_PORT@localhost" mods=""
+    mkdir -p "$dir/logs" "$dir/spool"
+    cat "$WORK/cert.pem" "$WORK/key.pem" >"$dir/cert+key.pem"
+    has sm "$FSET" && mods+=$'  mod_stream_mgmt: {}\n'
+    has carbons "$FSET" && mods+=$'  mod_carbons: {}\n'
+    has mam "$FSET" && mods+=$'  mod_mam:\n    default: always\n'
+    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$EJABBERD_PORT|g" -e "s|@API_PORT@|$api_port|g" \
+        -e "s|@DOMAIN@|$DOMAIN|g" -e "/^@MODULES@$/d" "$HERE/ejabberd.yml.in" >"$dir/ejabberd.yml"
+    printf '%s\n' "${mods%$'\n'}" >>"$dir/ejabberd.yml"
+    # Its own node name and distribution port: neither the node nor ejabberdctl needs epmd.
+    printf 'ERLANG_NODE=%s\nERL_DIST_PORT=%s\n' "$node" "$dist_port" >"$dir/ejabberdctl.cfg"
+    printf '{lookup, [file, native]}.\n' >"$dir/inetrc"   # ejabberdctl points ERL_INETRC here
+    local asuser=()
+    if [ "$(id -u)" = 0 ]; then  # as the ejabberd user, like the packaged service
+        chown -R ejabberd:ejabberd "$dir"
+        asuser=(setpriv --reuid=ejabberd --regid=ejabberd --init-groups)
+    fi
+    # setsid: stop_last ends the whole group (ejabberdctl's shell, beam.smp and its helpers).
+    HOME=$dir taskset -c "$SERVER_CPU" setsid "${asuser[@]}" ejabberdctl --config-dir "$dir" \
+        --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" --logs "$dir/logs" \
+        --spool "$dir/spool" --node "$node" foreground >"$dir/stdout.log" 2>&1 &
+    PIDS+=($!)
+    local ok=1
+    for _ in 1 2 3 4; do wait_port "$EJABBERD_PORT" $! && wait_port "$api_port" $! && { ok=0; break; }; done
+    [ $ok = 0 ] || { echo "ejabberd did not start:"; tail -n 5 "$dir/logs/ejabberd.log" "$dir/stdout.log"; return 1; }
+    if [ ! -e "$dir/provisioned" ]; then
+        "$PY" "$HERE/provision.py" ejabberd --api "http://127.0.0.1:$api_port/api" --host "$DOMAIN" \
+            -n "$ACCOUNTS" --password "$PASSWORD" || { echo "== ejabberd: provisioning failed"; return 1; }
+        touch "$dir/provisioned"
+    fi
+    echo "ejabberd $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || true) on port $EJABBERD_PORT"
 }
 
 start_xmppd() {
@@ -311,8 +357,10 @@ stop_last() {  # stop the most recently started server so it does not compete fo
     [ "${#PIDS[@]}" -gt 0 ] || return 0
     local pid=${PIDS[-1]}
     unset 'PIDS[-1]'
-    kill "$pid" 2>/dev/null || true
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true   # a group where setsid made one
     wait "$pid" 2>/dev/null || true
+    # ejabberd's VM outlives ejabberdctl's shell by a few seconds: let the group end first.
+    for _ in $(seq 300); do pgrep -g "$pid" >/dev/null 2>&1 || break; sleep 0.1; done
 }
 
 for target in $TARGETS; do
@@ -321,6 +369,7 @@ for target in $TARGETS; do
         case $target in
         stub) start_stub && { run_workloads stub "$STUB_PORT"; stop_last; } ;;
         prosody) start_prosody && { run_workloads prosody "$PROSODY_PORT"; stop_last; } ;;
+        ejabberd) start_ejabberd && { run_workloads ejabberd "$EJABBERD_PORT"; stop_last; } ;;
         xmppd) start_xmppd && { run_workloads xmppd "$XMPPD_PORT"; stop_last; } ;;
         xmppd-pure) start_xmppd_pure && { run_workloads xmppd-pure "$XMPPD_PORT"; stop_last; } ;;
         *) echo "unknown target $target" ;;

@@ -10,10 +10,14 @@ Pluggable per target:
   accounts written while it runs are usable at once.
 * ``xmppd``: ``provision_xmppd`` runs ``xmppd --config CONFIG adduser USER@DOMAIN`` with the
   password on stdin, a few processes at a time; swap in a bulk import when the CLI has one.
+* ``ejabberd``: the ``register`` command of ejabberd's HTTP API (``mod_http_api`` on a
+  loopback listener), a few requests at a time: one ``ejabberdctl`` per account would start
+  an Erlang node each time.
 * ``stub``: nothing to do (the stub accepts any account).
 
     python benchmarks/provision.py prosody --data-path /tmp/p/data --host localhost -n 5000
     python benchmarks/provision.py xmppd --config /tmp/x/xmppd.toml --host localhost -n 5000
+    python benchmarks/provision.py ejabberd --api http://127.0.0.1:15281/api --host localhost -n 5000
 """
 
 from __future__ import annotations
@@ -159,10 +163,36 @@ def provision_xmppd(config_path: str, users: Iterable[str], password: str, *, xm
     return len(jids)
 
 
+def provision_ejabberd(api: str, users: Iterable[str], password: str, *, parallel: int = 4) -> int:
+    """Register each account through ejabberd's HTTP API; existing accounts are left alone."""
+    import json
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def register(jid: str) -> None:
+        user, host = jid.split("@", 1)
+        body = json.dumps({"user": user, "host": host, "password": password}).encode()
+        req = urllib.request.Request(api.rstrip("/") + "/register", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=60).read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            if "already registered" not in text:  # reruns keep the accounts they made
+                raise RuntimeError(f"ejabberd register {jid}: {exc.code} {text}") from None
+
+    jids = list(users)
+    with ThreadPoolExecutor(parallel) as pool:
+        for _ in pool.map(register, jids):
+            pass
+    return len(jids)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", choices=["prosody", "xmppd", "stub"])
+    p.add_argument("target", choices=["prosody", "xmppd", "ejabberd", "stub"])
     p.add_argument("-n", "--count", type=int, default=1000)
     p.add_argument("--host", default="localhost", help="XMPP domain of the accounts")
     p.add_argument("--prefix", default="user")
@@ -171,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-salt", action="store_true", help="prosody: one salt for all accounts")
     p.add_argument("--iterations", type=int, default=PROSODY_ITERATIONS)
     p.add_argument("--config", help="xmppd: its config file")
+    p.add_argument("--api", help="ejabberd: its mod_http_api URL, e.g. http://127.0.0.1:15281/api")
     args = p.parse_args(argv)
     users = bench_users(args.prefix, args.count, args.host)
     if args.target == "prosody":
@@ -182,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.config:
             p.error("--config is required for xmppd")
         n = provision_xmppd(args.config, users, args.password)
+    elif args.target == "ejabberd":
+        if not args.api:
+            p.error("--api is required for ejabberd")
+        n = provision_ejabberd(args.api, users, args.password)
     else:
         n = 0
     print(f"provisioned {n} accounts on {args.target}", file=sys.stderr)

@@ -26,6 +26,7 @@ class ServerThread:
 
     def __init__(self, data_dir: Path, users: dict[str, str], overrides: dict) -> None:
         overrides.setdefault("c2s", (Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, True)))
+        overrides.setdefault("http", (Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, True)))
         self.config = Config(data_dir=Path(data_dir), **overrides)
         self.users = users
         self.loop = asyncio.new_event_loop()
@@ -78,6 +79,14 @@ class ServerThread:
     @property
     def tls_port(self) -> int:
         return self.server.addresses["c2s-tls"][0][1]
+
+    @property
+    def http_port(self) -> int:
+        return self.server.addresses["http"][0][1]
+
+    @property
+    def https_port(self) -> int:
+        return self.server.addresses["http-tls"][0][1]
 
 
 _CREDS_CACHE: dict[str, dict] = {}

@@ -45,7 +45,7 @@ def xmppd_cmd(*args: str, config: Path | None = None, data_dir: Path | None = No
 def write_config(tmp_path: Path, body: str = "", port: int = 0, tls_port: int = 0) -> Path:
     path = tmp_path / "xmppd.toml"
     path.write_text(
-        "[server]\ndomains = [\"localhost\"]\ndata_dir = \"data\"\nlog_level = \"warning\"\n"
+        "[http]\nlisten = []\nlisten_tls = []\n[server]\ndomains = [\"localhost\"]\ndata_dir = \"data\"\nlog_level = \"warning\"\n"
         f"[c2s]\nlisten = [\"127.0.0.1:{port or free_port()}\"]\n"
         f"direct_tls = [\"127.0.0.1:{tls_port or free_port()}\"]\nallow_plain = true\n" + body
     )

@@ -54,7 +54,7 @@ def with_accounts(tmp_path) -> tuple:
     data = tmp_path / "data"
     config = tmp_path / "xmppd.toml"
     config.write_text(
-        f'[server]\ndomains = ["localhost"]\ndata_dir = "{data}"\n'
+        f'[http]\nlisten = []\nlisten_tls = []\n[server]\ndomains = ["localhost"]\ndata_dir = "{data}"\n'
         f'[c2s]\nlisten = ["127.0.0.1:{port}"]\ndirect_tls = []\nallow_plain = true\n'
     )
     for user in ("alice", "bob"):

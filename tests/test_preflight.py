@@ -144,12 +144,13 @@ def test_port_in_use(tmp_path, key):
 
 def test_check_ports_finds_a_port_configured_twice():
     port = free_port()
-    config = Config(c2s=(Listener("127.0.0.1", port), Listener("127.0.0.1", port, True)))
+    config = Config(c2s=(Listener("127.0.0.1", port), Listener("127.0.0.1", port, True)),
+                    http=())
     assert check_ports(config) == [
         f"c2s.direct_tls 127.0.0.1:{port} is already in use "
         "(another server running? change c2s.direct_tls)"
     ]
-    assert check_ports(Config(c2s=(Listener("127.0.0.1", port),))) == []  # released again
+    assert check_ports(Config(c2s=(Listener("127.0.0.1", port),), http=())) == []  # released again
 
 
 def test_component_default_listener_is_the_modules():

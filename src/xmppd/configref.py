@@ -44,7 +44,7 @@ def _default(meta: dict[str, Any], value: Any) -> str:
     if meta.get("default_text"):
         return meta["default_text"]
     if isinstance(value, tuple) and all(isinstance(v, Listener) for v in value):
-        tls = meta["key"].endswith(".direct_tls")
+        tls = meta["key"].endswith((".direct_tls", ".listen_tls"))
         value = [f"{v.host}:{v.port}" for v in value if v.direct_tls == tls]
     return f"`{_toml(value)}`"
 

@@ -350,6 +350,7 @@ def check_certificate_files(config: Config) -> list[str]:
 def planned_listeners(config: Config) -> list[tuple[str, Listener]]:
     """``(config key, listener)`` for every port ``run`` opens."""
     out = [("c2s.direct_tls" if lst.direct_tls else "c2s.listen", lst) for lst in config.c2s]
+    out += [("http.listen_tls" if lst.direct_tls else "http.listen", lst) for lst in config.http]
     if "s2s" not in config.modules_disabled:
         out += [("s2s.direct_tls" if lst.direct_tls else "s2s.listen", lst) for lst in config.s2s]
     if config.components and "component" not in config.modules_disabled:
@@ -384,6 +385,8 @@ def listen_error(kind: str, listener: Listener, exc: OSError) -> PreflightError:
     """The error for a listener of ``Server.listen(kind, ...)`` that could not be opened."""
     if kind == "c2s":
         key = "c2s.direct_tls" if listener.direct_tls else "c2s.listen"
+    elif kind == "http":
+        key = "http.listen_tls" if listener.direct_tls else "http.listen"
     else:
         key = _KIND_KEYS.get(kind, f"the {kind} listener")
     return PreflightError(_bind_message(key, listener, exc))

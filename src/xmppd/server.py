@@ -32,6 +32,7 @@ from xmppd.metrics.collector import ServerMetrics
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
+from xmppd.transport.http import HTTPServer, HTTPSettings, Routes
 from xmppd.transport.tls import ensure_certificate, server_context, sni_context
 from xmppd.xml.element import Element
 
@@ -59,6 +60,11 @@ class Server:
         self.secret = b""
         self.tls_context: ssl.SSLContext | None = None
         self.direct_tls_context: ssl.SSLContext | None = None
+        self.https_context: ssl.SSLContext | None = None
+        # The HTTP listener's endpoints: the core's and the modules' (ModuleAPI.add_http_route).
+        self.http_routes = Routes()
+        self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config))
+        self.policy: ClientPolicy | None = None  # what client transports get, once started
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
@@ -88,10 +94,14 @@ class Server:
         if not listen:
             return
         self._setup_tls()
-        policy = self.client_policy()
+        policy = self.policy = self.client_policy()
         for listener in cfg.c2s:
             await self.listen("c2s", listener,
                               lambda d=listener.direct_tls: C2SStream(policy, direct_tls=d))
+        for listener in cfg.http:
+            tls = listener.direct_tls
+            await self.listen("http", listener, self.http.factory(tls),
+                              context=self.https_context if tls else None)
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
         await self.control.start()
         self.metrics.start(asyncio.get_running_loop())
@@ -104,23 +114,30 @@ class Server:
     def _setup_tls(self) -> None:
         contexts: dict[str, ssl.SSLContext] = {}
         direct: dict[str, ssl.SSLContext] = {}
+        https: dict[str, ssl.SSLContext] = {}
         for domain in self.config.domains:
             cert = self.config.certificate_for(domain)
             if domain not in self.config.certificates:
                 ensure_certificate(domain, self.config.data_dir)
             contexts[domain] = server_context(cert.cert, cert.key)
             direct[domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
+            if self.config.http:
+                https[domain] = server_context(cert.cert, cert.key, alpn=["http/1.1"])
             log.info("TLS certificate for %s: %s", domain, cert.cert)
         first = self.config.domains[0]
         self.tls_context = sni_context(contexts, first)
         self.direct_tls_context = sni_context(direct, first)
+        if https:
+            self.https_context = sni_context(https, first)
 
     async def listen(
-        self, kind: str, listener: Listener, factory: Any
+        self, kind: str, listener: Listener, factory: Any, *,
+        context: ssl.SSLContext | None = None,
     ) -> tuple[Callable[[], None], list[tuple[str, int]]]:
-        """Open a listener; returns a function that closes it, and its addresses."""
+        """Open a listener; returns a function that closes it, and its addresses.  A direct
+        TLS listener uses ``context``, else the c2s direct TLS context."""
         loop = asyncio.get_running_loop()
-        ctx = self.direct_tls_context if listener.direct_tls else None
+        ctx = (context or self.direct_tls_context) if listener.direct_tls else None
         try:
             srv = await loop.create_server(
                 factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
@@ -154,6 +171,7 @@ class Server:
             await self.control.close()
         for srv in self._listeners:
             srv.close()
+        self.http.close_all()
         for stream in list(self.streams):
             stream.stream_error("system-shutdown", "the server is shutting down")
         # Let the closing bytes and the session-closed handlers (unavailable presence,

@@ -698,7 +698,7 @@ def _cli(args: list[str], config: Path, stdin: str = "") -> subprocess.Completed
 def _write_config(tmp_path: Path) -> Path:
     config = tmp_path / "xmppd.toml"
     config.write_text(
-        "[server]\n"
+        "[http]\nlisten = []\nlisten_tls = []\n[server]\n"
         f"data_dir = '{tmp_path / 'data'}'\n"
         "log_level = 'debug'\n"
         "[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls = []\nallow_plain = true\n"

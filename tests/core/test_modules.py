@@ -284,6 +284,10 @@ class Everything(Module):
         api.every(api.options["interval_s"], self.tick)
         api.spawn(self.forever())
         api.hook("server-started", self.open_listener)
+        api.add_http_route("/everything", self.http, alt_connection="urn:example:everything")
+
+    def http(self, request: Any) -> Any:
+        return None
 
     def bound(self, session: Session) -> None:
         self.api.state(session, dict)["seen"] = True
@@ -313,6 +317,7 @@ def snapshot(server: Server) -> dict[str, Any]:
         "account_identities": list(server.account_identities), "services": dict(server.services),
         "addresses": {k: list(v) for k, v in server.addresses.items() if v},
         "listeners": list(server._listeners),
+        "http": [(r.path, r.handler) for r in server.http_routes.all()],
     }
 
 
@@ -354,6 +359,8 @@ def test_unloading_a_module_removes_everything_it_registered(tmp_path: Path):
         port = module.addresses[0][1]
         assert connects(port) and loaded["addresses"]["everything"] == module.addresses
         assert module.ticks >= 2
+        assert server.http_routes.match("/everything").handler == module.http
+        assert api.http_alt_connections() == [("urn:example:everything", "/everything")]
         task = next(iter(api._tasks))
 
         server.modules.unload("everything")

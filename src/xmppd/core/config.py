@@ -214,6 +214,41 @@ class Config:
         "components.listen", _LISTEN, "component listeners (keep them on loopback)",
         '["127.0.0.1:5347"]'))
 
+    # The HTTP listener (transport/http.py): WebSocket, connection discovery, and what
+    # modules register on it (api.add_http_route).
+    http: tuple[Listener, ...] = field(default=(
+        Listener("127.0.0.1", 5280),
+        Listener("127.0.0.1", 5443, direct_tls=True),
+    ), metadata={"keys": [
+        key("http.listen", _LISTEN, "HTTP listeners (plain; keep them on loopback behind a "
+            "TLS-terminating proxy)", '["127.0.0.1:5280"]'),
+        key("http.listen_tls", _LISTEN, "HTTPS listeners (the domains' certificates, chosen "
+            "by SNI)", '["0.0.0.0:5443"]'),
+    ]})
+    http_max_header_bytes: int = field(default=16 * 1024, metadata=key(
+        "http.max_header_bytes", "integer > 0", "largest request line plus headers; larger "
+        "is answered 431 (a longer URL alone: 414)", "8192"))
+    http_max_headers: int = field(default=100, metadata=key(
+        "http.max_headers", "integer > 0", "most header fields in one request; more is "
+        "answered 431", "50"))
+    http_max_body_bytes: int = field(default=1024 * 1024, metadata=key(
+        "http.max_body_bytes", "integer > 0", "largest request body, unless the endpoint "
+        "sets its own (file upload); larger is answered 413", "65536"))
+    http_request_timeout_s: float = field(default=30.0, metadata=key(
+        "http.request_timeout_s", "number > 0", "time to send a request's headers, and the "
+        "longest pause while sending its body; then 408", "10"))
+    http_keepalive_timeout_s: float = field(default=60.0, metadata=key(
+        "http.keepalive_timeout_s", "number > 0", "an idle keep-alive connection is closed "
+        "after this long", "15"))
+    http_max_connections_per_ip: int = field(default=100, metadata=key(
+        "http.max_connections_per_ip", "integer ≥ 0", "open HTTP connections from one "
+        "address (WebSocket connections count as clients instead); more are answered 503 "
+        "(0: no limit)", "20"))
+    http_external_url: str = field(default="", metadata=key(
+        "http.external_url", "string", "the public base URL of the HTTP endpoints, as "
+        "announced in connection discovery (XEP-0156); `{host}` is replaced by the domain",
+        '"https://{host}"', default="from the request: its scheme, `Host` and listener"))
+
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{self.data_dir / 'xmppd.sqlite3'}"
@@ -375,6 +410,31 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
             raise ConfigError(f"s2s.routes.{domain}: {target!r} is not host:port")
         kw["s2s_routes"][domain.lower()] = (host.strip("[]"), int(port))
     _no_leftovers(s2s, "s2s")
+
+    http = _table(data, "http")
+    if "listen" in http or "listen_tls" in http:
+        kw["http"] = _listeners(http.pop("listen", []), "http.listen") + _listeners(
+            http.pop("listen_tls", []), "http.listen_tls", direct_tls=True
+        )
+    for key in ("max_header_bytes", "max_headers", "max_body_bytes", "request_timeout_s",
+                "keepalive_timeout_s", "max_connections_per_ip"):
+        if key in http:
+            value = http.pop(key)
+            zero_ok = key == "max_connections_per_ip"
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or value < 0 or (value == 0 and not zero_ok)):
+                raise ConfigError(f"http.{key}: expected a positive number")
+            if not key.endswith("_s"):
+                if not float(value).is_integer():
+                    raise ConfigError(f"http.{key}: expected a whole number, got {value!r}")
+                value = int(value)
+            kw[f"http_{key}"] = float(value) if key.endswith("_s") else value
+    if "external_url" in http:
+        url = _take(http, "external_url", str, "http.").rstrip("/")
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"http.external_url: {url!r} must start with http:// or https://")
+        kw["http_external_url"] = url
+    _no_leftovers(http, "http")
 
     comps = _table(data, "components")
     if "listen" in comps:

@@ -19,12 +19,14 @@ from xmppd.eager import start_eagerly
 from xmppd.xml.element import Element
 
 if TYPE_CHECKING:
+    from xmppd.c2s.negotiation import ClientPolicy
     from xmppd.core.config import Config, Limits, Listener
     from xmppd.core.router import Router
     from xmppd.core.session import Session
     from xmppd.metrics.collector import ServerMetrics
     from xmppd.server import Server
     from xmppd.transport.connections import AuthThrottle, Connections
+    from xmppd.transport.http import Handler
 
 STORE_KINDS = ("keyvalue", "archive")
 
@@ -197,6 +199,36 @@ class ModuleAPI:
         close, addresses = await self._core.listen(kind, listener, factory)
         self._undo.append(close)
         return addresses
+
+    def add_http_route(
+        self, path: str, handler: Handler, *, prefix: bool = False,
+        methods: tuple[str, ...] | None = None, max_body_bytes: int | None = None,
+        alt_connection: str | None = None,
+    ) -> None:
+        """Serve ``path`` (with ``prefix``: every path under it) on the HTTP listener with
+        ``handler`` (see :mod:`xmppd.transport.http`); ``methods``: the allowed ones (else
+        405; GET allows HEAD); ``max_body_bytes``: this endpoint's body limit instead of
+        ``http.max_body_bytes``; ``alt_connection``: the XEP-0156 link relation under which
+        connection discovery announces it.  Removed on unload."""
+        self._undo.append(self._core.http_routes.add(
+            path, handler, prefix=prefix, methods=methods, max_body_bytes=max_body_bytes,
+            alt_connection=alt_connection))
+
+    def http_alt_connections(self) -> list[tuple[str, str]]:
+        """``(link relation, path)`` of the HTTP endpoints announced for XEP-0156."""
+        return self._core.http_routes.alt_connections()
+
+    @property
+    def http_external_url(self) -> str:
+        """``http.external_url`` (empty: derive the public URL from each request)."""
+        return self._core.config.http_external_url
+
+    @property
+    def client_policy(self) -> ClientPolicy | None:
+        """What client transports need of the server (for a module that carries client
+        streams over another transport, such as WebSocket); None until the server
+        listens."""
+        return self._core.policy
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
         """Run ``fn(*args)`` in ``delay`` seconds, unless the module unloads first."""
