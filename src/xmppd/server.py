@@ -63,7 +63,8 @@ class Server:
         self.https_context: ssl.SSLContext | None = None
         # The HTTP listener's endpoints: the core's and the modules' (ModuleAPI.add_http_route).
         self.http_routes = Routes()
-        self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config))
+        self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config),
+                               self.connections.traffic_for("http"))
         self.policy: ClientPolicy | None = None  # what client transports get, once started
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None

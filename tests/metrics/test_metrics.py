@@ -1,11 +1,14 @@
 """Metrics end to end: real traffic over TCP against a real server (logins, a failed one,
-messages, a bounce, offline storage, a stream error, limit hits), then the exposition text
-parsed with prometheus_client's own parsers and the values checked to have moved."""
+messages, a bounce, offline storage, a stream error, limit hits), then ``GET /metrics`` on
+its HTTP listener, the exposition text parsed with prometheus_client's own parsers and the
+values checked to have moved."""
 
 from __future__ import annotations
 
 import base64
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from prometheus_client.openmetrics.parser import (
@@ -14,15 +17,17 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from support import RawClient, connect
 
-from xmppd.core.config import Limits
+from xmppd.core.config import ConfigError, Limits
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
 
 def scrape(srv, accept: str | None = None) -> tuple[str, str]:
-    """(exposition text, content type) of ``srv``'s metrics."""
-    body, content_type = srv.call(srv.server.metrics.render(accept))
-    return body.decode(), content_type
+    """(exposition text, content type) of ``GET /metrics`` on ``srv``'s HTTP listener."""
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/metrics",
+                                     headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.read().decode(), answer.headers["Content-Type"]
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -142,6 +147,9 @@ def test_traffic_moves_the_metrics(srv):
     assert moved("xmppd_storage_operation_seconds_count", operation="read") > 0
     assert moved("xmppd_storage_operation_seconds_count", operation="append_batch") > 0
     assert value(after, "process_resident_memory_bytes") > 0
+    # the scrapes themselves: HTTP connections
+    assert moved("xmppd_connections_opened_total", kind="http") >= 1
+    assert moved("xmppd_received_bytes_total", kind="http") > 0
 
 
 def test_connections_and_sessions_are_gauges(srv):
@@ -185,3 +193,22 @@ def test_two_servers_do_not_share_metrics(make_server):
                  mechanism="PLAIN", outcome="success") == 1
     assert value(samples(scrape(two)[0]), "xmppd_logins_total", kind="c2s",
                  mechanism="PLAIN", outcome="success") == 0
+
+
+def test_only_allowed_addresses_may_scrape(make_server):
+    srv = make_server(modules_options={"metrics": {"allow": ["10.0.0.0/8"]}})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(srv)
+    assert refused.value.code == 403
+
+
+def test_the_allow_list_is_checked_at_start(make_server):
+    with pytest.raises(ConfigError, match="modules.metrics.allow"):
+        make_server(modules_options={"metrics": {"allow": ["localhost"]}})
+
+
+def test_the_endpoint_goes_with_the_module(make_server):
+    srv = make_server(modules_disabled=("metrics",))
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        scrape(srv)
+    assert missing.value.code == 404

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
-    "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
+    "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2", "metrics",
 )
 
 PACKAGE = "xmppd.modules"
