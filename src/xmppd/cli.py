@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -269,7 +270,80 @@ def cmd_kick(config: Config, args: argparse.Namespace) -> int:
     return _print_control(config, "kick", jid=args.jid)
 
 
+def cmd_announce(config: Config, args: argparse.Namespace) -> int:
+    """A headline to every online user of a domain (all served domains by default)."""
+    from xmppd.control.client import ControlUnavailable
+
+    text = " ".join(args.text) if args.text else sys.stdin.read().strip()
+    if not text:
+        raise SystemExit("xmppd: an announcement needs a text")
+    if args.domain and args.domain.lower() not in config.domains:
+        raise SystemExit(f"xmppd: {args.domain} is not a domain of this server "
+                         f"({', '.join(config.domains)})")
+    try:
+        sent = _control(config, "announce", text=text, domain=args.domain and args.domain.lower(),
+                        subject=args.subject)
+    except ControlUnavailable as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent to {sent} session(s)")
+    return 0
+
+
+def _duration(text: str) -> float:
+    """``3600``, ``90m``, ``12h`` or ``7d`` in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 3600, 12h, 7d)") \
+            from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
+
+
+def cmd_invite(config: Config, args: argparse.Namespace) -> int:
+    """A registration invitation: made by the running server, or by the modules in this
+    process when none runs (the token is stored either way)."""
+    from xmppd.control.client import ControlUnavailable
+
+    domain = (args.domain or config.domains[0]).lower()
+    if domain not in config.domains:
+        raise SystemExit(f"xmppd: {domain} is not a domain of this server "
+                         f"({', '.join(config.domains)})")
+    try:
+        invite = _control(config, "invite", domain=domain, expires_s=args.expires)
+    except ControlUnavailable:
+        invite = _run(_offline_invite(config, domain, args.expires))
+    expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite["expires"]))
+    print(invite["token"])
+    print(invite["uri"])
+    print(f"valid until {expires}")
+    return 0
+
+
+async def _offline_invite(config: Config, domain: str, expires: float | None) -> dict:
+    from xmppd.control.commands import create_invite
+    from xmppd.control.server import CommandError
+    from xmppd.preflight import prepare_data_dir
+    from xmppd.server import Server
+
+    prepare_data_dir(config)
+    server = Server(config)
+    await server.start(listen=False)
+    try:
+        return await create_invite(server, domain, expires)
+    except CommandError as exc:
+        raise SystemExit(f"xmppd: {exc}") from None
+    finally:
+        await server.stop()
+
+
 def cmd_cert(config: Config, args: argparse.Namespace) -> int:
+    if args.cert_command == "check":
+        return cmd_cert_check(config, args)
     from xmppd.transport.tls import generate_self_signed
 
     domain = args.domain.lower().rstrip(".")
@@ -278,6 +352,24 @@ def cmd_cert(config: Config, args: argparse.Namespace) -> int:
     generate_self_signed(domain, cert.cert, cert.key)
     print(f"wrote {cert.cert} and {cert.key}")
     return 0
+
+
+def cmd_cert_check(config: Config, args: argparse.Namespace) -> int:
+    """Per domain: the certificate file, its names against the domain and its services,
+    the expiry; status 1 when something needs attention (also a warning)."""
+    from xmppd.certcheck import check_all
+
+    attention = False
+    for report in check_all(config, args.warn_days):
+        print(f"{report.domain}:")
+        for line in report.lines:
+            print(f"  {line}")
+        for problem in report.problems:
+            print(f"  ERROR: {problem}")
+        for warning in report.warnings:
+            print(f"  WARNING: {warning}")
+        attention = attention or bool(report.problems or report.warnings)
+    return 1 if attention else 0
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
@@ -324,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     cert_sub = cert.add_subparsers(dest="cert_command", required=True)
     gen = cert_sub.add_parser("generate", parents=[common], help="generate a self-signed certificate")
     gen.add_argument("domain")
+    chk = cert_sub.add_parser("check", parents=[common], help="which certificate each domain "
+                              "uses, the names it covers, its expiry")
+    chk.add_argument("--warn-days", type=int, default=30, metavar="N",
+                     help="warn when a certificate expires in fewer days (default 30)")
+    ann = sub.add_parser("announce", parents=[common],
+                         help="send a message to every online user (of a domain)")
+    ann.add_argument("text", nargs="*", help="the message (default: read from stdin)")
+    ann.add_argument("--domain", help="only this served domain's users (default: all)")
+    ann.add_argument("--subject", help="a subject line")
+    inv = sub.add_parser("invite", parents=[common],
+                         help="create an invitation token for in-band registration")
+    inv.add_argument("--domain", help="the domain to register on (default: the first)")
+    inv.add_argument("--expires", type=_duration, metavar="DURATION",
+                     help="valid this long (seconds, or 12h, 7d; default: the register "
+                     "module's invite_expiry_s)")
     sub.add_parser("check", parents=[common], help="validate the configuration and certificates")
     sub.add_parser("config-reference", help="print the configuration reference (docs/CONFIG.md)")
     return parser
@@ -339,6 +446,8 @@ COMMANDS = {
     "status": cmd_status,
     "online": cmd_online,
     "cert": cmd_cert,
+    "announce": cmd_announce,
+    "invite": cmd_invite,
     "check": cmd_check,
 }
 

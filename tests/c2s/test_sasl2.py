@@ -542,3 +542,16 @@ def test_end_to_end_sasl2_bind2_over_starttls(make_server):
     assert "p1" in fast.read_until("</iq>|<iq[^>]*/>")
     fast.close()
     bob.close()
+
+
+def test_a_disabled_account_fails_sasl2_and_fast_with_account_disabled(env):
+    token = get_token(env)
+    env.run(env.policy.storage.set_disabled("juliet", "localhost", True))
+    client = env.client()
+    client.header()
+    out = scram2(client)
+    assert "<account-disabled xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>" in out
+    assert client.negotiation.username is None and client.negotiation.auth_failures == 0
+    assert "<account-disabled" in ht(client, token)
+    env.run(env.policy.storage.set_disabled("juliet", "localhost", False))
+    assert "<success" in scram2(client)  # the same stream, once re-enabled

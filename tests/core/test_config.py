@@ -206,7 +206,18 @@ def test_unknown_keys_are_errors(tmp_path, text, message):
     ({"modules": {"disabled": [1]}}, "modules.disabled"),
     ({"s2s": {"routes": {"x.test": "nohost"}}}, "is not host:port"),
     ({"components": {"muc.example.com": {"password": "x"}}}, "needs a 'secret'"),
+    ({"admins": "admin@example.com"}, "admins: expected list"),
+    ({"admins": ["example.com"]}, "admins: 'example.com' is not an account address"),
+    ({"admins": ["admin@example.com/pc"]}, "not an account address"),
+    ({"admins": [7]}, "admins: 7 is not an account address"),
+    ({"admins": ["@@"]}, "admins: '@@' is not a valid JID"),
 ])
 def test_invalid_values(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(data)
+
+
+def test_admins_are_normalized_bare_jids():
+    config = from_dict({"admins": ["Admin@Example.COM", "admin@example.com", "ops@example.net"]})
+    assert config.admins == ("admin@example.com", "ops@example.net")
+    assert Config().admins == ()

@@ -83,7 +83,7 @@ def test_migration_moves_the_data_into_the_module_stores(tmp_path):
 
     async def main() -> None:
         async with SQLiteStorage(path) as s:
-            assert await s.schema_version() == 4 == len(MIGRATIONS)
+            assert await s.schema_version() == len(MIGRATIONS) >= 4  # and later ones
             tables = await s._call(lambda c: {r[0] for r in c.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}, write=False)
             assert not tables & {"roster_items", "roster_versions", "offline_messages",

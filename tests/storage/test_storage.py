@@ -341,3 +341,24 @@ def test_sqlite_migrates_a_version_1_store(tmp_path):
             assert await s.integrity_check() == []
 
     asyncio.run(main())
+
+
+def test_accounts_can_be_disabled_and_reenabled(make_storage):
+    async def body(s: Storage) -> None:
+        assert not await s.set_disabled("juliet", "capulet.example", True)  # no account
+        await s.create_account("juliet", "capulet.example", CREDS)
+        await s.create_account("romeo", "montague.example", CREDS)
+        assert not await s.account_disabled("juliet", "capulet.example")
+        assert await s.set_disabled("juliet", "capulet.example", True)
+        assert await s.account_disabled("juliet", "capulet.example")
+        assert not await s.account_disabled("romeo", "montague.example")
+        # the credentials and the data stay: only the login is refused (by c2s)
+        assert await s.get_scram("juliet", "capulet.example", "SHA-1") == CREDS["SHA-1"]
+        assert await s.set_disabled("juliet", "capulet.example", False)
+        assert not await s.account_disabled("juliet", "capulet.example")
+        await s.set_disabled("juliet", "capulet.example", True)
+        await s.delete_account("juliet", "capulet.example")
+        await s.create_account("juliet", "capulet.example", CREDS)  # a new account: enabled
+        assert not await s.account_disabled("juliet", "capulet.example")
+
+    run(make_storage, body)

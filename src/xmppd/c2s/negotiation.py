@@ -135,7 +135,7 @@ class StreamIO(Protocol):
 
 def _preauth_features(
     starttls: bool, required: bool, mechs: tuple[str, ...], cb_types: tuple[str, ...],
-    sasl2_key: tuple | None = None, provider: Any = None,
+    sasl2_key: tuple | None = None, register: tuple[str, ...] = (), provider: Any = None,
 ) -> bytes:
     feats = Element("features", STREAM_NS, {}, [])
     if starttls:
@@ -152,6 +152,8 @@ def _preauth_features(
             cb.subelement("channel-binding", attrs={"type": t})
     if mechs and sasl2_key is not None:
         feats.append(sasl2.feature(provider, mechs, sasl2_key[1], sm=False))
+    for ns in register:  # XEP-0077 in-band registration, XEP-0445 invitations
+        feats.subelement("register", ns)
     return features_bytes(feats)
 
 
@@ -171,7 +173,7 @@ class ClientNegotiation:
 
     __slots__ = (
         "policy", "io", "secure", "domain", "username", "sasl", "auth_failures", "bindings",
-        "sasl2",
+        "sasl2", "preauth",
     )
 
     def __init__(self, policy: ClientPolicy, io: StreamIO, *, secure: bool = False) -> None:
@@ -184,11 +186,18 @@ class ClientNegotiation:
         self.auth_failures = 0
         self.bindings: dict[str, bytes] | None = None  # TLS channel bindings, until auth
         self.sasl2: sasl2.Request | None = None  # a SASL2 <authenticate/> in progress
+        #: What the ``register`` module keeps for this stream (an accepted invitation token).
+        self.preauth: Any = None
 
     def provider(self) -> Any:
         """The ``sasl2`` module's service, or None (SASL2 not offered)."""
         services = self.policy.services
         return None if services is None else services.get("sasl2")
+
+    def registration(self) -> Any:
+        """The ``register`` module's service (XEP-0077 before authentication), or None."""
+        services = self.policy.services
+        return None if services is None else services.get("register")
 
     def tls_started(self, bindings: dict[str, bytes] | None) -> None:
         """TLS is on (direct TLS, or STARTTLS done), with these channel bindings."""
@@ -229,7 +238,9 @@ class ClientNegotiation:
             mechs = tuple(sasl.mechanisms())
             cb_types = tuple(sasl.channel_binding_types())
         provider = self.provider() if mechs else None
-        key = (starttls, required, mechs, cb_types, sasl2.feature_key(provider, self))
+        registration = self.registration() if mechs else None
+        register = () if registration is None else registration.preauth_features(self.domain)
+        key = (starttls, required, mechs, cb_types, sasl2.feature_key(provider, self), register)
         data = _PREAUTH_FEATURES.get(key)
         if data is None:
             data = _PREAUTH_FEATURES[key] = _preauth_features(*key, provider=provider)
@@ -267,6 +278,9 @@ class ClientNegotiation:
             if self.username is not None and el.name == "iq":
                 self._bind(el)
                 return None
+            registration = self.registration() if el.name == "iq" else None
+            if registration is not None and registration.handles(el):
+                return registration.preauth_iq(self, el)
             raise StreamErrorCondition("not-authorized", "authenticate first")
         if self.username is not None:  # e.g. XEP-0198 <resume/> instead of binding
             return stream_extension(self.policy, self.io, el)
@@ -315,6 +329,9 @@ class ClientNegotiation:
                 text = encode_payload(step.challenge or b"")
                 io.send_bytes(f"<challenge xmlns='{SASL_NS}'>{text}</challenge>".encode())
                 return
+            if await self.account_disabled(step.username):
+                failure = SASLFailure("account-disabled")
+                self.sasl = sasl = self._new_sasl()
         # The outcome is known; the throttle decides when (and whether) the client hears it,
         # by (address, username): one user's failures never slow down or refuse another's
         # login, except under password spraying (many usernames failing from one address).
@@ -345,6 +362,12 @@ class ClientNegotiation:
 
     def _auth_failed(self, exc: SASLFailure) -> None:
         self.auth_failed(exc, self.sasl, _sasl_failure)
+
+    async def account_disabled(self, username: str | None) -> bool:
+        """The account is disabled (XEP-0133): checked only once its credentials proved
+        right, so the answer tells nothing to someone who does not know the password."""
+        domain = self.domain or self.policy.default_domain
+        return bool(username) and await self.policy.credentials.account_disabled(username, domain)
 
     def auth_refused(self, failure: Callable[[str, str | None], bytes], mechanism: str) -> None:
         """Password spraying from this address (the throttle logged the limit): the same

@@ -127,6 +127,10 @@ class CredentialStore(Protocol):
         self, username: str, domain: str, hash_name: str
     ) -> ScramCredentials | None: ...
 
+    async def account_disabled(self, username: str, domain: str) -> bool:
+        """True for a disabled account (its right credentials fail with account-disabled)."""
+        ...
+
 
 # -- payload encoding -----------------------------------------------------------------
 

@@ -193,6 +193,9 @@ async def step(neg: ClientNegotiation, req: Request, el: Element | None, *, star
             text = encode_payload(result.challenge or b"") or "="
             io.send_bytes(f"<challenge xmlns='{SASL2_NS}'>{text}</challenge>".encode())
             return
+        if await neg.account_disabled(result.username):
+            failure = SASLFailure("account-disabled")
+            neg.sasl = neg._new_sasl()
     user = mech.attempted_username
     if not throttle.allowed(io.peer, user):
         neg.sasl2 = None

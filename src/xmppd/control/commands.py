@@ -1,10 +1,9 @@
 """What the control socket can ask a running server: status, the online sessions, ending
-sessions, and the account changes the ``xmppd`` command makes while the server runs.
+sessions, announcements, invitations, and the account changes the ``xmppd`` command makes
+while the server runs.
 
-Account deletion runs here, in the server, so that it is done once and completely: the
-account's sessions end (``<not-authorized/>``, as Prosody does), modules remove what
-depends on the account (``account-deleting``: e.g. its entries in contacts' rosters, with
-roster pushes), and the storage deletes the account with every per-module datum.
+Account deletion runs in the server, so that it is done once and completely, the same way
+as from an admin's client (:mod:`xmppd.core.admin`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from xmppd import __version__
 from xmppd._impl import implementation
 from xmppd.control.server import Command, CommandError
+from xmppd.core import admin
 from xmppd.jid import JID, JIDError
 
 if TYPE_CHECKING:
@@ -33,26 +33,15 @@ def _jid(text: str, *, account: bool = False) -> JID:
 
 def end_sessions(server: Server, jid: JID, condition: str, text: str) -> int:
     """End the sessions of ``jid`` (all of an account's for a bare JID); how many."""
-    sessions = server.router.sessions
-    if jid.resource is not None:
-        targets = [s for s in (sessions.get(jid),) if s is not None]
-    else:
-        targets = sessions.resources(jid)
-    for session in targets:
-        session.stream_error(condition, text)
-    return len(targets)
+    return admin.end_sessions(server.router, jid, condition, text)
 
 
 async def delete_account(server: Server, jid: JID) -> None:
-    """Delete a local account completely (see the module docstring)."""
-    username, domain = jid.localpart or "", jid.domain
-    if domain not in server.router.hosts:
-        raise CommandError(f"{domain} is not a domain of this server")
-    if not await server.storage.account_exists(username, domain):
-        raise CommandError(f"no account {jid}")
-    end_sessions(server, jid, "not-authorized", "account deleted")
-    await server.hooks.fire("account-deleting", jid)
-    await server.storage.delete_account(username, domain)
+    """Delete a local account completely (:func:`xmppd.core.admin.delete_account`)."""
+    try:
+        await admin.delete_account(server.router, server.hooks, server.storage, jid)
+    except admin.AccountError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def commands(server: Server) -> dict[str, Command]:
@@ -85,5 +74,32 @@ def commands(server: Server) -> dict[str, Command]:
         # Prosody closes the other sessions with <reset/> on a password change.
         return end_sessions(server, _jid(jid, account=True), "reset", "password changed")
 
+    def announce(text: str, domain: str | None = None, subject: str | None = None) -> int:
+        if not isinstance(text, str) or not text.strip():
+            raise CommandError("an announcement needs a text")
+        domains = [domain] if domain else list(server.config.domains)
+        try:
+            return sum(admin.announce(server.router, d, text, subject) for d in domains)
+        except admin.AccountError as exc:
+            raise CommandError(str(exc)) from None
+
+    async def invite(domain: str | None = None, expires_s: float | None = None) -> dict:
+        return await create_invite(server, domain, expires_s)
+
     return {"status": status, "online": online, "kick": kick, "deluser": deluser,
-            "password-changed": password_changed}
+            "password-changed": password_changed, "announce": announce, "invite": invite}
+
+
+async def create_invite(server: Server, domain: str | None, expires_s: float | None) -> dict:
+    """A registration invitation from the ``register`` module (its service ``register``):
+    ``{"token", "uri", "domain", "expires"}``."""
+    service = server.services.get("register")
+    if service is None:
+        raise CommandError("the register module is not enabled")
+    domain = domain or server.config.domains[0]
+    if domain not in server.router.hosts:
+        raise CommandError(f"{domain} is not a domain of this server")
+    try:
+        return await service.create_invite(domain, expires_s)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None

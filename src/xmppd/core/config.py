@@ -134,6 +134,10 @@ class Config:
     log_format: str = field(default="text", metadata=key(
         "server.log_format", "string", "`text` (one line per record) or `json` (JSON lines: "
         "time, level, logger, message and any extra fields)", '"json"', choices=LOG_FORMATS))
+    admins: tuple[str, ...] = field(default=(), metadata=key(
+        "admins", "list of strings", "bare JIDs of the server's administrators (a top-level "
+        "key): they may run the admin ad-hoc commands (XEP-0133) from their clients",
+        '["admin@example.org"]', default="(none)"))
     c2s: tuple[Listener, ...] = field(default=(
         Listener("127.0.0.1", 5222),
         Listener("127.0.0.1", 5223, direct_tls=True),
@@ -445,8 +449,26 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
             raise ConfigError(f"components.{name} needs a 'secret' string")
         kw["components"][name.lower()] = entry["secret"]
 
+    if "admins" in data:
+        kw["admins"] = _admins(_take(data, "admins", list, ""))
     _no_leftovers(data, "the top level")
     return Config(**kw)
+
+
+def _admins(entries: list) -> tuple[str, ...]:
+    """``admins``: bare JIDs of accounts, normalized."""
+    from xmppd.jid import JID, JIDError
+
+    out = []
+    for entry in entries:
+        try:
+            jid = JID(entry) if isinstance(entry, str) else None
+        except JIDError as exc:
+            raise ConfigError(f"admins: {entry!r} is not a valid JID: {exc}") from None
+        if jid is None or jid.localpart is None or jid.resource is not None:
+            raise ConfigError(f"admins: {entry!r} is not an account address (user@domain)")
+        out.append(str(jid))
+    return tuple(dict.fromkeys(out))
 
 
 def _table(data: dict[str, Any], name: str) -> dict[str, Any]:

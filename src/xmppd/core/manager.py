@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
-    "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2", "metrics",
+    "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
+    "adhoc", "admin_commands", "register", "metrics",
 )
 
 PACKAGE = "xmppd.modules"

@@ -9,7 +9,7 @@ Everything registered through the handle is undone when the module unloads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,6 +87,12 @@ class Module:
     def unload(self) -> None:
         """Undo what ``api`` cannot know about (nothing, usually): called before the
         handle's own undo."""
+
+    @classmethod
+    def service_domains(cls, options: Mapping[str, Any], domain: str) -> tuple[str, ...]:
+        """The domains this module serves on behalf of the served ``domain`` (e.g.
+        ``conference.<domain>``), for certificate checks; none by default."""
+        return ()
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

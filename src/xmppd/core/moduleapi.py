@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from xmppd.core import admin
 from xmppd.eager import start_eagerly
+from xmppd.jid import jid_or_none
 from xmppd.xml.element import Element
 
 if TYPE_CHECKING:
@@ -109,6 +111,36 @@ class ModuleAPI:
     def auth_throttle(self) -> AuthThrottle:
         """Failed authentications per address (a listener's streams report failures)."""
         return self._core.auth_throttle
+
+    def is_admin(self, jid: Any) -> bool:
+        """``jid`` (any form; a string or a JID) is one of the configured ``admins``."""
+        bare = getattr(jid, "bare", None)
+        if bare is None:
+            parsed = jid_or_none(str(jid))
+            if parsed is None:
+                return False
+            bare = parsed.bare
+        return str(bare) in self._core.config.admins
+
+    # -- administration (the same paths as the ``xmppd`` command's) -----------------------------
+
+    async def delete_account(self, jid: Any) -> None:
+        """Delete a local account and all its data, as ``xmppd deluser`` does (its sessions
+        end, ``account-deleting`` fires); :class:`xmppd.core.admin.AccountError` if refused."""
+        core = self._core
+        await admin.delete_account(core.router, core.hooks, core.storage, jid.bare)
+
+    async def set_disabled(self, jid: Any, disabled: bool) -> None:
+        """Disable (ending its sessions) or re-enable a local account; AccountError if none."""
+        await admin.set_disabled(self._core.router, self._core.storage, jid.bare, disabled)
+
+    def end_sessions(self, jid: Any, condition: str, text: str) -> int:
+        """End ``jid``'s sessions (an account's all for a bare JID) with a stream error."""
+        return admin.end_sessions(self._core.router, jid, condition, text)
+
+    def announce(self, domain: str, body: str, subject: str | None = None) -> int:
+        """A headline to every online session of ``domain``, as ``xmppd announce`` sends."""
+        return admin.announce(self._core.router, domain, body, subject)
 
     def disco_info(self, account: bool = False) -> tuple[list[tuple[str, str, str]], set[str]]:
         """(identities, features) the server (or, with ``account``, an account) advertises."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from xmppd.core.module import Module, Option
@@ -101,6 +102,10 @@ class MUC(Module):
     }
 
     # -- setup --------------------------------------------------------------------------------
+
+    @classmethod
+    def service_domains(cls, options: Mapping[str, Any], domain: str) -> tuple[str, ...]:
+        return (options["host"].format(domain=domain),)
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api

@@ -18,6 +18,7 @@ up to ``max_nodes`` each.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from xmppd.core.module import Option
@@ -59,6 +60,10 @@ class PubSub(PubSubBase):
         "default_max_items": Option(int, 10, "max_items of a new node", min=1),
         **limit_options(1000, 65536, 100, 500),
     }
+
+    @classmethod
+    def service_domains(cls, options: Mapping[str, Any], domain: str) -> tuple[str, ...]:
+        return (options["host"] or f"pubsub.{domain}",)
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api

@@ -120,6 +120,15 @@ class Storage(abc.ABC):
     async def account_exists(self, username: str, domain: str) -> bool: ...
 
     @abc.abstractmethod
+    async def set_disabled(self, username: str, domain: str, disabled: bool) -> bool:
+        """Disable (or re-enable) an account: a disabled one keeps its data but cannot log
+        in; False if there is no such account."""
+
+    @abc.abstractmethod
+    async def account_disabled(self, username: str, domain: str) -> bool:
+        """True if the account exists and is disabled."""
+
+    @abc.abstractmethod
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         """``(username, domain)`` pairs, sorted by domain then username."""
 

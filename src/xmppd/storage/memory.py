@@ -19,6 +19,7 @@ class MemoryStorage(Storage):
         super().__init__()
         self._accounts: dict[tuple[str, str], dict[str, ScramCredentials]] | None = None
         self.state = StoreState()
+        self._disabled: set[tuple[str, str]] = set()
 
     async def open(self) -> None:
         if self._accounts is None:
@@ -27,6 +28,7 @@ class MemoryStorage(Storage):
     async def close(self) -> None:
         self._accounts = None
         self.state = StoreState()
+        self._disabled = set()
 
     @property
     def _data(self) -> dict[tuple[str, str], dict[str, ScramCredentials]]:
@@ -48,6 +50,7 @@ class MemoryStorage(Storage):
 
     async def delete_account(self, username: str, domain: str) -> bool:
         existed = self._data.pop((username, domain), None) is not None
+        self._disabled.discard((username, domain))
         await self.delete_user_data(f"{username}@{domain}")
         return existed
 
@@ -82,6 +85,18 @@ class MemoryStorage(Storage):
 
     async def account_exists(self, username: str, domain: str) -> bool:
         return (username, domain) in self._data
+
+    async def set_disabled(self, username: str, domain: str, disabled: bool) -> bool:
+        if (username, domain) not in self._data:
+            return False
+        if disabled:
+            self._disabled.add((username, domain))
+        else:
+            self._disabled.discard((username, domain))
+        return True
+
+    async def account_disabled(self, username: str, domain: str) -> bool:
+        return (username, domain) in self._disabled and (username, domain) in self._data
 
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         keys = [k for k in self._data if domain is None or k[1] == domain]

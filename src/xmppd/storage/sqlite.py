@@ -248,6 +248,8 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     ),
     # 4: rosters, offline messages and block lists become the data of their modules
     (_move_im_data_to_module_stores,),
+    # 5: accounts can be disabled (XEP-0133 disable-user): kept, but no login
+    ("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",),
 )
 
 
@@ -621,6 +623,26 @@ class SQLiteStorage(Storage):
 
     async def account_exists(self, username: str, domain: str) -> bool:
         return await self._read(lambda conn: _exists(conn, username, domain))
+
+    async def set_disabled(self, username: str, domain: str, disabled: bool) -> bool:
+        def update(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE accounts SET disabled = ? WHERE domain = ? AND username = ?",
+                (int(disabled), domain, username),
+            )
+            return cur.rowcount > 0
+
+        return await self._call(update, write=True)
+
+    async def account_disabled(self, username: str, domain: str) -> bool:
+        def get(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT disabled FROM accounts WHERE domain = ? AND username = ?",
+                (domain, username),
+            ).fetchone()
+            return bool(row and row[0])
+
+        return await self._read(get)
 
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         def listing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
