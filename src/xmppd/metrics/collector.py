@@ -97,6 +97,10 @@ class ServerMetrics:
                 value = gauge.read()
                 if inspect.isawaitable(value):
                     value = await asyncio.wait_for(value, GAUGE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("limit GAUGE_TIMEOUT_S (%gs) reached for metric %s%s: left out "
+                            "of this scrape", GAUGE_TIMEOUT_S, PREFIX, gauge.name)
+                continue
             except Exception as exc:  # one broken reading must not cost the whole scrape
                 log.warning("metric %s%s not read: %s", PREFIX, gauge.name, exc)
                 continue
