@@ -6,6 +6,7 @@ values checked to have moved."""
 from __future__ import annotations
 
 import base64
+import re
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +18,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from support import RawClient, connect
 
-from xmppd.core.config import ConfigError, Limits
+from xmppd.component.stream import handshake_digest
+from xmppd.core.config import ConfigError, Limits, Listener
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
@@ -212,3 +214,58 @@ def test_the_endpoint_goes_with_the_module(make_server):
     with pytest.raises(urllib.error.HTTPError) as missing:
         scrape(srv)
     assert missing.value.code == 404
+
+
+def test_federation_counts_links_logins_and_remote_stanzas(make_server):
+    routes: dict = {}
+
+    def make(domain: str, users: dict):
+        return make_server(users=users, domains=(domain,), allow_plain=True,
+                           s2s=(Listener("127.0.0.1", 0),), s2s_routes=routes)
+
+    a = make("a.example", {"alice": "secret"})
+    b = make("b.example", {"bob": "secret"})
+    routes["a.example"] = a.server.addresses["s2s"][0]
+    routes["b.example"] = b.server.addresses["s2s"][0]
+    alice, bob = RawClient(a.port), RawClient(b.port)
+    alice.login("alice", "secret", domain="a.example")
+    bob.login("bob", "secret", domain="b.example")
+    alice.send("<message to='bob@b.example/raw' type='chat' id='fed'><body>hi</body></message>")
+    bob.read_until("id=.fed.")
+
+    at_a, at_b = samples(scrape(a)[0]), samples(scrape(b)[0])
+    assert value(at_a, "xmppd_stanzas_routed_total", kind="message", outcome="remote") == 1
+    assert value(at_a, "xmppd_s2s_links", direction="out", state="ready") == 1
+    assert value(at_a, "xmppd_connections", kind="s2s_out") >= 1
+    assert value(at_a, "xmppd_sent_bytes_total", kind="s2s_out") > 0
+    # B checked A's dialback key with A (A's inbound stream), then let A in
+    assert value(at_b, "xmppd_logins_total", kind="s2s_in", mechanism="dialback",
+                 outcome="success") == 1
+    assert value(at_b, "xmppd_received_bytes_total", kind="s2s_in") > 0
+    assert value(at_b, "xmppd_stanzas_routed_total", kind="message", outcome="delivered") == 1
+
+
+def test_component_handshakes_and_connected_components(make_server):
+    srv = make_server(components={"echo.localhost": "s3cret"},
+                      component_listeners=(Listener("127.0.0.1", 0),))
+    port = srv.server.addresses["component"][0][1]
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+              "xmlns:stream='http://etherx.jabber.org/streams' to='echo.localhost'>")
+
+    def handshake(secret: str) -> RawClient:
+        comp = RawClient(port)
+        comp.send(header)
+        stream_id = re.search(r" id=['\"]([^'\"]+)", comp.read_until(r"<stream:stream[^>]*>"))
+        comp.send(f"<handshake>{handshake_digest(stream_id.group(1), secret)}</handshake>")
+        return comp
+
+    assert "not-authorized" in handshake("wrong").read_closed()
+    good = handshake("s3cret")
+    good.read_until("<handshake/>")
+    found = samples(scrape(srv)[0])
+    for outcome in ("success", "failure"):
+        assert value(found, "xmppd_logins_total", kind="component", mechanism="handshake",
+                     outcome=outcome) == 1
+    assert value(found, "xmppd_components_connected") == 1
+    assert value(found, "xmppd_stream_errors_total", kind="component",
+                 condition="not-authorized") == 1
