@@ -56,15 +56,17 @@ from support import ServerThread  # noqa: E402
 
 @pytest.fixture
 def make_server(tmp_path):
-    """Factory: ``make_server(users={"alice": "pw"}, **config_overrides)`` -> running server.
+    """Factory: ``make_server(users={"alice": "pw"}, **config_overrides)`` -> running server
+    (or ``make_server(users=..., config_path=FILE)``: configured by a TOML file).
 
     The server runs in its own thread and event loop on 127.0.0.1 with ephemeral ports;
     it is stopped (``<system-shutdown/>``) at the end of the test.
     """
     started = []
 
-    def factory(users=None, data_dir=None, **overrides):
-        srv = ServerThread(data_dir or tmp_path / f"server{len(started)}", users or {}, overrides)
+    def factory(users=None, data_dir=None, config_path=None, **overrides):
+        srv = ServerThread(data_dir or tmp_path / f"server{len(started)}", users or {}, overrides,
+                           config_path)
         srv.start()
         started.append(srv)
         return srv

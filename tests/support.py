@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from xmppd.c2s.sasl import derive_all
-from xmppd.core.config import Config, Listener
+from xmppd.core.config import Config, Listener, load
 from xmppd.server import Server
 
 STREAM_HEADER = (
@@ -24,10 +24,15 @@ STREAM_HEADER = (
 class ServerThread:
     """An xmppd :class:`Server` running in its own thread and event loop."""
 
-    def __init__(self, data_dir: Path, users: dict[str, str], overrides: dict) -> None:
+    def __init__(self, data_dir: Path, users: dict[str, str], overrides: dict,
+                 config_path: Path | None = None) -> None:
+        """With ``config_path`` the configuration is that file (as ``xmppd run --config``
+        reads it, and a reload reads it again); else ``overrides`` of the defaults."""
         overrides.setdefault("c2s", (Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, True)))
         overrides.setdefault("http", (Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, True)))
-        self.config = Config(data_dir=Path(data_dir), **overrides)
+        self.config_path = config_path
+        self.config = load(config_path) if config_path else Config(data_dir=Path(data_dir),
+                                                                   **overrides)
         self.users = users
         self.loop = asyncio.new_event_loop()
         self.server: Server | None = None
@@ -47,7 +52,7 @@ class ServerThread:
         self.loop.run_forever()
 
     async def _start(self) -> None:
-        self.server = Server(self.config)
+        self.server = Server(self.config, self.config_path)
         await self.server.storage.open()
         domain = self.config.domains[0]
         for user, password in self.users.items():

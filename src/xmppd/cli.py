@@ -8,6 +8,7 @@ import getpass
 import sys
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from xmppd import __version__
@@ -99,8 +100,11 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     if not _check_modules(config):  # refuse before anything starts, without a traceback
         return 1
 
+    path = getattr(args, "config", None)
+
     async def main() -> None:
-        await Server(config).run_until_signalled()
+        # the file is read again on SIGHUP and `xmppd reload`
+        await Server(config, Path(path).resolve() if path else None).run_until_signalled()
 
     with prepare_run(config):  # data directory, its lock (held until exit), certificates
         return _run(main())
@@ -341,6 +345,27 @@ async def _offline_invite(config: Config, domain: str, expires: float | None) ->
         await server.stop()
 
 
+def cmd_reload(config: Config, args: argparse.Namespace) -> int:
+    """Make the running server read its configuration file again; print what changed and
+    what needs a restart.  Status 1 when it refused the file or a change failed."""
+    from xmppd.control.client import ControlFailed, ControlUnavailable, call
+    from xmppd.control.protocol import socket_path
+
+    try:
+        result = call(socket_path(config.data_dir), "reload", timeout=120)
+    except (ControlUnavailable, ControlFailed) as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    print(f"reloaded {result['config']}")
+    for title, key in (("applied", "applied"), ("needs a restart", "restart"),
+                       ("warning", "warnings"), ("FAILED", "failed")):
+        for line in result[key]:
+            print(f"{title}: {line}")
+    if not (result["applied"] or result["restart"] or result["failed"]):
+        print("nothing changed")
+    return 1 if result["failed"] else 0
+
+
 def cmd_cert(config: Config, args: argparse.Namespace) -> int:
     if args.cert_command == "check":
         return cmd_cert_check(config, args)
@@ -409,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also end the account's sessions in the running server")
     sub.add_parser("status", parents=[common], help="the running server's status")
     sub.add_parser("online", parents=[common], help="the running server's online sessions")
+    sub.add_parser("reload", parents=[common], help="make the running server read its "
+                   "configuration file again (as SIGHUP does)")
     imp = sub.add_parser("import-accounts", parents=[common],
                          help="create accounts from 'user@domain<TAB>password' lines")
     imp.add_argument("file", help="the file to read, or - for stdin")
@@ -445,6 +472,7 @@ COMMANDS = {
     "kick": cmd_kick,
     "status": cmd_status,
     "online": cmd_online,
+    "reload": cmd_reload,
     "cert": cmd_cert,
     "announce": cmd_announce,
     "invite": cmd_invite,
@@ -471,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load(getattr(args, "config", None))
     except ConfigError as exc:
-        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        unchanged = "; nothing was reloaded" if args.command == "reload" else ""
+        print(f"xmppd: configuration error: {exc}{unchanged}", file=sys.stderr)
         return 1
     from xmppd import logs
 

@@ -40,6 +40,27 @@ def _toml(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
+def _reload_note() -> list[str]:
+    """Which keys a live reload applies (from :data:`xmppd.reload.LIVE_FIELDS`)."""
+    from xmppd.reload import LIVE_FIELDS, key_names  # the reload imports the whole server
+
+    names = [key_names(f) for f in dataclasses.fields(Config) if f.name in LIVE_FIELDS]
+    wild = {"limits": "limits.*", "modules.<name>": "modules.<name>.*"}
+    live = ", ".join(f"`{wild.get(n, n)}`" for entry in names for n in entry.split(", "))
+    text = (f"`xmppd reload` (or SIGHUP) applies these keys to the running server: {live}. "
+            "A change of any other key is reported by the reload and in the log, and waits "
+            "for a restart; so do module changes that would lose state of online users "
+            "(e.g. `modules.muc.host`, or disabling `sm`).")
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > 88:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line]
+
+
 def _default(meta: dict[str, Any], value: Any) -> str:
     if meta.get("default_text"):
         return meta["default_text"]
@@ -109,6 +130,8 @@ def render() -> str:
         "Every key is optional; unknown keys and wrong types are errors (`xmppd check` says",
         "which). Durations end in `_s` (seconds), sizes in `_bytes`. The file is TOML, given",
         "with `xmppd --config FILE run`.",
+        "",
+        *_reload_note(),
         "",
         "## Core",
         "",

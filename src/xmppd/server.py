@@ -33,7 +33,13 @@ from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
 from xmppd.transport.http import HTTPServer, HTTPSettings, Routes
-from xmppd.transport.tls import ensure_certificate, server_context, sni_context
+from xmppd.transport.tls import (
+    SNISelector,
+    certificate_fingerprint,
+    ensure_certificate,
+    server_context,
+    sni_context,
+)
 from xmppd.xml.element import Element
 
 log = logging.getLogger(__name__)
@@ -42,9 +48,11 @@ log = logging.getLogger(__name__)
 class Server:
     """One xmppd instance serving the configured domains."""
 
-    def __init__(self, config: Config) -> None:
-        """Raises ConfigError when the ``[modules]`` config does not fit the modules."""
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        """Raises ConfigError when the ``[modules]`` config does not fit the modules.
+        ``config_path``: the file ``config`` came from, read again by :meth:`reload`."""
         self.config = config
+        self.config_path = config_path
         self._modules_planned = plan(config)
         self.hooks = Hooks()
         self.storage = storage_from_spec(config.storage_url)
@@ -65,7 +73,14 @@ class Server:
         self.http_routes = Routes()
         self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config),
                                self.connections.traffic_for("http"))
-        self.policy: ClientPolicy | None = None  # what client transports get, once started
+        # What the listening contexts hand new handshakes (a reload replaces their tables),
+        # and the fingerprint of each domain's certificate in use.
+        self._sni: list[tuple[SNISelector, bool | str]] = []
+        self.certificate_fingerprints: dict[str, str] = {}
+        # What new client connections get; a reload replaces it (established streams keep
+        # the one they started with).
+        self._client_policy: ClientPolicy | None = None
+        self._reloading = asyncio.Lock()
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
@@ -95,10 +110,9 @@ class Server:
         if not listen:
             return
         self._setup_tls()
-        policy = self.policy = self.client_policy()
+        self._client_policy = self.client_policy()
         for listener in cfg.c2s:
-            await self.listen("c2s", listener,
-                              lambda d=listener.direct_tls: C2SStream(policy, direct_tls=d))
+            await self.listen("c2s", listener, partial(self._client_stream, listener.direct_tls))
         for listener in cfg.http:
             tls = listener.direct_tls
             await self.listen("http", listener, self.http.factory(tls),
@@ -112,24 +126,38 @@ class Server:
             __version__, ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
 
+    def renew_client_policy(self) -> None:
+        """New client connections get a policy built from the current configuration
+        (a stream keeps the one it started with)."""
+        if self._client_policy is not None:
+            self._client_policy = self.client_policy()
+
+    def _client_stream(self, direct_tls: bool) -> C2SStream:
+        assert self._client_policy is not None
+        return C2SStream(self._client_policy, direct_tls=direct_tls)
+
     def _setup_tls(self) -> None:
-        contexts: dict[str, ssl.SSLContext] = {}
-        direct: dict[str, ssl.SSLContext] = {}
-        https: dict[str, ssl.SSLContext] = {}
+        tls = build_tls(self.config)
         for domain in self.config.domains:
-            cert = self.config.certificate_for(domain)
-            if domain not in self.config.certificates:
-                ensure_certificate(domain, self.config.data_dir)
-            contexts[domain] = server_context(cert.cert, cert.key)
-            direct[domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
-            if self.config.http:
-                https[domain] = server_context(cert.cert, cert.key, alpn=["http/1.1"])
-            log.info("TLS certificate for %s: %s", domain, cert.cert)
-        first = self.config.domains[0]
-        self.tls_context = sni_context(contexts, first)
-        self.direct_tls_context = sni_context(direct, first)
-        if https:
-            self.https_context = sni_context(https, first)
+            log.info("TLS certificate for %s: %s", domain, self.config.certificate_for(domain).cert)
+        self.tls_context = sni_context(tls.contexts[False], tls.default)
+        self.direct_tls_context = sni_context(tls.contexts[True], tls.default)
+        self._sni = [(self.tls_context.sni_callback, False),  # type: ignore[list-item]
+                     (self.direct_tls_context.sni_callback, True)]
+        if self.config.http:
+            self.https_context = sni_context(tls.contexts["https"], tls.default)
+            self._sni.append((self.https_context.sni_callback, "https"))  # type: ignore[arg-type]
+        self.certificate_fingerprints = dict(tls.fingerprints)
+
+    def install_tls(self, tls: TLSSet) -> list[str]:
+        """Serve ``tls`` (from :func:`build_tls`) to new handshakes; established
+        connections keep theirs.  Returns the domains whose certificate changed."""
+        for selector, direct in self._sni:
+            selector.update(tls.contexts[direct], tls.contexts[direct][tls.default])
+        changed = [d for d, fp in tls.fingerprints.items()
+                   if self.certificate_fingerprints.get(d) != fp]
+        self.certificate_fingerprints = dict(tls.fingerprints)
+        return changed
 
     async def listen(
         self, kind: str, listener: Listener, factory: Any, *,
@@ -198,10 +226,41 @@ class Server:
         # connections before start() returns) is a clean shutdown once started, not a kill.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        started = asyncio.Event()
+        reloads: set[asyncio.Task] = set()  # referenced until done (the loop's are weak)
+
+        def hangup() -> None:
+            task = asyncio.ensure_future(self._reload_on_signal(started))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        # SIGHUP: reload, once started (installed now: its default action ends the process)
+        loop.add_signal_handler(signal.SIGHUP, hangup)
         await self.start()
+        started.set()
         await stop.wait()
         log.info("signal received, shutting down")
         await self.stop()
+
+    async def reload(self, config: Config | None = None) -> dict[str, Any]:
+        """Apply ``config`` (default: :attr:`config_path` read again) to the running
+        server: see :mod:`xmppd.reload`.  Raises ReloadRefused for an invalid one."""
+        from xmppd.reload import reload
+
+        async with self._reloading:  # SIGHUP and `xmppd reload` at once: one after the other
+            return (await reload(self, config)).as_dict()
+
+    async def _reload_on_signal(self, started: asyncio.Event) -> None:
+        from xmppd.reload import ReloadRefused
+
+        await started.wait()
+        log.info("SIGHUP received: reloading %s", self.config_path or "the default configuration")
+        try:
+            await self.reload()
+        except ReloadRefused as exc:
+            log.error("reload refused, the running configuration stays in force: %s", exc)
+        except Exception:
+            log.exception("reload failed")
 
     # -- client sessions ----------------------------------------------------------------------
 
@@ -231,6 +290,8 @@ class Server:
     def bind_session(self, jid: JID, transport: Transport) -> Session:
         """Enter a session for ``jid`` carried by ``transport`` in the session table; a
         session bound to the same full JID before is ended with ``conflict``."""
+        if jid.domain not in self.router.hosts:  # a reload removed it after the stream began
+            raise BindError("not-allowed", "this domain is no longer served here")
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
@@ -286,6 +347,37 @@ class Server:
         result = self.router.route(stanza, session)
         if result is not None:
             await result
+
+
+class TLSSet:
+    """The client TLS contexts of every served domain (``contexts[kind][domain]``: kind
+    False for STARTTLS, True for direct TLS, "https" for the HTTP listener) and the SHA-256
+    fingerprint of each domain's certificate."""
+
+    __slots__ = ("contexts", "fingerprints", "default")
+
+    def __init__(self, default: str) -> None:
+        self.default = default  # the domain whose certificate a client without SNI gets
+        self.contexts: dict[bool | str, dict[str, ssl.SSLContext]] = {
+            False: {}, True: {}, "https": {}}
+        self.fingerprints: dict[str, str] = {}
+
+
+def build_tls(config: Config) -> TLSSet:
+    """Contexts from the certificate files of ``config`` as they are now (a domain with no
+    configured certificate gets its self-signed one, generated on first use)."""
+    tls = TLSSet(config.domains[0])
+    for domain in config.domains:
+        cert = config.certificate_for(domain)
+        if domain not in config.certificates:
+            ensure_certificate(domain, config.data_dir)
+        tls.contexts[False][domain] = server_context(cert.cert, cert.key)
+        tls.contexts[True][domain] = server_context(cert.cert, cert.key, alpn=["xmpp-client"])
+        if config.http:
+            tls.contexts["https"][domain] = server_context(cert.cert, cert.key,
+                                                           alpn=["http/1.1"])
+        tls.fingerprints[domain] = certificate_fingerprint(cert.cert)
+    return tls
 
 
 def _load_secret(path: Path) -> bytes:

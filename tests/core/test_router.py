@@ -22,6 +22,7 @@ class FakeSession:
 
     def __init__(self, jid: str, available: bool = True, priority: int = 0) -> None:
         self.jid = JID(jid)
+        self.bare = self.jid.bare
         self.available = available
         self.priority = priority
         self.received: list[Element] = []

@@ -196,6 +196,26 @@ def test_sni_picks_certificate(certs):
         assert _peer_names(client)[0] == expected, name
 
 
+def test_sni_table_replaced_for_new_handshakes_only(certs, tmp_path):
+    """What a live reload does: the listening context stays, its table changes; a client
+    with no SNI gets the new default too."""
+    contexts = {d: server_context(*certs[d]) for d in certs}
+    listen = sni_context(contexts, "a.example")
+    before, old_client = handshake(listen, client_context(), server_hostname="a.example")
+    renewed = tmp_path / "a2.crt", tmp_path / "a2.key"
+    generate_self_signed("a.example", *renewed)
+    new = {**contexts, "a.example": server_context(*renewed)}
+    listen.sni_callback.update(new, new["a.example"])
+    for name in ("a.example", None, "unknown.test"):
+        _, client = handshake(listen, client_context(), server_hostname=name)
+        assert client.getpeercert(True) == ssl.PEM_cert_to_DER_cert(renewed[0].read_text()), name
+    _, client = handshake(listen, client_context(), server_hostname="b.example")
+    assert _peer_names(client)[0] == "b.example"
+    assert old_client.getpeercert(True) == ssl.PEM_cert_to_DER_cert(
+        certs["a.example"][0].read_text())  # the established connection keeps its own
+    assert before.context is contexts["a.example"]
+
+
 # -- channel binding --------------------------------------------------------------------
 
 

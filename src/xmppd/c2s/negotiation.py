@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,7 +90,7 @@ class ClientPolicy:
     features)`` lets modules add post-authentication features.
     """
 
-    hosts: frozenset[str]
+    hosts: Set[str]  # the router's set: a reload changes it in place
     default_domain: str
     credentials: CredentialStore
     secret: bytes

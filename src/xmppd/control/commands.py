@@ -1,6 +1,6 @@
 """What the control socket can ask a running server: status, the online sessions, ending
-sessions, announcements, invitations, and the account changes the ``xmppd`` command makes
-while the server runs.
+sessions, announcements, invitations, a live reload of the configuration, and the
+account changes the ``xmppd`` command makes while the server runs.
 
 Account deletion runs in the server, so that it is done once and completely, the same way
 as from an admin's client (:mod:`xmppd.core.admin`).
@@ -8,6 +8,7 @@ as from an admin's client (:mod:`xmppd.core.admin`).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from xmppd.jid import JID, JIDError
 
 if TYPE_CHECKING:
     from xmppd.server import Server
+
+log = logging.getLogger(__name__)
 
 
 def _jid(text: str, *, account: bool = False) -> JID:
@@ -86,8 +89,20 @@ def commands(server: Server) -> dict[str, Command]:
     async def invite(domain: str | None = None, expires_s: float | None = None) -> dict:
         return await create_invite(server, domain, expires_s)
 
+    async def reload() -> dict[str, Any]:
+        from xmppd.reload import ReloadRefused  # the reload uses the server module
+
+        log.info("reload requested on the control socket")
+        try:
+            return await server.reload()
+        except ReloadRefused as exc:
+            log.error("reload refused, the running configuration stays in force: %s", exc)
+            raise CommandError(f"configuration refused, the running configuration stays in "
+                               f"force: {exc}") from None
+
     return {"status": status, "online": online, "kick": kick, "deluser": deluser,
-            "password-changed": password_changed, "announce": announce, "invite": invite}
+            "password-changed": password_changed, "announce": announce, "invite": invite,
+            "reload": reload}
 
 
 async def create_invite(server: Server, domain: str | None, expires_s: float | None) -> dict:

@@ -45,6 +45,10 @@ STOP: Any = _Stop()
 CORE_EVENTS = {
     "server-started": "(server)",
     "server-stopping": "(server)",
+    "hosts-changed": "(added: tuple, removed: tuple) -- a reload changed the served domains "
+    "(the sessions of removed ones are ended already)",
+    "config-reloaded": "(old: Config, new: Config) -- a reload applied a new configuration "
+    "(api.config is the new one): refresh what was built from the old",
     "stream-features": "(session, features: Element) -- add elements to the features",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",

@@ -15,7 +15,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,20 @@ def _load_order(names: list[str], classes: Mapping[str, type[Module]]) -> list[s
     return order
 
 
+@dataclass
+class Reconciled:
+    """What :meth:`ModuleManager.reconcile` did (``applied``), what waits for a restart
+    (``restart``) and what failed (``failed``), one line each naming the module."""
+
+    applied: list[str] = field(default_factory=list)
+    restart: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _uses(cls: type[Module], name: str) -> bool:
+    return name in cls.depends or name in cls.soft_depends
+
+
 class Loaded:
     """A loaded module: its instance and its handle."""
 
@@ -223,6 +237,89 @@ class ModuleManager:
     def unload_all(self) -> None:
         for name in reversed(list(self.loaded)):
             self.unload(name)
+
+    # -- live reload ---------------------------------------------------------------------------
+
+    def reconcile(self, planned: list[Planned]) -> Reconciled:
+        """Make the loaded modules those of ``planned`` (a validated :func:`plan`), with its
+        options, without losing what online users need: disabled modules are unloaded,
+        changed options applied (:meth:`Module.reconfigure`, else unload and load),
+        enabled modules loaded.  A stateful module, or one another loaded module depends
+        on, is never unloaded: that change is reported in ``restart`` instead."""
+        out = Reconciled()
+        wanted = {entry.name: entry for entry in planned}
+        for name in reversed(list(self.loaded)):
+            if name not in wanted:
+                self._disable(name, out)
+        for entry in planned:
+            if entry.name in self.loaded:
+                self._reconfigure(entry, out)
+        before = set(self.loaded)
+        for entry in planned:
+            if entry.name in self.loaded:
+                continue
+            try:
+                self.load(entry.cls, entry.options)
+            except Exception as exc:
+                log.exception("reload: module %s failed to load", entry.name)
+                out.failed.append(f"modules.{entry.name}: failed to load: {exc}")
+                continue
+            out.applied.append(f"modules.{entry.name}: loaded")
+            users = sorted(n for n in before if _uses(type(self.loaded[n].module), entry.name))
+            if users:
+                out.restart.append(f"modules.{entry.name}: loaded; modules loaded without "
+                                   f"it use it only after a restart: {', '.join(users)}")
+        return out
+
+    def _users(self, name: str) -> list[str]:
+        return [n for n, e in self.loaded.items() if n != name and _uses(type(e.module), name)]
+
+    def _disable(self, name: str, out: Reconciled) -> None:
+        cls = type(self.loaded[name].module)
+        users = self._users(name)
+        if cls.stateful or users:
+            why = (f"needed by {', '.join(users)}" if users
+                   else "it keeps state of online users")
+            out.restart.append(f"modules.{name}: disabling it needs a restart ({why}); "
+                               "still loaded")
+            return
+        self.unload(name)
+        out.applied.append(f"modules.{name}: unloaded")
+
+    def _reconfigure(self, entry: Planned, out: Reconciled) -> None:
+        name, loaded = entry.name, self.loaded[entry.name]
+        old = loaded.api.options
+        if dict(old) == dict(entry.options):
+            return
+        changed = ", ".join(sorted(k for k in entry.options if old.get(k) != entry.options[k]))
+        loaded.api.set_options(entry.options)
+        try:
+            done = loaded.module.reconfigure(loaded.api, old)
+        except Exception as exc:
+            log.exception("reload: module %s failed to reconfigure", name)
+            loaded.api.set_options(old)
+            out.failed.append(f"modules.{name}: failed to apply {changed}: {exc}")
+            return
+        if done:
+            out.applied.append(f"modules.{name}: {changed} changed")
+            return
+        loaded.api.set_options(old)
+        users = self._users(name)
+        if type(loaded.module).stateful or users:
+            why = (f"needed by {', '.join(users)}" if users
+                   else "reloading it would lose state of online users")
+            out.restart.append(f"modules.{name}: {changed} changed; needs a restart ({why})")
+            return
+        self.unload(name)
+        try:
+            self.load(entry.cls, entry.options)
+        except Exception as exc:
+            log.exception("reload: module %s failed to load with its new options", name)
+            self.load(entry.cls, old)  # as it was: it loaded with these before
+            out.failed.append(f"modules.{name}: failed to load with the new {changed} "
+                              f"({exc}); the old options stay in force")
+            return
+        out.applied.append(f"modules.{name}: {changed} changed (module reloaded)")
 
     def _free_slot(self) -> int:
         # A slot is reused only after its module unloaded (which cleared it everywhere).

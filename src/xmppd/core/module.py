@@ -72,6 +72,11 @@ class Module:
     :mod:`xmppd.modules`), ``xeps`` what it implements, ``depends`` the modules that must
     be enabled and load first, ``soft_depends`` modules that load first when they are
     enabled, ``options`` its config schema (``[modules.<name>]``).
+
+    A live reload (``xmppd reload``, SIGHUP) applies changed options with
+    :meth:`reconfigure`; a module that does not implement it is unloaded and loaded again
+    with the new options, unless it is ``stateful`` or another loaded module depends on
+    it: then the change waits for a restart (and the reload says so).
     """
 
     name: ClassVar[str] = ""
@@ -79,6 +84,11 @@ class Module:
     depends: ClassVar[tuple[str, ...]] = ()
     soft_depends: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Option]] = {}
+    #: It keeps in memory what unloading would lose and online users still need
+    #: (per-session state, rooms, connections, detached sessions): a reload never unloads
+    #: it, and disabling it, or changing options it cannot :meth:`reconfigure`, needs a
+    #: restart.
+    stateful: ClassVar[bool] = False
 
     def load(self, api: ModuleAPI) -> None:
         """Register hooks, handlers, features... through ``api``."""
@@ -87,6 +97,13 @@ class Module:
     def unload(self) -> None:
         """Undo what ``api`` cannot know about (nothing, usually): called before the
         handle's own undo."""
+
+    def reconfigure(self, api: ModuleAPI, old: Mapping[str, Any]) -> bool:
+        """Apply new options in place, without unloading (``api.options`` holds them
+        already; ``old`` the previous ones).  True: done.  False (the default): the module
+        cannot, and a reload unloads and loads it again (or reports that a restart is
+        needed, see :attr:`stateful`)."""
+        return False
 
     @classmethod
     def service_domains(cls, options: Mapping[str, Any], domain: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Set
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +68,14 @@ class ModuleAPI:
         return self._core.storage
 
     @property
-    def hosts(self) -> frozenset[str]:
-        """The domains this server serves."""
+    def hosts(self) -> Set[str]:
+        """The domains this server serves (read-only; a reload changes it in place: hook
+        ``hosts-changed`` for what was built per domain)."""
         return self._core.router.hosts
+
+    def set_options(self, options: Mapping[str, Any]) -> None:
+        """Replace the module's options (the manager, at a live reload)."""
+        self.options = MappingProxyType(dict(options))
 
     @property
     def domains(self) -> tuple[str, ...]:

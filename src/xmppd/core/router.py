@@ -52,13 +52,15 @@ class SessionTable:
 
     def add(self, session: Session) -> Session | None:
         """Bind ``session``; returns the session it displaced (same full JID), if any."""
-        jid = session.jid
+        jid, bare = session.jid, session.bare
         old = self._by_full.get(jid)
-        current = self._by_bare.get(jid.bare, ())
+        current = self._by_bare.get(bare, ())
+        # Keyed by the session's own bare JID, not a fresh ``jid.bare``: one bare JID object
+        # per idle session instead of two.
         if old is None:
-            self._by_bare[jid.bare] = (*current, session)
+            self._by_bare[bare] = (*current, session)
         else:  # the new session takes the old one's place
-            self._by_bare[jid.bare] = tuple(session if s is old else s for s in current)
+            self._by_bare[bare] = tuple(session if s is old else s for s in current)
         self._by_full[jid] = session
         return old
 
@@ -67,11 +69,12 @@ class SessionTable:
         if self._by_full.get(jid) is not session:
             return False
         del self._by_full[jid]
-        others = tuple(s for s in self._by_bare[jid.bare] if s is not session)
+        bare = session.bare
+        others = tuple(s for s in self._by_bare[bare] if s is not session)
         if others:
-            self._by_bare[jid.bare] = others
+            self._by_bare[bare] = others
         else:
-            del self._by_bare[jid.bare]
+            del self._by_bare[bare]
         return True
 
     def all(self) -> Iterable[Session]:
@@ -87,7 +90,9 @@ class Router:
 
     def __init__(self, hooks: Hooks, hosts: Iterable[str]) -> None:
         self.hooks = hooks
-        self.hosts = frozenset(hosts)
+        # One set for the server's lifetime, changed in place by a reload (set_hosts):
+        # whoever keeps a reference to it (client policy, modules) sees the new domains.
+        self.hosts: set[str] = set(hosts)
         self.sessions = SessionTable()
         # Outcomes by stanza name, read by xmppd.metrics at scrape time.  One defaultdict
         # increment per stanza is the whole cost on the hot path (a message to a full JID
@@ -102,6 +107,12 @@ class Router:
         #: stanzas answered with an error, and the errors by condition
         self.bounced: defaultdict[str, int] = defaultdict(int)
         self.stanza_errors: defaultdict[str, int] = defaultdict(int)
+
+    def set_hosts(self, domains: Iterable[str]) -> None:
+        """Serve ``domains`` from now on (a live reload added or removed virtual hosts)."""
+        new = set(domains)
+        self.hosts.difference_update(self.hosts - new)
+        self.hosts.update(new)
 
     def is_local(self, domain: str) -> bool:
         return domain in self.hosts

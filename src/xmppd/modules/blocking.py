@@ -20,6 +20,7 @@ the cache (it is synchronous): it is the last line, for IQs to full JIDs.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Set
 from typing import Any
 
 from xmppd.core.module import Module
@@ -118,7 +119,7 @@ async def remove_from_list(
 class BlockLists:
     """Block lists, cached for accounts with bound sessions (the rest read from the store)."""
 
-    def __init__(self, store: KeyValueStore, sessions: Any, hosts: frozenset[str]) -> None:
+    def __init__(self, store: KeyValueStore, sessions: Any, hosts: Set[str]) -> None:
         self.store = store
         self.sessions = sessions
         self.hosts = hosts
@@ -159,6 +160,7 @@ class Blocking(Module):
     """The blocking command and the filters that enforce it."""
 
     name = "blocking"
+    stateful = True  # which sessions asked for the block list (pushes)
     xeps = ("XEP-0191",)
     depends = ("roster",)
     soft_depends = ("presence",)  # for directed presence, when it is loaded

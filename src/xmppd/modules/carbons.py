@@ -98,6 +98,7 @@ class Carbons(Module):
     """Copies messages to an account's carbons-enabled resources."""
 
     name = "carbons"
+    stateful = True  # which sessions enabled carbons
     xeps = ("XEP-0280",)
     depends = ("message",)
 

@@ -73,12 +73,17 @@ class ClientStateIndication(Module):
     """Holds presence updates and chat states back from inactive clients."""
 
     name = "csi"
+    stateful = True  # inactive sessions and what they hold
     xeps = ("XEP-0352",)
     options = {
         "max_held": Option(
             int, 100, "flush an inactive session's queue when it holds more than this many "
             "stanzas (presence updates, chat states)", min=0),
     }
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        self.max_held = api.options["max_held"]
+        return True
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api

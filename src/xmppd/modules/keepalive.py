@@ -29,6 +29,7 @@ class Keepalive(Module):
     """Pings clients that went silent, and cuts those that do not answer."""
 
     name = "keepalive"
+    stateful = True  # pings awaiting an answer
     xeps = ("XEP-0199",)
     options = {
         "interval_s": Option(float, 300.0, "ping a client silent for this long; 0: never",
@@ -45,8 +46,21 @@ class Keepalive(Module):
         self.checks: set[asyncio.TimerHandle] = set()
         self.waiting: set[Any] = set()  # pinged sessions whose answer is awaited
         api.on_unload(self._unloaded)
-        if api.options["interval_s"]:
-            api.every(api.options["interval_s"], self.sweep)
+        self.stop_sweeps: Any = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.stop_sweeps is not None:
+            self.stop_sweeps()
+        interval = self.api.options["interval_s"]
+        self.stop_sweeps = self.api.every(interval, self.sweep) if interval else None
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """Pings sent from now on use the new timeout; a new interval starts now."""
+        self.timeout = api.options["timeout_s"]
+        if api.options["interval_s"] != old["interval_s"]:
+            self._schedule()
+        return True
 
     def sweep(self) -> None:
         pinged = []

@@ -171,6 +171,7 @@ class Archive(Module):
         self.clock: Callable[[], float] = time.time
         self._sent: tuple[Element | None, Element | None] = (None, None)
         self.max_wrapped_depth = api.limits.max_depth - RESULT_WRAPPING
+        api.hook("config-reloaded", self.reloaded)
         for feature in (MAM_NS, MAM_EXTENDED_NS, SID_NS):
             api.add_feature(feature, account=True)
         api.iq_handler("get", MAM_NS, "query", self.query_form, to="bare")
@@ -186,6 +187,10 @@ class Archive(Module):
         api.provide("mam", self)
         if api.options["retention_days"]:
             api.every(24 * 3600, self.expire)
+
+    def reloaded(self, _old: Any, new: Any) -> None:
+        """A reload may change ``limits.max_depth``."""
+        self.max_wrapped_depth = new.limits.max_depth - RESULT_WRAPPING
 
     # -- what gets archived -------------------------------------------------------------------
 

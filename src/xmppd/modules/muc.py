@@ -79,6 +79,7 @@ class MUC(Module):
     name = "muc"
     xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0425")
     soft_depends = ("disco", "s2s")
+    stateful = True  # rooms' occupants live in memory
     options = {
         "host": Option(str, "conference.{domain}", "the service's domain, per served domain",
                        check=_check_host),
@@ -110,12 +111,9 @@ class MUC(Module):
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         opts = api.options
-        self.services = {opts["host"].format(domain=d): d for d in api.domains}
-        self.admins = frozenset(opts["admins"])
-        self.max_users_limit = opts["max_users_limit"]
-        self.max_history = opts["max_history"]
-        self.rate = opts["message_rate"]
-        self.burst = float(opts["message_burst"])
+        self.services: dict[str, str] = {}  # service domain -> the served domain
+        self._unlist: dict[str, Any] = {}  # service domain -> its disco#items entry's undo
+        self._take_options(opts)
         self.rooms: dict[str, Room] = {}
         self.store = api.open_store("keyvalue")
         self.archive = api.open_store("archive")
@@ -127,16 +125,46 @@ class MUC(Module):
         self.loading: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
         api.hook("route/remote", self.route, priority=20)
         api.hook("session-closed", self.session_closed)
+        api.hook("hosts-changed", self.hosts_changed)
         api.provide("muc", self)
-        disco = api.service("disco")
-        if disco is not None:
-            for host, domain in self.services.items():
-                api.on_unload(disco.add_item(host, opts["name"], domain))
-        s2s = api.service("s2s")
-        if s2s is not None:
-            s2s.extra_domains.update(self.services)
-            api.on_unload(lambda: s2s.extra_domains.difference_update(self.services))
+        self.hosts_changed(api.domains, ())
+        api.on_unload(lambda: self.hosts_changed((), tuple(self.services.values())))
         api.spawn(self.load_rooms())
+
+    def _take_options(self, opts: Any) -> None:
+        self.admins = frozenset(opts["admins"])
+        self.max_users_limit = opts["max_users_limit"]
+        self.max_history = opts["max_history"]
+        self.rate = opts["message_rate"]
+        self.burst = float(opts["message_burst"])
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """New options apply at once (rates to occupants who join from now on); a new
+        ``host`` or ``name`` needs a restart (the rooms live on the old service)."""
+        if (old["host"], old["name"]) != (api.options["host"], api.options["name"]):
+            return False
+        self._take_options(api.options)
+        return True
+
+    def hosts_changed(self, added: Any, removed: Any) -> None:
+        """Serve (or stop serving) ``conference.<domain>`` for served domains."""
+        disco, s2s = self.api.service("disco"), self.api.service("s2s")
+        pattern, name = self.api.options["host"], self.api.options["name"]
+        for domain in added:
+            host = pattern.format(domain=domain)
+            self.services[host] = domain
+            if disco is not None:
+                self._unlist[host] = disco.add_item(host, name, domain)
+            if s2s is not None:
+                s2s.extra_domains.add(host)
+        for domain in removed:
+            for host in [h for h, d in self.services.items() if d == domain]:
+                del self.services[host]
+                undo = self._unlist.pop(host, None)
+                if undo is not None:
+                    undo()
+                if s2s is not None:
+                    s2s.extra_domains.discard(host)
 
     async def load_rooms(self) -> None:
         try:

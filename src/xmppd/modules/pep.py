@@ -73,6 +73,7 @@ def limits_from(options: Any) -> Limits:
 
 class Pep(PubSubBase):
     name = "pep"
+    stateful = True  # remote contacts' capabilities, sessions' interests
     xeps = ("XEP-0163", "XEP-0060", "XEP-0115", "XEP-0223")
     soft_depends = ("roster", "presence")  # without it, every bound resource counts as available
     options = {
@@ -86,8 +87,7 @@ class Pep(PubSubBase):
         self.api = api
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options))
-        self.defaults = {**BASE_DEFAULTS, "access_model": api.options["default_access_model"],
-                         "max_items": api.options["default_max_items"]}
+        self._take_defaults(api.options)
         self.caps = CapsCache(api.send)
         # remote full JIDs that sent available presence to a local account, with their ver
         self.remote: dict[str, dict[str, str]] = {}
@@ -106,6 +106,16 @@ class Pep(PubSubBase):
         api.hook("iq/response", self.iq_response)
         api.hook("session-closed", self.closed)
         api.hook("account-deleting", self.account_deleting)
+
+    def _take_defaults(self, opts: Any) -> None:
+        self.defaults = {**BASE_DEFAULTS, "access_model": opts["default_access_model"],
+                         "max_items": opts["default_max_items"]}
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """Limits and node defaults apply to what is published or created from now on."""
+        self.engine.limits = limits_from(api.options)
+        self._take_defaults(api.options)
+        return True
 
     # -- addressing -----------------------------------------------------------------------------
 

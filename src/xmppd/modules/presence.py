@@ -144,6 +144,7 @@ class Presence(Module):
     Provides the service ``presence``; fires ``presence/available``."""
 
     name = "presence"
+    stateful = True  # each session's presence, directed presence
     xeps = ("RFC 6121 §3", "RFC 6121 §4")
     depends = ("roster",)
 

@@ -67,25 +67,53 @@ class PubSub(PubSubBase):
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
-        host = api.options["host"]
-        # service domain -> the served domain whose disco#items lists it (None: every one)
-        services = {host: None} if host else {f"pubsub.{d}": d for d in api.domains}
-        self.domains = tuple(services)
+        self.domains: tuple[str, ...] = ()  # the service domains
+        self._unlist: dict[str, Any] = {}  # service domain -> undo of its disco#items entry
+        self._extra: set[str] = set()  # service domains this module told the s2s manager
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options))
         self.defaults = {**BASE_DEFAULTS, "max_items": api.options["default_max_items"],
                          "send_last_published_item": "on_sub", "collection": []}
         api.hook("route/remote", self.route, priority=20)
         api.hook("account-deleting", self.account_deleting)
-        disco = api.service("disco")
+        host = api.options["host"]
+        if host:  # one service, listed in disco#items of every served domain
+            self._serve(host, None)
+        else:
+            api.hook("hosts-changed", self.hosts_changed)
+            self.hosts_changed(api.domains, ())
+        api.on_unload(self._unserve_all)
+
+    def hosts_changed(self, added: Any, removed: Any) -> None:
+        """``pubsub.<domain>`` for each served domain (a reload adds or removes some)."""
+        for domain in removed:
+            self._unserve(f"pubsub.{domain}")
+        for domain in added:
+            self._serve(f"pubsub.{domain}", domain)
+
+    def _unserve_all(self) -> None:
+        for service in self.domains:
+            self._unserve(service)
+
+    def _serve(self, service: str, domain: str | None) -> None:
+        self.domains = (*self.domains, service)
+        disco = self.api.service("disco")
         if disco is not None:
-            for jid, domain in services.items():
-                api.on_unload(disco.add_item(jid, "", domain))
-        manager = api.service("s2s")  # tells the s2s manager these domains are ours
-        if manager is not None:
-            extra = {d for d in self.domains if d not in manager.extra_domains}
-            manager.extra_domains.update(extra)
-            api.on_unload(lambda: manager.extra_domains.difference_update(extra))
+            self._unlist[service] = disco.add_item(service, "", domain)
+        manager = self.api.service("s2s")  # tells the s2s manager these domains are ours
+        if manager is not None and service not in manager.extra_domains:
+            manager.extra_domains.add(service)
+            self._extra.add(service)
+
+    def _unserve(self, service: str) -> None:
+        self.domains = tuple(d for d in self.domains if d != service)
+        undo = self._unlist.pop(service, None)
+        if undo is not None:
+            undo()
+        manager = self.api.service("s2s")
+        if manager is not None and service in self._extra:
+            self._extra.discard(service)
+            manager.extra_domains.discard(service)
 
     # -- addressing ---------------------------------------------------------------------------
 

@@ -191,11 +191,16 @@ class Roster(Module):
     (:class:`RosterService`)."""
 
     name = "roster"
+    stateful = True  # which sessions asked for the roster (pushes)
     xeps = ("RFC 6121 §2", "XEP-0237")
     options = {
         "max_name_length": Option(int, MAX_NAME_LENGTH, "longest item and group name, in "
                                   "characters (RFC 6121 §2.3.3)", min=1),
     }
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        self.max_len = api.options["max_name_length"]
+        return True
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api

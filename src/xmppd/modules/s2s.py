@@ -30,6 +30,7 @@ class S2S(Module):
 
     name = "s2s"
     xeps = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0288", "XEP-0368")
+    stateful = True  # federation links
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
@@ -45,7 +46,14 @@ class S2S(Module):
         api.hook("route/remote", manager.route)
         api.hook("server-started", self.open_listeners)
         api.hook("server-stopping", manager.close_all)
+        api.hook("config-reloaded", self.reloaded)
         api.on_unload(manager.close_all)
+
+    def reloaded(self, _old: object, new: Any) -> None:
+        """New streams use the certificates (and served domains) of the reloaded
+        configuration and its limits; established ones keep theirs."""
+        self.manager.tls = tls_policy(new)
+        self.manager.limits = new.limits
 
     async def open_listeners(self, _server: object) -> None:
         for listener in self.api.listeners("s2s"):

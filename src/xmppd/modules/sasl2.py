@@ -52,6 +52,12 @@ class SASL2(Module):
             min=60, max=366 * 86400),
     }
 
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """New logins see the new options (tokens issued before keep their expiry)."""
+        self.fast = api.options["fast"]
+        self.expiry = api.options["fast_token_expiry_s"]
+        return True
+
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         self.fast: bool = api.options["fast"]

@@ -268,6 +268,7 @@ class StreamManagementModule(Module):
     """Advertises ``<sm/>``, answers the XEP-0198 elements, keeps resumable sessions."""
 
     name = "sm"
+    stateful = True  # resumable and detached sessions
     xeps = ("XEP-0198",)
     soft_depends = ("message", "offline")
     options = {
@@ -293,11 +294,7 @@ class StreamManagementModule(Module):
         self.api = api
         self.router = api.router
         self.loop = asyncio.get_running_loop()
-        opts = api.options
-        self.window: float = opts["resume_timeout_s"]
-        self.max_queue: int = opts["max_queue"]
-        self.request_every: int = opts["request_every"]
-        self.request_after: float = opts["request_after_s"]
+        self._take_options(api.options)
         self.resumable: dict[str, StreamManagement] = {}  # id -> session, until it ends
         self.expired: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # id -> (bare, h)
         self.offline_work: set[asyncio.Future] = set()
@@ -306,6 +303,17 @@ class StreamManagementModule(Module):
         api.hook("server-stopping", self.stopping)
         api.provide("sm", self)
         api.on_unload(self._unloaded)
+
+    def _take_options(self, opts: Any) -> None:
+        self.window: float = opts["resume_timeout_s"]
+        self.max_queue: int = opts["max_queue"]
+        self.request_every: int = opts["request_every"]
+        self.request_after: float = opts["request_after_s"]
+
+    def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
+        """Sessions that enable (or detach) from now on use the new options."""
+        self._take_options(api.options)
+        return True
 
     def features(self, stream: Any, feats: Element) -> None:
         feats.subelement("sm", SM_NS)

@@ -194,7 +194,8 @@ class AuthThrottle:
     - Per address: once ``usernames_per_min`` [auth_failed_usernames_per_ip_per_min]
       different usernames failed from it within a minute (password spraying), attempts
       from it are refused with ``temporary-auth-failure`` — except for usernames that
-      logged in successfully from that address within :data:`TRUSTED_FOR_S`.
+      logged in successfully from that address within the last half of
+      :data:`TRUSTED_FOR_S` (up to the whole of it).
     """
 
     def __init__(
@@ -215,22 +216,30 @@ class AuthThrottle:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         # address -> {username: time of its last failure}, least recent first
         self._usernames: dict[str, dict[str, float]] = {}
-        # hash((address, username)) -> time of its last login, oldest first.  Kept for every
-        # account that logs in, so kept small: the hash, not the strings (hash() is salted
-        # per process, so nobody can aim a username at another's entry).
-        self._trusted: dict[int, float] = {}
+        # hash((address, username)) of the logins of the current and the previous half of
+        # TRUSTED_FOR_S.  Kept for every account that logs in, so kept small: the hash, not
+        # the strings (hash() is salted per process, so nobody can aim a username at
+        # another's entry), in sets of two generations instead of a time per entry (an
+        # entry is trusted for between a half and the whole of TRUSTED_FOR_S).
+        self._trusted: set[int] = set()
+        self._trusted_old: set[int] = set()
+        self._trusted_gen = int(clock() // (TRUSTED_FOR_S / 2))
         #: limit name -> times it fired (read by xmppd.metrics)
         self.limit_hits: dict[str, int] = {}
 
     @classmethod
     def from_limits(cls, limits: Any, clock: Any = time.monotonic) -> AuthThrottle:
-        return cls(
-            backoff_after=limits.auth_backoff_after_failures,
-            backoff_max_s=limits.auth_backoff_max_s,
-            forget_after_s=limits.auth_failures_forgotten_after_s,
-            usernames_per_min=limits.auth_failed_usernames_per_ip_per_min,
-            clock=clock,
-        )
+        throttle = cls(clock=clock)
+        throttle.apply_limits(limits)
+        return throttle
+
+    def apply_limits(self, limits: Any) -> None:
+        """Take the ``[limits]`` values (at start, and at a live reload: the failures
+        counted so far are kept)."""
+        self.backoff_after = limits.auth_backoff_after_failures
+        self.backoff_max_s = limits.auth_backoff_max_s
+        self.forget_after_s = limits.auth_failures_forgotten_after_s
+        self.usernames_per_min = limits.auth_failed_usernames_per_ip_per_min
 
     # -- the per-address spraying ceiling -----------------------------------------------------
 
@@ -253,9 +262,10 @@ class AuthThrottle:
             return True
         if len(failed) < limit:
             return True
+        self._age_trusted(now)
         user = username or ""
-        trusted = self._trusted.get(hash((ip, user)))
-        if trusted is not None and trusted >= now - TRUSTED_FOR_S:
+        digest = hash((ip, user))
+        if digest in self._trusted or digest in self._trusted_old:
             return True
         count(self.limit_hits, "auth_failed_usernames_per_ip_per_min")
         log.warning("limit auth_failed_usernames_per_ip_per_min (%d) reached for %s: "
@@ -311,19 +321,29 @@ class AuthThrottle:
 
     def succeeded(self, peer: tuple[str, int] | None, username: str) -> None:
         """``username`` logged in from ``peer``: its failures there are forgotten, and it is
-        exempt from the spraying refusal at that address for :data:`TRUSTED_FOR_S`."""
+        exempt from the spraying refusal at that address for half to all of
+        :data:`TRUSTED_FOR_S`."""
         if not peer:
             return
         key = (peer[0], username)
         self._pairs.pop(key, None)
-        trusted = self._trusted
-        digest = hash(key)
-        trusted.pop(digest, None)
-        now = self._clock()
-        trusted[digest] = now
-        cutoff = now - TRUSTED_FOR_S
-        while trusted and (len(trusted) > MAX_TRUSTED or next(iter(trusted.values())) < cutoff):
-            del trusted[next(iter(trusted))]
+        self._age_trusted(self._clock())
+        if len(self._trusted) >= MAX_TRUSTED // 2:  # bounded: an early new generation
+            self._new_trusted_generation()
+        self._trusted.add(hash(key))
+
+    def _age_trusted(self, now: float) -> None:
+        """Start a new generation of trusted logins at each half of TRUSTED_FOR_S."""
+        gen = int(now // (TRUSTED_FOR_S / 2))
+        if gen != self._trusted_gen:
+            self._new_trusted_generation()
+            if gen != self._trusted_gen + 1:  # a whole period without a login: forget both
+                self._trusted_old = set()
+            self._trusted_gen = gen
+
+    def _new_trusted_generation(self) -> None:
+        self._trusted_old = self._trusted
+        self._trusted = set()
 
     def _prune(self, now: float) -> None:
         """Forget what is too old, walking from the front (both tables are kept in the

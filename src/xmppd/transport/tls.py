@@ -22,6 +22,8 @@ from xmppd.transport import _tlsexport
 
 __all__ = [
     "ID_ON_XMPPADDR",
+    "SNISelector",
+    "certificate_fingerprint",
     "certificate_names",
     "channel_bindings",
     "check_certificate",
@@ -167,27 +169,56 @@ def server_context(
     return ctx
 
 
+class SNISelector:
+    """The ``sni_callback`` of a listening context: during each handshake it switches the
+    connection to the context of the name the client asked for (SNI).  The table can be
+    replaced while listeners run (:meth:`update`, a live reload): new handshakes use the new
+    certificates, established connections keep theirs."""
+
+    __slots__ = ("table", "default")
+
+    def __init__(self, contexts: Mapping[str, ssl.SSLContext], default: ssl.SSLContext) -> None:
+        self.table: dict[str, ssl.SSLContext] = {}
+        self.default = default
+        self.update(contexts, default)
+
+    def update(self, contexts: Mapping[str, ssl.SSLContext], default: ssl.SSLContext) -> None:
+        """Serve ``contexts`` (by name) and ``default`` from the next handshake on."""
+        self.table = {name.lower().rstrip("."): ctx for name, ctx in contexts.items()}
+        self.default = default
+
+    def __call__(self, sslobj: ssl.SSLObject, server_name: str | None,
+                 _ctx: ssl.SSLContext) -> None:
+        # Called for every handshake, with None when the client sent no SNI: the
+        # listening context's own certificate may be an old one, so always switch.
+        chosen = None
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            table = self.table
+            chosen = table.get(name) or table.get(name.partition(".")[2])
+        chosen = chosen or self.default  # unknown names get the default, not an alert
+        if chosen is not sslobj.context:
+            sslobj.context = chosen
+        return None
+
+
 def sni_context(
     contexts: Mapping[str, ssl.SSLContext], default: str | ssl.SSLContext
 ) -> ssl.SSLContext:
     """The context to listen with: it switches to ``contexts[server_name]`` during the
     handshake (SNI).  A name not found falls back to its parent domain (so
     ``muc.example.org`` uses ``example.org``, whose certificate covers ``*.example.org``),
-    then to ``default`` (a key of ``contexts`` or a context)."""
+    then to ``default`` (a key of ``contexts`` or a context).  Its ``sni_callback`` is an
+    :class:`SNISelector`, whose table a reload replaces."""
     table = {name.lower().rstrip("."): ctx for name, ctx in contexts.items()}
     base = table[default.lower().rstrip(".")] if isinstance(default, str) else default
-
-    def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        if not server_name:
-            return None
-        name = server_name.lower().rstrip(".")
-        chosen = table.get(name) or table.get(name.partition(".")[2])
-        if chosen is not None and chosen is not sslobj.context:
-            sslobj.context = chosen
-        return None  # unknown names get the default certificate, not an alert
-
-    base.sni_callback = pick
+    base.sni_callback = SNISelector(table, base)
     return base
+
+
+def certificate_fingerprint(cert_path: Path) -> str:
+    """SHA-256 of the leaf certificate of a PEM chain, as colon-separated hex."""
+    return hashlib.sha256(_leaf_der(cert_path)).digest().hex(":").upper()
 
 
 # -- channel binding --------------------------------------------------------------------
