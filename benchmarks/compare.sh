@@ -26,6 +26,7 @@ RESUME_SESSIONS=${RESUME_SESSIONS:-200}
 RESUME_CYCLES=${RESUME_CYCLES:-5}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}        # a list runs each (10000: see README)
 FANOUT_WINDOW=${FANOUT_WINDOW:-1}
+FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-60}    # s per subscribe during set-up (Prosody: O(subscribers) each)
 PEP_USERS=${PEP_USERS:-1000}
 PEP_NODES=${PEP_NODES:-3}
 PEP_UPDATES=${PEP_UPDATES:-5}
@@ -159,8 +160,8 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
         fanout)
             [ "$target" = stub ] && continue
             for f in $FANOUT_SUBS; do
-                load "$target" "$port" fanout --subscribers "$f" -w "$FANOUT_WINDOW" --duration "$DURATION" \
-                    --warmup "$WARMUP" -c "$LOGIN_CONC"
+                load "$target" "$port" --timeout "$FANOUT_TIMEOUT" fanout --subscribers "$f" -w "$FANOUT_WINDOW" \
+                    --duration "$DURATION" --warmup "$WARMUP" -c "$LOGIN_CONC"
             done ;;
         pep-presence)
             [ "$target" = stub ] && continue
@@ -267,13 +268,20 @@ start_ejabberd() {
         asuser=(setpriv --reuid=ejabberd --regid=ejabberd --init-groups)
     fi
     # setsid: stop_last ends the whole group (ejabberdctl's shell, beam.smp and its helpers).
-    HOME=$dir taskset -c "$SERVER_CPU" setsid "${asuser[@]}" ejabberdctl --config-dir "$dir" \
-        --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" --logs "$dir/logs" \
-        --spool "$dir/spool" --node "$node" foreground >"$dir/stdout.log" 2>&1 &
+    local ctl=("${asuser[@]}" ejabberdctl --config-dir "$dir" --config "$dir/ejabberd.yml"
+               --ctl-config "$dir/ejabberdctl.cfg" --logs "$dir/logs" --spool "$dir/spool" --node "$node")
+    HOME=$dir taskset -c "$SERVER_CPU" setsid "${ctl[@]}" foreground >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
-    local ok=1
-    for _ in 1 2 3 4; do wait_port "$EJABBERD_PORT" $! && wait_port "$api_port" $! && { ok=0; break; }; done
-    [ $ok = 0 ] || { echo "ejabberd did not start:"; tail -n 5 "$dir/logs/ejabberd.log" "$dir/stdout.log"; return 1; }
+    # Its listeners open before its modules have started (PEP publishes fail with
+    # item-not-found meanwhile): wait for `ejabberdctl status` to say it runs.
+    local ok=1 pid=$!
+    for _ in $(seq 60); do
+        kill -0 "$pid" 2>/dev/null || break
+        if HOME=$dir "${ctl[@]}" status 2>/dev/null | grep -q "is running in that node"; then ok=0; break; fi
+        sleep 1
+    done
+    [ $ok = 0 ] && wait_port "$EJABBERD_PORT" "$pid" && wait_port "$api_port" "$pid" \
+        || { echo "ejabberd did not start:"; tail -n 5 "$dir/logs/ejabberd.log" "$dir/stdout.log"; return 1; }
     if [ ! -e "$dir/provisioned" ]; then
         "$PY" "$HERE/provision.py" ejabberd --api "http://127.0.0.1:$api_port/api" --host "$DOMAIN" \
             -n "$ACCOUNTS" --password "$PASSWORD" || { echo "== ejabberd: provisioning failed"; return 1; }

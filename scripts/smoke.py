@@ -50,7 +50,7 @@ log_format = "json"
 listen = ["127.0.0.1:0"]
 direct_tls = []
 
-[http]                   # ephemeral too: another server may hold the default :5280
+[http]
 listen = ["127.0.0.1:0"]
 listen_tls = []
 

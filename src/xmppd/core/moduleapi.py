@@ -260,12 +260,17 @@ class ModuleAPI:
         """``http.external_url`` (empty: derive the public URL from each request)."""
         return self._core.config.http_external_url
 
+    def addresses(self, kind: str) -> list[tuple[str, int]]:
+        """The bound ``(host, port)`` of the listeners of ``kind`` ("c2s", "http",
+        "http-tls", ...): empty until the server listens."""
+        return list(self._core.addresses.get(kind, ()))
+
     @property
     def client_policy(self) -> ClientPolicy | None:
         """What client transports need of the server (for a module that carries client
         streams over another transport, such as WebSocket); None until the server
-        listens."""
-        return self._core.policy
+        listens; a reload replaces it for new connections)."""
+        return self._core._client_policy
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
         """Run ``fn(*args)`` in ``delay`` seconds, unless the module unloads first."""
