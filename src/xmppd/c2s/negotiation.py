@@ -400,7 +400,8 @@ class ClientNegotiation:
         if connections is not None:
             if mechanism not in COUNTED_MECHANISMS:
                 mechanism = "other"
-            connections.login("c2s", mechanism, outcome)
+            # the kind of the stream carrying it: "c2s" (TCP), "bosh"...
+            connections.login(getattr(self.io, "kind", "c2s"), mechanism, outcome)
 
     def _count_failure(self) -> None:
         """One more failed (or refused) attempt on this connection; close at the limit."""
