@@ -22,7 +22,7 @@ RANK = {
     "core": 5, "modules": 6,
     "control": 7, "server": 7, "preflight": 7, "configref": 7, "certcheck": 7, "reload": 7,
     "cli": 8, "__init__": 0,
-    "logs": 0,
+    "logs": 0, "metrics": 0,
 }
 
 

@@ -240,7 +240,7 @@ def test_a_module_enabled_by_a_reload_starts_as_at_start_up(make_server, tmp_pat
     result = conf.reload()
     assert "modules.s2s: loaded" in result["applied"]
     assert ("modules.s2s: loaded; modules loaded without it use it only after a restart: "
-            "component, muc, pubsub") in result["restart"]
+            "component, muc, pubsub, upload") in result["restart"]
     # its listener opened (server-started, which it missed, ran for it)
     peer = RawClient(srv.server.addresses["s2s"][0][1])
     peer.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "

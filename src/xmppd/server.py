@@ -28,6 +28,7 @@ from xmppd.core.router import Router
 from xmppd.core.session import Session, Transport
 from xmppd.eager import start_eagerly
 from xmppd.jid import JID
+from xmppd.metrics.collector import ServerMetrics
 from xmppd.preflight import listen_error
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
@@ -70,7 +71,8 @@ class Server:
         self.https_context: ssl.SSLContext | None = None
         # The HTTP listener's endpoints: the core's and the modules' (ModuleAPI.add_http_route).
         self.http_routes = Routes()
-        self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config))
+        self.http = HTTPServer(self.http_routes, HTTPSettings.from_config(config),
+                               self.connections.traffic_for("http"))
         # What the listening contexts hand new handshakes (a reload replaces their tables),
         # and the fingerprint of each domain's certificate in use.
         self._sni: list[tuple[SNISelector, bool | str]] = []
@@ -83,6 +85,9 @@ class Server:
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
         self.addresses: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        # Read at scrape time from the objects above (router, connections, throttle,
+        # storage); a registry of this server's own.
+        self.metrics = ServerMetrics(self)
 
     @property
     def streams(self) -> set[Any]:
@@ -114,6 +119,7 @@ class Server:
                               context=self.https_context if tls else None)
         self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
         await self.control.start()
+        self.metrics.start(asyncio.get_running_loop())
         await self.hooks.fire("server-started", self)
         log.info(
             "xmppd %s started: domains %s, storage %s, implementation %s",
@@ -195,6 +201,7 @@ class Server:
     async def stop(self) -> None:
         """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
         await self.hooks.fire("server-stopping", self)
+        self.metrics.stop()
         if self.control is not None:
             await self.control.close()
         for srv in self._listeners:
@@ -294,6 +301,7 @@ class Server:
         sessions = self.router.sessions
         limit = self.config.limits.max_resources_per_account
         if sessions.get(jid) is None and sessions.count(jid.bare) >= limit:
+            self.connections.limit("max_resources_per_account")
             log.info("limit max_resources_per_account (%d) reached for %s: bind refused "
                      "account=%s", limit, address_text(getattr(transport, "peer", None)),
                      jid.bare)

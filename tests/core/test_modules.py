@@ -285,6 +285,7 @@ class Everything(Module):
         api.spawn(self.forever())
         api.hook("server-started", self.open_listener)
         api.add_http_route("/everything", self.http, alt_connection="urn:example:everything")
+        api.gauge("everything", "how much", lambda: 42)
 
     def http(self, request: Any) -> Any:
         return None
@@ -318,6 +319,7 @@ def snapshot(server: Server) -> dict[str, Any]:
         "addresses": {k: list(v) for k, v in server.addresses.items() if v},
         "listeners": list(server._listeners),
         "http": [(r.path, r.handler) for r in server.http_routes.all()],
+        "gauges": dict(server.metrics.gauges),
     }
 
 
@@ -361,6 +363,7 @@ def test_unloading_a_module_removes_everything_it_registered(tmp_path: Path):
         assert module.ticks >= 2
         assert server.http_routes.match("/everything").handler == module.http
         assert api.http_alt_connections() == [("urn:example:everything", "/everything")]
+        assert loaded["gauges"]["everything"].read() == 42
         task = next(iter(api._tasks))
 
         server.modules.unload("everything")

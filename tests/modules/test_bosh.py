@@ -485,3 +485,20 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(bosh_server, client
         assert ET.fromstring(data).get("sid")
     _, _, data = client.post(create, {"X-Forwarded-For": "192.0.2.2"})
     assert terminated(ET.fromstring(data), "policy-violation")
+
+
+def test_bosh_sessions_and_logins_show_in_the_metrics(bosh_server, client_of):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = bosh_server()
+    client_of(server).login()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics") as answer:
+        text = answer.read().decode()
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(text) for s in f.samples}
+    login = (("kind", "bosh"), ("mechanism", "PLAIN"), ("outcome", "success"))
+    assert found[("xmppd_logins_total", login)] == 1
+    assert found[("xmppd_bosh_sessions", ())] == 1
+    assert found[("xmppd_sessions", (("kind", "c2s"),))] == 1  # bound: in the session table

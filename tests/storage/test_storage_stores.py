@@ -472,6 +472,8 @@ def test_archive_delete_retention_owner(make_storage):
         await fill(arch, owner=R, n=4)
         other = s.open_store("muc_mam", "archive")
         await fill(other, owner="room@conf.example.com", n=3)
+        # size(): (owners, items) of the namespace, for the metrics
+        assert await arch.size() == (2, 14) and await other.size() == (1, 3)
         assert await arch.delete(J, [items[0].id, items[0].id, "nope", items[9].id]) == 2
         assert await arch.delete(J, []) == 0 and await arch.delete(R, [items[1].id]) == 0
         assert await arch.count(J) == 8
@@ -480,10 +482,12 @@ def test_archive_delete_retention_owner(make_storage):
         assert [i.stamp for i in await arch.query(J)] == [103.0 + i for i in range(6)]
         assert [i.stamp for i in await arch.query(R)] == [103.0]
         assert await arch.count(J) == 6 and await arch.count(R) == 1
+        assert await arch.size() == (2, 7)
         assert await other.count("room@conf.example.com") == 3
         assert await arch.owners() == sorted([J, R])
         assert await arch.delete_before(1000.0) == 7
         assert await arch.owners() == [] and await arch.count(J) == 0
+        assert await arch.size() == (0, 0)
         await fill(arch, n=3)
         assert await arch.delete_owner(J) == 3 and await arch.delete_owner(J) == 0
         assert await arch.query(J) == [] and await arch.count(J) == 0

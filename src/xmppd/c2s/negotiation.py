@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from xmppd.c2s import sasl2
-from xmppd.c2s.sasl import SASLFailure, SASLServer, decode_payload, encode_payload
+from xmppd.c2s.fast import HT_MECHANISMS
+from xmppd.c2s.sasl import (
+    ALL_MECHANISMS,
+    SASLFailure,
+    SASLServer,
+    decode_payload,
+    encode_payload,
+)
 from xmppd.jid import JID, JIDError
 from xmppd.transport.connections import address_text
 from xmppd.xml.element import Element, escape_text
@@ -45,6 +52,10 @@ SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
+
+#: Mechanism names counted as themselves in the login metrics; whatever else a client
+#: names is counted as "other" (a client must not be able to grow the table).
+COUNTED_MECHANISMS = ALL_MECHANISMS | frozenset(HT_MECHANISMS)
 
 
 class BindError(Exception):
@@ -335,6 +346,7 @@ class ClientNegotiation:
             self._auth_failed(failure)
             return
         throttle.succeeded(io.peer, step.username)
+        self.count_login(sasl.mechanism, "success")
         self.username = step.username
         log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s",
                  _addr(io.peer), self.username, self.domain, sasl.mechanism)
@@ -346,7 +358,7 @@ class ClientNegotiation:
         io.restart_stream()
 
     def _auth_refused(self) -> None:
-        self.auth_refused(_sasl_failure)
+        self.auth_refused(_sasl_failure, self.sasl.mechanism)
 
     def _auth_failed(self, exc: SASLFailure) -> None:
         self.auth_failed(exc, self.sasl, _sasl_failure)
@@ -357,9 +369,10 @@ class ClientNegotiation:
         domain = self.domain or self.policy.default_domain
         return bool(username) and await self.policy.credentials.account_disabled(username, domain)
 
-    def auth_refused(self, failure: Callable[[str, str | None], bytes]) -> None:
+    def auth_refused(self, failure: Callable[[str, str | None], bytes], mechanism: str) -> None:
         """Password spraying from this address (the throttle logged the limit): the same
         answer whatever the password was, so it tells the client nothing."""
+        self.count_login(mechanism, "refused")
         self.sasl = self._new_sasl()  # a refused success must not leave it authenticated
         self.io.send_bytes(failure("temporary-auth-failure",
                                    "too many failed logins from your address, wait"))
@@ -374,10 +387,21 @@ class ClientNegotiation:
                  _printable(sasl.mechanism), exc.condition,
                  f" ({exc.text})" if exc.text else "")
         io.send_bytes(failure(exc.condition, exc.text))
+        # "error": a negotiation error, which says nothing about the password
+        self.count_login(sasl.mechanism, "failure" if exc.credentials else "error")
         if not exc.credentials:
-            return  # a negotiation error says nothing about the password: not counted
+            return  # not counted toward the limits either
         self.policy.throttle.failed(io.peer, sasl.attempted_username)
         self._count_failure()
+
+    def count_login(self, mechanism: str, outcome: str) -> None:
+        """For the metrics: a login with ``mechanism`` ended with ``outcome``."""
+        connections = self.policy.connections
+        if connections is not None:
+            if mechanism not in COUNTED_MECHANISMS:
+                mechanism = "other"
+            # the kind of the stream carrying it: "c2s" (TCP), "bosh"...
+            connections.login(getattr(self.io, "kind", "c2s"), mechanism, outcome)
 
     def _count_failure(self) -> None:
         """One more failed (or refused) attempt on this connection; close at the limit."""
@@ -385,6 +409,8 @@ class ClientNegotiation:
         self.auth_failures += 1
         limit = self.policy.limits.max_auth_failures
         if limit and self.auth_failures >= limit:
+            if self.policy.connections is not None:
+                self.policy.connections.limit("max_auth_failures")
             log.warning("limit max_auth_failures (%d) reached for %s: closing",
                         limit, _addr(io.peer))
             io.stream_error("policy-violation", "too many failed authentication attempts")

@@ -80,6 +80,10 @@ CB_TYPES = ("tls-exporter", "tls-server-end-point", "tls-unique")
 MAX_PAYLOAD = 4096
 
 _PREFERENCE = ("SHA-512", "SHA-256", "SHA-1")
+#: Every mechanism this module implements (whether a stream offers it or not).
+ALL_MECHANISMS = frozenset(
+    [f"SCRAM-{h}{plus}" for h in _PREFERENCE for plus in ("", "-PLUS")] + ["PLAIN"]
+)
 _CB_NAME = re.compile(r"[A-Za-z0-9.-]+\Z")
 _NONCE = re.compile(r"[\x21-\x2b\x2d-\x7e]+\Z")  # printable ASCII except ','
 

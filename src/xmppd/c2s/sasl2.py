@@ -199,7 +199,7 @@ async def step(neg: ClientNegotiation, req: Request, el: Element | None, *, star
     user = mech.attempted_username
     if not throttle.allowed(io.peer, user):
         neg.sasl2 = None
-        neg.auth_refused(failure_bytes)
+        neg.auth_refused(failure_bytes, req.mechanism)
         return
     wait = throttle.delay(io.peer, user)
     if wait:
@@ -209,6 +209,7 @@ async def step(neg: ClientNegotiation, req: Request, el: Element | None, *, star
         neg.auth_failed(failure, mech, failure_bytes)
         return
     throttle.succeeded(io.peer, result.username)
+    neg.count_login(req.mechanism, "success")
     await _succeeded(neg, req, result)
 
 

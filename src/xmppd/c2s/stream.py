@@ -33,6 +33,7 @@ class C2SStream(XMLStream):
     """One client connection, from the TCP accept to the closing tag."""
 
     default_ns = CLIENT_NS
+    kind = "c2s"
     evictable = True  # an idle unauthenticated client makes room for a new one
 
     __slots__ = ("policy", "negotiation", "session", "size_limit_name", "sm")

@@ -42,6 +42,7 @@ class ComponentStream(XMLStream):
     """One connected external component."""
 
     default_ns = COMPONENT_NS
+    kind = "component"
     jid = None  # not a local client session
     remote = True
 
@@ -102,15 +103,21 @@ class ComponentStream(XMLStream):
         if not hmac.compare_digest(expected.encode(), digest.encode()):
             if self.throttle is not None:
                 self.throttle.failed(self.peer)
+            self._count_login("failure")
             raise StreamErrorCondition("not-authorized", "wrong handshake")
         if not self._attach(self):
             raise StreamErrorCondition("conflict", f"{self.domain} is already connected")
         self.authenticated = True
+        self._count_login("success")
         self.auth_complete()
         self.tokenizer.max_stanza_size = self.limits.max_stanza_size_bytes
         self.size_limit_name = "max_stanza_size_bytes"
         log.info("component %s connected from %s", self.domain, self.peer)
         self.send_bytes(b"<handshake/>")
+
+    def _count_login(self, outcome: str) -> None:
+        if self.connections is not None:
+            self.connections.login(self.kind, "handshake", outcome)
 
     def _stanza(self, el: Element) -> Awaitable | None:
         try:

@@ -35,7 +35,7 @@ DEFAULT_MODULES = (
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
     "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
     "adhoc", "admin_commands", "register",
-    "bosh", "upload", "extdisco",
+    "bosh", "upload", "extdisco", "metrics",
     "websocket", "hostmeta",
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 
 from xmppd.core.hooks import Hooks
@@ -93,6 +94,19 @@ class Router:
         # whoever keeps a reference to it (client policy, modules) sees the new domains.
         self.hosts: set[str] = set(hosts)
         self.sessions = SessionTable()
+        # Outcomes by stanza name, read by xmppd.metrics at scrape time.  One defaultdict
+        # increment per stanza is the whole cost on the hot path (a message to a full JID
+        # counts once, as delivered): no lock, no label lookup, no total at the entry.
+        #: deliveries to a local session (a broadcast counts each recipient)
+        self.delivered: defaultdict[str, int] = defaultdict(int)
+        #: stanzas a module took (presence, messages to a bare JID or the server, IQs the
+        #: server answers...); what it then delivers is counted as delivered too
+        self.handled: defaultdict[str, int] = defaultdict(int)
+        #: stanzas handed to another server or a component (``route/remote`` took them)
+        self.remote: defaultdict[str, int] = defaultdict(int)
+        #: stanzas answered with an error, and the errors by condition
+        self.bounced: defaultdict[str, int] = defaultdict(int)
+        self.stanza_errors: defaultdict[str, int] = defaultdict(int)
 
     def set_hosts(self, domains: Iterable[str]) -> None:
         """Serve ``domains`` from now on (a live reload added or removed virtual hosts)."""
@@ -119,6 +133,7 @@ class Router:
             return self._unless_handled(
                 self.hooks.fire_maybe_async("route/remote", stanza, origin),
                 lambda: self.bounce(stanza, "remote-server-not-found"),
+                stanza, self.remote,
             )
         if target.localpart is None:
             return self._to_host(stanza, origin, target)
@@ -128,6 +143,7 @@ class Router:
 
     def _to_own_account(self, stanza: Element, origin: Session | None) -> Awaitable | None:
         if stanza.name == "presence":
+            self.handled["presence"] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
         if origin is None:
             return None
@@ -138,10 +154,12 @@ class Router:
         if name == "iq":
             return self._iq(stanza, origin, "host")
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/host", stanza, origin))
         return self._unless_handled(
             self.hooks.fire_maybe_async("message/host", stanza, origin),
             lambda: self.bounce(stanza, "service-unavailable"),
+            stanza, self.handled,
         )
 
     def _to_full(self, stanza: Element, origin: Session | None, target: JID) -> Awaitable | None:
@@ -149,9 +167,12 @@ class Router:
         name = stanza.name
         if name == "message":
             if session is not None:
+                result = self.hooks.fire_maybe_async("message/full", stanza, origin, session)
+                if result is False:  # the hot path: no hook took it, deliver (no closure)
+                    self.deliver(session, stanza)
+                    return None
                 return self._unless_handled(
-                    self.hooks.fire_maybe_async("message/full", stanza, origin, session),
-                    lambda: self.deliver(session, stanza),
+                    result, lambda: self.deliver(session, stanza), stanza, self.handled
                 )
             mtype = stanza.attrs.get("type", "normal")
             if mtype in ("chat", "normal"):
@@ -160,6 +181,7 @@ class Router:
                 self.bounce(stanza, "service-unavailable")
             return None
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/full", stanza, origin, session))
         if session is not None and stanza.attrs.get("type") in ("get", "set", "result", "error"):
             self.deliver(session, stanza)
@@ -175,10 +197,12 @@ class Router:
         if name == "iq":
             return self._iq(stanza, origin, "bare", bare if addressed else None)
         if name == "presence":
+            self.handled[name] += 1
             return self._maybe(self.hooks.fire_maybe_async("presence/bare", stanza, origin))
         return self._unless_handled(
             self.hooks.fire_maybe_async("message/bare", stanza, origin),
             lambda: self.bounce(stanza, "service-unavailable"),
+            stanza, self.handled,
         )
 
     # -- IQs -------------------------------------------------------------------------------
@@ -191,6 +215,7 @@ class Router:
             # results and errors to the server or a bare JID end here, unless a module
             # waits for them (a disco#info query it sent: entity capabilities)
             if itype in ("result", "error"):
+                self.handled["iq"] += 1
                 return self._maybe(self.hooks.fire_maybe_async("iq/response", stanza, origin))
             return None
         payload = iq_payload(stanza)
@@ -204,8 +229,9 @@ class Router:
         if handler is None:
             result = self.hooks.fire_maybe_async("iq/bare", stanza, origin) if to == "bare" else False
             return self._unless_handled(
-                result, lambda: self.bounce(stanza, "service-unavailable")
+                result, lambda: self.bounce(stanza, "service-unavailable"), stanza, self.handled
             )
+        self.handled["iq"] += 1
         return self._run_iq(handler, stanza, origin, payload)
 
     def _run_iq(self, handler, stanza, origin, payload) -> Awaitable | None:
@@ -233,6 +259,7 @@ class Router:
     # -- delivery helpers ---------------------------------------------------------------------
 
     def deliver(self, session: Session, stanza: Element) -> None:
+        self.delivered[stanza.name] += 1
         if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
             session.transport.send(stanza)
 
@@ -242,6 +269,8 @@ class Router:
         """Answer ``stanza`` with an error, unless it is itself an error (no loops)."""
         if stanza.attrs.get("type") == "error" or "from" not in stanza.attrs:
             return
+        self.bounced[stanza.name] += 1
+        self.stanza_errors[condition] += 1
         self.route_from_server(error_reply(stanza, condition, type, text))
 
     def route_from_server(self, stanza: Element) -> None:
@@ -251,21 +280,26 @@ class Router:
             asyncio.ensure_future(result)
 
     def _unless_handled(
-        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None]
+        self, result: bool | Awaitable[bool], default: Callable[[], Awaitable | None],
+        stanza: Element, taken: defaultdict[str, int],
     ) -> Awaitable | None:
-        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza, also when
-        a hook only decides asynchronously (e.g. after a storage lookup)."""
+        """Run ``default`` (deliver, bounce...) unless a hook handled the stanza (then it
+        is counted in ``taken``), also when a hook only decides asynchronously (e.g. after
+        a storage lookup)."""
         if result is False:
             return default()
         if result is True:
+            taken[stanza.name] += 1
             return None
-        return self._default_after(result, default)
+        return self._default_after(result, default, stanza, taken)
 
     @staticmethod
     async def _default_after(
-        pending: Awaitable[bool], default: Callable[[], Awaitable | None]
+        pending: Awaitable[bool], default: Callable[[], Awaitable | None],
+        stanza: Element, taken: defaultdict[str, int],
     ) -> None:
         if await pending:
+            taken[stanza.name] += 1
             return
         follow = default()
         if follow is not None:

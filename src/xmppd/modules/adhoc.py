@@ -261,6 +261,7 @@ class AdHoc(Module):
     def _new_session(self, command: Command, requester: JID, domain: str) -> _Session:
         limit = self.api.options["max_sessions_per_user"]
         if sum(1 for s in self.sessions.values() if s.requester == requester) >= limit:
+            self.api.count_limit("modules.adhoc.max_sessions_per_user")
             log.info("limit max_sessions_per_user (%d) reached for %s: command %s refused",
                      limit, requester, command.node)
             raise CommandFailed("resource-constraint", text="too many command sessions open")

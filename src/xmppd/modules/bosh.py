@@ -66,6 +66,7 @@ class BOSHStream:
     session's transport."""
 
     default_ns = CLIENT_NS
+    kind = "bosh"  # the stream kind in the metrics (logins, stream errors)
 
     def __init__(self, module: BOSH, core: BOSHSession, policy: ClientPolicy,
                  peer: tuple[str, int] | None, secure: bool) -> None:
@@ -221,6 +222,8 @@ class BOSHStream:
     def _inactive(self, seconds: float) -> None:
         self.idle_timer = None
         name = "the client's pause" if self.core.paused else "modules.bosh.inactivity_s"
+        if not self.core.paused:
+            self.module.api.count_limit(name)
         self.module.api.log.info("limit %s (%g) reached for BOSH session %s (%s, jid=%s): "
                                  "session ended", name, seconds, self.sid,
                                  address_text(self.peer), self.jid or "-")
@@ -272,6 +275,8 @@ class BOSHStream:
     def stream_error(self, condition: str, text: str | None = None) -> None:
         if self.closed:
             return
+        errors = self.module.traffic.stream_errors
+        errors[condition] = errors.get(condition, 0) + 1
         self.module.api.log.info("stream error to BOSH session %s (%s): %s%s", self.sid,
                                  address_text(self.peer), condition,
                                  f" ({text})" if text else "")
@@ -318,6 +323,7 @@ class BOSHStream:
 
     def auth_timeout(self, seconds: float) -> None:
         self.auth_timer = None
+        self.module.api.count_limit("auth_timeout_s")
         self.module.api.log.info("limit auth_timeout_s (%g) reached for BOSH session %s (%s): "
                                  "closing", seconds, self.sid, address_text(self.peer))
         self.stream_error("connection-timeout", "not authenticated in time")
@@ -370,6 +376,11 @@ class BOSH(Module):
         self.api = api
         opts = api.options
         self.sessions: dict[str, BOSHStream] = {}
+        api.gauge("bosh_sessions", "BOSH sessions (negotiating or bound; bound ones are in "
+                  "xmppd_sessions too)", lambda: len(self.sessions))
+        # stream errors of BOSH sessions, under the stream kind "bosh" (their HTTP requests
+        # are counted as kind "http")
+        self.traffic = api.connections.traffic_for(BOSHStream.kind)
         self.per_ip: dict[str, int] = {}
         self.ended: OrderedDict[str, bytes] = OrderedDict()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in opts["trusted_proxies"]]
@@ -425,6 +436,7 @@ class BOSH(Module):
             if exc.condition == "policy-violation":
                 name = "max_stanza_size_bytes" if stream is not None and stream.authed \
                     else "max_stanza_size_preauth_bytes"
+                self.api.count_limit(name)
                 self.api.log.warning("limit %s reached for BOSH request from %s: %s", name,
                                      address_text(request.peer), exc)
             else:
@@ -485,6 +497,7 @@ class BOSH(Module):
         ip = peer[0] if peer else "?"
         limit = opts["max_sessions_per_ip"]
         if limit and self.per_ip.get(ip, 0) >= limit:
+            api.count_limit("modules.bosh.max_sessions_per_ip")
             api.log.warning("limit modules.bosh.max_sessions_per_ip (%d) reached for %s: "
                             "session refused", limit, ip)
             return terminate_bytes("policy-violation")

@@ -42,6 +42,8 @@ class Component(Module):
         self.connected: dict[str, ComponentStream] = {}
         if not self.secrets:
             return
+        api.gauge("components_connected", "external components connected",
+                  lambda: len(self.connected))
         # before the s2s handler: a component's domain is never looked up in DNS
         api.hook("route/remote", self.route, priority=10)
         manager = api.service("s2s")  # optional: s2s may be disabled

@@ -159,6 +159,9 @@ class Archive(Module):
         self.router = api.router
         self.hosts = api.hosts
         self.archive = api.open_store("archive")
+        api.gauge("archive_messages", "messages in the message archives (MAM)",
+                  self.archived_messages)
+        api.gauge("archive_accounts", "accounts with archived messages", self.archive_owners)
         self.prefs_store = api.open_store("keyvalue")
         self.prefs: dict[str, dict[str, Any]] = {}  # owner -> prefs, bounded (see _remember)
         # The latest archive write under way: writes complete in the order they start
@@ -190,6 +193,12 @@ class Archive(Module):
         self.max_wrapped_depth = new.limits.max_depth - RESULT_WRAPPING
 
     # -- what gets archived -------------------------------------------------------------------
+
+    async def archived_messages(self) -> int:
+        return (await self.archive.size())[1]
+
+    async def archive_owners(self) -> int:
+        return (await self.archive.size())[0]
 
     def strip_ids(self, stanza: Element) -> None:
         """Remove ``stanza-id`` elements claiming to be ours (XEP-0359 §3.1)."""

@@ -86,6 +86,8 @@ class Offline(Module):
         self.router = api.router
         self.storage = api.storage
         self.archive = api.open_store("archive")
+        api.gauge("offline_messages", "offline messages stored", self.stored_messages)
+        api.gauge("offline_accounts", "accounts with offline messages", self.stored_accounts)
         # One lock per account while deliveries to it run (with how many hold or wait for
         # it): dropped as soon as the last one ends, so idle sessions keep none.
         self.locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
@@ -121,6 +123,7 @@ class Offline(Module):
         if limit <= 0 or await self.archive.append(
             str(target), encode_stanza(stanza), stamp=time.time(), limit=limit
         ) is None:
+            api.count_limit("max_offline_messages")
             api.log.info("limit max_offline_messages (%d) reached for %s", limit, target)
             return False
         # A session may have become available while we were writing; it already fetched
@@ -222,6 +225,12 @@ class Offline(Module):
             return
         delivered[session.jid] = session
         await self.deliver(session)
+
+    async def stored_messages(self) -> int:
+        return (await self.archive.size())[1]
+
+    async def stored_accounts(self) -> int:
+        return (await self.archive.size())[0]
 
     def on_closed(self, session: Any, abrupt: bool) -> None:
         if self.delivered.get(session.jid) is not self.router.sessions.get(session.jid):

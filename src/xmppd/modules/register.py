@@ -249,6 +249,7 @@ class Register(Module):
             raise StanzaError("forbidden", "registration needs an invitation")
         address = neg.io.peer[0] if neg.io.peer else "-"
         if not self.allowed(address):
+            self.api.count_limit("modules.register.max_registrations_per_ip")
             self.api.log.info("limit max_registrations_per_ip (%d) reached for %s: "
                               "registration refused", options["max_registrations_per_ip"],
                               address_text(neg.io.peer))

@@ -40,6 +40,9 @@ class S2S(Module):
             connections=api.connections,
         )
         api.provide("s2s", manager)
+        api.gauge("s2s_links", "server-to-server links by direction and state (out: "
+                  "connecting or ready; in: bidirectional inbound streams carrying ours)",
+                  manager.link_states, labels=("direction", "state"))
         api.hook("route/remote", manager.route)
         api.hook("server-started", self.open_listeners)
         api.hook("server-stopping", manager.close_all)

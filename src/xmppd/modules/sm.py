@@ -155,12 +155,14 @@ class StreamManagement:
         stream = self.stream
         if stream is None:
             if len(queue) > manager.max_queue:
+                manager.api.count_limit("modules.sm.max_queue")
                 manager.api.log.info("limit modules.sm.max_queue (%d) reached for detached %s",
                                      manager.max_queue, self.session.jid)
                 manager.end(self)
             return
         stream.send(el)
         if len(queue) > manager.max_queue:
+            manager.api.count_limit("modules.sm.max_queue")
             manager.api.log.info("limit modules.sm.max_queue (%d) reached for %s",
                                  manager.max_queue, self.session.jid)
             stream.stream_error("policy-violation", "too many unacknowledged stanzas")

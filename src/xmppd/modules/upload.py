@@ -203,6 +203,7 @@ class Upload(Module):
         try:
             await self._reserve(owner, slot, size, expires, now)
         except QuotaFull as exc:
+            self.api.count_limit("modules.upload.quota_bytes")
             self.api.log.info("limit modules.upload.quota_bytes (%d) reached for %s: slot of "
                               "%d bytes refused", opts["quota_bytes"], owner, size)
             return self._quota_full(iq, exc.retry)
@@ -226,6 +227,7 @@ class Upload(Module):
 
     def _too_large(self, iq: Element, size: int) -> Element:
         limit = self.api.options["max_file_size"]
+        self.api.count_limit("modules.upload.max_file_size")
         self.api.log.info("limit modules.upload.max_file_size (%d) reached: slot of %d bytes "
                           "refused for %s", limit, size, iq.get("from"))
         out = error_reply(iq, "not-acceptable", "modify", f"file too large (at most {limit} bytes)")

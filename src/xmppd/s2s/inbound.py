@@ -44,10 +44,16 @@ if TYPE_CHECKING:
     from xmppd.s2s.manager import S2SManager
 
 
+#: How a peer authenticated (as logged) -> the ``mechanism`` label of the login metrics.
+_MECHANISMS = {"SASL EXTERNAL": "EXTERNAL", "dialback": "dialback",
+               "certificate (dialback request)": "dialback-certificate"}
+
+
 class S2SInStream(Traced, XMLStream):
     """A stream a peer server opened to us."""
 
     default_ns = SERVER_NS
+    kind = "s2s_in"
     jid = None  # not a local client session
     remote = True  # for modules: stanzas from this origin come from another server
 
@@ -186,6 +192,7 @@ class S2SInStream(Traced, XMLStream):
         self.send_bytes(dialback_bytes(el))
 
     def _authorize(self, remote: str, local: str, method: str) -> None:
+        self._count_login(_MECHANISMS[method], "success")
         log.info("s2s inbound from %s: %s -> %s authenticated by %s over %s%s", self.peer,
                  remote, local, method, tls_version(self.transport), " (bidi)" if self.bidi else "")
         self.authorized.add((remote, local))
@@ -194,9 +201,14 @@ class S2SInStream(Traced, XMLStream):
         if self.bidi:
             self.manager.bidi_attach(local, remote, self)
 
-    def _refused(self, remote: str, why: str) -> None:
+    def _refused(self, remote: str, why: str, mechanism: str) -> None:
+        self._count_login(mechanism, "failure")
         log.info("s2s inbound from %s: %s -> %s not authenticated: %s",
                  self.peer, remote, self.local, why)
+
+    def _count_login(self, mechanism: str, outcome: str) -> None:
+        if self.connections is not None:
+            self.connections.login(self.kind, mechanism, outcome)
 
     # -- STARTTLS ---------------------------------------------------------------------------
 
@@ -229,11 +241,13 @@ class S2SInStream(Traced, XMLStream):
             return
         authzid = (data or b"").decode("utf-8", "replace").lower() or self.claimed
         if not authzid or (self.claimed and authzid != self.claimed):
-            self._refused(authzid or "(none)", "EXTERNAL with an authzid other than the stream's 'from'")
+            self._refused(authzid or "(none)",
+                          "EXTERNAL with an authzid other than the stream's 'from'", "EXTERNAL")
             self._sasl_failure("invalid-authzid")
             return
         if not self._cert_valid_for(authzid):
-            self._refused(authzid, "EXTERNAL without a certificate valid for the domain")
+            self._refused(authzid, "EXTERNAL without a certificate valid for the domain",
+                          "EXTERNAL")
             self._sasl_failure("not-authorized")
             return
         self.sasl_done = True
@@ -268,11 +282,11 @@ class S2SInStream(Traced, XMLStream):
             self.send_dialback(dialback.result_answer(local, remote, True))
             return
         if remote in self.manager.require_valid:
-            self._refused(remote, "no valid certificate, and one is required")
+            self._refused(remote, "no valid certificate, and one is required", "dialback")
             self.send_dialback(dialback.result_error(local, remote, "not-authorized", "auth"))
             return
         if not self.manager.settings.dialback:
-            self._refused(remote, "dialback is disabled")
+            self._refused(remote, "dialback is disabled", "dialback")
             self.send_dialback(dialback.result_error(local, remote, "not-authorized", "auth"))
             return
         task = asyncio.ensure_future(self._verify_result(remote, local, key))
@@ -285,7 +299,8 @@ class S2SInStream(Traced, XMLStream):
         if valid:
             self._authorize(remote, local, "dialback")
         else:
-            self._refused(remote, "dialback key not confirmed by its authoritative server")
+            self._refused(remote, "dialback key not confirmed by its authoritative server",
+                          "dialback")
         self.send_dialback(dialback.result_answer(local, remote, valid))
 
     def _db_verify(self, el: Element) -> None:

@@ -131,6 +131,12 @@ class S2SManager:
         except TimeoutError:
             return False
 
+    def link_states(self) -> dict[tuple[str, str], int]:
+        """For the metrics: links by (direction, state)."""
+        ready = sum(1 for link in self.links.values() if link.ready)
+        return {("out", "ready"): ready, ("out", "connecting"): len(self.links) - ready,
+                ("in", "bidi"): len(self.bidi_in)}
+
     def close_all(self, *_args: object) -> None:
         for link in list(self.links.values()):
             link.close()

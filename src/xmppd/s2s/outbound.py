@@ -51,11 +51,14 @@ class S2SOutStream(Traced, XMLStream):
     """Our side of a stream to a peer: negotiated step by step by :meth:`negotiate`."""
 
     default_ns = SERVER_NS
+    kind = "s2s_out"
     jid = None  # with bidi, the origin of the peer's stanzas (like an inbound stream)
     remote = True
 
     def __init__(self, link: OutboundLink, direct_tls: bool) -> None:
-        super().__init__(**limits_kwargs(link.manager.limits, preauth=False), secure=direct_tls)
+        connections = link.manager.connections  # counters only: not capped as inbound are
+        super().__init__(**limits_kwargs(link.manager.limits, preauth=False), secure=direct_tls,
+                         traffic=connections.traffic_for(self.kind) if connections else None)
         self.link = link
         self.manager = link.manager
         self.events: asyncio.Queue = asyncio.Queue()

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
+from xmppd.metrics.histogram import Histograms
 from xmppd.storage.credentials import HASH_NAMES, ScramCredentials
 
 if TYPE_CHECKING:
@@ -59,6 +60,10 @@ class Storage(abc.ABC):
 
     def __init__(self) -> None:
         self._stores: dict[tuple[str, str], KeyValueStore | ArchiveStore] = {}
+        #: Latencies of the backend's operations by kind (``read``, ``write``,
+        #: ``append``...), in seconds, for the metrics; a backend with nothing worth
+        #: measuring (memory) leaves it empty.
+        self.latency = Histograms()
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -290,5 +290,9 @@ class MemoryArchiveStore(_MemoryStore, ArchiveStore):
     async def owners(self) -> list[str]:
         return sorted(self._table())
 
+    async def size(self) -> tuple[int, int]:
+        table = self._table()
+        return len(table), sum(len(log) for log in table.values())
+
     async def delete_owner(self, owner: str) -> int:
         return len(self._table().pop(check_owner(owner), {}))

@@ -472,8 +472,13 @@ class SQLiteStorage(Storage):
             raise StorageError("storage is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        started = time.perf_counter()
         self._queue.put(_Job(fn, write, future, loop))
-        return await future
+        try:
+            return await future
+        finally:  # queueing, the batch it shared and the hop back included
+            self.latency.observe("write" if write else "read_thread",
+                                 time.perf_counter() - started)
 
     def _append(self, append: Append) -> asyncio.Future[Any]:
         """Queue an archive append for this iteration's batch; returns its future."""
@@ -494,7 +499,13 @@ class SQLiteStorage(Storage):
         self._appends = []
         loop = batch[0].future.get_loop()
         done: asyncio.Future[list[Any]] = loop.create_future()
-        done.add_done_callback(lambda f: _settle_appends(batch, f))
+        started = time.perf_counter()
+
+        def settle(f: asyncio.Future[list[Any]]) -> None:
+            self.latency.observe("append_batch", time.perf_counter() - started)
+            _settle_appends(batch, f)
+
+        done.add_done_callback(settle)
         self.append_batches += 1
         self._queue.put(_Job(lambda conn: append_batch(conn, batch), True, done, loop))
 
@@ -505,10 +516,14 @@ class SQLiteStorage(Storage):
         if reader is not None and not self._closing and (
             threading.get_ident() == self._reader_thread
         ):
+            started = time.perf_counter()
             try:
-                return fn(reader)
+                result = fn(reader)
             except sqlite3.OperationalError:  # busy or locked: the thread may wait for it
                 pass
+            else:
+                self.latency.observe("read", time.perf_counter() - started)
+                return result
         return await self._call(fn, write=False)
 
     # -- maintenance --------------------------------------------------------------------

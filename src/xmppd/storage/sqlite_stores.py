@@ -638,6 +638,16 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
 
         return await self._scan(read)
 
+    async def size(self) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            owners, items = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM archive_counts WHERE ns = ?",
+                (self.namespace,),
+            ).fetchone()
+            return owners, items
+
+        return await self._scan(read)
+
     async def delete_owner(self, owner: str) -> int:
         check_owner(owner)
         ns = self.namespace

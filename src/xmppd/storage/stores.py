@@ -372,6 +372,11 @@ class ArchiveStore(abc.ABC):
         """Every owner with at least one item, sorted."""
 
     @abc.abstractmethod
+    async def size(self) -> tuple[int, int]:
+        """(owners with at least one item, items) of the whole namespace, from the kept
+        counts (no scan of the items): for the metrics."""
+
+    @abc.abstractmethod
     async def delete_owner(self, owner: str) -> int:
         """Delete every item of exactly this owner; returns how many were deleted."""
 

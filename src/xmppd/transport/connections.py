@@ -43,6 +43,33 @@ def address_text(peer: tuple[str, int] | None) -> str:
     return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
+def count(table: dict[str, int], key: str) -> None:
+    """One more ``key`` in a table of counters (read by :mod:`xmppd.metrics`)."""
+    table[key] = table.get(key, 0) + 1
+
+
+class Traffic:
+    """The counters of one stream kind (``c2s``, ``s2s_in``, ``s2s_out``, ``component``...):
+    plain ints the streams add to, read when metrics are scraped.  ``limit_hits`` (limit
+    name -> times it fired) is shared by every kind of one server."""
+
+    __slots__ = ("kind", "opened", "closed", "bytes_in", "bytes_out", "stream_errors",
+                 "limit_hits")
+
+    def __init__(self, kind: str, limit_hits: dict[str, int] | None = None) -> None:
+        self.kind = kind
+        self.opened = 0  # connections accepted (or made, outbound)
+        self.closed = 0  # ... and gone again: open = opened - closed
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.stream_errors: dict[str, int] = {}  # condition -> stream errors we sent
+        self.limit_hits = {} if limit_hits is None else limit_hits
+
+    def limit(self, name: str) -> None:
+        """The limit ``name`` (its config key) fired."""
+        count(self.limit_hits, name)
+
+
 class Connections:
     """The open streams of a server and the ``max_preauth_connections_per_ip`` cap (0: none).
 
@@ -58,6 +85,29 @@ class Connections:
         self.streams: set[Any] = set()
         # address -> its unauthenticated streams, least recently active first
         self._preauth: dict[str, dict[Any, None]] = defaultdict(dict)
+        # What the metrics read (xmppd.metrics.collector): counters by stream kind, limit
+        # hits by limit name, logins by (stream kind, mechanism, outcome).
+        self.limit_hits: dict[str, int] = {}
+        self.traffic: dict[str, Traffic] = {}
+        self.logins: dict[tuple[str, str, str], int] = {}
+
+    def traffic_for(self, kind: str) -> Traffic:
+        """The counters of the streams of ``kind`` (created on first use)."""
+        traffic = self.traffic.get(kind)
+        if traffic is None:
+            traffic = self.traffic[kind] = Traffic(kind, self.limit_hits)
+        return traffic
+
+    def login(self, kind: str, mechanism: str, outcome: str) -> None:
+        """One authentication of a ``kind`` stream with ``mechanism`` ended: ``success``,
+        ``failure`` or ``refused`` (password spraying).  ``mechanism`` must be one the
+        server knows (a client-chosen name would let a client grow the table)."""
+        key = (kind, mechanism, outcome)
+        self.logins[key] = self.logins.get(key, 0) + 1
+
+    def limit(self, name: str) -> None:
+        """The limit ``name`` (its config key) fired."""
+        count(self.limit_hits, name)
 
     def opened(self, stream: Any) -> bool:
         """Count ``stream`` in; False (and not counted) if its address is at the cap and no
@@ -66,6 +116,7 @@ class Connections:
         waiting = self._preauth[ip]
         limit = self.max_preauth_per_ip
         if limit and len(waiting) >= limit and not self._evict(ip, waiting, limit):
+            self.limit("max_preauth_connections_per_ip")
             log.warning("limit max_preauth_connections_per_ip (%d) reached for %s: refused",
                         limit, ip)
             if not waiting:
@@ -83,6 +134,7 @@ class Connections:
                     "longest idle unauthenticated connection %s", limit, ip,
                     address_text(victim.peer))
         del waiting[victim]  # no longer counted, even while its closing handshake runs
+        self.limit("max_preauth_connections_per_ip")
         victim.evict()
         return True
 
@@ -172,6 +224,8 @@ class AuthThrottle:
         self._trusted: set[int] = set()
         self._trusted_old: set[int] = set()
         self._trusted_gen = int(clock() // (TRUSTED_FOR_S / 2))
+        #: limit name -> times it fired (read by xmppd.metrics)
+        self.limit_hits: dict[str, int] = {}
 
     @classmethod
     def from_limits(cls, limits: Any, clock: Any = time.monotonic) -> AuthThrottle:
@@ -213,6 +267,7 @@ class AuthThrottle:
         digest = hash((ip, user))
         if digest in self._trusted or digest in self._trusted_old:
             return True
+        count(self.limit_hits, "auth_failed_usernames_per_ip_per_min")
         log.warning("limit auth_failed_usernames_per_ip_per_min (%d) reached for %s: "
                     "refused username=%s", limit, ip, _printable(user))
         return False
@@ -237,6 +292,7 @@ class AuthThrottle:
         answer_at = max(now, pair.next_answer) + step
         pair.next_answer = answer_at
         wait = answer_at - now
+        count(self.limit_hits, "auth_backoff_after_failures")
         log.info("limit auth_backoff_after_failures (%d) reached for %s: answer delayed "
                  "%gs username=%s", self.backoff_after, peer[0], round(wait, 3),
                  _printable(username or ""))

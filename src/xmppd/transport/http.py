@@ -32,7 +32,7 @@ from typing import Any
 
 import httptools
 
-from xmppd.transport.connections import address_text
+from xmppd.transport.connections import Traffic, address_text
 
 log = logging.getLogger("xmppd.http")
 
@@ -169,9 +169,12 @@ class HTTPServer:
     """What every HTTP connection shares: the routes, the settings, the per-address
     accounting and the open connections (closed at shutdown)."""
 
-    def __init__(self, routes: Routes, settings: HTTPSettings) -> None:
+    def __init__(self, routes: Routes, settings: HTTPSettings,
+                 traffic: Traffic | None = None) -> None:
         self.routes = routes
         self.settings = settings
+        #: counters of the HTTP connections (kind ``http``), read by xmppd.metrics
+        self.traffic = traffic if traffic is not None else Traffic("http")
         self.connections: set[HTTPConnection] = set()
         self._per_ip: dict[str, int] = {}
         self._date = ("", 0)
@@ -184,17 +187,20 @@ class HTTPServer:
         count = self._per_ip.get(ip, 0)
         limit = self.settings.max_connections_per_ip
         if limit and count >= limit:
+            self.traffic.limit("http.max_connections_per_ip")
             log.warning("limit http.max_connections_per_ip (%d) reached for %s: refused",
                         limit, ip)
             return False
         self._per_ip[ip] = count + 1
         self.connections.add(conn)
+        self.traffic.opened += 1
         return True
 
     def release(self, conn: HTTPConnection) -> None:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self.traffic.closed += 1  # also on an upgrade: it counts as the new protocol now
         ip = conn.peer[0] if conn.peer else "?"
         count = self._per_ip.get(ip, 1) - 1
         if count > 0:
@@ -360,6 +366,7 @@ class HTTPConnection(asyncio.Protocol):
         self._idle(self.server.settings.request_timeout_s, None)
 
     def data_received(self, data: bytes) -> None:
+        self.server.traffic.bytes_in += len(data)
         if self._closing or self._upgrade is not None:
             return
         if self._reading is not None and not self._in_head:
@@ -590,6 +597,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
+            self.server.traffic.bytes_out += len(data)
             self.transport.write(data)
 
     def body_drained(self) -> None:
@@ -625,6 +633,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._closing or self.closed:
             return
         if limit:
+            self.server.traffic.limit(limit)
             log.info("limit %s reached for %s: %d %s", limit, address_text(self.peer),
                      status, text)
         else:

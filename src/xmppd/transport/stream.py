@@ -29,7 +29,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from xmppd.eager import start_eagerly
-from xmppd.transport.connections import address_text
+from xmppd.transport.connections import Traffic, address_text
 from xmppd.xml.element import Element
 from xmppd.xml.framing import (
     STREAM_ERRORS_NS,
@@ -81,6 +81,8 @@ class XMLStream(asyncio.Protocol):
     read_slice = 16 * 1024
     #: The setting behind ``tokenizer.max_stanza_size``, for the log line when it trips.
     size_limit_name = "max_stanza_size_bytes"
+    #: The stream kind its counters are kept under (the ``kind`` label of the metrics).
+    kind = "xml"
 
     # Slots: a server holds one stream per idle client, and a dict of this many attributes
     # (past the shared-key limit) would cost more than a kilobyte each.  Subclasses that
@@ -91,6 +93,7 @@ class XMLStream(asyncio.Protocol):
         "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
         "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
         "secure", "connections", "close_reason", "_auth_timer", "_preauth", "heard",
+        "traffic",
     )
     #: May :class:`~xmppd.transport.connections.Connections` close this stream, while it is
     #: not authenticated, to make room for a newer connection from its address?
@@ -107,6 +110,7 @@ class XMLStream(asyncio.Protocol):
         rate_burst: int = 0,
         connections: Connections | None = None,
         secure: bool = False,
+        traffic: Traffic | None = None,
     ) -> None:
         self.tokenizer = Tokenizer(max_stanza_size, max_depth, max_attrs)
         self.transport: asyncio.Transport | None = None
@@ -115,6 +119,11 @@ class XMLStream(asyncio.Protocol):
         self.stream_id = ""  # a new one for each header we send
         self.secure = secure  # TLS is on (direct TLS, or after STARTTLS)
         self.connections = connections
+        # The counters of this kind of stream (bytes, stream errors, limits): plain ints
+        # shared by the server's streams of one kind, read by xmppd.metrics.
+        if traffic is None:
+            traffic = connections.traffic_for(self.kind) if connections else Traffic(self.kind)
+        self.traffic = traffic
         self.close_reason: str | None = None  # for the disconnect log line
         self._auth_timer: asyncio.TimerHandle | None = None
         self._preauth = False  # counted toward the per-address pre-auth cap
@@ -148,6 +157,7 @@ class XMLStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
+        self.traffic.opened += 1
         if self.rate_limit:
             self._tokens_at = self.loop.time()
         if self.connections is not None:
@@ -163,6 +173,7 @@ class XMLStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        self.traffic.bytes_in += len(data)
         if self._closing:
             return
         if self._preauth:  # the longest idle unauthenticated connection goes first
@@ -187,6 +198,7 @@ class XMLStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.traffic.closed += 1
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -236,6 +248,7 @@ class XMLStream(asyncio.Protocol):
 
     def _auth_timeout(self, seconds: float, text: str) -> None:
         self._auth_timer = None
+        self.traffic.limit("auth_timeout_s")
         log.info("limit auth_timeout_s (%g) reached for %s: closing", seconds,
                  address_text(self.peer))
         self.stream_error("connection-timeout", text)
@@ -296,6 +309,7 @@ class XMLStream(asyncio.Protocol):
         self._tokens = min(tokens, self.rate_burst) - n
         self._tokens_at = now
         if self._tokens < 0 and self._rate_timer is None:
+            self.traffic.limit("rate_limit_bytes_per_s")
             if not self._rate_logged:  # once per connection: a flooder would fill the log
                 self._rate_logged = True
                 log.info("limit rate_limit_bytes_per_s (%d, burst %d) reached for %s: "
@@ -370,6 +384,7 @@ class XMLStream(asyncio.Protocol):
             "too many attributes": "max_attrs",
             "elements nested too deeply": "max_depth",
         }.get(text or "", self.size_limit_name)
+        self.traffic.limit(name)
         log.warning("limit %s reached for %s: %s", name, address_text(self.peer), text)
 
     def _process(self, events: list) -> None:
@@ -508,7 +523,9 @@ class XMLStream(asyncio.Protocol):
         data = b"".join(out) if len(out) > 1 else out[0]
         self._out = None
         self.transport.write(data)
+        self.traffic.bytes_out += len(data)
         if self.transport.get_write_buffer_size() > self.max_output_buffer:
+            self.traffic.limit("max_output_buffer_bytes")
             log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
                         " disconnecting", self.max_output_buffer, address_text(self.peer))
             self._closing = True
@@ -528,6 +545,8 @@ class XMLStream(asyncio.Protocol):
         if self._closing or self.closed:
             return
         log.info("stream error to %s: %s%s", address_text(self.peer), condition, f" ({text})" if text else "")
+        errors = self.traffic.stream_errors
+        errors[condition] = errors.get(condition, 0) + 1
         if not self.header_sent:
             self.send_header(self.local_domain())
         self.send_bytes(stream_error_bytes(condition, text))

@@ -68,6 +68,7 @@ _CONDITIONS = {TOO_BIG: "policy-violation", INVALID_DATA: "not-well-formed"}
 class WebSocketC2S(C2SStream):
     """One client connection over WebSocket, from the ``101`` to the close frame."""
 
+    kind = "websocket"  # its connections, bytes, logins and stream errors in the metrics
     __slots__ = ("decoder", "ws_close_code", "redirect", "lost", "ws_heard", "ws_pinged",
                  "on_gone")
 

@@ -1,0 +1,135 @@
+"""The routing hot path in one process, without sockets: CPU time per message from bytes
+received on one client stream to bytes written on another (tokenizer, the ``from`` policy,
+the router, the modules' hooks, the recipient's output batching).
+
+    PYTHONPATH=src python benchmarks/hotpath.py [--messages 200000] [--runs 7]
+
+Two :class:`~xmppd.c2s.stream.C2SStream` over in-memory transports log in (PLAIN) and bind
+with the default modules loaded; then one feeds ``<message/>``s to the other's full JID, one
+per read and one event-loop iteration each (as in the closed-loop ``throughput`` workload,
+where reads and writes carry a message or two).  Printed: the best run's nanoseconds per
+message.  Without the network, the generator and the other engineers' work on the machine,
+it tells a change to the path (e.g. counting for the metrics) apart from noise:
+run it under two ``PYTHONPATH``s alternately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import tempfile
+import time
+from pathlib import Path
+
+from xmppd.c2s.sasl import derive_all
+from xmppd.c2s.stream import C2SStream
+from xmppd.core.config import Config, Limits
+from xmppd.server import Server
+
+HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+          b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+
+
+class Transport:
+    """An in-memory transport: what is written is counted, then dropped."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.written = 0
+        self.closing = False
+        self.last = b""  # the last write, for a failed login's message
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", self.port) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.last = data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+async def settle(transport: Transport, answer: bytes) -> None:
+    """Until ``answer`` was written (a login hashes the password off the loop)."""
+    for _ in range(500):
+        if answer in transport.last:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"no {answer!r}; last written: {transport.last!r}")
+
+
+async def login(policy, user: str, port: int) -> tuple[C2SStream, Transport]:
+    # "direct TLS" over a plain in-memory transport: PLAIN is offered only when secure
+    stream, transport = C2SStream(policy, direct_tls=True), Transport(port)
+    stream.connection_made(transport)
+    stream.data_received(HEADER)
+    token = base64.b64encode(f"\0{user}\0bench".encode())
+    stream.data_received(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+                         + token + b"</auth>")
+    await settle(transport, b"<success")
+    stream.data_received(HEADER)
+    stream.data_received(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                         b"<resource>r</resource></bind></iq>")
+    await settle(transport, b"</jid>")
+    return stream, transport
+
+
+def runner() -> asyncio.Runner:
+    """The server's event loop: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+async def main(messages: int, runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config(data_dir=Path(tmp), storage="memory:",
+                     limits=Limits(rate_limit_bytes_per_s=0))
+        server = Server(cfg)
+        await server.storage.open()
+        for user in ("alice", "bob"):
+            await server.storage.create_account(user, "localhost", derive_all("bench"))
+        await server.start(listen=False)
+        policy = server.client_policy()
+        alice, _ = await login(policy, "alice", 1)
+        _bob, to_bob = await login(policy, "bob", 2)
+        message = (b"<message to='bob@localhost/r' type='chat'><body>"
+                   + b"x" * 64 + b"</body></message>")
+        best = float("inf")
+        for _ in range(runs):
+            before = to_bob.written
+            started = time.process_time()
+            for _ in range(messages):
+                alice.data_received(message)
+                await asyncio.sleep(0)  # the recipient's flush: one write per message
+            elapsed = time.process_time() - started
+            assert to_bob.written - before >= messages * len(message), "messages were lost"
+            best = min(best, elapsed / messages)
+        print(f"{best * 1e9:.0f} ns per message (best of {runs} runs of {messages})")
+        server.modules.unload_all()
+        await server.storage.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with runner() as loop_runner:
+        loop_runner.run(main(args.messages, args.runs))
