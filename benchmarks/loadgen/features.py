@@ -558,11 +558,17 @@ async def run_pep_presence(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -
                         break
                     except XmppError as exc:
                         # ejabberd 23.01 answers item-not-found to some first publishes
-                        # (PEP node auto-creation) made by many accounts at once; later
-                        # attempts succeed.  Setup only: nothing here is timed.
+                        # (PEP node auto-creation) made by many accounts at once, and goes on
+                        # for that node: create it explicitly, then publish again.  Set-up
+                        # only: nothing here is timed.
                         if "item-not-found" not in str(exc) or attempt == 4:
                             raise
                         await asyncio.sleep(0.1 * (attempt + 1))
+                        try:
+                            await request(s, (f"<iq type='set' id='pepc{j}'><pubsub xmlns='{NS_PUBSUB}'>"
+                                              f"<create node='{node}'/></pubsub></iq>").encode(), f"pepc{j}")
+                        except XmppError:
+                            pass  # conflict: it exists after all; the publish says what is wrong
 
     await asyncio.gather(*(publish(s) for s in sessions))
     ver = caps_ver()
