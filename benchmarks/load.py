@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
     s.add_argument("--settle", type=float, default=1.0)
     s.add_argument("--drain-timeout", type=float, default=60.0)
+    s.add_argument("--publish-concurrency", type=int, default=0,
+                   help="PEP publishes in flight during set-up (default: -c)")
 
     s = sub.add_parser("muc", help="MUC: rooms of S occupants, T talkers: delivered msgs/s, p99")
     timed(s)
@@ -182,7 +184,8 @@ def _feature_spec(args: argparse.Namespace, cfg: LoginConfig) -> WorkerSpec:
         x.update(window=args.window, payload=args.payload, service=args.service)
     elif w == "pep-presence":
         spec.users = list(range(args.sessions))
-        x.update(nodes=args.nodes, updates=args.updates, settle=args.settle, server_pid=args.server_pid)
+        x.update(nodes=args.nodes, updates=args.updates, settle=args.settle, server_pid=args.server_pid,
+                     publish_concurrency=args.publish_concurrency)
     elif w == "muc":
         spec.users = list(range(args.rooms * args.occupants))
         x.update(occupants=args.occupants, talkers=min(args.talkers, args.occupants), rooms=args.rooms,

@@ -544,7 +544,7 @@ async def run_pep_presence(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -
     await asyncio.sleep(x["settle"])
     rss_sessions = _rss(pid)
     nodes = PEP_NODES[: x["nodes"]]
-    sem = asyncio.Semaphore(spec.concurrency)
+    sem = asyncio.Semaphore(x.get("publish_concurrency") or spec.concurrency)
 
     async def publish(s: Session) -> None:
         async with sem:
