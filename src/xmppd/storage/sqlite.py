@@ -313,6 +313,7 @@ class SQLiteStorage(Storage):
         self._reader_thread = 0
         #: archive appends started in this event-loop iteration (one writer job at its end)
         self._appends: list[Append] = []
+        self._disabled: set[tuple[str, str]] = set()  # (username, domain); see open()
         #: writer jobs of archive appends (each a batch of them)
         self.append_batches = 0
 
@@ -345,6 +346,11 @@ class SQLiteStorage(Storage):
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
         self._reader_thread = threading.get_ident()
+        # Every login asks whether its account is disabled: the few disabled accounts are
+        # kept in memory (this process is the only writer of the flag) instead of one more
+        # query per login.
+        self._disabled = {(u, d) for u, d in reader.execute(
+            "SELECT username, domain FROM accounts WHERE disabled = 1")}
 
     async def close(self) -> None:
         thread = self._thread
@@ -573,7 +579,9 @@ class SQLiteStorage(Storage):
             delete_user_rows(conn, owner)  # per-module stores, in the same transaction
             return cur.rowcount > 0
 
-        return await self._call(delete, write=True)
+        deleted = await self._call(delete, write=True)
+        self._disabled.discard((username, domain))
+        return deleted
 
     # -- per-module stores --------------------------------------------------------------
 
@@ -632,17 +640,15 @@ class SQLiteStorage(Storage):
             )
             return cur.rowcount > 0
 
-        return await self._call(update, write=True)
+        changed = await self._call(update, write=True)
+        if changed and disabled:
+            self._disabled.add((username, domain))
+        else:
+            self._disabled.discard((username, domain))
+        return changed
 
     async def account_disabled(self, username: str, domain: str) -> bool:
-        def get(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT disabled FROM accounts WHERE domain = ? AND username = ?",
-                (domain, username),
-            ).fetchone()
-            return bool(row and row[0])
-
-        return await self._read(get)
+        return (username, domain) in self._disabled
 
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         def listing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
