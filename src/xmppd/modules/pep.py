@@ -327,3 +327,4 @@ class Pep(PubSubBase):
 
     async def account_deleting(self, jid: JID) -> None:
         await self.engine.forget_account(str(jid))
+        await self.engine.forget_owner(str(jid))  # its nodes go with its data

@@ -758,15 +758,11 @@ class PubSubBase(Module):
         only = verb.get("node")
         out = reply(iq)
         subs_el = out.subelement("pubsub", NS).subelement("subscriptions")
-        for node in await self.engine.nodes(owner):
+        for node, jid, sub in await self.engine.subscriptions_of(str(requester.bare), owner):
             if only and node != only:
                 continue
-            record = await self.engine.node(owner, node) or {}
-            for jid, sub in record.get("subscriptions", {}).items():
-                if jid.split("/", 1)[0] == str(requester.bare):
-                    subs_el.subelement("subscription", attrs={
-                        "node": node, "jid": jid, "subscription": sub["state"],
-                        "subid": sub["subid"]})
+            subs_el.subelement("subscription", attrs={
+                "node": node, "jid": jid, "subscription": sub["state"], "subid": sub["subid"]})
         return out
 
     async def own_affiliations(self, iq: Element, owner: str, requester: JID,
