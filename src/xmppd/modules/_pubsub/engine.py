@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from xmppd.randompool import random_bytes
 from xmppd.storage.stores import UNCHANGED, ArchiveItem
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, decode_stanza
@@ -245,7 +245,7 @@ class Engine:
         if len(data) > self.limits.max_item_size:
             raise PubSubError("not-acceptable", "payload-too-big",
                               text=f"items are limited to {self.limits.max_item_size} bytes")
-        item_id = item_id or secrets.token_hex(8)
+        item_id = item_id or random_bytes(8).hex()
         config = record["config"]
         keep = effective_max_items(config, self.limits.max_items)
         if config.get("persist_items", True) and keep > 0:
@@ -327,7 +327,7 @@ class Engine:
                                   text=f"at most {self.limits.max_subscriptions}")
             record = await self.must_node(owner, node)  # it may have changed meanwhile
         existing = record["subscriptions"].get(jid)
-        sub = {"state": state, "subid": (existing or {}).get("subid") or secrets.token_hex(6)}
+        sub = {"state": state, "subid": (existing or {}).get("subid") or random_bytes(6).hex()}
         kept = (existing or {}).get("options") if options is None else options
         if kept:
             sub["options"] = kept

@@ -13,6 +13,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.jid import JID, JIDError
+from xmppd.randompool import random_bytes
 from xmppd.storage.stores import ItemNotFound
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, reply
@@ -554,7 +555,7 @@ class PubSubBase(Module):
     def event_message(self, service: str, to: str, content: Element) -> Element:
         msg = Element("message", CLIENT_NS,
                       {"from": service, "to": to, "type": "headline",
-                       "id": secrets.token_hex(6)}, [])
+                       "id": random_bytes(6).hex()}, [])  # pooled: one per recipient
         msg.subelement("event", EVENT_NS).append(content)
         return msg
 
