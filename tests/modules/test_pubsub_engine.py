@@ -157,9 +157,16 @@ def test_the_cache_is_bounded_and_account_deletion_forgets(make_storage):
             record = await engine.must_node(owner, f"n{n}")
             assert list(record["subscriptions"]) == [subscriber(n)[0]]
         assert len(engine.cache) <= 3
+        # equal configurations share one dict; a change makes the node a config of its own
+        n0, n1 = await engine.must_node(owner, "n0"), await engine.must_node(owner, "n1")
+        assert n0["config"] is n1["config"]
+        await engine.configure(owner, "n0", {"title": "zero"})
+        assert (await engine.must_node(owner, "n0"))["config"]["title"] == "zero"
+        assert "title" not in (await engine.must_node(owner, "n1"))["config"]
+        assert (await engine_of(storage).must_node(owner, "n0"))["config"]["title"] == "zero"
         await engine.forget_account(subscriber(7)[1])
         assert (await engine.must_node(owner, "n7"))["subscriptions"] == {}
-        await engine.forget_owner(owner)
+        engine.forget_owner(owner)
         await storage.delete_user_data(owner)  # as account deletion does
         assert await engine.node(owner, "n6") is None
         assert await storage.open_store("pubsub").items(f"{owner}/n6") == {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ NODE_KEY = "node/"
 SUBS_KEY = "subscriptions"
 #: writes started together when many keys change at once (they share commits)
 _MOVE_CHUNK = 500
+#: distinct node configurations shared between cached records at most
+_SHARED_CONFIGS = 256
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,20 @@ class Engine:
         self.archive = archive
         self.limits = limits
         self.cache = NodeCache(self._load, cache_size)
+        #: configs of cached records by their JSON: equal ones share one dict (most nodes
+        #: have the defaults; records are never changed in place, see :meth:`update`)
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    def _share_config(self, record: dict[str, Any]) -> dict[str, Any]:
+        config = record["config"]
+        text = json.dumps(config, sort_keys=True)
+        shared = self._configs.get(text)
+        if shared is None:
+            if len(self._configs) >= _SHARED_CONFIGS:
+                return record
+            shared = self._configs[text] = config
+        record["config"] = shared
+        return record
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -98,7 +115,7 @@ class Engine:
         if embedded is not None:
             await self._move_subscriptions(owner, node, embedded)
         record["subscriptions"] = await self.kv.items(self.subs_owner(owner, node))
-        return record
+        return self._share_config(record)
 
     async def _move_subscriptions(self, owner: str, node: str, subs: dict[str, Any]) -> None:
         """Give the subscriptions of a record stored by an older xmppd (embedded in it) keys
@@ -120,7 +137,7 @@ class Engine:
     async def _put(self, owner: str, node: str, record: dict[str, Any]) -> None:
         """Make ``record`` the node's and store it (without its subscriptions)."""
         key = (owner, node)
-        self.cache.put(key, record)
+        self.cache.put(key, self._share_config(record))
         stored = {k: v for k, v in record.items() if k != "subscriptions"}
         await self.cache.write(key, self.kv.set(owner, NODE_KEY + node, stored))
 
@@ -150,7 +167,7 @@ class Engine:
             raise PubSubError("conflict")
         record = {"config": config, "affiliations": {creator: "owner"}, "creator": creator}
         key = (owner, node)
-        self.cache.put(key, {**record, "subscriptions": {}})
+        self.cache.put(key, self._share_config({**record, "subscriptions": {}}))
 
         def put(old: Any) -> Any:
             if old is not None:
@@ -160,7 +177,7 @@ class Engine:
         await self.cache.write(key, self.kv.update(owner, NODE_KEY + node, put))
         return await self.must_node(owner, node)
 
-    async def forget_owner(self, owner: str) -> None:
+    def forget_owner(self, owner: str) -> None:
         """``owner``'s data is about to be deleted (account deletion): uncache its nodes."""
         self.cache.drop_owner(owner)
 
