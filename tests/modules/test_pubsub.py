@@ -4,6 +4,7 @@ end to end (a sensor publishes, several subscribers are notified)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
 from pubsub_support import OWNER, PUBSUB, connect, events, iq, ping, publish
@@ -127,6 +128,34 @@ def test_service_subscription_limit(make_server):
     sub(bob, "a", "bob@localhost")
     err = sub(bob, "b", "bob@localhost", "s2")
     assert "policy-violation" in err and "too-many-subscriptions" in err
+
+
+def test_subscriptions_survive_a_restart(make_server, tmp_path):
+    users = {"alice": "secret", "bob": "secret", "carol": "secret"}
+    first = make_server(users=users, allow_plain=True, data_dir=tmp_path / "d")
+    alice, bob, carol = (connect(first, u) for u in users)
+    create(alice, "keep")
+    create(alice, "gone", "c2")
+    sub(bob, "keep", "bob@localhost/r")
+    sub(carol, "keep", "carol@localhost")
+    sub(carol, "gone", "carol@localhost", "s2")
+    sub(bob, "keep", "bob@localhost", "s3")
+    assert 'subscription="none"' not in iq(
+        alice, f"<pubsub xmlns='{OWNER}'><subscriptions node='keep'><subscription "
+               "jid='bob@localhost' subscription='none'/></subscriptions></pubsub>", "o1", to=SVC)
+    iq(alice, f"<pubsub xmlns='{OWNER}'><delete node='gone'/></pubsub>", "d", to=SVC)
+    first.stop()
+    second = make_server(users={}, allow_plain=True, data_dir=tmp_path / "d")
+    alice, carol = connect(second, "alice"), connect(second, "carol")
+    listing = iq(alice, f"<pubsub xmlns='{OWNER}'><subscriptions node='keep'/></pubsub>", "o",
+                 "get", to=SVC)
+    assert re.findall(r'jid="([^"]+)"', listing) == ["bob@localhost/r", "carol@localhost"]
+    own = iq(carol, f"<pubsub xmlns='{PUBSUB}'><subscriptions/></pubsub>", "l", "get", to=SVC)
+    assert re.findall(r'node="([^"]+)" jid="([^"]+)"', own) == [("keep", "carol@localhost")]
+    carol.send("<presence/>")
+    ping(carol, "p")
+    publish(alice, "keep", "<e xmlns='urn:e'>after</e>", "a1", to=SVC)
+    assert ">after<" in carol.read_until("</message>")
 
 
 async def _client(port: int, jid: str) -> ClientXMPP:

@@ -85,8 +85,9 @@ class Pep(PubSubBase):
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
+        # accounts' nodes are many and small, and mostly read by their owner's publishes
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
-                             limits_from(api.options))
+                             limits_from(api.options), cache_size=2048)
         self._take_defaults(api.options)
         self.caps = CapsCache(api.send)
         # remote full JIDs that sent available presence to a local account, with their ver
@@ -327,3 +328,4 @@ class Pep(PubSubBase):
 
     async def account_deleting(self, jid: JID) -> None:
         await self.engine.forget_account(str(jid))
+        self.engine.forget_owner(str(jid))  # its nodes go with its data

@@ -2,8 +2,9 @@
 publish-options preconditions (§7.1.5) and the access models (§4.5).
 
 A node's stored record is a JSON dict: ``config`` (field name without ``pubsub#`` ->
-value), ``affiliations`` (bare JID -> owner|publisher|member|outcast) and
-``subscriptions`` (JID -> {"state": subscribed|pending, "subid": ...}).
+value), ``affiliations`` (bare JID -> owner|publisher|member|outcast) and, in memory
+(:mod:`.engine` stores each under a key of its own), ``subscriptions`` (JID ->
+{"state": subscribed|pending, "subid": ..., "options"?}).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.jid import JID, JIDError
+from xmppd.randompool import random_bytes
 from xmppd.storage.stores import ItemNotFound
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, reply
@@ -554,7 +555,7 @@ class PubSubBase(Module):
     def event_message(self, service: str, to: str, content: Element) -> Element:
         msg = Element("message", CLIENT_NS,
                       {"from": service, "to": to, "type": "headline",
-                       "id": secrets.token_hex(6)}, [])
+                       "id": random_bytes(6).hex()}, [])  # pooled: one per recipient
         msg.subelement("event", EVENT_NS).append(content)
         return msg
 
@@ -758,15 +759,11 @@ class PubSubBase(Module):
         only = verb.get("node")
         out = reply(iq)
         subs_el = out.subelement("pubsub", NS).subelement("subscriptions")
-        for node in await self.engine.nodes(owner):
+        for node, jid, sub in await self.engine.subscriptions_of(str(requester.bare), owner):
             if only and node != only:
                 continue
-            record = await self.engine.node(owner, node) or {}
-            for jid, sub in record.get("subscriptions", {}).items():
-                if jid.split("/", 1)[0] == str(requester.bare):
-                    subs_el.subelement("subscription", attrs={
-                        "node": node, "jid": jid, "subscription": sub["state"],
-                        "subid": sub["subid"]})
+            subs_el.subelement("subscription", attrs={
+                "node": node, "jid": jid, "subscription": sub["state"], "subid": sub["subid"]})
         return out
 
     async def own_affiliations(self, iq: Element, owner: str, requester: JID,
