@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--websocket", default="", metavar="PATH",
                    help="XMPP over WebSocket (RFC 7395) at PATH (e.g. /xmpp-websocket) of the "
                         "plain HTTP port given by --port, instead of TCP c2s")
+    p.add_argument("--bosh", default="", metavar="PATH",
+                   help="XMPP over BOSH (XEP-0206) at PATH (e.g. /http-bind) of the plain HTTP "
+                        "port given by --port, instead of TCP c2s (long polling, hold 1)")
     p.add_argument("--mechanism", default=None, help="force a SASL mechanism (default: best offered)")
     p.add_argument("--procs", type=int, default=1, help="generator worker processes (sharded)")
     p.add_argument("--no-uvloop", action="store_true")
@@ -159,7 +162,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "muc-join": ("occupants", "join_concurrency"),
     }[args.workload]
     params = {k: getattr(args, k) for k in keys}
-    params.update(tls=args.tls, websocket=args.websocket, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
+    params.update(tls=args.tls, websocket=args.websocket, bosh=args.bosh, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
                   carbons=args.carbons)
     if args.workload == "throughput":
         params.update(sm=args.sm, sm_every=args.sm_every if args.sm else 0)
@@ -205,7 +208,7 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
                       tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
                       sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons,
-                      websocket=args.websocket)
+                      websocket=args.websocket, bosh=args.bosh)
     if args.workload in FEATURE:
         spec = _feature_spec(args, cfg)
         if args.workload in SINGLE or args.procs <= 1:
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.settle)  # the server may still be processing presence/close events
             memory["rss_after_kib"] = rss_kib(pid)
             memory["ready_errors"] = sum(i.get("errors", 0) for i in infos)
+            if args.bosh:
+                memory["held"] = sum(i.get("held", 0) for i in infos)
 
     if args.workload in ("resume", "pep-presence"):
         pid = args.server_pid or find_pid_by_port(args.port)

@@ -63,6 +63,9 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
         cpu = [r["server_cpu_s"] for r in results if r.get("server_cpu_s") is not None]
         if cpu and out["delivered"]:  # every worker measured the same server over ~the same window
             out["server_cpu_us_per_msg"] = max(cpu) * 1e6 / out["delivered"]
+        requests = [r["http_requests"] for r in results if r.get("http_requests") is not None]
+        if requests and out["received"]:  # BOSH: HTTP requests per delivered message (batching)
+            out["http_requests_per_msg"] = sum(requests) / out["received"]
     elif workload == "latency":
         lat = [ns / 1e6 for r in results for ns in r["latencies_ns"]]
         out = {f"{k}_ms": v for k, v in percentiles(lat).items()}
