@@ -209,7 +209,7 @@ async def run_upload(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict
                 put_url, headers, get_url = await slot(n)
                 puts.append(await http_put(put_url, headers, size, spec.login.host))
                 gets.append(await http_get(get_url, size, spec.login.host))
-            except (XmppError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, XmppError, OSError) as exc:
                 errors.append(f"round {n}: {exc}")
     finally:
         if sampler:
