@@ -170,6 +170,7 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
         upload)  # XEP-0363: slot over c2s, PUT and GET on the HTTP port the slot names
             [ "$target" = stub ] && continue
             for mb in $UPLOAD_MB; do
+                fresh "$target" || return 1  # RSS growth from a server whose heap has not grown yet
                 load "$target" "$port" upload --size-mb "$mb" --rounds "$UPLOAD_ROUNDS"
             done ;;
         mam-page)
