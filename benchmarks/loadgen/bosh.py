@@ -145,8 +145,7 @@ class BOSHCarrier:
         self.requests = 0  # sent, for the figures
 
     async def start(self) -> None:
-        conn = await self._connect()
-        conn.busy = False
+        await self._connect()
         self.session.connection_made(self.transport)  # type: ignore[arg-type]
 
     async def _connect(self) -> _HTTPConn:
