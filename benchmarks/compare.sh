@@ -12,7 +12,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 GEN_PROCS=${GEN_PROCS:-1}
 TARGETS=${TARGETS:-"stub prosody xmppd xmppd-pure"}   # also: ejabberd; xmppd-pure: XMPPD_PURE_PYTHON=1
-WORKLOADS=${WORKLOADS:-"throughput ws-throughput latency logins memory mam-page resume fanout pep-presence muc muc-join"}
+WORKLOADS=${WORKLOADS:-"throughput ws-throughput bosh upload latency logins memory mam-page resume fanout pep-presence muc muc-join"}
 # Server feature sets, each a fresh server: "plain" (defaults) and any "+"-joined set of sm
 # (clients enable XEP-0198), carbons (clients enable XEP-0280), mam (server archives: xmppd
 # default modules + "mam"; Prosody mod_mam). throughput runs in every set; every other
@@ -37,6 +37,11 @@ MUC_WINDOW=${MUC_WINDOW:-4}
 MUC_JOIN=${MUC_JOIN:-200}               # join storm size (1000: see README)
 MUC_JOIN_TIMEOUT=${MUC_JOIN_TIMEOUT:-300}   # s per join: a storm is O(J^2) presences; slow peers finish late
 PROSODY_ARCHIVE=${PROSODY_ARCHIVE:-internal}   # or "sql" (SQLite through lua-dbi-sqlite3)
+BOSH_SESSIONS=${BOSH_SESSIONS:-1000}    # bosh: sessions logged in over BOSH, each with its long poll held
+BOSH_PAIRS=${BOSH_PAIRS:-${PAIRS:-"50 100 500"}}   # bosh: closed loop between BOSH clients (a list runs each)
+BOSH_WINDOW=${BOSH_WINDOW:-${WINDOW:-16}}
+UPLOAD_MB=${UPLOAD_MB:-10}              # upload: file size (MB = 10^6 bytes), PUT then GET per round (a list runs each)
+UPLOAD_ROUNDS=${UPLOAD_ROUNDS:-3}
 DURATION=${DURATION:-3}                 # s, throughput/latency window (plus WARMUP)
 WARMUP=${WARMUP:-1}
 PAIRS=${PAIRS:-"50 100 500"}
@@ -90,8 +95,8 @@ wait_port() {  # wait_port PORT PID: up to 15 s for the port to accept connectio
 
 accounts_needed() {
     local n=$MEM_SESSIONS
-    for p in $PAIRS $LAT_PAIRS; do [ $((2 * p)) -gt "$n" ] && n=$((2 * p)); done
-    for m in $LOGINS $RESUME_SESSIONS $PEP_USERS $((MUC_JOIN + 1)); do [ "$m" -gt "$n" ] && n=$m; done
+    for p in $PAIRS $LAT_PAIRS $BOSH_PAIRS; do [ $((2 * p)) -gt "$n" ] && n=$((2 * p)); done
+    for m in $LOGINS $RESUME_SESSIONS $PEP_USERS $((MUC_JOIN + 1)) $BOSH_SESSIONS; do [ "$m" -gt "$n" ] && n=$m; done
     for f in $FANOUT_SUBS; do [ $((f + 1)) -gt "$n" ] && n=$((f + 1)); done
     for m in $MUC_SIZES; do [ $((m * MUC_ROOMS)) -gt "$n" ] && n=$((m * MUC_ROOMS)); done
     echo "$n"
@@ -152,6 +157,21 @@ run_workloads() {  # run_workloads TARGET PORT  (feature set: $FSET)
             for p in $PAIRS; do
                 load "$target" "$http" --websocket /xmpp-websocket "${carbons[@]}" throughput --pairs "$p" \
                     -w "$WINDOW" --duration "$DURATION" --warmup "$WARMUP" "${sm[@]}"
+            done ;;
+        bosh)  # XMPP over BOSH (XEP-0206) on the HTTP port: sessions held, then the closed loop
+            local http
+            case $target in prosody) http=$PROSODY_HTTP_PORT ;; xmppd*) http=$XMPPD_HTTP_PORT ;; *) continue ;; esac
+            fresh "$target" || return 1  # RSS per held session: a server that has not grown yet
+            load "$target" "$http" --bosh /http-bind memory -n "$BOSH_SESSIONS" -c "$LOGIN_CONC"
+            for p in $BOSH_PAIRS; do
+                load "$target" "$http" --bosh /http-bind throughput --pairs "$p" -w "$BOSH_WINDOW" \
+                    --duration "$DURATION" --warmup "$WARMUP"
+            done ;;
+        upload)  # XEP-0363: slot over c2s, PUT and GET on the HTTP port the slot names
+            [ "$target" = stub ] && continue
+            for mb in $UPLOAD_MB; do
+                fresh "$target" || return 1  # RSS growth from a server whose heap has not grown yet
+                load "$target" "$port" upload --size-mb "$mb" --rounds "$UPLOAD_ROUNDS"
             done ;;
         mam-page)
             [ "$target" = stub ] && continue
@@ -329,7 +349,7 @@ listen = ["127.0.0.1:$XMPPD_PORT"]
 require_encryption = false   # benchmark only: plaintext and TLS both measured
 allow_plain = true
 
-[http]                       # ws-throughput: plain ws:// on loopback, as Prosody's
+[http]                       # ws-throughput, bosh, upload: plain HTTP on loopback, as Prosody's
 listen = ["127.0.0.1:$XMPPD_HTTP_PORT"]
 listen_tls = []
 max_connections_per_ip = 0
@@ -346,6 +366,13 @@ max_users = 100000
 max_users_limit = 100000
 message_rate = 0
 max_rooms_per_user = 0
+
+[modules.bosh]               # every BOSH session comes from 127.0.0.1 (a trusted proxy: counts as encrypted)
+max_sessions_per_ip = 0
+
+[modules.upload]             # as Prosody's http_file_share below: files up to 100 MiB, no quota
+max_file_size = 104857600
+quota_bytes = 0
 
 [certificates.$DOMAIN]
 cert = "$WORK/cert.pem"

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--websocket", default="", metavar="PATH",
                    help="XMPP over WebSocket (RFC 7395) at PATH (e.g. /xmpp-websocket) of the "
                         "plain HTTP port given by --port, instead of TCP c2s")
+    p.add_argument("--bosh", default="", metavar="PATH",
+                   help="XMPP over BOSH (XEP-0206) at PATH (e.g. /http-bind) of the plain HTTP "
+                        "port given by --port, instead of TCP c2s (long polling, hold 1)")
     p.add_argument("--mechanism", default=None, help="force a SASL mechanism (default: best offered)")
     p.add_argument("--procs", type=int, default=1, help="generator worker processes (sharded)")
     p.add_argument("--no-uvloop", action="store_true")
@@ -136,13 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--join-concurrency", type=int, default=0, help="joins in flight (0: all at once)")
     s.add_argument("-c", "--concurrency", type=int, default=100, help="logins in flight at setup")
     s.add_argument("--service", default="", help="default conference.<domain>")
+
+    s = sub.add_parser("upload", help="XEP-0363: MB/s of PUT and GET of one file, server RSS growth")
+    s.add_argument("--size-mb", type=float, default=10.0, help="file size, MB (10^6 bytes)")
+    s.add_argument("--rounds", type=int, default=3, help="slot + PUT + GET rounds")
+    s.add_argument("--service", default="", help="default upload.<domain>")
+    s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
     return p
 
 
 #: Workloads of loadgen/features.py: run in one generator process (rooms/nodes are shared),
 #: except resume, whose sessions are independent (sharded like logins).
-FEATURE = ("mam-page", "resume", "fanout", "pep-presence", "muc", "muc-join")
-SINGLE = ("mam-page", "fanout", "pep-presence", "muc", "muc-join")
+FEATURE = ("mam-page", "resume", "fanout", "pep-presence", "muc", "muc-join", "upload")
+SINGLE = ("mam-page", "fanout", "pep-presence", "muc", "muc-join", "upload")
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,9 +166,10 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "pep-presence": ("sessions", "nodes", "updates"),
         "muc": ("rooms", "occupants", "talkers", "window", "duration"),
         "muc-join": ("occupants", "join_concurrency"),
+        "upload": ("size_mb", "rounds"),
     }[args.workload]
     params = {k: getattr(args, k) for k in keys}
-    params.update(tls=args.tls, websocket=args.websocket, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
+    params.update(tls=args.tls, websocket=args.websocket, bosh=args.bosh, procs=1 if args.workload in SINGLE else args.procs, features=args.features,
                   carbons=args.carbons)
     if args.workload == "throughput":
         params.update(sm=args.sm, sm_every=args.sm_every if args.sm else 0)
@@ -168,7 +178,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _feature_spec(args: argparse.Namespace, cfg: LoginConfig) -> WorkerSpec:
     w = args.workload
-    spec = WorkerSpec(workload=w, login=cfg, user_prefix=args.user_prefix, concurrency=max(1, args.concurrency))
+    spec = WorkerSpec(workload=w, login=cfg, user_prefix=args.user_prefix,
+                      concurrency=max(1, getattr(args, "concurrency", 1)))
     for k in ("duration", "warmup", "drain_timeout", "body_size", "window"):
         if hasattr(args, k):
             setattr(spec, k, getattr(args, k))
@@ -193,6 +204,9 @@ def _feature_spec(args: argparse.Namespace, cfg: LoginConfig) -> WorkerSpec:
     elif w == "muc-join":
         spec.users = list(range(args.occupants + 1))  # user0 creates the room
         x.update(join_concurrency=args.join_concurrency or args.occupants, service=args.service)
+    elif w == "upload":
+        spec.users = [0]
+        x.update(size=int(args.size_mb * 1_000_000), rounds=args.rounds, service=args.service)
     return spec
 
 
@@ -205,7 +219,7 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
                       tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
                       sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons,
-                      websocket=args.websocket)
+                      websocket=args.websocket, bosh=args.bosh)
     if args.workload in FEATURE:
         spec = _feature_spec(args, cfg)
         if args.workload in SINGLE or args.procs <= 1:
@@ -257,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.settle)  # the server may still be processing presence/close events
             memory["rss_after_kib"] = rss_kib(pid)
             memory["ready_errors"] = sum(i.get("errors", 0) for i in infos)
+            if args.bosh:
+                memory["held"] = sum(i.get("held", 0) for i in infos)
 
-    if args.workload in ("resume", "pep-presence"):
+    if args.workload in ("resume", "pep-presence", "upload"):
         pid = args.server_pid or find_pid_by_port(args.port)
         if pid is None:
             print(f"note: no process found listening on port {args.port}: no RSS/CPU figures", file=sys.stderr)

@@ -276,3 +276,83 @@ def test_throughput_over_websocket_against_xmppd(make_server, tmp_path: Path) ->
     res = record["results"]
     assert res["delivered"] > 0 and res["lost"] == 0 and res["sent"] == res["received"]
     assert record["params"]["websocket"] == "/xmpp-websocket"
+
+
+def test_bosh_body_parts_and_qualified() -> None:
+    from loadgen.bosh import body_parts, qualified
+
+    attrs, inner = body_parts(b"<body sid='s1' wait=\"60\" xmlns='http://jabber.org/protocol/httpbind'>"
+                              b"<message xmlns='jabber:client'><body>hi</body></message></body>")
+    assert attrs["sid"] == "s1" and attrs["wait"] == "60"
+    assert inner == b"<message xmlns='jabber:client'><body>hi</body></message>"
+    assert body_parts(b"<body type='terminate' condition='item-not-found'/>") == (
+        {"type": "terminate", "condition": "item-not-found"}, b"")
+    assert qualified(b"<presence/><iq type='set' id='b'/><message to='a@b'><body/></message>"
+                     b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><iq xmlns='jabber:client'/>") == (
+        b"<presence xmlns='jabber:client'/><iq xmlns='jabber:client' type='set' id='b'/>"
+        b"<message xmlns='jabber:client' to='a@b'><body/></message>"
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><iq xmlns='jabber:client'/>")
+
+
+def test_upload_slot_parsing() -> None:
+    from loadgen.upload import parse_slot
+
+    # Prosody 0.12 (mod_http_file_share): a bearer token in a header of <put>
+    prosody = ("<iq type='result' id='slot0' from='upload.localhost'><slot xmlns='urn:xmpp:http:upload:0'>"
+               "<get url='http://upload.localhost:15280/file_share/abc/f.bin'/>"
+               "<put url='http://upload.localhost:15280/file_share/abc/f.bin'>"
+               "<header name='Authorization'>Bearer x.y&amp;z</header></put></slot></iq>")
+    assert parse_slot(prosody) == ("http://upload.localhost:15280/file_share/abc/f.bin",
+                                   {"Authorization": "Bearer x.y&z"},
+                                   "http://upload.localhost:15280/file_share/abc/f.bin")
+    # xmppd: a signed PUT URL (the query's & escaped), no headers
+    xmppd = ('<iq type="result"><slot xmlns="urn:xmpp:http:upload:0"><put url="https://h:1/upload/s/f?v=1&amp;'
+             'e=2"/><get url="https://h:1/upload/s/f"/></slot></iq>')
+    assert parse_slot(xmppd) == ("https://h:1/upload/s/f?v=1&e=2", {}, "https://h:1/upload/s/f")
+
+
+def test_bosh_against_xmppd(make_server, tmp_path: Path) -> None:
+    """The bosh workload: sessions held over BOSH, then the closed loop between BOSH clients."""
+    srv = make_server(users={f"user{i}": "bench" for i in range(6)}, require_encryption=False)
+    out = tmp_path / "runs.jsonl"
+    base = ["--port", str(srv.http_port), "--bosh", "/http-bind", "--target", "xmppd", "--json", str(out)]
+    assert load.main([*base, "memory", "-n", "6", "--settle", "0.1"]) == 0
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert record["results"]["sessions"] == 6 and record["results"]["held"] == 6
+    assert record["params"]["bosh"] == "/http-bind"
+    assert load.main([*base, "throughput", "--pairs", "2", "--duration", "0.5", "--warmup", "0.2"]) == 0
+    res = json.loads(out.read_text().splitlines()[-1])["results"]
+    assert res["delivered"] > 0 and res["lost"] == 0 and res["sent"] == res["received"]
+    assert 0 < res["http_requests_per_msg"]
+
+
+def test_upload_against_xmppd(make_server, tmp_path: Path) -> None:
+    """The upload workload: slot over c2s, PUT and GET (here over the HTTPS listener)."""
+    srv = make_server(users={"user0": "bench"}, require_encryption=False, allow_plain=True)
+    out = tmp_path / "runs.jsonl"
+    rc = load.main(["--port", str(srv.port), "--target", "xmppd", "--json", str(out),
+                    "upload", "--size-mb", "1", "--rounds", "2"])
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert rc == 0, record
+    res = record["results"]
+    assert res["rounds"] == 2 and res["errors"] == 0 and res["put_mb_per_s"] > 0 and res["get_mb_per_s"] > 0
+    assert res["rss_growth_kib"] is not None
+
+
+def test_summary_rows_bosh_and_upload() -> None:
+    from loadgen.summary import summarize
+
+    def rec(target: str, workload: str, params: dict, results: dict) -> dict:
+        return {"target": target, "workload": workload, "params": params, "results": results}
+
+    tcp = {"sessions": 10, "tls": False}
+    bosh = {**tcp, "bosh": "/http-bind"}
+    text = summarize([rec("prosody", "memory", tcp, {"bytes_per_session": 100.0}),
+                      rec("prosody", "memory", bosh, {"bytes_per_session": 400.0, "held": 10}),
+                      rec("xmppd", "memory", bosh, {"bytes_per_session": 100.0, "held": 10}),
+                      rec("prosody", "upload", {"size_mb": 10.0, "rounds": 3},
+                          {"put_mb_per_s": 10.0, "get_mb_per_s": 100.0, "rss_growth_kib": 1000}),
+                      rec("xmppd", "upload", {"size_mb": 10.0, "rounds": 3},
+                          {"put_mb_per_s": 100.0, "get_mb_per_s": 200.0, "rss_growth_kib": 500})])
+    assert "bosh=/http-bind" in text and "0.25x" in text  # BOSH row apart from the TCP one
+    assert "10.00x" in text and "get_mb_per_s" in text and "rss_growth_kib" in text

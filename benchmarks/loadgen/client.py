@@ -73,6 +73,7 @@ class LoginConfig:
     sm_resume: bool = False  # ... with resume='true'
     carbons: bool = False  # XEP-0280: enable carbons after bind (and after <enabled/>)
     websocket: str = ""  # XMPP over WebSocket (RFC 7395) at this HTTP path instead of TCP
+    bosh: str = ""  # XMPP over BOSH (XEP-0206) at this HTTP path instead of TCP
 
 
 def _choose_mechanism(offered: list[str], forced: str | None) -> str:
@@ -318,7 +319,12 @@ async def login(cfg: LoginConfig, user: str, tls_ctx: ssl.SSLContext | None = No
     with ``resume=(previd, h)`` resume that XEP-0198 session instead of binding."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
-    if cfg.websocket:
+    if cfg.bosh:
+        from .bosh import BOSHCarrier
+
+        session = Session(cfg, user, tls_ctx, done, resource, resume)
+        await BOSHCarrier(session, cfg).start()
+    elif cfg.websocket:
         from .websocket import WSCarrier
 
         session = Session(cfg, user, tls_ctx, done, resource, resume)

@@ -20,12 +20,13 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "pep-presence": ("bytes_per_user", False),
     "muc": ("msgs_per_s", True),
     "muc-join": ("joins_per_s", True),
+    "upload": ("put_mb_per_s", True),
 }
 
 #: Parameters that must match for a stub run to serve as this run's ceiling.
 _CEILING_KEYS: dict[str, tuple[str, ...]] = {
     "logins": ("tls", "concurrency"),
-    "throughput": ("tls", "pairs", "window", "body_size", "procs", "sm", "sm_every", "websocket"),
+    "throughput": ("tls", "pairs", "window", "body_size", "procs", "sm", "sm_every", "websocket", "bosh"),
     "latency": ("tls", "pairs", "rate", "procs"),
     "memory": (),
     "mam-page": ("tls", "clients", "page", "last_page"),
@@ -34,11 +35,12 @@ _CEILING_KEYS: dict[str, tuple[str, ...]] = {
     "pep-presence": (),
     "muc": ("tls", "rooms", "occupants", "talkers", "window"),
     "muc-join": ("tls", "occupants"),
+    "upload": ("size_mb",),
 }
 #: Parameter values of records written before the parameter existed.
-_OFF: dict[str, Any] = {"sm": False, "sm_every": 0, "websocket": ""}
+_OFF: dict[str, Any] = {"sm": False, "sm_every": 0, "websocket": "", "bosh": ""}
 #: Workloads whose headline is not a rate the stub can bound (memory-like figures).
-_NO_CEILING = ("memory", "pep-presence")
+_NO_CEILING = ("memory", "pep-presence", "upload")
 
 
 def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,6 +65,9 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
         cpu = [r["server_cpu_s"] for r in results if r.get("server_cpu_s") is not None]
         if cpu and out["delivered"]:  # every worker measured the same server over ~the same window
             out["server_cpu_us_per_msg"] = max(cpu) * 1e6 / out["delivered"]
+        requests = [r["http_requests"] for r in results if r.get("http_requests") is not None]
+        if requests and out["received"]:  # BOSH: HTTP requests per delivered message (batching)
+            out["http_requests_per_msg"] = sum(requests) / out["received"]
     elif workload == "latency":
         lat = [ns / 1e6 for r in results for ns in r["latencies_ns"]]
         out = {f"{k}_ms": v for k, v in percentiles(lat).items()}
@@ -130,6 +135,21 @@ def _aggregate_feature(workload: str, r: dict[str, Any]) -> dict[str, Any]:
         out = {"msgs_per_s": r["delivered"] / r["window_s"] if r["window_s"] else 0.0}
         out.update({f"{k}_ms": v for k, v in percentiles(lat).items()})
         out.update({k: r[k] for k in ("delivered", "sent", "echoed", "lost", "drain_s")})
+    elif workload == "upload":
+        mb = r["size"] / 1e6
+        puts, gets = r["put_s"], r["get_s"]
+        out = {"put_mb_per_s": mb * len(puts) / sum(puts) if puts else 0.0,
+               "get_mb_per_s": mb * len(gets) / sum(gets) if gets else 0.0}
+        if puts:
+            out["put_best_mb_per_s"] = mb / min(puts)
+        if gets:
+            out["get_best_mb_per_s"] = mb / min(gets)
+        before, peak = r["rss_before_kib"], r["rss_peak_kib"]
+        out["rss_growth_kib"] = peak - before if before is not None and peak is not None else None
+        out.update({k: r[k] for k in ("rss_before_kib", "rss_peak_kib", "rss_after_kib", "errors")})
+        out["rounds"] = len(gets)
+        if r["error_samples"]:
+            out["error_samples"] = r["error_samples"]
     elif workload == "muc-join":
         times = [t * 1e3 for t in r["join_times"]]
         out = {"joins_per_s": r["ok"] / r["elapsed"] if r["elapsed"] else 0.0, "ok": r["ok"],

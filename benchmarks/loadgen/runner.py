@@ -12,9 +12,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .features import FEATURE_WORKLOADS
+from .upload import run_upload
 from .workloads import WORKLOADS, WorkerSpec
 
-ALL_WORKLOADS = {**WORKLOADS, **FEATURE_WORKLOADS}
+ALL_WORKLOADS = {**WORKLOADS, **FEATURE_WORKLOADS, "upload": run_upload}
 
 
 def rss_kib(pid: int) -> int:

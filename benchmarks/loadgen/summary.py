@@ -12,25 +12,28 @@ from typing import Any
 from .report import HEADLINE
 
 _ROW_KEYS = {
-    "throughput": ("features", "pairs", "window", "tls", "websocket"),
+    "throughput": ("features", "pairs", "window", "tls", "websocket", "bosh"),
     "latency": ("pairs", "rate", "tls"),
     "logins": ("sessions", "concurrency", "tls"),
-    "memory": ("sessions", "tls"),
+    "memory": ("sessions", "tls", "bosh"),
     "mam-page": ("features", "clients", "page"),
     "resume": ("features", "sessions", "tls"),
     "fanout": ("features", "subscribers", "window"),
     "pep-presence": ("features", "sessions", "nodes"),
     "muc": ("features", "rooms", "occupants", "talkers"),
     "muc-join": ("features", "occupants"),
+    "upload": ("size_mb", "rounds"),
 }
 #: Older records have no "features" (plain) or "sm"/"carbons" (off): rows stay comparable.
-_DEFAULTS = {"features": "plain", "sm": False, "carbons": False, "websocket": ""}
+_DEFAULTS = {"features": "plain", "sm": False, "carbons": False, "websocket": "", "bosh": ""}
 _EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"),
-          "throughput": ("lost", "server_cpu_us_per_msg"),
+          "throughput": ("lost", "server_cpu_us_per_msg", "http_requests_per_msg"),
           "logins": ("errors",), "mam-page": ("p99_ms", "queries_per_s"),
           "resume": ("errors", "detached_bytes_per_session"), "fanout": ("publish_p99_ms", "lost"),
           "pep-presence": ("cpu_us_per_presence", "presences_per_s", "errors"), "muc": ("p99_ms", "lost"),
-          "muc-join": ("errors", "join_p99_ms")}
+          "muc-join": ("errors", "join_p99_ms"),
+          "upload": ("get_mb_per_s", "rss_growth_kib", "errors"),
+          "memory": ("held",)}
 
 
 def _fmt(value: Any) -> str:

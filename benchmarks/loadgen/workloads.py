@@ -202,13 +202,14 @@ async def run_throughput(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> 
     t1, r1 = time.perf_counter(), sum(f.received for f in flows)
     cpu = proc_cpu_s(pid) - cpu0 if pid else None
     state.running = False
+    requests = sum(s.transport.carrier.requests for p in pairs for s in p) if spec.login.bosh else None  # type: ignore[union-attr]
     drain = await _drain(lambda: sum(f.sent - f.received for f in flows), spec.drain_timeout)
     sent, received = sum(f.sent for f in flows), sum(f.received for f in flows)
     for a, b in pairs:
         a.close()
         b.close()
     return {"delivered": r1 - r0, "window_s": t1 - t0, "sent": sent, "received": received,
-            "lost": sent - received, "drain_s": drain, "server_cpu_s": cpu}
+            "lost": sent - received, "drain_s": drain, "server_cpu_s": cpu, "http_requests": requests}
 
 
 class _LatencyReceiver:
@@ -291,7 +292,10 @@ async def run_latency(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dic
 async def run_memory(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict[str, Any]:
     """Hold ``users`` logged-in sessions open until the parent has read the server's RSS."""
     sessions, _, errors = await login_many(spec.login, _names(spec, spec.users), spec.concurrency, close=False)
-    ready({"sessions": len(sessions), "errors": len(errors), "error_samples": errors[:5]})
+    info: dict[str, Any] = {"sessions": len(sessions), "errors": len(errors), "error_samples": errors[:5]}
+    if spec.login.bosh:  # sessions with their long poll held by the server right now
+        info["held"] = sum(1 for s in sessions if s.transport.carrier.outstanding > 0)  # type: ignore[union-attr]
+    ready(info)
     await go
     for s in sessions:
         s.close()
