@@ -28,9 +28,9 @@ from typing import Any
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
+from xmppd.modules._fanout import Deliverer
 from xmppd.modules._muc import admin
 from xmppd.modules._muc.archive import MAM_NS, History
-from xmppd.modules._muc.fanout import Deliverer
 from xmppd.modules._muc.forms import DATA_NS, default_config, info_form, room_features
 from xmppd.modules._muc.register import (
     REGISTER_NS,

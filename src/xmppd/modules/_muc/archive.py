@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from xmppd.modules._muc.fanout import Target
+from xmppd.modules._fanout import Target
 from xmppd.modules._muc.forms import DATA_NS, form_values
 from xmppd.modules._muc.room import DELAY_NS, Room
 from xmppd.storage.stores import ItemNotFound

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from xmppd.jid import JID, JIDError
-from xmppd.modules._muc.fanout import Broadcast, Target
+from xmppd.modules._fanout import Broadcast, Target
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError
 

@@ -1,4 +1,5 @@
-"""Room broadcasts serialized once per stanza, not once per occupant.
+"""Broadcasts serialized once per stanza, not once per recipient (MUC rooms, PubSub and
+PEP notifications).
 
 A :class:`Broadcast` holds a stanza without ``to`` and its bytes split where ``to`` goes:
 ``head + to + tail``.  :meth:`Deliverer.deliver` writes those bytes straight into a local
@@ -59,6 +60,7 @@ class Deliverer:
         self.sessions = router.sessions
         self.fire = router.hooks.fire_sync
         self.route = router.route_from_server
+        self.delivered = router.delivered  # the router's counters (metrics)
 
     def deliver(self, bc: Broadcast, target: Target) -> None:
         stanza = bc.stanza
@@ -67,6 +69,7 @@ class Deliverer:
         if session is None:
             self.route(stanza.copy())
             return
+        self.delivered[stanza.name] += 1
         if self.fire("stanza/inbound", stanza, session) is not False:
             bc.stanza = stanza.copy()  # a handler took (or dropped) it: never change that one
             return
@@ -83,5 +86,7 @@ class Deliverer:
         session = self.sessions.get(target.jid)
         if session is None:
             self.route(stanza)
-        elif self.fire("stanza/inbound", stanza, session) is False:
+            return
+        self.delivered[stanza.name] += 1
+        if self.fire("stanza/inbound", stanza, session) is False:
             session.send(stanza)
