@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import signal
 import ssl
 from collections import defaultdict
@@ -30,6 +28,7 @@ from xmppd.eager import start_eagerly
 from xmppd.jid import JID
 from xmppd.metrics.collector import ServerMetrics
 from xmppd.preflight import listen_error
+from xmppd.secretfile import load_or_create
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
 from xmppd.transport.http import HTTPServer, HTTPSettings, Routes
@@ -104,7 +103,7 @@ class Server:
         """
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.secret = _load_secret(cfg.data_dir / "secret")
+        self.secret = load_or_create(cfg.data_dir / "secret")
         await self.storage.open()
         self.modules.load_all(self._modules_planned)
         if not listen:
@@ -384,18 +383,6 @@ def build_tls(config: Config) -> TLSSet:
                                                            alpn=["http/1.1"])
         tls.fingerprints[domain] = certificate_fingerprint(cert.cert)
     return tls
-
-
-def _load_secret(path: Path) -> bytes:
-    """A per-installation secret (fake SASL salts, dialback keys), created owner-only."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        secret = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secret)
-        return secret
 
 
 def _redact(url: str) -> str:

@@ -32,7 +32,7 @@ from xmppd.c2s.stanzas import client_stanza
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.transport.connections import address_text
-from xmppd.transport.http import HTTPError, HTTPRequest, Response
+from xmppd.transport.http import HTTPError, HTTPRequest, Response, cors_headers
 from xmppd.web.bosh import (
     BOSH_NS,
     RETRANSMIT,
@@ -385,6 +385,7 @@ class BOSH(Module):
         self.ended: OrderedDict[str, bytes] = OrderedDict()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in opts["trusted_proxies"]]
         self._policy: ClientPolicy | None = None
+        self._policy_of: ClientPolicy | None = None  # the server's, _policy was made from
         api.add_http_route(PATH, self.handle, methods=("POST", "OPTIONS", "GET"),
                            max_body_bytes=opts["max_body_bytes"], alt_connection=XBOSH)
         api.hook("server-stopping", self.stopping)
@@ -400,24 +401,20 @@ class BOSH(Module):
 
     def policy(self) -> ClientPolicy | None:
         """The client policy without STARTTLS (BOSH has none)."""
-        if self._policy is None and self.api.client_policy is not None:
-            self._policy = dataclasses.replace(self.api.client_policy, tls_context=None)
+        current = self.api.client_policy
+        if current is not self._policy_of:  # a reload renewed it: new sessions get the new one
+            self._policy_of = current
+            self._policy = None if current is None else dataclasses.replace(
+                current, tls_context=None)
         return self._policy
 
     # -- HTTP -------------------------------------------------------------------------------
 
     def cors(self, request: HTTPRequest) -> dict[str, str]:
-        allowed = self.api.options["cors_origins"]
-        headers = {"Access-Control-Allow-Methods": "POST, OPTIONS, GET",
-                   "Access-Control-Allow-Headers": "Content-Type",
-                   "Access-Control-Max-Age": "86400"}
-        origin = request.headers.get("origin")
-        if "*" in allowed:
-            headers["Access-Control-Allow-Origin"] = "*"
-        elif origin is not None and origin in allowed:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Vary"] = "Origin"
-        return headers
+        return cors_headers(request, self.api.options["cors_origins"], {
+            "Access-Control-Allow-Methods": "POST, OPTIONS, GET",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": "86400"})
 
     def reply(self, request: HTTPRequest, data: bytes, status: int = 200) -> Response:
         return Response(status, data, self.cors(request), content_type="text/xml; charset=utf-8")

@@ -40,7 +40,8 @@ from xmppd.modules._upload import (
     sign,
     verify,
 )
-from xmppd.transport.http import HTTPError, HTTPRequest, Response
+from xmppd.secretfile import load_or_create
+from xmppd.transport.http import HTTPError, HTTPRequest, Response, cors_headers
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, error_reply, iq_payload, reply
 
@@ -103,7 +104,7 @@ class Upload(Module):
         self.services = {opts["host"].format(domain=d): d for d in api.domains}
         self.root = Path(api.config.data_dir) / "upload"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.secret = _load_key(Path(api.config.data_dir) / "upload.key")
+        self.secret = load_or_create(Path(api.config.data_dir) / "upload.key")
         self.store = api.open_store("keyvalue")
         self.uploading: set[str] = set()  # slots whose PUT is in progress
         api.hook("route/remote", self.route, priority=20)
@@ -282,18 +283,11 @@ class Upload(Module):
     # -- HTTP: PUT and GET --------------------------------------------------------------------
 
     def cors(self, request: HTTPRequest) -> dict[str, str]:
-        allowed = self.api.options["cors_origins"]
-        origin = request.headers.get("origin")
-        headers = {"Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
-                   "Access-Control-Allow-Headers": "Content-Type, Range",
-                   "Access-Control-Expose-Headers": "Content-Length, Content-Range",
-                   "Access-Control-Max-Age": "86400"}
-        if "*" in allowed:
-            headers["Access-Control-Allow-Origin"] = "*"
-        elif origin is not None and origin in allowed:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Vary"] = "Origin"
-        return headers
+        return cors_headers(request, self.api.options["cors_origins"], {
+            "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Range",
+            "Access-Control-Expose-Headers": "Content-Length, Content-Range",
+            "Access-Control-Max-Age": "86400"})
 
     async def http(self, request: HTTPRequest) -> Response:
         cors = self.cors(request)
@@ -456,13 +450,3 @@ def _write_meta(directory: Path, meta: dict) -> None:
     os.replace(tmp, directory / "meta.json")
 
 
-def _load_key(path: Path) -> bytes:
-    """The signing key of the PUT URLs, created owner-only on first use."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key

@@ -25,7 +25,7 @@ import email.utils
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -711,3 +711,16 @@ def _simple(status: int, text: str, date: str, headers: dict[str, str] | None = 
 def _log_task_error(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("HTTP connection task failed", exc_info=task.exception())
+
+
+def cors_headers(request: HTTPRequest, allowed: Sequence[str],
+                 headers: dict[str, str]) -> dict[str, str]:
+    """An endpoint's ``Access-Control-*`` ``headers`` plus the origin it allows: ``*``, or
+    the request's ``Origin`` when ``allowed`` lists it (then ``Vary: Origin``)."""
+    origin = request.headers.get("origin")
+    if "*" in allowed:
+        headers["Access-Control-Allow-Origin"] = "*"
+    elif origin is not None and origin in allowed:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    return headers
