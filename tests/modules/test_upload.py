@@ -230,11 +230,11 @@ def test_quota_is_per_user_with_retry(upload_server):
 
 
 def test_unused_slots_count_until_they_expire(upload_server):
-    server = upload_server(quota_bytes=len(PNG), slot_lifetime_s=1)
+    server = upload_server(quota_bytes=len(PNG), slot_lifetime_s=2)
     alice = Uploader(server)
     alice.slot()
     assert "resource-constraint" in alice.ask()
-    time.sleep(2.1)
+    time.sleep(3.1)  # the lifetime, plus the rounding up to a whole second
     upload(alice)
     alice.close()
 

@@ -18,6 +18,7 @@ listener (else the HTTP one) under the service's domain.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -200,7 +201,9 @@ class Upload(Module):
         owner = str(requester.bare)
         slot = secrets.token_urlsafe(24)
         now = time.time()
-        expires = int(now) + opts["slot_lifetime_s"]
+        # Whole seconds in the URL, rounded up: a slot is never valid for less than its
+        # lifetime (int(now) would cut up to a second off it).
+        expires = math.ceil(now) + opts["slot_lifetime_s"]
         try:
             await self._reserve(owner, slot, size, expires, now)
         except QuotaFull as exc:
