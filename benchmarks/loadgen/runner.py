@@ -50,11 +50,16 @@ def find_pid_by_port(port: int) -> int | None:
         return None
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
-                    return int(pid)
-        except OSError:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # gone, or not ours to read
             continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile: the process's other descriptors still count
+                continue
+            if link in targets:
+                return int(pid)
     return None
 
 
