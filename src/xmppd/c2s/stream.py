@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.c2s")
 
 
+def client_element(stream: Any, el: Element) -> Awaitable | None:
+    """An element from a client, whatever carries it (TCP, WebSocket, BOSH): to the
+    negotiation until a resource is bound, then to stream management when enabled, else
+    the stanza path (other namespaces to the modules' stream extensions)."""
+    session = stream.session
+    if session is None:
+        return stream.negotiation.handle_element(el)
+    sm = stream.sm
+    if sm is not None:
+        return sm.handle(stream, el)
+    if el.ns != CLIENT_NS:
+        return stream_extension(stream.policy, stream, el)
+    return client_stanza(el, session, stream.policy.route, stream.send)
+
+
 class C2SStream(XMLStream):
     """One client connection, from the TCP accept to the closing tag."""
 
@@ -106,15 +121,7 @@ class C2SStream(XMLStream):
         self.negotiation.handle_stream_open(header)
 
     def handle_element(self, el: Element) -> Awaitable | None:
-        session = self.session
-        if session is not None:
-            sm = self.sm
-            if sm is not None:
-                return sm.handle(self, el)
-            if el.ns != CLIENT_NS:
-                return stream_extension(self.policy, self, el)
-            return client_stanza(el, session, self.policy.route, self.send)
-        return self.negotiation.handle_element(el)
+        return client_element(self, el)
 
     # -- what the negotiation asks of the shell (StreamIO) ---------------------------------------
 

@@ -27,8 +27,8 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from xmppd.c2s.negotiation import ClientNegotiation, ClientPolicy, stream_extension
-from xmppd.c2s.stanzas import client_stanza
+from xmppd.c2s.negotiation import ClientNegotiation, ClientPolicy
+from xmppd.c2s.stream import client_element
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.transport.connections import address_text
@@ -180,15 +180,7 @@ class BOSHStream:
         self.flush()
 
     def _element(self, el: Element) -> Awaitable | None:
-        session = self.session
-        if session is not None:
-            sm = self.sm
-            if sm is not None:
-                return sm.handle(self, el)
-            if el.ns != CLIENT_NS:
-                return stream_extension(self.policy, self, el)
-            return client_stanza(el, session, self.policy.route, self.send)
-        return self.negotiation.handle_element(el)
+        return client_element(self, el)
 
     def _header(self, to: str | None) -> StreamOpen:
         """The stream header a restart stands for (XEP-0206 §: ``xmpp:restart``)."""

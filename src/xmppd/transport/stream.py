@@ -327,7 +327,9 @@ class XMLStream(asyncio.Protocol):
 
     # -- input ------------------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def _take_slice(self, data: bytes) -> bytes:
+        """The part of ``data`` processed now (at most ``read_slice`` bytes; the rest waits
+        in the inbox), charged to the rate limit."""
         step = self.read_slice
         if len(data) > step:
             self._inbox = [data[i : i + step] for i in range(step, len(data), step)] + (
@@ -336,6 +338,10 @@ class XMLStream(asyncio.Protocol):
             data = data[:step]
         if self.rate_limit:
             self._charge(len(data))
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        data = self._take_slice(data)
         try:
             events = self.tokenizer.feed(data)
         except TokenizerError as exc:

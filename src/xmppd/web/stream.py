@@ -102,14 +102,7 @@ class WebSocketC2S(C2SStream):
     # -- input --------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        step = self.read_slice
-        if len(data) > step:
-            self._inbox = [data[i : i + step] for i in range(step, len(data), step)] + (
-                self._inbox or []
-            )
-            data = data[:step]
-        if self.rate_limit:
-            self._charge(len(data))
+        data = self._take_slice(data)
         try:
             frames = self.decoder.feed(data)
         except WebSocketError as exc:
