@@ -235,7 +235,7 @@ class ClientNegotiation:
         cb_types: tuple[str, ...] = ()
         if self.secure or not required:
             sasl = self.sasl = self._new_sasl()
-            mechs = tuple(sasl.mechanisms())
+            mechs = sasl.offered()
             cb_types = tuple(sasl.channel_binding_types())
         provider = self.provider() if mechs else None
         registration = self.registration() if mechs else None
@@ -348,8 +348,9 @@ class ClientNegotiation:
         throttle.succeeded(io.peer, step.username)
         self.count_login(sasl.mechanism, "success")
         self.username = step.username
-        log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s",
-                 _addr(io.peer), self.username, self.domain, sasl.mechanism)
+        if log.isEnabledFor(logging.INFO):  # the address text costs even when not logged
+            log.info("c2s authenticated: address=%s username=%s@%s mechanism=%s",
+                     _addr(io.peer), self.username, self.domain, sasl.mechanism)
         self.sasl = None  # negotiation state is not needed any more
         self.bindings = None
         extra = encode_payload(step.additional_data)
@@ -439,7 +440,8 @@ class ClientNegotiation:
         result.attrs.pop("from", None)
         result.subelement("bind", BIND_NS).subelement("jid", text=str(jid))
         io.send(result)
-        log.info("c2s session bound: jid=%s address=%s", jid, _addr(io.peer))
+        if log.isEnabledFor(logging.INFO):
+            log.info("c2s session bound: jid=%s address=%s", jid, _addr(io.peer))
         self.policy.bound(session)
 
 

@@ -89,8 +89,9 @@ class C2SStream(XMLStream):
 
     def on_closed(self, abrupt: bool) -> None:
         self._unbind(abrupt)
-        log.info("c2s disconnected: address=%s jid=%s reason=%s",
-                 _addr(self.peer), self.jid or "-", self.close_reason)
+        if log.isEnabledFor(logging.INFO):
+            log.info("c2s disconnected: address=%s jid=%s reason=%s",
+                     _addr(self.peer), self.jid or "-", self.close_reason)
 
     def close(self, timeout: float = 2.0) -> None:
         if self._closing or self.closed:
@@ -103,16 +104,23 @@ class C2SStream(XMLStream):
     def _unbind(self, abrupt: bool) -> None:
         session = self.session
         if session is None:
+            # Not bound: the negotiation (which points back at this stream) goes with the
+            # connection, unless a step of it is still running.
+            if self.closed and not self._busy:
+                self.negotiation = None
             return
         if self.sm is not None:
             self.sm.stream_closed(self, abrupt)  # a resumable session is detached instead
         else:
             self.policy.unbind(session, abrupt)
+        if session.transport is self:
+            session.end()  # no reference cycle left between the session and this stream
 
     def local_domain(self) -> str | None:
         if self.session is not None:
             return self.session.jid.domain
-        return self.negotiation.domain or self.policy.default_domain
+        negotiation = self.negotiation
+        return (negotiation and negotiation.domain) or self.policy.default_domain
 
     # -- events -------------------------------------------------------------------------------
 

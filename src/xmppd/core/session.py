@@ -38,6 +38,36 @@ class Transport(Protocol):
         """The peer is dead: cut the connection without a closing handshake."""
 
 
+class Ended:
+    """The transport of a session whose connection is gone for good (no stream management
+    to resume it).  A straggler sent to it is dropped, as the closed stream would have.
+
+    The stream hands its session over to this when it unbinds: the session no longer
+    points back at the stream, so the pair is freed by reference counting when the
+    connection goes instead of waiting as a cycle for the garbage collector (which, at
+    thousands of logins per second, ran three times as often and cost ~25 µs a login).
+    """
+
+    __slots__ = ("peer",)
+    closed = True
+    heard = None
+
+    def __init__(self, peer: tuple[str, int] | None) -> None:
+        self.peer = peer
+
+    def send(self, element: Element) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        pass
+
+    def drop(self, reason: str) -> None:
+        pass
+
+
 class Session:
     """One bound resource of a local account."""
 
@@ -55,6 +85,10 @@ class Session:
     def attach(self, transport: Transport) -> None:
         """Carry the session over ``transport`` from now on."""
         self.transport = transport
+
+    def end(self) -> None:
+        """The connection that carried the session is gone and nothing will resume it."""
+        self.transport = Ended(self.transport.peer)
 
     def send(self, element: Element) -> None:
         """Hand ``element`` to the transport that carries the session now.  (The router's

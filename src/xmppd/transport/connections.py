@@ -140,8 +140,9 @@ class Connections:
 
     def active(self, stream: Any) -> None:
         """``stream`` (not yet authenticated) received data: it is the last to be evicted."""
-        waiting = self._preauth.get(_address(stream.peer))
-        if waiting is not None and stream in waiting:
+        peer = stream.peer  # (called for every read before authentication: kept lean)
+        waiting = self._preauth.get(peer[0] if peer else "?")
+        if waiting is not None and len(waiting) > 1 and stream in waiting:
             del waiting[stream]
             waiting[stream] = None
 

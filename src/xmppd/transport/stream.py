@@ -341,7 +341,8 @@ class XMLStream(asyncio.Protocol):
         return data
 
     def _feed(self, data: bytes) -> None:
-        data = self._take_slice(data)
+        if self.rate_limit or len(data) > self.read_slice:
+            data = self._take_slice(data)
         try:
             events = self.tokenizer.feed(data)
         except TokenizerError as exc:
