@@ -7,6 +7,7 @@ notifications per second (in-process: sessions with counting transports, no sock
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,14 @@ class Counter:
 
 
 async def main(subscribers: int, items: int, storage: str) -> None:
+    res = await run(subscribers, items, storage)
+    print(f"{storage or 'sqlite'}: {subscribers} subscribers x {items} items: "
+          f"{res['delivered']:.0f} notifications in {res['seconds']:.2f} s = "
+          f"{res['per_s']:,.0f}/s ({items / res['seconds']:,.1f} publishes/s)")
+
+
+async def run(subscribers: int, items: int, storage: str) -> dict[str, float]:
+    """Publish ``items`` to ``subscribers``: notifications delivered, seconds, per second."""
     data = Path(tempfile.mkdtemp())
     config = Config(data_dir=data, storage=storage, c2s=(), s2s=())
     server = Server(config)
@@ -72,10 +81,9 @@ async def main(subscribers: int, items: int, storage: str) -> None:
             break
     elapsed = time.perf_counter() - start
     delivered = sum(s.count for s in sinks)
-    print(f"{storage or 'sqlite'}: {subscribers} subscribers x {items} items: {delivered} "
-          f"notifications in {elapsed:.2f} s = {delivered / elapsed:,.0f}/s "
-          f"({items / elapsed:,.1f} publishes/s)")
     await server.stop()
+    shutil.rmtree(data, ignore_errors=True)
+    return {"delivered": delivered, "seconds": elapsed, "per_s": delivered / elapsed}
 
 
 if __name__ == "__main__":
