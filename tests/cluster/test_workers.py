@@ -246,6 +246,9 @@ def test_resource_conflict_across_workers(cluster):
         raise AssertionError("no connection of 40 landed on worker 1")
     second.send("<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
     assert "xmppd" in second.read_until("</iq>")
+    # worker 0 answers the control socket: a kick reaches the session on worker 1
+    assert cluster.control("kick", jid="dave@localhost/same") == 1
+    assert "policy-violation" in second.read_closed(5)
 
 
 def test_a_worker_killed_is_restarted_and_its_users_go_offline(cluster):
