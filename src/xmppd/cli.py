@@ -94,20 +94,48 @@ def _check_modules(config: Config) -> bool:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.cluster.supervisor import worker_problems
     from xmppd.preflight import prepare_run
     from xmppd.server import Server
 
     if not _check_modules(config):  # refuse before anything starts, without a traceback
         return 1
+    workers = args.workers if getattr(args, "workers", None) is not None else config.workers
+    config = config.replace(workers=workers)
+    problems = worker_problems(config, workers)
+    if problems:
+        for problem in problems:
+            print(f"xmppd: configuration error: {problem}", file=sys.stderr)
+        return 1
 
     path = getattr(args, "config", None)
+    config_path = Path(path).resolve() if path else None
+    index = getattr(args, "worker", None)
+    if index is not None:  # one worker of a supervisor, which holds the data directory lock
+        from xmppd.cluster.supervisor import socket_dir
+
+        if not 0 <= index < workers:
+            raise SystemExit(f"xmppd: --worker {index} is not below --workers {workers}")
+        server = Server(config, config_path, worker=(index, workers, socket_dir(config)))
+        return _run(server.run_until_signalled())
+    if workers > 1:
+        return _supervise(config, workers, str(config_path) if config_path else None)
 
     async def main() -> None:
         # the file is read again on SIGHUP and `xmppd reload`
-        await Server(config, Path(path).resolve() if path else None).run_until_signalled()
+        await Server(config, config_path).run_until_signalled()
 
     with prepare_run(config):  # data directory, its lock (held until exit), certificates
         return _run(main())
+
+
+def _supervise(config: Config, workers: int, config_path: str | None) -> int:
+    from xmppd.cluster.supervisor import Supervisor, prepare_shared
+    from xmppd.preflight import prepare_run
+
+    with prepare_run(config):
+        prepare_shared(config)
+        return _run(Supervisor(workers, config_path).run())
 
 
 def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
@@ -294,6 +322,30 @@ def cmd_announce(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    from xmppd.core.config import MAX_WORKERS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to {MAX_WORKERS}")
+    return int(text)
+
+
+def cmd_workers(config: Config, args: argparse.Namespace) -> int:
+    """The sessions on each worker (``xmppd run --workers N``)."""
+    from xmppd.control.client import ControlUnavailable
+
+    try:
+        result = _control(config, "workers")
+    except ControlUnavailable as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    for worker, jids in result.items():
+        print(f"worker {worker}: {len(jids)} session(s)")
+        for jid in jids:
+            print(f"  {jid}")
+    return 0
+
+
 def _duration(text: str) -> float:
     """``3600``, ``90m``, ``12h`` or ``7d`` in seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -398,9 +450,15 @@ def cmd_cert_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.cluster.supervisor import worker_problems
     from xmppd.preflight import check_all
 
     if not _check_modules(config):
+        return 1
+    problems = worker_problems(config, config.workers)
+    if problems:
+        for problem in problems:
+            print(f"xmppd: configuration error: {problem}", file=sys.stderr)
         return 1
     for domain in config.domains:
         cert = config.certificate_for(domain)
@@ -423,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      parents=[common])
     parser.add_argument("--version", action="store_true", help="print version and implementation")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", parents=[common], help="run the server")
+    run = sub.add_parser("run", parents=[common], help="run the server")
+    run.add_argument("--workers", type=_positive, metavar="N", help="run N worker processes "
+                     "sharing the listeners (default: server.workers)")
+    # internal: the supervisor starts each worker with its number
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     for name, text in (("adduser", "create an account"), ("passwd", "change a password"),
                        ("deluser", "delete an account and all its data"),
                        ("kick", "end the sessions of a JID (all of an account's for user@domain)")):
@@ -434,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also end the account's sessions in the running server")
     sub.add_parser("status", parents=[common], help="the running server's status")
     sub.add_parser("online", parents=[common], help="the running server's online sessions")
+    sub.add_parser("workers", parents=[common], help="the sessions on each worker process "
+                   "(with server.workers > 1)")
     sub.add_parser("reload", parents=[common], help="make the running server read its "
                    "configuration file again (as SIGHUP does)")
     imp = sub.add_parser("import-accounts", parents=[common],
@@ -472,6 +536,7 @@ COMMANDS = {
     "kick": cmd_kick,
     "status": cmd_status,
     "online": cmd_online,
+    "workers": cmd_workers,
     "reload": cmd_reload,
     "cert": cmd_cert,
     "announce": cmd_announce,

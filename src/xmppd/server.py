@@ -16,6 +16,7 @@ from xmppd import __version__
 from xmppd._impl import implementation
 from xmppd.c2s.negotiation import BindError, ClientPolicy
 from xmppd.c2s.stream import C2SStream
+from xmppd.cluster.node import Node
 from xmppd.control.commands import commands as control_commands
 from xmppd.control.protocol import socket_path
 from xmppd.control.server import ControlServer
@@ -47,14 +48,22 @@ log = logging.getLogger(__name__)
 class Server:
     """One xmppd instance serving the configured domains."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, *,
+                 worker: tuple[int, int, Path] | None = None) -> None:
         """Raises ConfigError when the ``[modules]`` config does not fit the modules.
-        ``config_path``: the file ``config`` came from, read again by :meth:`reload`."""
+        ``config_path``: the file ``config`` came from, read again by :meth:`reload`.
+        ``worker``: (index, count, socket directory) when this process is one worker of
+        ``xmppd run --workers N`` (:mod:`xmppd.cluster`)."""
         self.config = config
         self.config_path = config_path
+        self.worker = worker
+        #: this worker's links and registry replica (None with one process)
+        self.node: Node | None = None
         self._modules_planned = plan(config)
         self.hooks = Hooks()
         self.storage = storage_from_spec(config.storage_url)
+        if worker is not None and hasattr(self.storage, "multi_process"):
+            self.storage.multi_process = True  # the other workers write the same database
         self.router = Router(self.hooks, config.domains)
         self.features: set[str] = set()
         self.account_features: set[str] = set()
@@ -80,6 +89,7 @@ class Server:
         # the one they started with).
         self._client_policy: ClientPolicy | None = None
         self._reloading = asyncio.Lock()
+        self._peer_reloads: set[asyncio.Future] = set()
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
         self._stopped = asyncio.Event()
@@ -108,6 +118,12 @@ class Server:
         self.modules.load_all(self._modules_planned)
         if not listen:
             return
+        if self.worker is not None:
+            index, count, directory = self.worker
+            self.node = Node(index, count, directory, self.router, self.hooks,
+                             end_session=self._end_session, reload=self._reload_from_peer)
+            await self.node.start()
+            await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
         self._setup_tls()
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:
@@ -116,13 +132,15 @@ class Server:
             tls = listener.direct_tls
             await self.listen("http", listener, self.http.factory(tls),
                               context=self.https_context if tls else None)
-        self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
-        await self.control.start()
+        if self.worker is None or self.worker[0] == 0:  # worker 0 answers for all
+            self.control = ControlServer(socket_path(cfg.data_dir), control_commands(self))
+            await self.control.start()
         self.metrics.start(asyncio.get_running_loop())
         await self.hooks.fire("server-started", self)
         log.info(
-            "xmppd %s started: domains %s, storage %s, implementation %s",
-            __version__, ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
+            "xmppd %s started%s: domains %s, storage %s, implementation %s",
+            __version__, f" as worker {self.worker[0]}" if self.worker else "",
+            ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
 
     @property
@@ -175,6 +193,7 @@ class Server:
         try:
             srv = await loop.create_server(
                 factory, listener.host, listener.port, ssl=ctx, backlog=1024, reuse_address=True,
+                reuse_port=self.worker is not None,  # the workers share every listener
                 ssl_handshake_timeout=15 if ctx else None,
             )
         except OSError as exc:  # e.g. the port is in use: name the config key
@@ -219,6 +238,8 @@ class Server:
                 await asyncio.wait_for(srv.wait_closed(), 1)
             except TimeoutError:
                 pass
+        if self.node is not None:
+            self.node.close()
         self.modules.unload_all()
         await self.storage.close()
         self._stopped.set()
@@ -255,10 +276,11 @@ class Server:
         async with self._reloading:  # SIGHUP and `xmppd reload` at once: one after the other
             return (await reload(self, config)).as_dict()
 
-    async def _reload_on_signal(self, started: asyncio.Event) -> None:
+    async def _reload_on_signal(self, started: asyncio.Event | None) -> None:
         from xmppd.reload import ReloadRefused
 
-        await started.wait()
+        if started is not None:
+            await started.wait()
         log.info("SIGHUP received: reloading %s", self.config_path or "the default configuration")
         try:
             await self.reload()
@@ -307,9 +329,22 @@ class Server:
             raise BindError("resource-constraint", "too many resources bound")
         session = Session(jid, transport)
         old = sessions.add(session)
+        if self.node is not None:
+            self.node.bound(session, old)
         if old is not None:
             old.stream_error("conflict", "replaced by a new session")
         return session
+
+    def _end_session(self, session: Session, condition: str, text: str | None) -> None:
+        """End a local session's stream and unbind it now (another worker's bind won)."""
+        session.stream_error(condition, text)
+        self.session_ended(session, False)
+
+    def _reload_from_peer(self) -> None:
+        """Another worker was asked to reload (``xmppd reload``): so is this one."""
+        task = asyncio.ensure_future(self._reload_on_signal(None))
+        self._peer_reloads.add(task)
+        task.add_done_callback(self._peer_reloads.discard)
 
     def session_ended(self, session: Session, abrupt: bool) -> None:
         """Unbind ``session`` and fire ``session-closed`` (once).
@@ -319,6 +354,8 @@ class Server:
         not be written into a closing transport and lost.
         """
         if self.router.sessions.remove(session):
+            if self.node is not None:
+                self.node.unbound(session)
             result = self.hooks.fire_maybe_async("session-closed", session, abrupt)
             if isinstance(result, Coroutine):
                 # Run now (the unavailable broadcast's storage read is usually answered

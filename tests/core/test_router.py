@@ -20,6 +20,8 @@ from xmppd.xml.stanza import CLIENT_NS, error_condition, message
 class FakeSession:
     """Just what the router uses of a C2S session."""
 
+    remote = False  # bound here, not on another worker
+
     def __init__(self, jid: str, available: bool = True, priority: int = 0) -> None:
         self.jid = JID(jid)
         self.bare = self.jid.bare

@@ -61,11 +61,22 @@ def commands(server: Server) -> dict[str, Command]:
             "sessions": len(server.router.sessions),
             "connections": len(server.streams),
             "modules": sorted(server.modules.loaded),
+            **({"workers": server.node.status()} if server.node is not None else {}),
         }
 
     def online(domain: str | None = None) -> list[str]:
         return sorted(s.jid.full for s in server.router.sessions.all()
                       if domain is None or s.jid.domain == domain)
+
+    def workers() -> dict[str, list[str]]:
+        """The full JIDs bound on each worker (with several workers)."""
+        if server.node is None:
+            raise CommandError("this server runs one process (server.workers = 1)")
+        out: dict[str, list[str]] = {str(w): [] for w in range(server.node.count)}
+        for session in server.router.sessions.all():
+            where = getattr(session, "worker", server.node.me)
+            out[str(where)].append(session.jid.full)
+        return {w: sorted(jids) for w, jids in out.items()}
 
     def kick(jid: str, reason: str = "disconnected by the server administrator") -> int:
         return end_sessions(server, _jid(jid), "policy-violation", reason)
@@ -94,15 +105,18 @@ def commands(server: Server) -> dict[str, Command]:
 
         log.info("reload requested on the control socket")
         try:
-            return await server.reload()
+            result = await server.reload()
         except ReloadRefused as exc:
             log.error("reload refused, the running configuration stays in force: %s", exc)
             raise CommandError(f"configuration refused, the running configuration stays in "
                                f"force: {exc}") from None
+        if server.node is not None:  # the other workers read the file too
+            server.node.broadcast_control("reload", {})
+        return result
 
     return {"status": status, "online": online, "kick": kick, "deluser": deluser,
             "password-changed": password_changed, "announce": announce, "invite": invite,
-            "reload": reload}
+            "reload": reload, "workers": workers}
 
 
 async def create_invite(server: Server, domain: str | None, expires_s: float | None) -> dict:

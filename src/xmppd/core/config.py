@@ -17,6 +17,8 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+#: More worker processes than this is a typo, not a deployment (each holds a full replica).
+MAX_WORKERS = 256
 
 
 class ConfigError(ValueError):
@@ -134,6 +136,11 @@ class Config:
     log_format: str = field(default="text", metadata=key(
         "server.log_format", "string", "`text` (one line per record) or `json` (JSON lines: "
         "time, level, logger, message and any extra fields)", '"json"', choices=LOG_FORMATS))
+    workers: int = field(default=1, metadata=key(
+        "server.workers", "integer ≥ 1", "worker processes sharing the listeners "
+        "(SO_REUSEPORT) under a supervisor that restarts a dead one; 1: one process, no "
+        "supervisor. `xmppd run --workers N` overrides it; see README \"Workers\" for the "
+        "modules that cannot run in several workers yet", "2"))
     admins: tuple[str, ...] = field(default=(), metadata=key(
         "admins", "list of strings", "bare JIDs of the server's administrators (a top-level "
         "key): they may run the admin ad-hoc commands (XEP-0133) from their clients",
@@ -335,6 +342,11 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         kw["log_format"] = _take(server, "log_format", str, "server.").lower()
         if kw["log_format"] not in LOG_FORMATS:
             raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
+    if "workers" in server:
+        kw["workers"] = _take(server, "workers", int, "server.")
+        if not 1 <= kw["workers"] <= MAX_WORKERS:
+            raise ConfigError(f"server.workers: expected 1 to {MAX_WORKERS}, "
+                              f"got {kw['workers']}")
     _no_leftovers(server, "server")
 
     c2s = _table(data, "c2s")

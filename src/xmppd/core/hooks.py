@@ -52,6 +52,10 @@ CORE_EVENTS = {
     "stream-features": "(session, features: Element) -- add elements to the features",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",
+    "session-share": "(session, module: str, value) -- a module published a fact about a "
+    "local session that other workers mirror (ModuleAPI.share)",
+    "session-mirror": "(remote session, module: str, value) -- another worker published "
+    "such a fact about one of its sessions (ModuleAPI.on_mirror)",
     "account-deleting": "(bare JID) -- sessions ended, data not yet deleted: clean up",
     "message/bare": "(stanza, origin) -- message to a local bare JID; unhandled: bounced",
     "message/full": "(stanza, origin, target_session)",

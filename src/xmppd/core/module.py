@@ -89,6 +89,11 @@ class Module:
     #: it, and disabling it, or changing options it cannot :meth:`reconfigure`, needs a
     #: restart.
     stateful: ClassVar[bool] = False
+    #: It works when the server runs several worker processes (``server.workers``): no
+    #: in-memory state that another worker's writes would make stale, and whatever it
+    #: needs to know of other workers' sessions is shared (:meth:`ModuleAPI.share`).  With
+    #: more than one worker, start-up refuses a module that does not declare it.
+    workers_safe: ClassVar[bool] = False
 
     def load(self, api: ModuleAPI) -> None:
         """Register hooks, handlers, features... through ``api``."""

@@ -336,6 +336,26 @@ class ModuleAPI:
             self._uses_state = True
         return value
 
+    def share(self, session: Session, value: Any) -> None:
+        """Publish this module's fact about a local ``session`` (None, a bool, an int, a
+        str or an Element; None withdraws it) to the other workers, which mirror it into
+        the state of their remote copy of the session (:meth:`on_mirror`).  Costs nothing
+        with one worker."""
+        hooks = self._core.hooks
+        if hooks.has("session-share"):
+            hooks.fire_sync("session-share", session, self.name, value)
+
+    def on_mirror(self, fn: Callable[[Session, Any], None]) -> None:
+        """Run ``fn(remote_session, value)`` when another worker shares this module's fact
+        about one of its sessions (set the module's state of the remote session from it)."""
+        name = self.name
+
+        def mirror(session: Session, module: str, value: Any) -> None:
+            if module == name:
+                fn(session, value)
+
+        self.hook("session-mirror", mirror)
+
     def peek_state(self, session: Session) -> Any:
         """This module's state on ``session``, or None (nothing is created)."""
         slot = self.slot

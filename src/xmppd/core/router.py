@@ -104,6 +104,8 @@ class Router:
         self.handled: defaultdict[str, int] = defaultdict(int)
         #: stanzas handed to another server or a component (``route/remote`` took them)
         self.remote: defaultdict[str, int] = defaultdict(int)
+        #: deliveries handed to another worker of this server (a session bound there)
+        self.forwarded: defaultdict[str, int] = defaultdict(int)
         #: stanzas answered with an error, and the errors by condition
         self.bounced: defaultdict[str, int] = defaultdict(int)
         self.stanza_errors: defaultdict[str, int] = defaultdict(int)
@@ -259,6 +261,10 @@ class Router:
     # -- delivery helpers ---------------------------------------------------------------------
 
     def deliver(self, session: Session, stanza: Element) -> None:
+        if session.remote:  # its worker delivers it (and runs stanza/inbound there)
+            self.forwarded[stanza.name] += 1
+            session.transport.send(stanza)
+            return
         self.delivered[stanza.name] += 1
         if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
             session.transport.send(stanza)

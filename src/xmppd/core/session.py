@@ -74,6 +74,10 @@ class Session:
     # An idle server holds one per client: slots, and module state in a list created on
     # first use (most sessions carry state of one or two modules at most).
     __slots__ = ("jid", "bare", "transport", "_states", "_pending")
+    #: A session bound on another worker (:class:`xmppd.cluster.registry.RemoteSession`):
+    #: what it shares (presence...) is mirrored into its state, but its connection, and
+    #: all that acts on one (keepalive, stream management, CSI, offline delivery), is there.
+    remote = False
 
     def __init__(self, jid: JID, transport: Transport) -> None:
         self.jid = jid

@@ -152,6 +152,7 @@ class AdHoc(Module):
     """Runs the commands other modules add; provides the service ``adhoc``."""
 
     name = "adhoc"
+    workers_safe = True
     xeps = ("XEP-0050",)
     depends = ("disco",)
     options = {

@@ -98,6 +98,7 @@ class Carbons(Module):
     """Copies messages to an account's carbons-enabled resources."""
 
     name = "carbons"
+    workers_safe = True
     stateful = True  # which sessions enabled carbons
     xeps = ("XEP-0280",)
     depends = ("message",)
@@ -118,6 +119,8 @@ class Carbons(Module):
         api.hook(DELIVERED_EVENT, self.received_bare)
         api.hook("message/outbound", self.sent, priority=40)
         api.provide("carbons", self)  # XEP-0386 inline enable (modules/sasl2.py)
+        # Which sessions of other workers enabled carbons (their copies are made here too).
+        api.on_mirror(self.mirror)
 
     # -- enable / disable ------------------------------------------------------------------
 
@@ -130,16 +133,25 @@ class Carbons(Module):
         return origin
 
     def enable(self, iq: Element, origin: Any, payload: Element) -> Element:
-        self.api.state(self._session(iq, origin), _enabled)
+        self.enable_session(self._session(iq, origin))
         return reply(iq)
 
     def disable(self, iq: Element, origin: Any, payload: Element) -> Element:
-        self.api.drop_state(self._session(iq, origin))
+        session = self._session(iq, origin)
+        self.api.drop_state(session)
+        self.api.share(session, None)
         return reply(iq)
 
     def enable_session(self, session: Any) -> None:
-        """Enable carbons for ``session`` (the XEP-0386 Bind2 inline ``<enable/>``)."""
+        """Enable carbons for ``session`` (also the XEP-0386 Bind2 inline ``<enable/>``)."""
         self.api.state(session, _enabled)
+        self.api.share(session, True)
+
+    def mirror(self, session: Any, value: Any) -> None:
+        if value:
+            self.api.state(session, _enabled)
+        else:
+            self.api.drop_state(session)
 
     def enabled(self, session: Any) -> bool:
         return self.api.peek_state(session) is not None

@@ -32,6 +32,7 @@ class Component(Module):
     """Routes stanzas for configured component domains to their connected streams."""
 
     name = "component"
+    workers_safe = True
     stateful = True  # connected components
     xeps = ("XEP-0114",)
     soft_depends = ("s2s",)  # tells the s2s manager which domains are ours

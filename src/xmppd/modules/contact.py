@@ -53,6 +53,7 @@ def serverinfo_form(addresses: dict[str, tuple[str, ...]]) -> Element | None:
 
 class Contact(Module):
     name = "contact"
+    workers_safe = True
     xeps = ("XEP-0157",)
     soft_depends = ("disco",)  # without disco there is no disco#info to extend
     options = {

@@ -73,6 +73,7 @@ class ClientStateIndication(Module):
     """Holds presence updates and chat states back from inactive clients."""
 
     name = "csi"
+    workers_safe = True
     stateful = True  # inactive sessions and what they hold
     xeps = ("XEP-0352",)
     options = {

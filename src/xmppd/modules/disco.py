@@ -52,6 +52,7 @@ def _info(iq: Element, identities, features, extensions=(), node: str | None = N
 
 class Disco(Module):
     name = "disco"
+    workers_safe = True
     xeps = ("XEP-0030",)
 
     def load(self, api: ModuleAPI) -> None:

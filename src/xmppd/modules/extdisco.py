@@ -64,6 +64,7 @@ class ExternalServices(Module):
     """Answers ``<services/>`` and ``<credentials/>`` requests to the server."""
 
     name = "extdisco"
+    workers_safe = True
     xeps = ("XEP-0215",)
     options = {
         "services": Option(list, (), "the STUN/TURN servers to announce: tables with type "

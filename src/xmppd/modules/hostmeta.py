@@ -31,6 +31,7 @@ class HostMeta(Module):
     """Answers ``host-meta`` and ``host-meta.json`` for every served domain."""
 
     name = "hostmeta"
+    workers_safe = True
     xeps = ("XEP-0156",)
 
     def load(self, api: ModuleAPI) -> None:

@@ -29,6 +29,7 @@ class Keepalive(Module):
     """Pings clients that went silent, and cuts those that do not answer."""
 
     name = "keepalive"
+    workers_safe = True
     stateful = True  # pings awaiting an answer
     xeps = ("XEP-0199",)
     options = {

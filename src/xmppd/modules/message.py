@@ -49,6 +49,7 @@ class Message(Module):
     """Delivers messages to bare JIDs; fires ``message/offline`` when nobody takes one."""
 
     name = "message"
+    workers_safe = True
     xeps = ("RFC 6121 §8.5",)
 
     def load(self, api: ModuleAPI) -> None:

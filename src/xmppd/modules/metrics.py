@@ -48,6 +48,7 @@ class Metrics(Module):
     """Serves the server's metrics at ``/metrics`` on the HTTP listener."""
 
     name = "metrics"
+    workers_safe = True
     xeps = ()
     options = {
         "allow": Option(list, ("127.0.0.0/8", "::1/128"), "addresses or networks (CIDR) "

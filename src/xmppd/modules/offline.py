@@ -78,6 +78,7 @@ class Offline(Module):
     session becomes available (``presence/available``)."""
 
     name = "offline"
+    workers_safe = True
     xeps = ("XEP-0160", "XEP-0203")
     depends = ("message", "presence")
 

@@ -33,6 +33,7 @@ def account_pong(iq: Element, origin: object, payload: Element) -> Element:
 
 class Ping(Module):
     name = "ping"
+    workers_safe = True
     xeps = ("XEP-0199",)
 
     def load(self, api: ModuleAPI) -> None:

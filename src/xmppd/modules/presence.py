@@ -144,6 +144,7 @@ class Presence(Module):
     Provides the service ``presence``; fires ``presence/available``."""
 
     name = "presence"
+    workers_safe = True
     stateful = True  # each session's presence, directed presence
     xeps = ("RFC 6121 §3", "RFC 6121 §4")
     depends = ("roster",)
@@ -162,6 +163,14 @@ class Presence(Module):
         api.hook("presence/full", self.on_full)
         api.hook("session-closed", self.on_closed)
         api.hook("stream-features", self.features)
+        # The presence of other workers' sessions, kept here as theirs is (probes,
+        # broadcasts and §8.5 message delivery read it the same way).
+        api.on_mirror(self.mirror)
+
+    def mirror(self, session: Any, stanza: Any) -> None:
+        st = self.api.state(session, PresenceState)
+        st.presence = stanza
+        st.priority = _priority(stanza) if stanza is not None else 0
 
     @property
     def rosters(self) -> Any:
@@ -271,6 +280,7 @@ class Presence(Module):
         # and every use below and later (probes, broadcasts) sends copies of it.
         st.presence = stanza
         st.priority = _priority(stanza)
+        api.share(session, stanza)
         user = session.jid.bare
         # one roster read serves the broadcast, the probes and the pending requests
         items = (await self.rosters.get(user)).items
@@ -305,6 +315,7 @@ class Presence(Module):
         if st is None or st.presence is None:
             return
         st.presence = None
+        self.api.share(session, None)
         if stanza is None:
             stanza = Element("presence", CLIENT_NS, {"type": "unavailable"}, [])
         stanza.attrs.pop("to", None)

@@ -72,6 +72,7 @@ def from_legacy(storage: Element) -> dict[str, Element]:
 
 class Private(Module):
     name = "private"
+    workers_safe = True
     xeps = ("XEP-0049", "XEP-0048", "XEP-0402")
     soft_depends = ("pep",)
     options = {

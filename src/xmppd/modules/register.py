@@ -77,6 +77,7 @@ class Register(Module):
     """In-band registration, password change and removal; invitations."""
 
     name = "register"
+    workers_safe = True
     xeps = ("XEP-0077", "XEP-0445", "XEP-0401")
     soft_depends = ("adhoc",)
     options = {

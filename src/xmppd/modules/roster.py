@@ -191,6 +191,7 @@ class Roster(Module):
     (:class:`RosterService`)."""
 
     name = "roster"
+    workers_safe = True
     stateful = True  # which sessions asked for the roster (pushes)
     xeps = ("RFC 6121 §2", "XEP-0237")
     options = {
@@ -211,11 +212,19 @@ class Roster(Module):
         api.iq_handler("set", ROSTER_NS, "query", self.roster_set, to="bare")
         api.hook("stream-features", self.features)
         api.hook("account-deleting", self.account_deleting)
+        api.on_mirror(self.mirror)
+
+    def mirror(self, session: Any, value: Any) -> None:
+        """A session of another worker requested the roster: pushes go to it from here."""
+        self.api.state(session, RosterState).interested = bool(value)
 
     async def roster_get(self, iq: Element, origin: Any, payload: Element) -> Element | None:
         api = self.api
         bare = own_account(iq, origin)
-        api.state(origin, RosterState).interested = True
+        state = api.state(origin, RosterState)
+        if not state.interested:
+            state.interested = True
+            api.share(origin, True)  # other workers push to it too
         ver = payload.get("ver")
         roster = await self.service.get(bare)
         out = reply(iq)

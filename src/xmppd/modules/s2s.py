@@ -29,6 +29,7 @@ class S2S(Module):
     Provides the service ``s2s`` (the :class:`S2SManager`)."""
 
     name = "s2s"
+    workers_safe = True
     xeps = ("XEP-0178", "XEP-0185", "XEP-0220", "XEP-0288", "XEP-0368")
     stateful = True  # federation links
 

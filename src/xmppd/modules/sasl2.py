@@ -43,6 +43,7 @@ class SASL2(Module):
     """Offers SASL2 (+ Bind2, FAST) on client streams."""
 
     name = "sasl2"
+    workers_safe = True
     xeps = ("XEP-0388", "XEP-0386", "XEP-0484")
     soft_depends = ("sm", "carbons")
     options = {

@@ -268,6 +268,7 @@ class StreamManagementModule(Module):
     """Advertises ``<sm/>``, answers the XEP-0198 elements, keeps resumable sessions."""
 
     name = "sm"
+    workers_safe = True
     stateful = True  # resumable and detached sessions
     xeps = ("XEP-0198",)
     soft_depends = ("message", "offline")

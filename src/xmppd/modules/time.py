@@ -22,6 +22,7 @@ def entity_time(iq: Element, origin: object, payload: Element) -> Element:
 
 class Time(Module):
     name = "time"
+    workers_safe = True
     xeps = ("XEP-0202",)
 
     def load(self, api: ModuleAPI) -> None:

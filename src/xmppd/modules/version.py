@@ -21,6 +21,7 @@ def version(iq: Element, origin: object, payload: Element) -> Element:
 
 class Version(Module):
     name = "version"
+    workers_safe = True
     xeps = ("XEP-0092",)
 
     def load(self, api: ModuleAPI) -> None:

@@ -40,6 +40,7 @@ class WebSocket(Module):
     """Serves ``/xmpp-websocket`` and announces it for XEP-0156 connection discovery."""
 
     name = "websocket"
+    workers_safe = True
     xeps = ("RFC 7395",)
     options = {
         "allowed_origins": Option(list, (), "browser origins allowed to connect (e.g. "

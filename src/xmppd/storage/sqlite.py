@@ -315,6 +315,9 @@ class SQLiteStorage(Storage):
         #: archive appends started in this event-loop iteration (one writer job at its end)
         self._appends: list[Append] = []
         self._disabled: set[tuple[str, str]] = set()  # (username, domain); see open()
+        #: Other processes (the workers of ``xmppd run --workers N``) write this file too:
+        #: the disabled flag is read from it, not from this process's memory.
+        self.multi_process = False
         #: writer jobs of archive appends (each a batch of them)
         self.append_batches = 0
 
@@ -649,6 +652,10 @@ class SQLiteStorage(Storage):
         return changed
 
     async def account_disabled(self, username: str, domain: str) -> bool:
+        if self.multi_process:
+            return await self._read(lambda conn: conn.execute(
+                "SELECT 1 FROM accounts WHERE domain = ? AND username = ? AND disabled = 1",
+                (domain, username)).fetchone() is not None)
         return (username, domain) in self._disabled
 
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:

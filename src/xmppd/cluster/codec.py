@@ -1,0 +1,238 @@
+"""The frame codec of worker-to-worker traffic (sans-IO).
+
+A link carries *frames*: a 4-byte big-endian body length, then the body, a batch of
+*records* written in one event-loop iteration (one ``write`` per peer per iteration, however
+many stanzas).  A record starts with its kind byte:
+
+=========  =================================================================================
+STANZA     ``u16`` length + full JID of the recipient session, ``u32`` length + the stanza's
+           XML (``jabber:client`` default namespace)
+BIND       ``u16`` length + full JID, ``u16`` worker, ``u64`` bind stamp (ns; newer wins)
+UNBIND     ``u16`` length + full JID, ``u16`` worker
+SHARE      ``u16`` length + full JID, ``u8`` length + module name, a typed value
+CONTROL    ``u8`` length + name, ``u32`` length + JSON object
+=========  =================================================================================
+
+A typed value is one type byte, then: nothing (None, True, False), ``i64`` (int),
+``u32`` length + UTF-8 (str) or ``u32`` length + XML (an element, decoded by the caller).
+
+:class:`FrameDecoder` turns bytes into records: tuples whose first item is the kind.
+Malformed input raises :class:`CodecError` (a peer is the same program: a bug, not an
+attack, but it must not be read as something else).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+STANZA, BIND, UNBIND, SHARE, CONTROL = 1, 2, 3, 4, 5
+
+#: A frame larger than this is refused (a runaway peer must not make us buffer without end).
+MAX_FRAME = 64 * 1024 * 1024
+
+_NONE, _TRUE, _FALSE, _INT, _STR, _XML = 0, 1, 2, 3, 4, 5
+
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_HEAD_STANZA = struct.Struct(">BH")
+_BIND_TAIL = struct.Struct(">HQ")
+_I64 = struct.Struct(">q")
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid frame or record."""
+
+
+class XML(bytes):
+    """A value that is serialized XML (the SHARE of a presence stanza), not text."""
+
+    __slots__ = ()
+
+
+# -- encoding: appends to the caller's bytearray (one per peer and iteration) ------------------
+
+
+def put_stanza(out: bytearray, to: bytes, xml: bytes) -> None:
+    """A STANZA record for the session ``to`` (its full JID, UTF-8)."""
+    out += _HEAD_STANZA.pack(STANZA, len(to))
+    out += to
+    out += _U32.pack(len(xml))
+    out += xml
+
+
+def put_bind(out: bytearray, jid: str, worker: int, stamp: int) -> None:
+    raw = jid.encode()
+    out += _HEAD_STANZA.pack(BIND, len(raw))
+    out += raw
+    out += _BIND_TAIL.pack(worker, stamp)
+
+
+def put_unbind(out: bytearray, jid: str, worker: int) -> None:
+    raw = jid.encode()
+    out += _HEAD_STANZA.pack(UNBIND, len(raw))
+    out += raw
+    out += _U16.pack(worker)
+
+
+def put_share(out: bytearray, jid: str, module: str, value: Any) -> None:
+    """A SHARE record: ``value`` is None, a bool, an int, a str or :class:`XML` bytes."""
+    raw, name = jid.encode(), module.encode()
+    if len(name) > 255:
+        raise CodecError(f"module name too long: {module!r}")
+    out += _HEAD_STANZA.pack(SHARE, len(raw))
+    out += raw
+    out += _U8.pack(len(name))
+    out += name
+    if value is None:
+        out.append(_NONE)
+    elif value is True:
+        out.append(_TRUE)
+    elif value is False:
+        out.append(_FALSE)
+    elif isinstance(value, int):
+        out.append(_INT)
+        out += _I64.pack(value)
+    elif isinstance(value, XML):
+        out.append(_XML)
+        out += _U32.pack(len(value))
+        out += value
+    elif isinstance(value, str):
+        data = value.encode()
+        out.append(_STR)
+        out += _U32.pack(len(data))
+        out += data
+    else:
+        raise CodecError(f"cannot share a {type(value).__name__}")
+
+
+def put_control(out: bytearray, name: str, args: dict[str, Any]) -> None:
+    raw = name.encode()
+    body = json.dumps(args, separators=(",", ":")).encode()
+    out += _U8.pack(CONTROL)
+    out += _U8.pack(len(raw))
+    out += raw
+    out += _U32.pack(len(body))
+    out += body
+
+
+def frame(body: bytes | bytearray) -> bytes:
+    """The frame carrying ``body`` (records, as the ``put_*`` functions wrote them)."""
+    if len(body) > MAX_FRAME:
+        raise CodecError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _U32.pack(len(body)) + body
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Bytes in, records out; keeps an incomplete frame until the rest arrives."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple]:
+        """The records of every frame completed by ``data``, in order."""
+        buf = self._buf
+        buf += data
+        records: list[tuple] = []
+        pos, end = 0, len(buf)
+        view = memoryview(buf)
+        try:
+            while end - pos >= 4:
+                (size,) = _U32.unpack_from(buf, pos)
+                if size > MAX_FRAME:
+                    raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+                if end - pos - 4 < size:
+                    break
+                parse_records(view, pos + 4, pos + 4 + size, records)
+                pos += 4 + size
+        finally:
+            view.release()
+        if pos:
+            del buf[:pos]
+        return records
+
+
+def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
+    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``."""
+    try:
+        while pos < end:
+            kind = buf[pos]
+            if kind == STANZA:
+                (n,) = _U16.unpack_from(buf, pos + 1)
+                to = bytes(buf[pos + 3:pos + 3 + n])
+                pos += 3 + n
+                (size,) = _U32.unpack_from(buf, pos)
+                pos += 4
+                xml = bytes(buf[pos:pos + size])
+                if len(xml) != size:
+                    raise CodecError("truncated stanza record")
+                pos += size
+                out.append((STANZA, to.decode(), xml))
+            elif kind in (BIND, UNBIND, SHARE):
+                (n,) = _U16.unpack_from(buf, pos + 1)
+                jid = bytes(buf[pos + 3:pos + 3 + n]).decode()
+                pos += 3 + n
+                if kind == BIND:
+                    worker, stamp = _BIND_TAIL.unpack_from(buf, pos)
+                    pos += _BIND_TAIL.size
+                    out.append((BIND, jid, worker, stamp))
+                elif kind == UNBIND:
+                    (worker,) = _U16.unpack_from(buf, pos)
+                    pos += 2
+                    out.append((UNBIND, jid, worker))
+                else:
+                    m = buf[pos]
+                    module = bytes(buf[pos + 1:pos + 1 + m]).decode()
+                    pos += 1 + m
+                    value, pos = _value(buf, pos)
+                    out.append((SHARE, jid, module, value))
+            elif kind == CONTROL:
+                n = buf[pos + 1]
+                name = bytes(buf[pos + 2:pos + 2 + n]).decode()
+                pos += 2 + n
+                (size,) = _U32.unpack_from(buf, pos)
+                pos += 4
+                body = bytes(buf[pos:pos + size])
+                if len(body) != size:
+                    raise CodecError("truncated control record")
+                pos += size
+                args = json.loads(body)
+                if not isinstance(args, dict):
+                    raise CodecError("control arguments are not an object")
+                out.append((CONTROL, name, args))
+            else:
+                raise CodecError(f"unknown record kind {kind}")
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"malformed record: {exc}") from None
+    if pos != end:
+        raise CodecError("a record runs past the end of its frame")
+
+
+def _value(buf: Any, pos: int) -> tuple[Any, int]:
+    tag = buf[pos]
+    pos += 1
+    if tag == _NONE:
+        return None, pos
+    if tag == _TRUE:
+        return True, pos
+    if tag == _FALSE:
+        return False, pos
+    if tag == _INT:
+        return _I64.unpack_from(buf, pos)[0], pos + 8
+    if tag in (_STR, _XML):
+        (size,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        data = bytes(buf[pos:pos + size])
+        if len(data) != size:
+            raise CodecError("truncated value")
+        return (XML(data) if tag == _XML else data.decode()), pos + size
+    raise CodecError(f"unknown value type {tag}")

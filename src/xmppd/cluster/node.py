@@ -1,0 +1,296 @@
+"""A worker's end of the cluster: its links to the other workers, its replica of the
+session registry, and what it does with the records its peers send.
+
+One stanza's way to a session on another worker: the router delivers to a
+:class:`~xmppd.cluster.registry.RemoteSession` (the sender's worker has run the hooks that
+decide, e.g. §8.5 for a bare JID, from its replica), which serializes it into the link's
+buffer; at the end of the iteration the buffer goes out as one frame; the peer parses the
+frame's stanzas with one tokenizer feed and delivers each to its local session
+(:meth:`xmppd.core.router.Router.deliver`: ``stanza/inbound`` hooks such as CSI run there).
+A stanza whose session has gone meanwhile is routed again from its ``to`` (another
+resource, or offline storage): never delivered twice, never dropped.
+
+When a peer's connection ends, its sessions leave the replica; one survivor (the lowest
+worker number still up) fires ``session-closed`` for them, so their contacts get
+unavailable presence once, and new messages for them go to offline storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xmppd.cluster import codec
+from xmppd.cluster.link import Inbound, PeerLink
+from xmppd.cluster.registry import Registry, RemoteSession
+from xmppd.core.session import Session
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import decode_stanza
+from xmppd.xml.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from xmppd.core.hooks import Hooks
+    from xmppd.core.router import Router
+
+log = logging.getLogger(__name__)
+
+_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+
+
+def socket_file(directory: Path, worker: int) -> Path:
+    """Where worker ``worker`` listens for its peers."""
+    return directory / f"worker-{worker}.sock"
+
+
+class Node:
+    """Worker ``me`` of ``count``, its peers' sockets in ``directory``."""
+
+    def __init__(self, me: int, count: int, directory: Path, router: Router, hooks: Hooks,
+                 *, end_session: Callable[[Session, str, str | None], None],
+                 reload: Callable[[], Any]) -> None:
+        self.me = me
+        self.count = count
+        self.directory = directory
+        self.router = router
+        self.hooks = hooks
+        self._end_session = end_session
+        self._reload = reload
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
+        self.registry = Registry(me, router.sessions, self._lost_conflict)
+        self.links: dict[int, PeerLink] = {}
+        self.inbound: dict[int, Inbound] = {}  # by worker, once it said hello
+        self.epochs: dict[int, str] = {}
+        self.pids: dict[int, int] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._unhook: list[Callable[[], None]] = []
+        self.forwarded = 0  # stanzas sent to other workers
+        self.received = 0  # stanzas received from them
+        self.rerouted = 0  # received for a session gone meanwhile, routed again
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        path = socket_file(self.directory, self.me)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by this worker's previous life
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: Inbound(self._records, self._lost), str(path))
+        os.chmod(path, 0o600)
+        self._unhook.append(self.hooks.hook("session-share", self._share))
+        for worker in range(self.count):
+            if worker != self.me:
+                link = PeerLink(worker, socket_file(self.directory, worker), self._hello)
+                self.links[worker] = link
+                link.start()
+        log.info("worker %d of %d started (epoch %s), peers: %s", self.me, self.count,
+                 self.epoch, ", ".join(map(str, self.links)) or "none")
+
+    async def wait_peers(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until every peer link is up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(link.connected.wait() for link in self.links.values())),
+                timeout)
+
+    def close(self) -> None:
+        for undo in self._unhook:
+            undo()
+        self._unhook.clear()
+        for link in self.links.values():
+            link.close()
+        if self._server is not None:
+            self._server.close()
+        for inbound in list(self.inbound.values()):
+            if inbound.transport is not None:
+                inbound.transport.close()
+        with contextlib.suppress(OSError):
+            socket_file(self.directory, self.me).unlink()
+
+    def status(self) -> dict[str, Any]:
+        """Workers, whether each is up, and their session counts (for ``xmppd status``)."""
+        return {str(w): {"up": w == self.me or w in self.inbound,
+                         "sessions": self.registry.count(w),
+                         "epoch": self.epoch if w == self.me else self.epochs.get(w),
+                         "pid": os.getpid() if w == self.me else self.pids.get(w)}
+                for w in range(self.count)}
+
+    # -- local changes, told to every peer ------------------------------------------------------
+
+    def bound(self, session: Session, displaced: Session | None) -> None:
+        stamp = self.registry.bind_local(session, displaced)
+        full, me = session.jid.full, self.me
+        for link in self.links.values():
+            link.records(lambda buf: codec.put_bind(buf, full, me, stamp))
+
+    def unbound(self, session: Session) -> None:
+        if not self.registry.unbind_local(session):
+            return
+        full, me = session.jid.full, self.me
+        for link in self.links.values():
+            link.records(lambda buf: codec.put_unbind(buf, full, me))
+
+    def _share(self, session: Session, module: str, value: Any) -> None:
+        if session.remote:
+            return
+        if isinstance(value, Element):
+            value = codec.XML(value.to_bytes("jabber:client"))
+        if not self.registry.share_local(session, module, value):
+            return
+        full = session.jid.full
+        for link in self.links.values():
+            link.records(lambda buf: codec.put_share(buf, full, module, value))
+
+    def _hello(self, buf: bytearray) -> None:
+        """What a peer gets first on a new connection: who we are, then our sessions."""
+        codec.put_control(buf, "hello", {"worker": self.me, "epoch": self.epoch,
+                                         "pid": os.getpid()})
+        me = self.me
+        for full, stamp, shared in self.registry.snapshot():
+            codec.put_bind(buf, full, me, stamp)
+            for module, value in shared.items():
+                codec.put_share(buf, full, module, value)
+
+    def broadcast_control(self, name: str, args: dict[str, Any]) -> None:
+        for link in self.links.values():
+            link.control(name, args)
+
+    # -- records from peers ---------------------------------------------------------------------
+
+    def _records(self, inbound: Inbound, records: list[tuple]) -> None:
+        if inbound.worker is None:
+            first = records[0]
+            if first[0] != codec.CONTROL or first[1] != "hello":
+                log.error("worker link: the first record is not a hello; closing it")
+                if inbound.transport is not None:
+                    inbound.transport.close()
+                return
+            self._hello_from(inbound, first[2])
+            records = records[1:]
+        worker = inbound.worker
+        assert worker is not None
+        stanzas = [r[2] for r in records if r[0] == codec.STANZA]
+        elements: list[Element] = []
+        if stanzas:
+            events = inbound.tokenizer.feed(b"".join(stanzas))
+            elements = [e for e in events if isinstance(e, Element)]
+            if len(elements) != len(stanzas):
+                log.error("worker %d sent %d stanzas that parse to %d elements",
+                          worker, len(stanzas), len(elements))
+                return
+        next_element = iter(elements).__next__
+        local = self.registry.local
+        deliver = self.router.deliver
+        for record in records:
+            kind = record[0]
+            if kind == codec.STANZA:
+                element = next_element()
+                self.received += 1
+                entry = local.get(record[1])
+                if entry is not None:
+                    deliver(entry.session, element)
+                else:
+                    self._reroute(element)
+            elif kind == codec.BIND:
+                link = self.links.get(record[2])
+                if link is not None:
+                    self.registry.bind_remote(record[2], record[1], record[3], link)
+            elif kind == codec.UNBIND:
+                self.registry.unbind_remote(record[2], record[1])
+            elif kind == codec.SHARE:
+                self._mirror(worker, record[1], record[2], record[3])
+            elif kind == codec.CONTROL:
+                self._control(record[1], record[2])
+
+    def _hello_from(self, inbound: Inbound, args: dict[str, Any]) -> None:
+        worker, epoch = args.get("worker"), args.get("epoch")
+        if not isinstance(worker, int) or worker not in self.links:
+            log.error("worker link: hello from an unknown worker %r; closing it", worker)
+            if inbound.transport is not None:
+                inbound.transport.close()
+            return
+        old = self.inbound.get(worker)
+        if old is not None and old is not inbound:
+            # A new life of that worker (a new epoch) before we saw the old one's end.
+            old.on_lost = lambda _inbound: None
+            if old.transport is not None:
+                old.transport.close()
+            self._peer_gone(worker, "restarted")
+        inbound.worker, inbound.epoch = worker, str(epoch)
+        inbound.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
+        inbound.tokenizer.feed(_HEADER)
+        self.inbound[worker] = inbound
+        self.epochs[worker] = str(epoch)
+        pid = args.get("pid")
+        if isinstance(pid, int):
+            self.pids[worker] = pid
+        log.info("worker %d joined (epoch %s, pid %s)", worker, epoch, args.get("pid"))
+
+    def _mirror(self, worker: int, full: str, module: str, value: Any) -> None:
+        session = self.registry.find_remote(worker, full)
+        if session is None:
+            return
+        if isinstance(value, codec.XML):
+            try:
+                value = decode_stanza(bytes(value))
+            except ValueError:
+                log.error("worker %d shared unreadable XML for %s", worker, full)
+                return
+        self.hooks.fire_sync("session-mirror", session, module, value)
+
+    def _control(self, name: str, args: dict[str, Any]) -> None:
+        if name == "kick":
+            entry = self.registry.local.get(args.get("jid", ""))
+            if entry is not None:
+                entry.session.stream_error(args.get("condition") or "policy-violation",
+                                           args.get("text"))
+        elif name == "reload":
+            self._reload()
+        else:
+            log.warning("worker link: unknown control record %r", name)
+
+    def _reroute(self, element: Element) -> None:
+        """A stanza for a session that is gone: route it again from its ``to``."""
+        self.rerouted += 1
+        self.router.route_from_server(element)
+
+    # -- peers that go --------------------------------------------------------------------------
+
+    def _lost(self, inbound: Inbound) -> None:
+        worker = inbound.worker
+        if worker is None or self.inbound.get(worker) is not inbound:
+            return
+        del self.inbound[worker]
+        self._peer_gone(worker, "its connection ended")
+
+    def _peer_gone(self, worker: int, why: str) -> None:
+        gone = self.registry.purge(worker)
+        survivors = [w for w in (self.me, *self.inbound) if w != worker]
+        announce = min(survivors) == self.me
+        log.warning("worker %d is gone (%s): %d of its sessions removed%s", worker, why,
+                    len(gone), "; announcing their unavailability" if announce else "")
+        if announce:
+            for session in gone:
+                self._closed(session)
+        link = self.links.get(worker)
+        for record in link.take_pending() if link is not None else ():
+            if record[0] == codec.STANZA:
+                try:
+                    self._reroute(decode_stanza(record[2]))
+                except ValueError:
+                    pass
+
+    def _closed(self, session: RemoteSession) -> None:
+        result = self.hooks.fire_maybe_async("session-closed", session, True)
+        if result is not True and result is not False:
+            asyncio.ensure_future(result)
+
+    def _lost_conflict(self, session: Session) -> None:
+        """A newer bind of the same full JID on another worker wins over ``session``."""
+        self._end_session(session, "conflict", "replaced by a new session")

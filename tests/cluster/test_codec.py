@@ -1,0 +1,90 @@
+"""The worker-link frame codec: records round-trip, frames split anywhere, bad input fails."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xmppd.cluster import codec
+
+jids = st.text(min_size=1, max_size=40)
+values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(),
+                   st.binary().map(codec.XML))
+records = st.one_of(
+    st.tuples(st.just(codec.STANZA), jids, st.binary()),
+    st.tuples(st.just(codec.BIND), jids, st.integers(0, 65535), st.integers(0, 2**64 - 1)),
+    st.tuples(st.just(codec.UNBIND), jids, st.integers(0, 65535)),
+    st.tuples(st.just(codec.SHARE), jids, st.text(max_size=20), values),
+    st.tuples(st.just(codec.CONTROL), st.text(max_size=20),
+              st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5))),
+)
+
+
+def put(buf: bytearray, record: tuple) -> None:
+    kind = record[0]
+    if kind == codec.STANZA:
+        codec.put_stanza(buf, record[1].encode(), record[2])
+    elif kind == codec.BIND:
+        codec.put_bind(buf, *record[1:])
+    elif kind == codec.UNBIND:
+        codec.put_unbind(buf, *record[1:])
+    elif kind == codec.SHARE:
+        codec.put_share(buf, *record[1:])
+    else:
+        codec.put_control(buf, *record[1:])
+
+
+@given(st.lists(st.lists(records, max_size=8), max_size=5), st.integers(1, 50))
+def test_records_round_trip_however_the_bytes_are_split(frames, chunk):
+    wire = b""
+    for batch in frames:
+        body = bytearray()
+        for record in batch:
+            put(body, record)
+        wire += codec.frame(body)
+    decoder = codec.FrameDecoder()
+    out: list[tuple] = []
+    for i in range(0, len(wire), chunk):
+        out += decoder.feed(wire[i:i + chunk])
+    expected = [r for batch in frames for r in batch]
+    assert out == expected
+    for got, want in zip(out, expected, strict=True):
+        if want[0] == codec.SHARE:
+            assert type(got[3]) is type(want[3])  # XML stays XML, str stays str
+
+
+def test_one_frame_carries_a_batch():
+    body = bytearray()
+    codec.put_stanza(body, b"a@b/c", b"<message/>")
+    codec.put_bind(body, "a@b/c", 1, 42)
+    records = codec.FrameDecoder().feed(codec.frame(body))
+    assert records == [(codec.STANZA, "a@b/c", b"<message/>"), (codec.BIND, "a@b/c", 1, 42)]
+
+
+def test_an_incomplete_frame_waits_for_the_rest():
+    body = bytearray()
+    codec.put_unbind(body, "a@b/c", 3)
+    wire = codec.frame(body)
+    decoder = codec.FrameDecoder()
+    assert decoder.feed(wire[:-1]) == []
+    assert decoder.feed(wire[-1:]) == [(codec.UNBIND, "a@b/c", 3)]
+
+
+@pytest.mark.parametrize("body", [b"\x09", b"\x01\x00\x05ab", b"\x03\x00\x01a", b"\x04\x00\x01a\x00\x09",
+                                  b"\x05\x01x\x00\x00\x00\x02[]"])
+def test_malformed_records_are_errors(body):
+    with pytest.raises(codec.CodecError):
+        codec.FrameDecoder().feed(codec.frame(body))
+
+
+def test_an_oversized_frame_is_refused():
+    with pytest.raises(codec.CodecError):
+        codec.FrameDecoder().feed((codec.MAX_FRAME + 1).to_bytes(4, "big"))
+
+
+def test_values_that_cannot_be_shared_are_refused():
+    with pytest.raises(codec.CodecError):
+        codec.put_share(bytearray(), "a@b/c", "m", 1.5)
+    with pytest.raises(codec.CodecError):
+        codec.put_share(bytearray(), "a@b/c", "m" * 256, None)

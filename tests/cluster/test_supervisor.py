@@ -1,0 +1,31 @@
+"""What ``xmppd run --workers N`` and ``xmppd check`` refuse, before anything starts."""
+
+from __future__ import annotations
+
+from xmppd.cluster.supervisor import worker_problems
+from xmppd.core.config import Config, Listener
+
+
+def test_one_worker_has_no_such_problems():
+    assert worker_problems(Config(), 1) == []
+
+
+def test_modules_that_are_not_safe_in_several_workers_are_named():
+    problems = worker_problems(Config(c2s=(Listener("127.0.0.1", 5222),)), 2)
+    assert len(problems) == 1
+    text = problems[0]
+    assert "server.workers = 2" in text
+    for name in ("muc", "pubsub", "pep", "bosh", "upload", "blocking", "vcard"):
+        assert name in text
+    for name in ("message", "presence", "roster", "offline", "carbons"):
+        assert f" {name}," not in text and not text.endswith(f" {name}")
+
+
+def test_memory_storage_components_and_port_zero_are_refused():
+    config = Config(storage="memory:", components={"comp.localhost": "s"},
+                    c2s=(Listener("127.0.0.1", 0),), http=(),
+                    modules_enabled=("message", "roster", "presence"))
+    problems = "\n".join(worker_problems(config, 3))
+    assert "memory:" in problems
+    assert "components" in problems
+    assert "c2s listener 127.0.0.1:0" in problems
