@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
@@ -169,11 +170,10 @@ def parse_url(url: str) -> tuple[str, PoolOptions]:
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
         raise ValueError(f"bad query string in PostgreSQL URL {shown!r}") from None
-    passed, values = [], {}
+    values = {}
     for name, value in query:
         kind = POOL_PARAMETERS.get(name)
         if kind is None:
-            passed.append((name, value))
             continue
         try:
             values[name] = number = kind(value)
@@ -185,7 +185,10 @@ def parse_url(url: str) -> tuple[str, PoolOptions]:
     if options.pool_min > options.pool_max:
         raise ValueError(f"PostgreSQL URL: pool_min={options.pool_min} is more than"
                          f" pool_max={options.pool_max}")
-    return urlunsplit(parts._replace(query=urlencode(passed))), options
+    # The others go to asyncpg as written (urlunsplit would drop an empty "//" authority).
+    passed = [p for p in parts.query.split("&") if p and p.partition("=")[0] not in POOL_PARAMETERS]
+    dsn = url.partition("?")[0] + ("?" + "&".join(passed) if passed else "")
+    return dsn, options
 
 
 def _asyncpg() -> Any:
@@ -202,6 +205,24 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) and not text:
         return "timed out"
     return text or type(exc).__name__
+
+
+class _WithoutTraceback(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect while PostgreSQL is
+    down: an operator gets its one line (and the reason) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"PostgreSQL: {record.getMessage()}: {_reason(record.exc_info[1])}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_pool_log() -> None:
+    logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _WithoutTraceback) for f in logger.filters):
+        logger.addFilter(_WithoutTraceback())
 
 
 class PostgreSQLStorage(Storage):
@@ -231,6 +252,7 @@ class PostgreSQLStorage(Storage):
         if self._pool is not None:
             return
         asyncpg = _asyncpg()
+        _quiet_pool_log()
         opts = self.options
         try:
             pool = await asyncpg.create_pool(
@@ -312,6 +334,14 @@ class PostgreSQLStorage(Storage):
                 raise self._error(exc) from None
             raise
 
+    @staticmethod
+    async def _in_task() -> None:
+        """Suspend once when run eagerly (:mod:`xmppd.eager`: not in a task yet), so that
+        asyncpg, which needs the current task (``asyncio.timeout`` when it connects), runs
+        in the task that resumes us.  Every operation waits for the network anyway."""
+        if asyncio.current_task() is None:
+            await asyncio.sleep(0)
+
     @property
     def pool(self) -> Any:
         """The open pool; :class:`StorageError` while closed."""
@@ -322,6 +352,7 @@ class PostgreSQLStorage(Storage):
     @contextlib.asynccontextmanager
     async def transaction(self, kind: str = "write") -> Any:
         """A connection in a transaction, committed on exit; errors as :meth:`errors`."""
+        await self._in_task()
         started = time.perf_counter()
         try:
             with self.errors():
@@ -332,6 +363,7 @@ class PostgreSQLStorage(Storage):
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """One statement's rows (one implicit transaction)."""
+        await self._in_task()
         started = time.perf_counter()
         try:
             with self.errors():
@@ -341,6 +373,7 @@ class PostgreSQLStorage(Storage):
 
     async def fetchval(self, sql: str, *args: Any, kind: str = "read") -> Any:
         """One statement's first value (``kind="write"`` for a write: it commits)."""
+        await self._in_task()
         started = time.perf_counter()
         try:
             with self.errors():
@@ -350,6 +383,7 @@ class PostgreSQLStorage(Storage):
 
     async def execute(self, sql: str, *args: Any) -> int:
         """One write statement, committed; returns the rows it affected."""
+        await self._in_task()
         started = time.perf_counter()
         try:
             with self.errors():
