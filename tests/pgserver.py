@@ -43,7 +43,10 @@ class PostgreSQLServer:
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="xmppd-pg-"))
+        base = tempfile.gettempdir()
+        if os.geteuid() == 0 and not os.stat(base).st_mode & 0o001:
+            base = "/tmp"  # nobody must be able to reach its directory
+        self.dir = Path(tempfile.mkdtemp(prefix="xmppd-pg-", dir=base))
         self.data = self.dir / "data"
         self.port = free_port()
         self._databases = 0
