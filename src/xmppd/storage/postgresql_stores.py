@@ -16,6 +16,7 @@ connections or servers.  Rows of ``archive_counts`` are locked in ``(ns, owner)`
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -55,6 +56,9 @@ __all__ = [
 
 #: Items deleted per transaction by ``delete_before``.
 PURGE_BATCH = 5000
+#: A time range of at most this many items of an owner is read whole through the stamp
+#: index and sorted by seq; a bigger one is left to the planner (see ``query``).
+RANGE_READ_MAX = 10_000
 
 _ITEM_COLUMNS = "id, seq, stamp, with_jid, data"
 
@@ -106,6 +110,7 @@ def select_sql(
     limit: int | None = None,
     reverse: bool = False,
     count: bool = False,
+    by_stamp: bool = False,
 ) -> tuple[str, list[Any]]:
     """The SELECT for a query or its COUNT.
 
@@ -126,6 +131,9 @@ def select_sql(
     if count:
         return f"SELECT COUNT(*) FROM archive WHERE {where}", args
     sql = f"SELECT {_ITEM_COLUMNS} FROM archive WHERE {where} ORDER BY seq"
+    if by_stamp:  # the matching items first (a range of the stamp index), then their order
+        sql = (f"WITH r AS MATERIALIZED (SELECT {_ITEM_COLUMNS} FROM archive WHERE {where})"
+               f" SELECT {_ITEM_COLUMNS} FROM r ORDER BY seq")
     if reverse:
         sql += " DESC"
     if limit is not None:
@@ -291,7 +299,8 @@ async def _append_one(conn: Any, a: Append) -> ArchiveItem | None:
         if stored + (old is None) > a.limit:
             return None
     if old is not None:
-        await conn.execute("DELETE FROM archive WHERE seq = $1", old)
+        await conn.execute(
+            "DELETE FROM archive WHERE ns = $1 AND owner = $2 AND seq = $3", ns, owner, old)
     for _ in range(5):
         seq = await conn.fetchval(
             "INSERT INTO archive (ns, owner, id, stamp, with_jid, data)"
@@ -498,9 +507,21 @@ class PostgreSQLArchiveStore(_PostgreSQLStore, ArchiveStore):
     ) -> list[ArchiveItem]:
         check_owner(owner)
         wanted = check_filters(with_jid, after_id, before_id, ids, limit)
+        by_stamp = False
+        if (start is not None or end is not None) and wanted is None and limit is not None:
+            # "ORDER BY seq LIMIT n" tempts the planner to walk the seq index and filter,
+            # expecting the range's items spread evenly, when they are together (a time
+            # range): for a small range, read it whole through the stamp index instead.
+            in_range = await self._storage.fetchval(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM archive WHERE ns = $1 AND owner = $2"
+                " AND stamp >= $3 AND stamp <= $4 LIMIT $5) AS r",
+                self.namespace, owner, -math.inf if start is None else float(start),
+                math.inf if end is None else float(end), RANGE_READ_MAX + 1,
+            )
+            by_stamp = in_range <= RANGE_READ_MAX
         sql, args = select_sql(
             self.namespace, owner, with_jid=with_jid, start=start, end=end, after_id=after_id,
-            before_id=before_id, ids=wanted, limit=limit, reverse=reverse,
+            before_id=before_id, ids=wanted, limit=limit, reverse=reverse, by_stamp=by_stamp,
         )
         rows = await self._storage.fetch(sql, *args)
         if not rows:
@@ -555,8 +576,9 @@ class PostgreSQLArchiveStore(_PostgreSQLStore, ArchiveStore):
         while True:
             async with self._storage.transaction() as conn:
                 rows = await conn.fetch(
-                    "WITH gone AS (DELETE FROM archive WHERE seq IN (SELECT seq FROM archive"
-                    " WHERE ns = $1 AND stamp < $2 LIMIT $3) RETURNING owner)"
+                    "WITH gone AS (DELETE FROM archive WHERE (ns, owner, seq) IN"
+                    " (SELECT ns, owner, seq FROM archive WHERE ns = $1 AND stamp < $2 LIMIT $3)"
+                    " RETURNING owner)"
                     " SELECT owner, COUNT(*) FROM gone GROUP BY owner ORDER BY owner",
                     ns, cutoff, PURGE_BATCH,
                 )
