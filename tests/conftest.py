@@ -89,3 +89,37 @@ def server(make_server):
     ``secret``), PLAIN allowed over TLS."""
     return make_server(users={"alice": "secret", "bob": "secret", "carol": "secret"},
                        allow_plain=True)
+
+
+# -- a PostgreSQL server of the tests' own (tests/pgserver.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgresql_server():
+    """One throwaway PostgreSQL cluster for the session; skipped only where PostgreSQL (or
+    asyncpg) is not installed and ``CI`` is unset."""
+    from pgserver import PostgreSQLServer, find_bindir
+
+    bindir = find_bindir()
+    missing = "PostgreSQL is not installed (/usr/lib/postgresql/*/bin)" if bindir is None else ""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        missing = "asyncpg is not installed"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}: CI installs it (.ci/run)")
+        pytest.skip(missing)
+    server = PostgreSQLServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgresql_url(postgresql_server):
+    """The URL of a new, empty schema on the session's PostgreSQL server (for xmppd as
+    good as a new database: ``postgresql_server.create_database()`` makes one of those)."""
+    return postgresql_server.create_schema()

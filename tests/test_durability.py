@@ -1,5 +1,6 @@
 """Offline messages survive ``kill -9``: every message the server acknowledged (a pong after
-it) is delivered after a restart, in order and exactly once; the database stays sound."""
+it) is delivered after a restart, in order and exactly once; the database stays sound.
+Against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from support import RawClient
 
 BURST = 400
@@ -47,15 +49,26 @@ def start(config: Path, port: int, log) -> subprocess.Popen:
     raise AssertionError("the server did not start listening")
 
 
-def with_accounts(tmp_path) -> tuple:
-    """A config (free port, data in ``tmp_path``) with accounts alice and bob (password
-    ``secret``), made by ``xmppd adduser``: (config path, port, data dir)."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request) -> str:
+    """``server.storage`` for each backend: "" (the default, SQLite in the data directory) or
+    a new database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("postgresql_server").create_database()
+
+
+def with_accounts(tmp_path, storage: str = "") -> tuple:
+    """A config (free port, data in ``tmp_path``, ``server.storage`` if given) with accounts
+    alice and bob (password ``secret``), made by ``xmppd adduser``: (config path, port,
+    data dir)."""
     port = free_port()
     data = tmp_path / "data"
     config = tmp_path / "xmppd.toml"
     config.write_text(
         f'[http]\nlisten = []\nlisten_tls = []\n[server]\ndomains = ["localhost"]\ndata_dir = "{data}"\n'
-        f'[c2s]\nlisten = ["127.0.0.1:{port}"]\ndirect_tls = []\nallow_plain = true\n'
+        + (f'storage = "{storage}"\n' if storage else "")
+        + f'[c2s]\nlisten = ["127.0.0.1:{port}"]\ndirect_tls = []\nallow_plain = true\n'
     )
     for user in ("alice", "bob"):
         proc = cli(config, "adduser", f"{user}@localhost", stdin="secret\n")
@@ -64,8 +77,8 @@ def with_accounts(tmp_path) -> tuple:
     return config, port, data
 
 
-def test_offline_messages_survive_kill_9(tmp_path):
-    config, port, data = with_accounts(tmp_path)
+def test_offline_messages_survive_kill_9(tmp_path, storage_url):
+    config, port, data = with_accounts(tmp_path, storage_url)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed at the end
     server = start(config, port, log)
     try:
@@ -84,9 +97,10 @@ def test_offline_messages_survive_kill_9(tmp_path):
         acked_max = max(acked, default=BURST // 4)
         alice.close()
 
-        conn = sqlite3.connect(data / "xmppd.sqlite3")
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.close()
+        if not storage_url:
+            conn = sqlite3.connect(data / "xmppd.sqlite3")
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            conn.close()
 
         server = start(config, port, log)
         bob = RawClient(port)

@@ -216,10 +216,10 @@ def test_database_not_a_database(tmp_path):
 
 def test_bad_storage_url(tmp_path):
     config = write_config(tmp_path, "").read_text().replace(
-        'log_level', 'storage = "postgres://db/x"\nlog_level')
+        'log_level', 'storage = "mysql://db/x"\nlog_level')
     (tmp_path / "xmppd.toml").write_text(config)
     line = one_line_error(xmppd_cmd("run", config=tmp_path / "xmppd.toml"))
-    assert line == "xmppd: server.storage: unknown storage scheme 'postgres'"
+    assert line == "xmppd: server.storage: unknown storage scheme 'mysql'"
 
 
 def test_sqlite_url_with_four_slashes_has_no_doubled_slash():

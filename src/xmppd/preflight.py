@@ -450,7 +450,7 @@ def check_storage_writable(config: Config) -> list[str]:
     except PreflightError as exc:
         return [str(exc)]
     if not isinstance(storage, SQLiteStorage):
-        return []
+        return _postgresql_problems(storage)
     path = Path(storage.path)
     fix = "check server.storage or server.data_dir, and the file's owner and permissions"
     if not path.exists():
@@ -470,6 +470,20 @@ def check_storage_writable(config: Config) -> list[str]:
         return [f"database {path} cannot be opened read-write: {exc} ({fix})"]
     finally:
         conn.close()
+    return []
+
+
+def _postgresql_problems(storage: Any) -> list[str]:
+    """A PostgreSQL URL's shape was checked when it was parsed; whether the server can be
+    reached is seen at start (it may be down now and up then): only asyncpg is needed here."""
+    from xmppd.storage import PostgreSQLStorage
+
+    if not isinstance(storage, PostgreSQLStorage):
+        return []
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return ["server.storage: PostgreSQL storage needs asyncpg: pip install 'xmppd[postgresql]'"]
     return []
 
 

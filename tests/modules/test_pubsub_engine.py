@@ -12,18 +12,23 @@ import pytest
 
 from xmppd.modules._pubsub import PubSubError
 from xmppd.modules._pubsub.engine import NODE_KEY, SUBS_KEY, Engine, Limits
-from xmppd.storage import MemoryStorage, SQLiteStorage, Storage
+from xmppd.storage import MemoryStorage, PostgreSQLStorage, SQLiteStorage, Storage
 from xmppd.storage.stores import encode_value
 
 SVC = "pubsub.example.com"
 CONFIG = {"access_model": "open", "max_items": 10}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_storage(request, tmp_path):
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_url")
+
     def make() -> Storage:
         if request.param == "memory":
             return MemoryStorage()
+        if request.param == "postgresql":
+            return PostgreSQLStorage(url)
         return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
 
     return make

@@ -14,6 +14,7 @@ from xmppd.c2s.sasl import SASLServer, ScramCredentials, derive_credentials
 from xmppd.storage import (
     AccountExists,
     MemoryStorage,
+    PostgreSQLStorage,
     SQLiteStorage,
     Storage,
     StorageError,
@@ -32,13 +33,18 @@ CREDS = creds()
 OTHER = creds("other", b"fedcba9876543210")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_storage(request, tmp_path):
-    """A factory for an unopened backend; sqlite ones share one file per test."""
+    """A factory for an unopened backend; sqlite ones share one file per test, postgresql
+    ones one new database."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_url")
 
     def make() -> Storage:
         if request.param == "memory":
             return MemoryStorage()
+        if request.param == "postgresql":
+            return PostgreSQLStorage(url)
         return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
 
     return make
@@ -283,7 +289,7 @@ def test_storage_from_spec(spec, kind, path):
 
 
 @pytest.mark.parametrize(
-    "spec", ["sqlite://host/x.db", "sqlite:", "postgres://x", {"backend": "nope"}, {}]
+    "spec", ["sqlite://host/x.db", "sqlite:", "postgres://x", "postgresql:db", {"backend": "nope"}, {}]
 )
 def test_storage_from_bad_spec(spec):
     with pytest.raises(ValueError):

@@ -10,7 +10,13 @@ import sqlite3
 import pytest
 
 from xmppd.c2s.sasl import derive_credentials
-from xmppd.storage import MemoryStorage, SQLiteStorage, Storage, StorageError
+from xmppd.storage import (
+    MemoryStorage,
+    PostgreSQLStorage,
+    SQLiteStorage,
+    Storage,
+    StorageError,
+)
 from xmppd.storage.sqlite import MIGRATIONS
 from xmppd.storage.sqlite_stores import select_sql
 from xmppd.storage.stores import (
@@ -28,13 +34,18 @@ J = "juliet@example.com"
 R = "romeo@example.net"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_storage(request, tmp_path):
-    """A factory for an unopened backend; sqlite ones share one file per test."""
+    """A factory for an unopened backend; sqlite ones share one file per test, postgresql
+    ones one new database."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_url")
 
     def make() -> Storage:
         if request.param == "memory":
             return MemoryStorage()
+        if request.param == "postgresql":
+            return PostgreSQLStorage(url)
         return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
 
     return make

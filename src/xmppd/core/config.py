@@ -128,7 +128,10 @@ class Config:
         "control socket and lock", '"/var/lib/xmppd"',
         default="`$XMPPD_DATA_DIR`, else `$XDG_DATA_HOME/xmppd` (`~/.local/share/xmppd`)"))
     storage: str = field(default="", metadata=key(
-        "server.storage", "string", "storage URL: `sqlite:///PATH`, or `memory:` (kept nowhere)",
+        "server.storage", "string", "storage URL: `sqlite:///PATH`, `memory:` (kept nowhere), or "
+        "`postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (the `postgresql` extra; query "
+        "`pool_min`, `pool_max`: connections kept / at most, default 1 and 10; "
+        "`connect_timeout`, `command_timeout`: seconds, default 10 and 60; others go to asyncpg)",
         '"sqlite:///var/lib/xmppd/xmppd.sqlite3"', default="`sqlite:///<data_dir>/xmppd.sqlite3`"))
     log_level: str = field(default="info", metadata=key(
         "server.log_level", "string", "least severe log level written: "

@@ -5,8 +5,10 @@
     await storage.close()
 
 Accepted specs: ``sqlite:///abs/path``, ``sqlite:rel/path``, a plain path (str or
-:class:`~pathlib.Path`, meaning SQLite), ``memory:``, or a mapping
-``{"backend": "sqlite", "path": ...}`` / ``{"backend": "memory"}``.
+:class:`~pathlib.Path`, meaning SQLite), ``memory:``,
+``postgresql://user:password@host:port/database`` (also ``postgres://``; asyncpg is
+imported only when one is opened), or a mapping ``{"backend": "sqlite", "path": ...}`` /
+``{"backend": "memory"}`` / ``{"backend": "postgresql", "url": ...}``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any
 
 from xmppd.storage.base import AccountExists, Storage, StorageError
 from xmppd.storage.memory import MemoryStorage
+from xmppd.storage.postgresql import SCHEMES as POSTGRESQL_SCHEMES
+from xmppd.storage.postgresql import PostgreSQLStorage
 from xmppd.storage.sqlite import SQLiteStorage
 
 __all__ = [
     "AccountExists",
     "MemoryStorage",
+    "PostgreSQLStorage",
     "SQLiteStorage",
     "Storage",
     "StorageError",
@@ -42,12 +47,18 @@ def storage_from_spec(spec: StorageSpec) -> Storage:
             if "path" not in spec:
                 raise ValueError("sqlite storage needs a 'path'")
             return SQLiteStorage(Path(spec["path"]))
+        if backend in POSTGRESQL_SCHEMES:
+            if not isinstance(spec.get("url"), str):
+                raise ValueError("postgresql storage needs a 'url'")
+            return PostgreSQLStorage(spec["url"])
         raise ValueError(f"unknown storage backend {backend!r}")
     if isinstance(spec, Path):
         return SQLiteStorage(spec)
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "memory":
         return MemoryStorage()
+    if sep and scheme in POSTGRESQL_SCHEMES:
+        return PostgreSQLStorage(spec)
     if sep and scheme == "sqlite":
         # sqlite:///abs -> /abs ; sqlite:rel -> rel (the URL authority must be empty)
         if rest.startswith("//"):
