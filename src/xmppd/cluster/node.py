@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
