@@ -40,7 +40,6 @@ from xmppd.modules._muc.register import (
     roomuser_item,
 )
 from xmppd.modules._muc.relay import IqRelay, request_form, voice_request
-from xmppd.modules._muc.workers import Occupancy
 from xmppd.modules._muc.room import (
     ADMIN_NS,
     MUC_NS,
@@ -50,6 +49,7 @@ from xmppd.modules._muc.room import (
     USER_NS,
     Room,
 )
+from xmppd.modules._muc.workers import Occupancy
 from xmppd.storage.memory import MemoryStorage
 from xmppd.storage.stores import new_item_id
 from xmppd.xml.element import Element
