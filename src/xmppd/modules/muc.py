@@ -131,7 +131,7 @@ class MUC(Module):
         self.occupancy: Occupancy | None = None
         if self.owner != me:
             self.occupancy = Occupancy(self)
-            api.hook("stanza/inbound", self.occupancy.inbound, priority=-100)
+            api.hook("stanza/inbound", self.occupancy.inbound, priority=1000)  # sees all
         if count > 1:
             api.hook("worker-gone", self.worker_gone)
         api.hook("route/remote", self.route, priority=20)
