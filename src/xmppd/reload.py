@@ -106,6 +106,7 @@ async def reload(server: Server, new: Config | None = None) -> ReloadResult:
     result.restart = restart_needed(old, new)
     config = in_force(old, new)
     planned, tls = _validate(config, result)
+    _check_workers(server, planned)
 
     # Valid: from here on, apply.
     server.config = config
@@ -122,6 +123,22 @@ async def reload(server: Server, new: Config | None = None) -> ReloadResult:
     await server.hooks.fire("config-reloaded", old, config)
     _log(result)
     return result
+
+
+def _check_workers(server: Server, planned: list[Planned]) -> None:
+    """With workers, a reload may not enable what they cannot run (or a module that moves
+    the HTTP listeners to worker 0: that needs a restart)."""
+    if server.worker is None or server.worker[1] < 2:
+        return
+    unsafe = [p.cls.name for p in planned if not p.cls.workers_safe]
+    if unsafe:
+        raise ReloadRefused(f"these modules cannot run in several workers yet: "
+                            f"{', '.join(unsafe)}")
+    moving = [p.cls.name for p in planned if p.cls.http_in_one_worker
+              and p.cls.name not in server.modules.loaded]
+    if moving:
+        raise ReloadRefused(f"enabling {', '.join(moving)} with workers needs a restart "
+                            "(only worker 0 serves HTTP then)")
 
 
 def _validate(config: Config, result: ReloadResult) -> tuple[list[Planned], TLSSet]:

@@ -128,8 +128,14 @@ class Server:
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:
             await self.listen("c2s", listener, partial(self._client_stream, listener.direct_tls))
+        http_here = self.worker is None or self.worker[0] == 0 or not any(
+            type(m.module).http_in_one_worker for m in self.modules.loaded.values())
         for listener in cfg.http:
             tls = listener.direct_tls
+            if not http_here:  # worker 0 serves HTTP; the URLs built here still name it
+                self.addresses["http-tls" if tls else "http"].append(
+                    (listener.host, listener.port))
+                continue
             await self.listen("http", listener, self.http.factory(tls),
                               context=self.https_context if tls else None)
         if self.worker is None or self.worker[0] == 0:  # worker 0 answers for all

@@ -58,16 +58,19 @@ def free_port() -> int:
 class Cluster:
     """``xmppd run --workers 2`` in a subprocess, with a handful of accounts."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, modules: list[str] = MODULES, extra: str = "",
+                 http: bool = False) -> None:
         self.tmp = tmp
+        self.http_port = free_port() if http else None
+        http_listen = f'"127.0.0.1:{self.http_port}"' if http else ""
         self.port = free_port()
         self.data = tmp / "data"
         self.config = tmp / "xmppd.toml"
         self.config.write_text(
-            '[server]\ndomains = ["localhost"]\ndata_dir = "data"\nlog_level = "info"\n'
+            f'{extra}[server]\ndomains = ["localhost"]\ndata_dir = "data"\nlog_level = "info"\n'
             f'[c2s]\nlisten = ["127.0.0.1:{self.port}"]\ndirect_tls = []\nallow_plain = true\nrequire_encryption = false\n'
-            '[http]\nlisten = []\nlisten_tls = []\n'
-            f'[modules]\nenabled = {MODULES!r}\n'.replace("'", '"'))
+            f'[http]\nlisten = [{http_listen}]\nlisten_tls = []\n'
+            f'[modules]\nenabled = {modules!r}\n'.replace("'", '"'))
         asyncio.run(self._accounts())
         self.log = open(tmp / "xmppd.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from xmppd.cluster import codec
 from xmppd.cluster.link import Inbound, PeerLink
 from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.session import Session
+from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import decode_stanza
 from xmppd.xml.tokenizer import Tokenizer
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+
+
+#: How long a "data changed" broadcast waits for the peers' acknowledgements.
+CHANGE_TIMEOUT_S = 2.0
 
 
 def socket_file(directory: Path, worker: int) -> Path:
@@ -72,6 +78,10 @@ class Node:
         self.forwarded = 0  # stanzas sent to other workers
         self.received = 0  # stanzas received from them
         self.rerouted = 0  # received for a session gone meanwhile, routed again
+        self.forwarded_on = 0  # stanzas handed as they are to their owner worker
+        #: "data changed" broadcasts awaiting the peers' acknowledgements, by id
+        self._changes: dict[int, tuple[asyncio.Future, set[int]]] = {}
+        self._change_ids = itertools.count(1)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -161,6 +171,49 @@ class Node:
         for link in self.links.values():
             link.control(name, args)
 
+    def forward(self, worker: int, stanza: Element) -> None:
+        """Hand ``stanza`` as it is to ``worker`` (a STANZA record without recipient: the
+        peer routes it again).  While that worker is down it waits in the link's buffer."""
+        self.forwarded_on += 1
+        self.links[worker].stanza(b"", stanza)
+
+    async def changed(self, module: str, owner: str, key: str) -> None:
+        """Tell every peer that ``module``'s data of ``owner`` changed; return once each
+        peer that is up acknowledged (it dropped its cached copy), or after
+        :data:`CHANGE_TIMEOUT_S` (logged)."""
+        waiting = {w for w in self.inbound if self.links[w].connected.is_set()}
+        ident = next(self._change_ids)
+        args = {"module": module, "owner": owner, "key": key, "id": ident}
+        for link in self.links.values():
+            link.control("changed", args)
+        if not waiting:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._changes[ident] = (done, waiting)
+        try:
+            await asyncio.wait_for(done, CHANGE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("workers %s did not acknowledge a change of %s data of %s in %.0f s",
+                        sorted(waiting), module, owner, CHANGE_TIMEOUT_S)
+        finally:
+            self._changes.pop(ident, None)
+
+    async def _ack_after(self, pending: Any, worker: int, ack: dict[str, Any]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("applying a change told by worker %d", worker)
+        self.links[worker].control("changed-ack", ack)
+
+    def _acknowledged(self, worker: int, ident: Any) -> None:
+        entry = self._changes.get(ident) if isinstance(ident, int) else None
+        if entry is None:
+            return
+        done, waiting = entry
+        waiting.discard(worker)
+        if not waiting and not done.done():
+            done.set_result(None)
+
     # -- records from peers ---------------------------------------------------------------------
 
     def _records(self, inbound: Inbound, records: list[tuple]) -> None:
@@ -195,6 +248,8 @@ class Node:
                 entry = local.get(record[1])
                 if entry is not None:
                     deliver(entry.session, element)
+                elif not record[1]:
+                    self._forwarded(element)
                 else:
                     self._reroute(element)
             elif kind == codec.BIND:
@@ -206,7 +261,7 @@ class Node:
             elif kind == codec.SHARE:
                 self._mirror(worker, record[1], record[2], record[3])
             elif kind == codec.CONTROL:
-                self._control(record[1], record[2])
+                self._control(worker, record[1], record[2])
 
     def _hello_from(self, inbound: Inbound, args: dict[str, Any]) -> None:
         worker, epoch = args.get("worker"), args.get("epoch")
@@ -244,8 +299,19 @@ class Node:
                 return
         self.hooks.fire_sync("session-mirror", session, module, value)
 
-    def _control(self, name: str, args: dict[str, Any]) -> None:
-        if name == "kick":
+    def _control(self, worker: int, name: str, args: dict[str, Any]) -> None:
+        if name == "changed":
+            result = self.hooks.fire_maybe_async(
+                "data-changed", str(args.get("module")), str(args.get("owner")),
+                str(args.get("key", "")))
+            ack = {"id": args.get("id")}
+            if result is True or result is False:
+                self.links[worker].control("changed-ack", ack)
+            else:  # a module refreshes its copy first
+                asyncio.ensure_future(self._ack_after(result, worker, ack))
+        elif name == "changed-ack":
+            self._acknowledged(worker, args.get("id"))
+        elif name == "kick":
             entry = self.registry.local.get(args.get("jid", ""))
             if entry is not None:
                 entry.session.stream_error(args.get("condition") or "policy-violation",
@@ -254,6 +320,18 @@ class Node:
             self._reload()
         else:
             log.warning("worker link: unknown control record %r", name)
+
+    def _forwarded(self, element: Element) -> None:
+        """A stanza a peer handed us as it is (we own its room, service or PEP owner):
+        routed with the sender's session as origin when we know it."""
+        origin = None
+        sender = element.attrs.get("from")
+        if sender:
+            with contextlib.suppress(JIDError):
+                origin = self.router.sessions.get(JID(sender))
+        result = self.router.route(element, origin)
+        if result is not None:
+            asyncio.ensure_future(result)
 
     def _reroute(self, element: Element) -> None:
         """A stanza for a session that is gone: route it again from its ``to``."""
@@ -278,13 +356,20 @@ class Node:
         if announce:
             for session in gone:
                 self._closed(session)
+        for done, waiting in self._changes.values():
+            waiting.discard(worker)
+            if not waiting and not done.done():
+                done.set_result(None)
+        self.hooks.fire_sync("worker-gone", worker, gone)
         link = self.links.get(worker)
         for record in link.take_pending() if link is not None else ():
             if record[0] == codec.STANZA:
                 try:
-                    self._reroute(decode_stanza(record[2]))
+                    element = decode_stanza(record[2])
                 except ValueError:
-                    pass
+                    continue
+                # one handed to its owner waits for that worker's restart; others go on
+                (self._reroute if record[1] else self._forwarded)(element)
 
     def _closed(self, session: RemoteSession) -> None:
         result = self.hooks.fire_maybe_async("session-closed", session, True)

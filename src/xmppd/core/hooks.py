@@ -56,6 +56,10 @@ CORE_EVENTS = {
     "local session that other workers mirror (ModuleAPI.share)",
     "session-mirror": "(remote session, module: str, value) -- another worker published "
     "such a fact about one of its sessions (ModuleAPI.on_mirror)",
+    "data-changed": "(module: str, owner: str, key: str) -- another worker changed the "
+    "module's stored data (ModuleAPI.changed): drop cached copies",
+    "worker-gone": "(worker: int, sessions: list) -- another worker ended; its sessions "
+    "have left the table (fired in every surviving worker)",
     "account-deleting": "(bare JID) -- sessions ended, data not yet deleted: clean up",
     "message/bare": "(stanza, origin) -- message to a local bare JID; unhandled: bounced",
     "message/full": "(stanza, origin, target_session)",

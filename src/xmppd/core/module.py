@@ -94,6 +94,9 @@ class Module:
     #: needs to know of other workers' sessions is shared (:meth:`ModuleAPI.share`).  With
     #: more than one worker, start-up refuses a module that does not declare it.
     workers_safe: ClassVar[bool] = False
+    #: Its HTTP sessions span several requests, which must reach one process: with
+    #: workers, only worker 0 binds the HTTP listeners (BOSH).
+    http_in_one_worker: ClassVar[bool] = False
 
     def load(self, api: ModuleAPI) -> None:
         """Register hooks, handlers, features... through ``api``."""

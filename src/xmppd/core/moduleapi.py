@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Set
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -355,6 +356,44 @@ class ModuleAPI:
                 fn(session, value)
 
         self.hook("session-mirror", mirror)
+
+    # -- worker processes (xmppd run --workers N) ---------------------------------------------
+
+    @property
+    def workers(self) -> tuple[int, int]:
+        """(this worker's number, how many workers): (0, 1) in a single process."""
+        worker = self._core.worker
+        return (0, 1) if worker is None else (worker[0], worker[1])
+
+    def owner_worker(self, key: str) -> int:
+        """The worker that owns ``key`` (a room, a PubSub service, a PEP owner): the same
+        answer in every worker, stable across restarts."""
+        count = self.workers[1]
+        return 0 if count == 1 else zlib.crc32(key.encode()) % count
+
+    def forward(self, worker: int, stanza: Element) -> None:
+        """Hand ``stanza`` as it is (its ``from`` kept) to ``worker``, which routes it again
+        (with the sender's session as origin when it knows it)."""
+        self._core.node.forward(worker, stanza)
+
+    async def changed(self, owner: str, key: str = "") -> None:
+        """Tell the other workers that this module's stored data of ``owner`` (``key``)
+        changed, so they drop what they cached of it (:meth:`on_changed`); returns once
+        every worker that is up has done so.  Costs nothing with one worker."""
+        node = self._core.node
+        if node is not None:
+            await node.changed(self.name, owner, key)
+
+    def on_changed(self, fn: Callable[[str, str], Any]) -> None:
+        """Run ``fn(owner, key)`` when another worker changed this module's stored data
+        (:meth:`changed`): drop the cached copy, or return an awaitable that refreshes it
+        (the change is acknowledged to its writer once that is done)."""
+        name = self.name
+
+        def changed(module: str, owner: str, key: str) -> Any:
+            return fn(owner, key) if module == name else None
+
+        self.hook("data-changed", changed)
 
     def peek_state(self, session: Session) -> Any:
         """This module's state on ``session``, or None (nothing is created)."""

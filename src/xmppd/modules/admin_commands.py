@@ -64,11 +64,14 @@ class AdminCommands(Module):
     xeps = ("XEP-0133",)
     depends = ("adhoc",)
     soft_depends = ("presence",)
+    workers_safe = True  # the message of the day cache: ModuleAPI.changed
 
     def load(self, api: ModuleAPI) -> None:
         self.api = api
         self.store = api.open_store("keyvalue")
         self.motds: dict[str, str | None] = {}  # domain -> text (None: none), a cache
+        self.generation = 0  # changes heard of from other workers (a read in flight is stale)
+        api.on_changed(self.motd_changed)
         adhoc = api.service("adhoc")
         admin = admins_only(api)
         for name, label, handler in (
@@ -257,9 +260,18 @@ class AdminCommands(Module):
         return done(f"sent to {sent} session(s)")
 
     async def motd(self, domain: str) -> str | None:
-        if domain not in self.motds:
-            self.motds[domain] = await self.store.get(domain, "motd")
-        return self.motds[domain]
+        if domain in self.motds:
+            return self.motds[domain]
+        generation = self.generation
+        text = await self.store.get(domain, "motd")
+        if generation == self.generation:  # no change heard of while reading
+            self.motds[domain] = text
+        return text
+
+    def motd_changed(self, domain: str, key: str) -> None:
+        """Another worker set or deleted ``domain``'s message of the day."""
+        self.generation += 1
+        self.motds.pop(domain, None)
 
     async def _motd_form(self, ctx: Context, current: bool) -> Reply:
         if ctx.stage == 0 and not ctx.fields:
@@ -272,6 +284,7 @@ class AdminCommands(Module):
             raise bad_payload("no message given")
         await self.store.set(ctx.domain, "motd", text)
         self.motds[ctx.domain] = text
+        await self.api.changed(ctx.domain, "motd")
         return done("message of the day set")
 
     async def set_motd(self, ctx: Context) -> Reply:
@@ -283,6 +296,7 @@ class AdminCommands(Module):
     async def delete_motd(self, ctx: Context) -> Reply:
         await self.store.delete(ctx.domain, "motd")
         self.motds[ctx.domain] = None
+        await self.api.changed(ctx.domain, "motd")
         return done("message of the day deleted")
 
     async def available(self, session: Any, initial: bool) -> None:

@@ -124,6 +124,8 @@ class BlockLists:
         self.sessions = sessions
         self.hosts = hosts
         self.cache: dict[JID, frozenset[str]] = {}
+        #: bumped by every reload: a read that started before one must not be cached
+        self.generation = 0
 
     def local_user(self, jid: JID | None) -> bool:
         return jid is not None and jid.localpart is not None and jid.domain in self.hosts
@@ -132,15 +134,25 @@ class BlockLists:
         cached = self.cache.get(bare)
         if cached is not None:
             return cached
+        generation = self.generation
         # The common empty list is the shared _EMPTY: one cached list per bound account.
         items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
-        if self.sessions.count(bare):
+        if self.sessions.count(bare) and generation == self.generation:
             self.cache[bare] = items
         return items
 
     async def reload(self, bare: JID) -> None:
-        self.cache.pop(bare, None)
-        await self.get(bare)
+        """Read ``bare``'s list again; the cached copy (if any) stays in use until the new
+        one replaces it, so the filters never run without it meanwhile."""
+        self.generation += 1
+        generation = self.generation
+        items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
+        if generation != self.generation:
+            return  # a later reload reads newer data
+        if self.sessions.count(bare):
+            self.cache[bare] = items
+        else:
+            self.cache.pop(bare, None)
 
     def blocks(self, owner: JID | None, other: JID | None) -> bool | Any:
         """``owner`` (a local account) has blocked ``other``: a bool when the list is
@@ -161,6 +173,9 @@ class Blocking(Module):
 
     name = "blocking"
     stateful = True  # which sessions asked for the block list (pushes)
+    #: the cached lists are refreshed on a change by another worker (ModuleAPI.changed);
+    #: which sessions asked for the list is shared (ModuleAPI.share)
+    workers_safe = True
     xeps = ("XEP-0191",)
     depends = ("roster",)
     soft_depends = ("presence",)  # for directed presence, when it is loaded
@@ -184,6 +199,8 @@ class Blocking(Module):
         api.hook("resource-bound", self.bound)
         # after the presence module's unavailable broadcast (priority 0), which still filters
         api.hook("session-closed", self.closed, priority=-100)
+        api.on_mirror(self.mirror)
+        api.on_changed(self.changed)
 
     # -- filtering ---------------------------------------------------------------------------
 
@@ -261,6 +278,7 @@ class Blocking(Module):
     async def get(self, iq: Element, origin: Any, payload: Element) -> Element:
         bare = own_account(iq, origin)
         self.api.state(origin, _requested)
+        self.api.share(origin, True)
         out = reply(iq)
         out.attrs.pop("from", None)
         el = out.subelement("blocklist", BLOCKING_NS)
@@ -289,6 +307,7 @@ class Blocking(Module):
             self.api.service("roster").presence_from_resources(bare, jid, available=False)
         added = await add_to_list(self.store, str(bare), jids)
         await self.lists.reload(bare)
+        await self.api.changed(str(bare), LIST_KEY)
         if added:
             self.push(bare, "block", added)
         out = reply(iq)
@@ -300,6 +319,7 @@ class Blocking(Module):
         jids = items_of(payload)
         removed = await remove_from_list(self.store, str(bare), jids or None)
         await self.lists.reload(bare)
+        await self.api.changed(str(bare), LIST_KEY)
         if removed:
             self.push(bare, "unblock", removed if jids else None)
             for jid in await self.contacts_seeing(bare, removed):
@@ -314,6 +334,20 @@ class Blocking(Module):
         if session.bare not in self.cache:
             # Usually answered at once by the storage: a task only if the read must wait.
             self.api.spawn(self.lists.get(session.bare))
+
+    def mirror(self, session: Any, requested: Any) -> None:
+        """Another worker's session asked for the block list: it gets pushes from here."""
+        if requested:
+            self.api.state(session, _requested)
+        else:
+            self.api.drop_state(session)
+
+    async def changed(self, owner: str, key: str) -> None:
+        """Another worker changed ``owner``'s block list: refresh the cached copy before
+        acknowledging (its filters here must apply the new list from then on)."""
+        bare = jid_or_none(owner)
+        if bare is not None:
+            await self.lists.reload(bare)
 
     def closed(self, session: Any, abrupt: bool) -> None:
         if not self.router.sessions.count(session.jid.bare):

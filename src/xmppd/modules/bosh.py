@@ -341,6 +341,10 @@ class BOSH(Module):
 
     name = "bosh"
     xeps = ("XEP-0124", "XEP-0206")
+    #: a session's requests come on several connections: with workers, worker 0 serves
+    #: HTTP, and a BOSH session is a session like others there
+    workers_safe = True
+    http_in_one_worker = True
     options = {
         "max_wait_s": Option(int, 60, "the longest a request is held ('wait')", min=1,
                              max=3600),

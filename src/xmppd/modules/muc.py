@@ -49,6 +49,7 @@ from xmppd.modules._muc.room import (
     USER_NS,
     Room,
 )
+from xmppd.modules._muc.workers import Occupancy
 from xmppd.storage.memory import MemoryStorage
 from xmppd.storage.stores import new_item_id
 from xmppd.xml.element import Element
@@ -80,6 +81,7 @@ class MUC(Module):
     xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0425")
     soft_depends = ("disco", "s2s")
     stateful = True  # rooms' occupants live in memory
+    workers_safe = True  # one worker owns the rooms (:mod:`._muc.workers`)
     options = {
         "host": Option(str, "conference.{domain}", "the service's domain, per served domain",
                        check=_check_host),
@@ -123,13 +125,26 @@ class MUC(Module):
         self.history = History(self)
         self.relay = IqRelay(self)
         self.loading: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
+        me, count = api.workers
+        self.owner = api.owner_worker(self.name)
+        #: this worker's sessions' rooms (None: this worker owns the rooms, or is alone)
+        self.occupancy: Occupancy | None = None
+        if self.owner != me:
+            self.occupancy = Occupancy(self)
+            api.hook("stanza/inbound", self.occupancy.inbound, priority=1000)  # sees all
+        if count > 1:
+            api.hook("worker-gone", self.worker_gone)
         api.hook("route/remote", self.route, priority=20)
         api.hook("session-closed", self.session_closed)
         api.hook("hosts-changed", self.hosts_changed)
         api.provide("muc", self)
         self.hosts_changed(api.domains, ())
         api.on_unload(lambda: self.hosts_changed((), tuple(self.services.values())))
-        api.spawn(self.load_rooms())
+        if self.occupancy is None:
+            api.spawn(self.load_rooms())
+        else:
+            self.loading.set_result(None)
+            self.loading = None
 
     def _take_options(self, opts: Any) -> None:
         self.admins = frozenset(opts["admins"])
@@ -231,6 +246,9 @@ class MUC(Module):
             return False
         if to.domain not in self.services:
             return False
+        if self.occupancy is not None:  # another worker owns the rooms
+            self.api.forward(self.owner, stanza)
+            return True
         if self.loading is not None:
             return self._after_loading(stanza, to)
         result = self.handle(stanza, to)
@@ -283,10 +301,21 @@ class MUC(Module):
         """A client gone without unavailable presence leaves its rooms (the presence module
         usually said so already)."""
         full = str(session.jid)
+        if self.occupancy is not None:
+            self.occupancy.closed(session)
         for room in list(self.rooms.values()):
             o = room.by_real.get(full)
             if o is not None:
                 room.leave(o, full, None)
+
+    def worker_gone(self, worker: int, sessions: list[Any]) -> None:
+        """Another worker ended: as owner, its occupants leave their rooms; if it was the
+        owner, this worker's occupants hear that their rooms are gone."""
+        if self.occupancy is None:
+            for session in sessions:
+                self.session_closed(session, True)
+        elif worker == self.owner:
+            self.occupancy.owner_gone()
 
     # -- presence and messages ---------------------------------------------------------------
 

@@ -53,6 +53,9 @@ class PubSub(PubSubBase):
     collections = True
     subscription_options = True
     soft_depends = ("disco", "s2s", "roster", "presence")
+    #: one worker owns every node (the engine's cache is the truth, so it must be the only
+    #: writer): the others hand it the stanzas to the service as they are
+    workers_safe = True
     options = {
         "host": Option(str, "", "the service's domain (default: pubsub.<each served domain>)"),
         "creators": Option(str, "local", "who may create nodes", choices=("local", "anyone")),
@@ -76,6 +79,9 @@ class PubSub(PubSubBase):
                          "send_last_published_item": "on_sub", "collection": []}
         api.hook("route/remote", self.route, priority=20)
         api.hook("account-deleting", self.account_deleting)
+        self.owner = api.owner_worker(self.name)
+        self.mine = self.owner == api.workers[0]
+        api.on_changed(self.changed)
         host = api.options["host"]
         if host:  # one service, listed in disco#items of every served domain
             self._serve(host, None)
@@ -169,6 +175,9 @@ class PubSub(PubSubBase):
             return False
         if target.domain not in self.domains:
             return False
+        if not self.mine:
+            self.api.forward(self.owner, stanza)
+            return True
         if target.localpart is not None or target.resource is not None:
             self.api.bounce(stanza, "service-unavailable")
             return True
@@ -259,6 +268,18 @@ class PubSub(PubSubBase):
             query.subelement("item", attrs=attrs)
 
     async def account_deleting(self, jid: JID) -> None:
+        if self.mine:
+            await self.forget(jid)
+        else:  # the owner worker forgets it, before its data is deleted
+            await self.api.changed(str(jid), "account-deleted")
+
+    def changed(self, owner: str, key: str) -> Any:
+        if key == "account-deleted" and self.mine:
+            return self.forget(JID(owner))
+        return None
+
+    async def forget(self, jid: JID) -> None:
+        """``jid``'s account is being deleted: its subscriptions and lone nodes go."""
         await self.engine.forget_account(str(jid))
         for domain in self.domains:  # nodes it owned alone go with it
             for node in await self.engine.nodes(domain):

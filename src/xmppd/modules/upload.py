@@ -52,6 +52,8 @@ ITEMS_NS = "http://jabber.org/protocol/disco#items"
 DATA_NS = "jabber:x:data"
 PREFIX = "/upload/"
 CHUNK = 64 * 1024
+#: A partial upload not written to for this long is abandoned (its worker died): swept.
+STALLED_PUT_S = 600
 MiB = 1024 * 1024
 
 
@@ -79,6 +81,10 @@ class Upload(Module):
     name = "upload"
     xeps = ("XEP-0363",)
     soft_depends = ("disco", "s2s")
+    #: slots are signed with the shared key, files and their metadata are in the shared data
+    #: directory, quotas are counted in one storage transaction, and a PUT claims its slot
+    #: in the file system: any worker may take a request
+    workers_safe = True
     options = {
         "host": Option(str, "upload.{domain}", "the service's domain, per served domain",
                        check=_check_host),
@@ -332,11 +338,19 @@ class Upload(Module):
         content_type = request.headers.get("content-type", "").strip()
         if meta["content_type"] and content_type and content_type != meta["content_type"]:
             raise HTTPError(400, "Content-Type differs from the slot's", cors)
-        self.uploading.add(slot)
         part = directory / "data.part"
+        try:  # claimed in the file system: another worker may take the same PUT
+            fh = open(part, "xb")  # noqa: SIM115 - closed below
+        except FileExistsError:
+            raise HTTPError(409, "this slot has been used", cors) from None
+        if (directory / "data").exists():  # stored by another worker since meta was read
+            fh.close()
+            part.unlink()
+            raise HTTPError(409, "this slot has been used", cors)
+        self.uploading.add(slot)
         written = 0
         try:
-            with open(part, "wb") as fh:
+            with fh:
                 async for chunk in request.stream():
                     fh.write(chunk)
                     written += len(chunk)
@@ -392,7 +406,7 @@ class Upload(Module):
         now = time.time()
         removed = 0
         for directory in self.root.iterdir():
-            if directory.name in self.uploading:
+            if directory.name in self.uploading or _uploading_elsewhere(directory, now):
                 continue
             meta = _read_meta(directory)
             if meta is None:
@@ -425,6 +439,14 @@ class Upload(Module):
         for slot in files:
             if SLOT_RE.fullmatch(slot):
                 shutil.rmtree(self.root / slot, ignore_errors=True)
+
+
+def _uploading_elsewhere(directory: Path, now: float) -> bool:
+    """A PUT in progress in another worker: its partial file was written to lately."""
+    try:
+        return now - (directory / "data.part").stat().st_mtime < STALLED_PUT_S
+    except OSError:
+        return False
 
 
 async def _read(path: Path, start: int, length: int) -> AsyncIterator[bytes]:

@@ -52,6 +52,7 @@ class VCard(Module):
     name = "vcard"
     xeps = ("XEP-0054", "XEP-0153", "XEP-0398")
     soft_depends = ("pep",)
+    workers_safe = True  # the photo hash cache: ModuleAPI.changed
     options = {
         "max_size": Option(int, 131072, "bytes of one vCard at most", min=256),
     }
@@ -60,12 +61,14 @@ class VCard(Module):
         self.api = api
         self.store = api.open_store("keyvalue")
         self.hashes: dict[str, str] = {}  # bare -> photo sha1 ("" for none), a cache
+        self.generation = 0  # changes heard of from other workers (a read in flight is stale)
         api.iq_handler("get", VCARD_NS, "vCard", self.get, to="bare")
         api.iq_handler("set", VCARD_NS, "vCard", self.set, to="bare")
         api.add_feature(VCARD_NS)
         api.add_feature(VCARD_NS, account=True)
         api.hook("presence/outbound", self.presence, priority=5)
-        api.hook("account-deleting", lambda jid: self.hashes.pop(str(jid), None))
+        api.hook("account-deleting", self.account_deleting)
+        api.on_changed(self.changed)
         if api.service("pep") is not None:
             api.add_feature(CONVERSION_NS, account=True)
             api.hook("pep/published", self.avatar_published)
@@ -111,6 +114,16 @@ class VCard(Module):
         await self.store.set(bare, "vcard", data.decode())
         photo = photo_of(vcard)
         self.hashes[bare] = hashlib.sha1(photo[0]).hexdigest() if photo else ""
+        await self.api.changed(bare, "vcard")
+
+    def changed(self, bare: str, key: str) -> None:
+        """Another worker saved (or deleted) ``bare``'s vCard: its hash is read again."""
+        self.generation += 1
+        self.hashes.pop(bare, None)
+
+    async def account_deleting(self, jid: JID) -> None:
+        self.hashes.pop(str(jid), None)
+        await self.api.changed(str(jid), "vcard")
 
     # -- XEP-0153 ----------------------------------------------------------------------------
 
@@ -125,10 +138,13 @@ class VCard(Module):
         return self.load_hash(stanza, bare)
 
     async def load_hash(self, stanza: Element, bare: str) -> bool:
+        generation = self.generation
         vcard = await self.load_vcard(bare)
         photo = photo_of(vcard) if vcard is not None else None
-        self.hashes[bare] = hashlib.sha1(photo[0]).hexdigest() if photo else ""
-        self.stamp(stanza, self.hashes[bare])
+        sha1 = hashlib.sha1(photo[0]).hexdigest() if photo else ""
+        if generation == self.generation:  # no change heard of while reading
+            self.hashes[bare] = sha1
+        self.stamp(stanza, sha1)
         return False
 
     @staticmethod
