@@ -25,6 +25,8 @@ methods are module-level functions on ``Tokenizer self``, called directly):
 * ``tokenizer.pyx`` (this file): imports, result codes, scanner states, the ``Tokenizer``
   class (``feed``, ``restart``, ``reset``, buffer and offset bookkeeping, the scan loop);
 * ``tokenizer_tables.pxi``: byte classes and tables, name-character bitmaps;
+* ``tokenizer_scan.pxi``: block scans (SSE2, or SWAR on a uint64) to the next byte that
+  needs a look;
 * ``tokenizer_chars.pxi``: UTF-8 validation, name characters, character/entity references;
 * ``tokenizer_decode.pxi``: decoding validated bytes (string cache, attribute values,
   character data) and namespace scopes;
@@ -90,6 +92,7 @@ _CONDITIONS = (
 
 # Helpers, in the order they build on each other (``include`` is textual: one module).
 include "tokenizer_tables.pxi"
+include "tokenizer_scan.pxi"
 include "tokenizer_chars.pxi"
 include "tokenizer_decode.pxi"
 include "tokenizer_build.pxi"

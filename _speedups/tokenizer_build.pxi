@@ -95,7 +95,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     cdef BFrame* fr_heap = NULL
     cdef object dflt = _default_ns(scope, base_ns), uri, value, ns, new_dflt
     cdef dict attrs
-    cdef bint empty = False, leaf
+    cdef bint empty = False, leaf, ascii
     cdef PosBuf own
     cdef PosBuf* ba = &own
     cdef bint shared
@@ -112,15 +112,24 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     try:
         while i < n:
             if p[i] != 0x3C:
-                lt = <const unsigned char*>memchr(p + i, 0x3C, n - i)
+                # One pass to the next markup, reference or CR, noting non-ASCII on the way.
+                j = xmppd_scan(p, i, n, n, 0x3C, 0x26, 0x0D, -1, False, True)
+                ascii = True
+                if j < n and p[j] >= 0x80:
+                    ascii = False
+                    j = xmppd_scan(p, j, n, n, 0x3C, 0x26, 0x0D, -1, False, False)
+                if (j >= n or p[j] == 0x3C) and tb.len == 0 and (j >= n or p[j + 1] != 0x21):
+                    if ascii and j - i > 1:
+                        value = <str>PyUnicode_New(j - i, 127)
+                        memcpy(PyUnicode_1BYTE_DATA(value), p + i, j - i)
+                    else:
+                        value = PyUnicode_DecodeUTF8(<const char*>p + i, j - i, NULL)
+                    kids.append(value)
+                    i = j
+                    continue
+                lt = <const unsigned char*>memchr(p + j, 0x3C, n - j)
                 s = n if lt == NULL else lt - p
-                j = i
-                while j < s and p[j] != 0x0D and p[j] != 0x26:
-                    j += 1
-                if j == s and tb.len == 0 and (s >= n or p[s + 1] != 0x21):
-                    kids.append(_utf8(p + i, s - i))
-                else:
-                    _text_put(&tb, p, i, s, True)
+                _text_put(&tb, p, i, s, True)
                 i = s
                 continue
             c = p[i + 1]
@@ -187,7 +196,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 if nat >= ba.cap:
                     _grow_pos(ba)
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
-                    value = _attr_str(p, i + 1, j, &vb)
+                    value = _attr_str(p, i + 1, j, n, &vb, True)
                     if ve - vs == 5:
                         new_dflt = value  # tracked in the frames, not in the scope
                     else:
@@ -211,7 +220,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 vs = ba.data[5 * k]
                 ve = ba.data[5 * k + 1]
                 ncol = ba.data[5 * k + 2]
-                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], &vb)
+                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], n, &vb, False)
                 if ncol < 0:
                     attrs[_istr(p + vs, ve - vs)] = value
                 else:
