@@ -504,7 +504,8 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
         self._stz_attrs = attrs
         self._stz_rawns = self._default
     elif self._tag_empty:
-        _pop_scope(self, sc0)
+        if PyList_GET_SIZE(scope) > sc0:  # rare: a declaration on an empty element
+            _pop_scope(self, sc0)
         return R_OK
     # push a frame for the open element
     k = depth - 1
@@ -604,14 +605,16 @@ cdef int _end_tag(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                           self._stz_rawns)
         elif self._stz_self:
             el = _element(self._stz_name, self._stz_ns, self._stz_attrs, None,
-                          _lazy_children(inner, self._stz_rawns), inner, self._stz_rawns)
+                          _lazy_children(inner, 0, PyBytes_GET_SIZE(inner), self._stz_rawns, None),
+                          inner, self._stz_rawns)
         else:
             el = _element(self._stz_name, self._stz_ns, self._stz_attrs,
-                          _build(<const unsigned char*>PyBytes_AS_STRING(inner),
-                                 PyBytes_GET_SIZE(inner), "", self._scope[:self._stz_scope]),
+                          _build(inner, 0, PyBytes_GET_SIZE(inner), self._stz_rawns,
+                                 self._scope[:self._stz_scope]),
                           None, None, None)
         self._stz_name = self._stz_ns = self._stz_attrs = self._stz_rawns = None
         self._last = end
         events.append(el)
-    _pop_scope(self, self._fr[3 * (depth - 2) + 2])
+    if PyList_GET_SIZE(self._scope) > self._fr[3 * (depth - 2) + 2]:
+        _pop_scope(self, self._fr[3 * (depth - 2) + 2])
     return R_OK

@@ -92,7 +92,12 @@ class Element:
     def children(self) -> list[Element | str]:
         """The mutable child list; using it drops the raw form kept for forwarding."""
         self._raw_inner = None
-        return self._kids()
+        kids = self._children
+        if kids is None:  # _kids() inlined: a tree walk reads this once per element
+            lazy = self._lazy
+            kids = self._children = lazy() if lazy is not None else []
+            self._lazy = None
+        return kids
 
     @children.setter
     def children(self, value: list[Element | str]) -> None:
