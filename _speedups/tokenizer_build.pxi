@@ -80,8 +80,50 @@ cdef struct BFrame:
     Py_ssize_t scope_len
 
 
-cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scope):
-    """Children of validated inner content ``p[:n]``, nothing checked: the tokenizer has."""
+# An element whose content holds child elements and is at least this long is built lazily
+# (its own ``_LazyChildren``): skipping its content costs a scan, building it costs a few
+# Python objects per element, and a lazy element costs two objects and a call when touched.
+cdef enum:
+    _LAZY_MIN = 128
+
+
+cdef Py_ssize_t _skip_content(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """In validated content, from the markup at ``i`` on: where the end tag of the element
+    holding it starts (start tags are skipped with their quoted values, which may hold
+    ``>``, and CDATA sections, which may hold ``<``)."""
+    cdef Py_ssize_t depth = 0
+    cdef unsigned char c
+    while True:
+        i = <Py_ssize_t>(<const unsigned char*>memchr(p + i, 0x3C, n - i) - p)
+        c = p[i + 1]
+        if c == 0x2F:
+            if depth == 0:
+                return i
+            depth -= 1
+            i += 2
+        elif c == 0x21:  # <![CDATA[ ... ]]>
+            i += 9
+            while not (p[i] == 0x5D and p[i + 1] == 0x5D and p[i + 2] == 0x3E):
+                i = <Py_ssize_t>(<const unsigned char*>memchr(p + i + 1, 0x5D, n - i - 1) - p)
+            i += 3
+        else:
+            i += 1
+            while True:
+                i = xmppd_scan(p, i, n, n, 0x3E, 0x22, 0x27, -1, False, False)
+                c = p[i]
+                if c == 0x3E:
+                    break
+                i = <Py_ssize_t>(<const unsigned char*>memchr(p + i + 1, c, n - i - 1) - p) + 1
+            if p[i - 1] != 0x2F:
+                depth += 1
+            i += 1
+
+
+cdef list _build(bytes raw, Py_ssize_t start, Py_ssize_t end, object dflt, list scope):
+    """Children of the validated content ``raw[start:end]``, nothing checked: the tokenizer
+    has.  ``dflt`` is the default namespace there, ``scope`` the prefixes in scope (its
+    default namespace entries are not read).  A child whose content holds elements (and is
+    long enough) is itself lazy."""
     global _BA_BUSY
     cdef list root = [], kids = root, new_kids
     cdef TBuf tb
@@ -93,12 +135,14 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     cdef BFrame[32] fr_small
     cdef BFrame* fr = fr_small
     cdef BFrame* fr_heap = NULL
-    cdef object dflt = _default_ns(scope, base_ns), uri, value, ns, new_dflt
+    cdef object uri, value, ns, new_dflt
     cdef dict attrs
-    cdef bint empty = False, leaf
+    cdef bint empty = False, leaf, ascii
     cdef PosBuf own
     cdef PosBuf* ba = &own
     cdef bint shared
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw) + start
+    cdef Py_ssize_t n = end - start
     tb.data = NULL
     tb.len = tb.cap = 0
     vb.data = NULL
@@ -112,15 +156,24 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     try:
         while i < n:
             if p[i] != 0x3C:
-                lt = <const unsigned char*>memchr(p + i, 0x3C, n - i)
+                # One pass to the next markup, reference or CR, noting non-ASCII on the way.
+                j = xmppd_scan(p, i, n, n, 0x3C, 0x26, 0x0D, -1, False, True)
+                ascii = True
+                if j < n and p[j] >= 0x80:
+                    ascii = False
+                    j = xmppd_scan(p, j, n, n, 0x3C, 0x26, 0x0D, -1, False, False)
+                if (j >= n or p[j] == 0x3C) and tb.len == 0 and (j >= n or p[j + 1] != 0x21):
+                    if ascii and j - i > 1:
+                        value = <str>PyUnicode_New(j - i, 127)
+                        memcpy(PyUnicode_1BYTE_DATA(value), p + i, j - i)
+                    else:
+                        value = PyUnicode_DecodeUTF8(<const char*>p + i, j - i, NULL)
+                    kids.append(value)
+                    i = j
+                    continue
+                lt = <const unsigned char*>memchr(p + j, 0x3C, n - j)
                 s = n if lt == NULL else lt - p
-                j = i
-                while j < s and p[j] != 0x0D and p[j] != 0x26:
-                    j += 1
-                if j == s and tb.len == 0 and (s >= n or p[s + 1] != 0x21):
-                    kids.append(_utf8(p + i, s - i))
-                else:
-                    _text_put(&tb, p, i, s, True)
+                _text_put(&tb, p, i, s, True)
                 i = s
                 continue
             c = p[i + 1]
@@ -187,7 +240,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 if nat >= ba.cap:
                     _grow_pos(ba)
                 if ve - vs >= 5 and memcmp(p + vs, b"xmlns", 5) == 0 and (ve - vs == 5 or ncol == vs + 5):
-                    value = _attr_str(p, i + 1, j, &vb)
+                    value = _attr_str(p, i + 1, j, n, &vb, True)
                     if ve - vs == 5:
                         new_dflt = value  # tracked in the frames, not in the scope
                     else:
@@ -211,7 +264,7 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
                 vs = ba.data[5 * k]
                 ve = ba.data[5 * k + 1]
                 ncol = ba.data[5 * k + 2]
-                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], &vb)
+                value = _attr_str(p, ba.data[5 * k + 3], ba.data[5 * k + 4], n, &vb, False)
                 if ncol < 0:
                     attrs[_istr(p + vs, ve - vs)] = value
                 else:
@@ -220,6 +273,18 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
             # A leaf (``<x/>`` or ``<x></x>``) gets no child list: Element makes one on
             # first use, as Element(name) does.
             leaf = empty or (p[i] == 0x3C and p[i + 1] == 0x2F)
+            if not leaf:
+                lt = <const unsigned char*>memchr(p + i, 0x3C, n - i)
+                if lt[1] != 0x2F and lt[1] != 0x21:  # the content holds an element
+                    e = _skip_content(p, lt - p, n)
+                    if e - i >= _LAZY_MIN:
+                        kids.append(_element(name, ns, attrs, None, _lazy_children(
+                            raw, start + i, start + e, new_dflt,
+                            scope[:] if PyList_GET_SIZE(scope) else None), None, None))
+                        i = <Py_ssize_t>(<const unsigned char*>memchr(p + e, 0x3E, n - e) - p) + 1
+                        while PyList_GET_SIZE(scope) > scope_len:
+                            scope.pop()
+                        continue
             new_kids = None if leaf else []
             kids.append(_element(name, ns, attrs, new_kids, None, None, None))
             if empty:
@@ -255,23 +320,32 @@ cdef list _build(const unsigned char* p, Py_ssize_t n, object base_ns, list scop
     return root
 
 
-@cython.no_gc  # holds a bytes and a str: never part of a cycle
+@cython.no_gc  # holds bytes, str and a list of (bytes, str) tuples: never part of a cycle
 @cython.freelist(64)
 @cython.final
 cdef class _LazyChildren:
-    """The ``lazy=`` callable of a stanza: decodes its validated inner bytes on demand."""
+    """The ``lazy=`` callable of an element: decodes its validated content
+    ``raw[start:end]`` on demand (``raw`` is the stanza's content: no copy), with ``ns`` the
+    default namespace and ``scope`` the prefixes in scope there (None: none)."""
 
     cdef bytes raw
+    cdef Py_ssize_t start
+    cdef Py_ssize_t end
     cdef object ns
+    cdef list scope
 
     def __call__(self):
-        return _build(<const unsigned char*>PyBytes_AS_STRING(self.raw),
-                      PyBytes_GET_SIZE(self.raw), self.ns, [])
+        return _build(self.raw, self.start, self.end, self.ns,
+                      [] if self.scope is None else self.scope[:])
 
 
-cdef _LazyChildren _lazy_children(bytes raw, object ns):
+cdef _LazyChildren _lazy_children(bytes raw, Py_ssize_t start, Py_ssize_t end, object ns,
+                                  list scope):
     # __new__ without arguments: no argument parsing on the per-stanza path
     cdef _LazyChildren lazy = _LazyChildren.__new__(_LazyChildren)
     lazy.raw = raw
+    lazy.start = start
+    lazy.end = end
     lazy.ns = ns
+    lazy.scope = scope
     return lazy

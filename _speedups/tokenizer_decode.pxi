@@ -79,31 +79,72 @@ cdef inline str _utf8(const unsigned char* p, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
 
 
-# Names, namespaces and short attribute values repeat endlessly: a direct-mapped cache of
-# ASCII strings saves the allocation and decoding, and idle tokenizers share their strings.
+# Names and namespaces repeat endlessly, and so do many attribute values (types, JIDs):
+# two bounded, direct-mapped caches of their strings save the allocation and decoding, and
+# idle tokenizers share their strings.  Names (element and attribute names, namespace
+# URIs) get their own table, so that the stream of one-off values (ids, stamps) cannot
+# evict them.  An entry is keyed by the bytes themselves: up to 16 bytes the key *is* the
+# content (two overlapping loads), so a hit is two compares and the string is not touched;
+# longer ones (namespace URIs) are confirmed with memcmp on the cached ASCII string.
+cdef struct ICEntry:
+    uint64_t a
+    uint64_t b
+    Py_ssize_t n
+    PyObject* s      # a reference owned by the table (never released: it is bounded)
+
 cdef enum:
-    _ICACHE_SIZE = 4096
-cdef list _ICACHE = [None] * _ICACHE_SIZE
+    _NAMES_BITS = 10
+    _VALUES_BITS = 11
+    _ICACHE_MAX = 64  # longer strings are not cached
+cdef ICEntry _NAMES[1 << _NAMES_BITS]
+cdef ICEntry _VALUES[1 << _VALUES_BITS]
+
+
+cdef inline uint64_t _icache_key(const unsigned char* p, Py_ssize_t n, uint64_t* b) noexcept nogil:
+    """The first word of ``p[:n]``'s key (``b``: the second); exact up to 16 bytes."""
+    cdef uint64_t a
+    cdef unsigned int x, y
+    if n >= 8:
+        memcpy(&a, p, 8)
+        memcpy(b, p + n - 8, 8)
+        return a
+    b[0] = 0
+    if n >= 4:
+        memcpy(&x, p, 4)
+        memcpy(&y, p + n - 4, 4)
+        return x | (<uint64_t>y << 32)
+    return p[0] | (<uint64_t>p[n >> 1] << 8) | (<uint64_t>p[n - 1] << 16)
+
+
+cdef inline str _cached(ICEntry* table, int bits, const unsigned char* p, Py_ssize_t n):
+    cdef uint64_t a, b
+    cdef ICEntry* ent
+    if n > _ICACHE_MAX or n == 0:
+        return _utf8(p, n)
+    a = _icache_key(p, n, &b)
+    ent = table + (((a ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ <uint64_t>n) * 0x9E3779B97F4A7C15ULL) >> (64 - bits))
+    if ent.n == n and ent.a == a and ent.b == b and \
+            (n <= 16 or memcmp(PyUnicode_1BYTE_DATA(<object>ent.s), p, n) == 0):
+        return <str>ent.s
+    value = _utf8(p, n)
+    if n <= 16 or PyUnicode_IS_COMPACT_ASCII(value):  # longer ones are confirmed on ASCII
+        Py_INCREF(value)
+        Py_XDECREF(ent.s)
+        ent.s = <PyObject*>value
+        ent.a = a
+        ent.b = b
+        ent.n = n
+    return value
 
 
 cdef str _istr(const unsigned char* p, Py_ssize_t n):
-    """``p[:n]`` as a str, from the cache when it is short ASCII (a hit is verified with
-    memcmp, so the hash only needs to spread the usual names)."""
-    cdef unsigned int h
-    cdef object hit
-    if n > 48 or n == 0:
-        return _utf8(p, n)
-    h = (<unsigned int>n * 0x9E3779B1u) ^ (p[0] * 0x85EBCA77u) ^ (p[n - 1] * 0xC2B2AE3Du) \
-        ^ (p[n >> 1] * 0x27D4EB2Fu) ^ (p[n >> 2] * 0x165667B1u) ^ (p[(3 * n) >> 2] * 0xD3A2646Cu)
-    h = (h ^ (h >> 15) ^ (h >> 23)) & (_ICACHE_SIZE - 1)
-    hit = <object>PyList_GET_ITEM(_ICACHE, h)
-    if hit is not None and PyUnicode_GET_LENGTH(hit) == n and \
-            memcmp(PyUnicode_1BYTE_DATA(hit), p, n) == 0:
-        return <str>hit
-    value = _utf8(p, n)
-    if PyUnicode_IS_COMPACT_ASCII(value):
-        _ICACHE[h] = value
-    return value
+    """``p[:n]`` as a str, from the names cache (element and attribute names, URIs)."""
+    return _cached(_NAMES, _NAMES_BITS, p, n)
+
+
+cdef str _vstr(const unsigned char* p, Py_ssize_t n):
+    """``p[:n]`` as a str, from the attribute values cache."""
+    return _cached(_VALUES, _VALUES_BITS, p, n)
 
 
 cdef bint _has_space(str uri):
@@ -119,21 +160,20 @@ cdef bint _has_space(str uri):
     return _WS_IN_NS(uri) is not None
 
 
-cdef str _attr_str(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, TBuf* tb):
+cdef str _attr_str(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, Py_ssize_t lim,
+                   TBuf* tb, bint uri):
     """Decode a validated attribute value: references, and each tab/CR/LF (CRLF once) ->
-    space, as expat normalizes CDATA attributes."""
-    cdef Py_ssize_t i = s, j
+    space, as expat normalizes CDATA attributes.  The buffer goes on to ``lim``; ``uri``:
+    a namespace declaration's value (cached with the names)."""
+    cdef Py_ssize_t i, j
     cdef unsigned char c
-    while i < e and not AN[p[i]]:
-        i += 1
+    i = xmppd_scan(p, s, e, lim, 0x26, 0x09, 0x0A, 0x0D, False, False)
     if i == e:
-        return _istr(p + s, e - s)
+        return _istr(p + s, e - s) if uri else _vstr(p + s, e - s)
     tb.len = 0
     _tb_put(tb, p + s, i - s)
     while i < e:
-        j = i
-        while j < e and not AN[p[j]]:
-            j += 1
+        j = xmppd_scan(p, i, e, lim, 0x26, 0x09, 0x0A, 0x0D, False, False)
         if j > i:
             _tb_put(tb, p + i, j - i)
             i = j
@@ -158,9 +198,7 @@ cdef int _text_put(TBuf* tb, const unsigned char* p, Py_ssize_t i, Py_ssize_t e,
     cdef Py_ssize_t j
     cdef unsigned char c
     while i < e:
-        j = i
-        while j < e and p[j] != 0x0D and (p[j] != 0x26 or not refs):
-            j += 1
+        j = xmppd_scan(p, i, e, e, 0x0D, 0x26 if refs else -1, -1, -1, False, False)
         if j > i:
             _tb_put(tb, p + i, j - i)
             i = j

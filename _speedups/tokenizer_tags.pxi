@@ -31,19 +31,14 @@ cdef int _check_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t e) noexce
     return R_OK
 
 
-cdef int _check_default_decl(const unsigned char* p, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
-    """A default namespace declaration's value on its bytes: E_BADNS for whitespace,
-    E_PREFIX for a reserved namespace, R_OK, or R_PARTIAL when it needs decoding
-    (references or non-ASCII)."""
-    cdef Py_ssize_t k = s
-    cdef unsigned char t
-    while k + 4 <= e and not (NSV[p[k]] | NSV[p[k + 1]] | NSV[p[k + 2]] | NSV[p[k + 3]]):
-        k += 4
-    while k < e:
-        t = NSV[p[k]]
-        if t:
-            return R_PARTIAL if t == 1 else E_BADNS
-        k += 1
+cdef int _check_default_decl(const unsigned char* p, Py_ssize_t s, Py_ssize_t e,
+                             Py_ssize_t lim) noexcept nogil:
+    """A default namespace declaration's value on its bytes (the tag goes on to ``lim``):
+    E_BADNS for whitespace, E_PREFIX for a reserved namespace, R_OK, or R_PARTIAL when it
+    needs decoding (references or non-ASCII)."""
+    cdef Py_ssize_t k = _skip_nsv(p, s, e, lim)
+    if k < e:
+        return R_PARTIAL if NSV[p[k]] == 1 else E_BADNS
     if (e - s == 36 and memcmp(p + s, b"http://www.w3.org/XML/1998/namespace", 36) == 0) or \
             (e - s == 29 and memcmp(p + s, b"http://www.w3.org/2000/xmlns/", 29) == 0):
         return E_PREFIX
@@ -135,10 +130,7 @@ cdef int _fast_stag(Tokenizer self, const unsigned char* p, Py_ssize_t n) except
         i += 2
         at[3] = i
         while True:
-            while i + 4 <= n and not (AV[p[i]] | AV[p[i + 1]] | AV[p[i + 2]] | AV[p[i + 3]]):
-                i += 4
-            while i < n and not AV[p[i]]:
-                i += 1
+            i = _skip_av(p, i, n)
             if i >= n:
                 return -1
             c = p[i]
@@ -198,10 +190,7 @@ cdef int _scan_stag(Tokenizer self, const unsigned char* p, Py_ssize_t n) except
         c = p[i]
         t = CT[c]
         if ph == P_VAL:
-            while i + 4 <= n and not (AV[p[i]] | AV[p[i + 1]] | AV[p[i + 2]] | AV[p[i + 3]]):
-                i += 4
-            while i < n and not AV[p[i]]:
-                i += 1
+            i = _skip_av(p, i, n)
             if i >= n:
                 break
             c = p[i]
@@ -425,7 +414,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
             if ln == 5 and depth >= 2:
                 # Inside a stanza nothing reads the default namespace (the builder
                 # re-reads the declarations): check a plain value on its bytes only.
-                r = _check_default_decl(p, a[5 * k + 3], a[5 * k + 4])
+                r = _check_default_decl(p, a[5 * k + 3], a[5 * k + 4], self._tag_end)
                 if r == E_BADNS:
                     return self._err(E_BADNS, "namespace name contains whitespace")
                 if r == E_PREFIX:
@@ -433,7 +422,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
                 if r == R_OK:
                     a[5 * k + 2] = -2
                     continue
-            value = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)
+            value = _attr_str(p, a[5 * k + 3], a[5 * k + 4], self._tag_end, &_VB, True)
             prefix = PyBytes_FromStringAndSize(<const char*>p + s + 6, ln - 6) if ln > 5 else b""
             if not value and ln > 5:
                 return self._err(E_PREFIX, "undeclaring a prefix")
@@ -452,7 +441,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
                 dflt_decl = True
             a[5 * k + 2] = -2  # a declaration, not an attribute
         elif build and a[5 * k + 2] == -1:
-            attrs[_istr(p + s, ln)] = _attr_str(p, a[5 * k + 3], a[5 * k + 4], &_VB)
+            attrs[_istr(p + s, ln)] = _attr_str(p, a[5 * k + 3], a[5 * k + 4], self._tag_end, &_VB, False)
     if dflt_decl:
         self._default = _default_ns(scope, "")
     for k in range(natt):
@@ -473,7 +462,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
                 return self._err(E_NWF, "duplicate attribute")
         if build:
             attrs["{%s}%s" % (uri, _istr(p + col + 1, ln - 1))] = _attr_str(
-                p, a[5 * k + 3], a[5 * k + 4], &_VB)
+                p, a[5 * k + 3], a[5 * k + 4], self._tag_end, &_VB, False)
     col = self._tag_colon
     s = tag_start + 1
     if col >= 0:
@@ -515,7 +504,8 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
         self._stz_attrs = attrs
         self._stz_rawns = self._default
     elif self._tag_empty:
-        _pop_scope(self, sc0)
+        if PyList_GET_SIZE(scope) > sc0:  # rare: a declaration on an empty element
+            _pop_scope(self, sc0)
         return R_OK
     # push a frame for the open element
     k = depth - 1
@@ -615,14 +605,16 @@ cdef int _end_tag(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                           self._stz_rawns)
         elif self._stz_self:
             el = _element(self._stz_name, self._stz_ns, self._stz_attrs, None,
-                          _lazy_children(inner, self._stz_rawns), inner, self._stz_rawns)
+                          _lazy_children(inner, 0, PyBytes_GET_SIZE(inner), self._stz_rawns, None),
+                          inner, self._stz_rawns)
         else:
             el = _element(self._stz_name, self._stz_ns, self._stz_attrs,
-                          _build(<const unsigned char*>PyBytes_AS_STRING(inner),
-                                 PyBytes_GET_SIZE(inner), "", self._scope[:self._stz_scope]),
+                          _build(inner, 0, PyBytes_GET_SIZE(inner), self._stz_rawns,
+                                 self._scope[:self._stz_scope]),
                           None, None, None)
         self._stz_name = self._stz_ns = self._stz_attrs = self._stz_rawns = None
         self._last = end
         events.append(el)
-    _pop_scope(self, self._fr[3 * (depth - 2) + 2])
+    if PyList_GET_SIZE(self._scope) > self._fr[3 * (depth - 2) + 2]:
+        _pop_scope(self, self._fr[3 * (depth - 2) + 2])
     return R_OK

@@ -87,10 +87,7 @@ cdef int _text(Tokenizer self, const unsigned char* p, Py_ssize_t i, Py_ssize_t 
     cdef long v
     while i < n:
         if not ws_only:
-            while i + 4 <= n and not (TX[p[i]] | TX[p[i + 1]] | TX[p[i + 2]] | TX[p[i + 3]]):
-                i += 4
-            while i < n and not TX[p[i]]:
-                i += 1
+            i = _skip_tx(p, i, n)
             if i >= n:
                 break
         c = p[i]

@@ -10,7 +10,10 @@ split.  A tokenizer may build an element lazily: it then passes ``lazy``, a call
 the children, and ``raw_inner``, the validated bytes between the start and end tags, which
 :meth:`Element.to_bytes` reuses when the element is written into a stream with the same
 default namespace.  Reading (``find``, ``findtext``, ``iter``...) keeps the raw bytes; the
-mutating API (``children``, ``append``, ``remove``, ``clear``) drops them.
+mutating API (``children``, ``append``, ``remove``, ``clear``) drops them.  The compiled
+tokenizer gives nested elements a ``lazy`` too (without ``raw_inner``): mutate a descendant
+through ``children`` all the way down, so that no ancestor keeps bytes that no longer say
+what its tree says.
 """
 
 from __future__ import annotations
@@ -92,7 +95,12 @@ class Element:
     def children(self) -> list[Element | str]:
         """The mutable child list; using it drops the raw form kept for forwarding."""
         self._raw_inner = None
-        return self._kids()
+        kids = self._children
+        if kids is None:  # _kids() inlined: a tree walk reads this once per element
+            lazy = self._lazy
+            kids = self._children = lazy() if lazy is not None else []
+            self._lazy = None
+        return kids
 
     @children.setter
     def children(self, value: list[Element | str]) -> None:
