@@ -9,10 +9,14 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmppd import __version__
 from xmppd.core.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from xmppd.storage import Storage
+    from xmppd.storage.copy import Progress
 
 
 def _runner() -> asyncio.Runner:
@@ -474,7 +478,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _copy_end(config: Config, role: str, spec: str):
+def _copy_end(config: Config, role: str, spec: str) -> Storage:
     """The unopened storage of one end of ``storage copy``; SystemExit when it is unusable
     (bad URL, memory:, no source file, a server running on it)."""
     from xmppd.preflight import lock_holder
@@ -505,7 +509,7 @@ def _copy_end(config: Config, role: str, spec: str):
     return storage
 
 
-def _storage_name(storage) -> str:
+def _storage_name(storage: Storage) -> str:
     return getattr(storage, "name", None) or f"sqlite://{storage.path}"
 
 
@@ -519,14 +523,17 @@ def cmd_storage_copy(config: Config, args: argparse.Namespace) -> int:
     source, target = _copy_end(config, "FROM", args.source), _copy_end(config, "TO", args.target)
     if _storage_name(source) == _storage_name(target):
         raise SystemExit("xmppd: FROM and TO are the same database")
-    shown: dict[tuple[str, str], float] = {}
+    shown: dict[str, float] = {}
 
-    def progress(p) -> None:
+    def progress(p: Progress) -> None:  # every finished kind, and a line every 2 s of a long one
         now = time.monotonic()
-        if p.finished or now - shown.get((p.kind, p.namespace), 0) >= 2:
-            shown[(p.kind, p.namespace)] = now
-            what = p.kind + (f" {p.namespace}" if p.namespace else "")
-            print(f"{what}: {p.done}" + ("" if p.finished else f" of {p.total}"), flush=True)
+        what = {"keyvalue": "key-value"}.get(p.kind, p.kind) + (f" {p.namespace}"
+                                                              if p.namespace else "")
+        if p.finished:
+            print(f"{what}: {p.done} copied", flush=True)
+        elif p.done < p.total and now - shown.get(what, 0) >= 2:
+            shown[what] = now
+            print(f"{what}: {p.done} of {p.total}", flush=True)
 
     async def main() -> int:
         opened = []
