@@ -9,10 +9,14 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmppd import __version__
 from xmppd.core.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from xmppd.storage import Storage
+    from xmppd.storage.copy import Progress
 
 
 def _runner() -> asyncio.Runner:
@@ -474,6 +478,111 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_end(config: Config, role: str, spec: str) -> Storage:
+    """The unopened storage of one end of ``storage copy``; SystemExit when it is unusable
+    (bad URL, memory:, no source file, a server running on it)."""
+    from xmppd.preflight import lock_holder
+    from xmppd.storage import MemoryStorage, SQLiteStorage, storage_from_spec
+    from xmppd.storage.postgresql import redact_url
+
+    try:
+        storage = storage_from_spec(spec)
+    except ValueError as exc:
+        raise SystemExit(f"xmppd: {role} {redact_url(spec)!r}: {exc}") from None
+    if isinstance(storage, MemoryStorage):
+        raise SystemExit(f"xmppd: {role}: memory: keeps nothing (use sqlite:///PATH or "
+                         "postgresql://user:password@host/database)")
+    if isinstance(storage, SQLiteStorage):
+        storage.path = path = storage.path.resolve()
+        if role == "FROM" and not path.is_file():
+            raise SystemExit(f"xmppd: FROM: no SQLite database at {path}")
+        dirs = {path.parent}
+        configured = storage_from_spec(config.storage_url)
+        if isinstance(configured, SQLiteStorage) and configured.path.resolve() == path:
+            dirs.add(Path(config.data_dir).resolve())
+        for directory in sorted(dirs):
+            pid = lock_holder(directory)
+            if pid is not None:
+                who = f"an xmppd (PID {pid})" if pid else "an xmppd"
+                raise SystemExit(f"xmppd: {role}: {who} is running on {directory}: stop it "
+                                 "before copying its database")
+    return storage
+
+
+def _storage_name(storage: Storage) -> str:
+    return getattr(storage, "name", None) or f"sqlite://{storage.path}"
+
+
+def cmd_storage_copy(config: Config, args: argparse.Namespace) -> int:
+    """Copy every account and every per-module datum of FROM into the empty TO, then
+    compare their counts; status 1 (and the target a partial copy) when anything failed."""
+    from xmppd.preflight import describe_error
+    from xmppd.storage import StorageError
+    from xmppd.storage.copy import census, copy_storage, differences, target_problem
+
+    source, target = _copy_end(config, "FROM", args.source), _copy_end(config, "TO", args.target)
+    if _storage_name(source) == _storage_name(target):
+        raise SystemExit("xmppd: FROM and TO are the same database")
+    shown: dict[str, float] = {}
+
+    def progress(p: Progress) -> None:  # every finished kind, and a line every 2 s of a long one
+        now = time.monotonic()
+        what = {"keyvalue": "key-value"}.get(p.kind, p.kind) + (f" {p.namespace}"
+                                                              if p.namespace else "")
+        if p.finished:
+            print(f"{what}: {p.done} copied", flush=True)
+        elif p.done < p.total and now - shown.get(what, 0) >= 2:
+            shown[what] = now
+            print(f"{what}: {p.done} of {p.total}", flush=True)
+
+    async def main() -> int:
+        opened = []
+        try:
+            for role, storage in (("FROM", source), ("TO", target)):
+                try:
+                    await storage.open()
+                except (StorageError, OSError) as exc:
+                    text = str(exc) if isinstance(exc, StorageError) else describe_error(exc)
+                    raise SystemExit(f"xmppd: {role}: {text}") from None
+                opened.append(storage)
+            problem = target_problem(await census(target))
+            if problem:
+                raise SystemExit(f"xmppd: TO {_storage_name(target)}: {problem}")
+            print(f"copying {_storage_name(source)} to {_storage_name(target)}", flush=True)
+            started = time.monotonic()
+            try:
+                copied = await copy_storage(source, target, batch=args.batch, progress=progress)
+            except StorageError as exc:
+                raise SystemExit(f"xmppd: copy failed: {exc}; {_storage_name(target)} holds "
+                                 "a partial copy: empty it before trying again") from None
+            elapsed = time.monotonic() - started
+            problems = (differences(copied, await census(source), "copied", "in FROM now")
+                        + differences(copied, await census(target), "copied", "in TO"))
+        finally:
+            for storage in opened:
+                await storage.close()
+        for line in problems:
+            print(f"xmppd: verification failed: {line}", file=sys.stderr)
+        if problems:
+            print("xmppd: was a server using FROM or TO during the copy?", file=sys.stderr)
+            return 1
+        rows = sum(copied.keyvalue.values())
+        items = sum(copied.archive.values())
+        print(f"copied {copied.accounts} account(s) ({copied.disabled} disabled), {rows}"
+              f" key-value row(s) in {len(copied.keyvalue)} namespace(s), {items} archive"
+              f" item(s) in {len(copied.archive)} namespace(s), {len(copied.versions)} store"
+              f" version(s) in {elapsed:.1f} s; verified")
+        return 0
+
+    return _run(main())
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 100000")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", help="TOML configuration file", default=argparse.SUPPRESS)
@@ -522,6 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--expires", type=_duration, metavar="DURATION",
                      help="valid this long (seconds, or 12h, 7d; default: the register "
                      "module's invite_expiry_s)")
+    stor = sub.add_parser("storage", parents=[common], help="storage maintenance")
+    stor_sub = stor.add_subparsers(dest="storage_command", required=True)
+    cp = stor_sub.add_parser(
+        "copy", parents=[common], help="copy all data (accounts, every module's stores) into "
+        "an empty database of any backend; stop the servers using FROM first",
+        description="Copy every account and every module's data from FROM into TO, which "
+        "must be empty, then compare their counts. A URL is sqlite:///PATH or "
+        "postgresql://user:password@host:port/database.")
+    cp.add_argument("source", metavar="FROM", help="the storage URL to copy from")
+    cp.add_argument("target", metavar="TO", help="the storage URL to copy to (empty)")
+    cp.add_argument("--batch", type=_page_size, default=1000, metavar="N",
+                    help="rows read and written at a time (default 1000)")
     sub.add_parser("check", parents=[common], help="validate the configuration and certificates")
     sub.add_parser("config-reference", help="print the configuration reference (docs/CONFIG.md)")
     return parser
@@ -542,6 +663,7 @@ COMMANDS = {
     "announce": cmd_announce,
     "invite": cmd_invite,
     "check": cmd_check,
+    "storage": cmd_storage_copy,  # its only subcommand, "copy"
 }
 
 

@@ -172,3 +172,14 @@ class Storage(abc.ABC):
         ``owner`` is a bare JID (or a room/host), non-empty and without ``/``.
         :meth:`delete_account` does this for the account's bare JID.
         """
+
+    # -- enumeration (``xmppd storage copy``) ----------------------------------------------
+
+    @abc.abstractmethod
+    async def namespaces(self, kind: str) -> list[str]:
+        """The namespaces holding at least one datum of ``kind`` (``"keyvalue"`` or
+        ``"archive"``), sorted, whether or not a loaded module opened them."""
+
+    @abc.abstractmethod
+    async def store_versions(self) -> dict[str, int]:
+        """Every namespace's version set with ``set_version``, by namespace."""

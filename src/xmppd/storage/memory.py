@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.memory_stores import MemoryArchiveStore, MemoryKeyValueStore, StoreState
-from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_user_owner
+from xmppd.storage.stores import ArchiveStore, KeyValueStore, check_kind, check_user_owner
 
 __all__ = ["MemoryStorage"]
 
@@ -101,3 +101,12 @@ class MemoryStorage(Storage):
     async def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
         keys = [k for k in self._data if domain is None or k[1] == domain]
         return sorted(keys, key=lambda k: (k[1], k[0]))
+
+    async def namespaces(self, kind: str) -> list[str]:
+        self._data  # noqa: B018 - raises when closed
+        tables = self.state.archives if check_kind(kind) == "archive" else self.state.kv
+        return sorted(ns for ns, table in tables.items() if any(table.values()))
+
+    async def store_versions(self) -> dict[str, int]:
+        self._data  # noqa: B018 - raises when closed
+        return dict(sorted(self.state.versions.items()))

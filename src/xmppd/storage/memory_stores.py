@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from xmppd.storage.base import StorageError
 from xmppd.storage.stores import (
+    SCAN_PAGE,
     UNCHANGED,
     ArchiveItem,
     ArchiveStore,
@@ -25,6 +26,7 @@ from xmppd.storage.stores import (
     check_item_id,
     check_key,
     check_owner,
+    check_scan_limit,
     check_version,
     decode_value,
     encode_value,
@@ -123,6 +125,26 @@ class MemoryKeyValueStore(_MemoryStore, KeyValueStore):
 
     async def delete_owner(self, owner: str) -> int:
         return len(self._table().pop(check_owner(owner), {}))
+
+    async def scan(
+        self, after: tuple[str, str] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, str, Any]]:
+        check_scan_limit(limit)
+        table = self._table()
+        page: list[tuple[str, str, Any]] = []
+        for owner in sorted(table):
+            if after is not None and owner < after[0]:
+                continue
+            for key in sorted(table[owner]):
+                if after is None or (owner, key) > after:
+                    page.append((owner, key, decode_value(table[owner][key])))
+                    if len(page) == limit:
+                        return page
+        return page
+
+    async def size(self) -> tuple[int, int]:
+        table = self._table()
+        return len(table), sum(len(values) for values in table.values())
 
 
 class MemoryArchiveStore(_MemoryStore, ArchiveStore):
@@ -296,3 +318,19 @@ class MemoryArchiveStore(_MemoryStore, ArchiveStore):
 
     async def delete_owner(self, owner: str) -> int:
         return len(self._table().pop(check_owner(owner), {}))
+
+    async def scan(
+        self, after: tuple[str, int] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, ArchiveItem]]:
+        check_scan_limit(limit)
+        table = self._table()
+        page: list[tuple[str, ArchiveItem]] = []
+        for owner in sorted(table):
+            if after is not None and owner < after[0]:
+                continue
+            for item in table[owner].values():  # in seq order
+                if after is None or (owner, item.seq) > after:
+                    page.append((owner, item))
+                    if len(page) == limit:
+                        return page
+        return page

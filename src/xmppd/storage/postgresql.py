@@ -46,9 +46,16 @@ from xmppd.storage.postgresql_stores import (
     PostgreSQLKeyValueStore,
     append_batch,
     delete_user_rows,
+    namespaces_of,
     rowcount,
 )
-from xmppd.storage.stores import ArchiveItem, ArchiveStore, KeyValueStore, check_user_owner
+from xmppd.storage.stores import (
+    ArchiveItem,
+    ArchiveStore,
+    KeyValueStore,
+    check_kind,
+    check_user_owner,
+)
 
 __all__ = ["MIGRATIONS", "POOL_PARAMETERS", "PoolOptions", "PostgreSQLStorage",
            "parse_url", "redact_url"]
@@ -534,6 +541,15 @@ class PostgreSQLStorage(Storage):
         check_user_owner(owner)
         async with self.transaction() as conn:
             await delete_user_rows(conn, owner)
+
+    async def namespaces(self, kind: str) -> list[str]:
+        table = "archive" if check_kind(kind) == "archive" else "kv"
+        async with self.transaction("read") as conn:
+            return await namespaces_of(conn, table)
+
+    async def store_versions(self) -> dict[str, int]:
+        rows = await self.fetch("SELECT ns, version FROM store_versions ORDER BY ns")
+        return {r[0]: r[1] for r in rows}
 
 
 def _settle_appends(batch: list[Append], outcomes: list[Any]) -> None:

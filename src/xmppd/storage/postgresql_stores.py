@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from xmppd.storage.stores import (
+    SCAN_PAGE,
     UNCHANGED,
     ArchiveItem,
     ArchiveStore,
@@ -33,6 +34,7 @@ from xmppd.storage.stores import (
     check_item_id,
     check_key,
     check_owner,
+    check_scan_limit,
     check_version,
     decode_value,
     encode_value,
@@ -81,6 +83,10 @@ async def _namespaces(conn: Any, table: str) -> list[str]:
         " SELECT ns FROM n WHERE ns IS NOT NULL"
     )
     return [r[0] for r in rows]
+
+
+#: The namespaces of ``kv`` or ``archive`` (``Storage.namespaces``).
+namespaces_of = _namespaces
 
 
 async def delete_user_rows(conn: Any, owner: str) -> None:
@@ -435,6 +441,25 @@ class PostgreSQLKeyValueStore(_PostgreSQLStore, KeyValueStore):
         return await self._storage.execute(
             "DELETE FROM kv WHERE ns = $1 AND owner = $2", self.namespace, owner)
 
+    async def scan(
+        self, after: tuple[str, str] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, str, Any]]:
+        check_scan_limit(limit)
+        if after is None:
+            rows = await self._storage.fetch(
+                "SELECT owner, key, value FROM kv WHERE ns = $1 ORDER BY owner, key LIMIT $2",
+                self.namespace, limit)
+        else:
+            rows = await self._storage.fetch(  # a range of the primary key
+                "SELECT owner, key, value FROM kv WHERE ns = $1 AND (owner, key) > ($2, $3)"
+                " ORDER BY owner, key LIMIT $4", self.namespace, after[0], after[1], limit)
+        return [(r[0], r[1], decode_value(r[2])) for r in rows]
+
+    async def size(self) -> tuple[int, int]:
+        rows = await self._storage.fetch(
+            "SELECT COUNT(DISTINCT owner), COUNT(*) FROM kv WHERE ns = $1", self.namespace)
+        return rows[0][0], rows[0][1]
+
 
 class PostgreSQLArchiveStore(_PostgreSQLStore, ArchiveStore):
     async def _check_anchors(self, owner: str, *anchors: str | None) -> None:
@@ -631,3 +656,22 @@ class PostgreSQLArchiveStore(_PostgreSQLStore, ArchiveStore):
                 "DELETE FROM archive_counts WHERE ns = $1 AND owner = $2", ns, owner)
             return rowcount(await conn.execute(
                 "DELETE FROM archive WHERE ns = $1 AND owner = $2", ns, owner))
+
+    async def scan(
+        self, after: tuple[str, int] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, ArchiveItem]]:
+        check_scan_limit(limit)
+        ns, fetch = self.namespace, self._storage.fetch
+        columns = f"owner, {_ITEM_COLUMNS}"
+        # Ranges of the primary key (ns, owner, seq): the rest of the current owner's
+        # items, then the next owners'.
+        if after is None:
+            rows = await fetch(f"SELECT {columns} FROM archive WHERE ns = $1"
+                               " ORDER BY owner, seq LIMIT $2", ns, limit)
+        else:
+            rows = await fetch(f"SELECT {columns} FROM archive WHERE ns = $1 AND owner = $2"
+                               " AND seq > $3 ORDER BY seq LIMIT $4", ns, after[0], after[1], limit)
+            if len(rows) < limit:
+                rows += await fetch(f"SELECT {columns} FROM archive WHERE ns = $1 AND owner > $2"
+                                    " ORDER BY owner, seq LIMIT $3", ns, after[0], limit - len(rows))
+        return [(r[0], _item(r[1:])) for r in rows]

@@ -49,11 +49,13 @@ from xmppd.storage.sqlite_stores import (
     SQLiteKeyValueStore,
     append_batch,
     delete_user_rows,
+    namespaces_of,
 )
 from xmppd.storage.stores import (
     ArchiveItem,
     ArchiveStore,
     KeyValueStore,
+    check_kind,
     check_user_owner,
     new_item_id,
 )
@@ -667,6 +669,14 @@ class SQLiteStorage(Storage):
             return [tuple(r) for r in conn.execute(sql + " ORDER BY domain, username", args)]
 
         return await self._call(listing, write=False)
+
+    async def namespaces(self, kind: str) -> list[str]:
+        table = "archive" if check_kind(kind) == "archive" else "kv"
+        return await self._call(lambda conn: namespaces_of(conn, table), write=False)
+
+    async def store_versions(self) -> dict[str, int]:
+        return dict(await self._call(lambda conn: conn.execute(
+            "SELECT ns, version FROM store_versions ORDER BY ns").fetchall(), write=False))
 
 
 def _version(conn: sqlite3.Connection) -> int:

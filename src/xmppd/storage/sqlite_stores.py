@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from xmppd.storage.stores import (
+    SCAN_PAGE,
     UNCHANGED,
     ArchiveItem,
     ArchiveStore,
@@ -44,6 +45,7 @@ from xmppd.storage.stores import (
     check_item_id,
     check_key,
     check_owner,
+    check_scan_limit,
     check_version,
     decode_value,
     encode_value,
@@ -93,6 +95,10 @@ def _namespaces(conn: sqlite3.Connection, table: str) -> list[str]:
         " SELECT ns FROM n WHERE ns IS NOT NULL"
     )
     return [r[0] for r in rows]
+
+
+#: The namespaces of ``kv`` or ``archive`` (``Storage.namespaces``).
+namespaces_of = _namespaces
 
 
 def delete_user_rows(conn: sqlite3.Connection, owner: str) -> int:
@@ -441,6 +447,31 @@ class SQLiteKeyValueStore(_SQLiteStore, KeyValueStore):
             ).rowcount
         )
 
+    async def scan(
+        self, after: tuple[str, str] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, str, Any]]:
+        check_scan_limit(limit)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            if after is None:
+                return conn.execute(
+                    "SELECT owner, key, value FROM kv WHERE ns = ? ORDER BY owner, key LIMIT ?",
+                    (self.namespace, limit)).fetchall()
+            return conn.execute(  # a range of the primary key
+                "SELECT owner, key, value FROM kv WHERE ns = ? AND (owner, key) > (?, ?)"
+                " ORDER BY owner, key LIMIT ?", (self.namespace, *after, limit)).fetchall()
+
+        return [(o, k, decode_value(v)) for o, k, v in await self._scan(read)]
+
+    async def size(self) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            owners, keys = conn.execute(
+                "SELECT COUNT(DISTINCT owner), COUNT(*) FROM kv WHERE ns = ?", (self.namespace,)
+            ).fetchone()
+            return owners, keys
+
+        return await self._scan(read)
+
 
 class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
     def _anchor(self, conn: sqlite3.Connection, owner: str, id: str | None) -> int | None:
@@ -659,3 +690,29 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
             ).rowcount
 
         return await self._write(write)
+
+    async def scan(
+        self, after: tuple[str, int] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, ArchiveItem]]:
+        check_scan_limit(limit)
+        ns = self.namespace
+        columns = f"owner, {_ITEM_COLUMNS}"
+
+        def read(conn: sqlite3.Connection) -> list[tuple]:
+            # Two ranges of (ns, owner, seq): the rest of the current owner's items, then
+            # the next owners'.  One row-value range would make SQLite walk the current
+            # owner's items from its first one on every page.
+            if after is None:
+                return conn.execute(
+                    f"SELECT {columns} FROM archive WHERE ns = ? ORDER BY owner, seq LIMIT ?",
+                    (ns, limit)).fetchall()
+            rows = conn.execute(
+                f"SELECT {columns} FROM archive WHERE ns = ? AND owner = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?", (ns, *after, limit)).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    f"SELECT {columns} FROM archive WHERE ns = ? AND owner > ?"
+                    " ORDER BY owner, seq LIMIT ?", (ns, after[0], limit - len(rows))).fetchall()
+            return rows
+
+        return [(row[0], _item(row[1:])) for row in await self._scan(read)]

@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 StoreKind = Literal["keyvalue", "archive"]
+#: Items per page of a whole-namespace ``scan`` by default.
+SCAN_PAGE = 1000
 STORE_KINDS: tuple[str, ...] = ("keyvalue", "archive")
 
 _NAMESPACE = re.compile(r"[a-z0-9_.-]{1,64}")
@@ -254,6 +256,18 @@ class KeyValueStore(abc.ABC):
     @abc.abstractmethod
     async def set_version(self, version: int) -> None: ...
 
+    @abc.abstractmethod
+    async def scan(
+        self, after: tuple[str, str] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, str, Any]]:
+        """The namespace's ``(owner, key, value)``s in ``(owner, key)`` order: at most
+        ``limit`` of them, after the position ``after`` (the last ``(owner, key)`` read,
+        excluded).  A whole-namespace read in bounded pages, one statement each."""
+
+    @abc.abstractmethod
+    async def size(self) -> tuple[int, int]:
+        """(owners with at least one key, keys) of the whole namespace."""
+
 
 class ArchiveStore(abc.ABC):
     """An ordered log of :class:`ArchiveItem` per owner within one namespace.
@@ -387,11 +401,32 @@ class ArchiveStore(abc.ABC):
     @abc.abstractmethod
     async def set_version(self, version: int) -> None: ...
 
+    @abc.abstractmethod
+    async def scan(
+        self, after: tuple[str, int] | None = None, limit: int = SCAN_PAGE
+    ) -> list[tuple[str, ArchiveItem]]:
+        """Every owner's items as ``(owner, item)``, in ``(owner, seq)`` order: at most
+        ``limit`` of them, after the position ``after`` (the ``(owner, seq)`` of the last
+        item read, excluded).  A whole-namespace read in bounded pages, each an index
+        range (never a scan of the items before the position)."""
+
 
 def check_version(version: int) -> int:
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise ValueError(f"bad store version {version!r}")
     return version
+
+
+def check_kind(kind: str) -> str:
+    if kind not in STORE_KINDS:
+        raise ValueError(f"unknown store kind {kind!r}")
+    return kind
+
+
+def check_scan_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"bad scan limit {limit!r}")
+    return limit
 
 
 def check_item_args(data: bytes, stamp: float, with_jid: str, id: str | None, limit: int) -> bytes:
