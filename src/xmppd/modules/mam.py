@@ -15,9 +15,9 @@ message's id goes into its carbon copies (the ``mam`` service's
 one of our domains or accounts is removed from every message a client or peer sends us
 (only ids we made carry our name); ``origin-id`` is kept.
 
-Durability without waiting: an archive write is started (``start_append``: the SQLite
-backend writes the appends of one event-loop iteration as one batch, one transaction) and
-not awaited; the serialized message is shared by the sender's and the recipient's
+Durability without waiting: an archive write is started (``start_append_shared``: the
+SQLite backend writes the appends of one event-loop iteration as one batch, one
+transaction, with one future for all of them) and not awaited; the serialized message is shared by the sender's and the recipient's
 archives while the stanza is unchanged in between; for a local sender it is
 ``session.track``-ed, so stream management can acknowledge once it is durable.  What
 cannot be archived is refused, not delivered: a message nested so deeply that its MAM
@@ -245,12 +245,15 @@ class Archive(Module):
         if data is None:
             return None
         item_id = new_item_id()
-        write = self.archive.start_append(
+        # One future for the whole batch (SQLite): the sender's and the recipient's copies
+        # and every other message of this loop iteration share it and its callback.
+        write = self.archive.start_append_shared(
             owner, data, stamp=self.clock(), id=item_id,
             with_jid=str(peer.bare) if peer is not None else "",
         )
-        self.last_write = write
-        write.add_done_callback(self._written)
+        if write is not self.last_write:
+            self.last_write = write
+            write.add_done_callback(self._written)
         if session is not None:
             session.track(write)
         return Element("stanza-id", SID_NS, {"by": owner, "id": item_id}, [])
@@ -275,8 +278,14 @@ class Archive(Module):
     def _written(self, write: asyncio.Future) -> None:
         if self.last_write is write:
             self.last_write = None
-        if not write.cancelled() and write.exception() is not None:
+        if write.cancelled():
+            return
+        if write.exception() is not None:
             self.api.log.error("archive write failed", exc_info=write.exception())
+            return
+        for owner, item_id, error in write.result():
+            self.api.log.error("archive write of %s for %s failed", item_id, owner,
+                               exc_info=error)
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -357,7 +366,7 @@ class Archive(Module):
         if sid is None:
             self.router.bounce(stanza, "policy-violation", "nested too deeply to be archived")
             return True
-        stanza.append(sid)
+        stanza.append_forwardable(sid)
         return None
 
     def bound(self, session: Any) -> None:

@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from xmppd.storage.stores import (
     UNCHANGED,
+    AppendFailure,
     ArchiveItem,
     ArchiveStore,
     ItemExists,
@@ -58,6 +59,7 @@ __all__ = [
     "PAGE_READ_MAX",
     "Append",
     "append_batch",
+    "append_shared_batch",
     "SQLiteArchiveStore",
     "SQLiteKeyValueStore",
     "delete_user_rows",
@@ -186,7 +188,11 @@ _INSERT = "INSERT INTO archive (ns, owner, id, stamp, with_jid, data) VALUES (?,
 
 #: Rows per multi-row INSERT (6 parameters each: under SQLite's historic 999 bound).
 _ROWS_PER_INSERT = 150
-_ROW = "(?, ?, ?, ?, ?, ?)"
+#: The multi-row INSERT of n rows (n >= 1), made once (the statement cache keys on the text).
+_INSERTS = [""] + [
+    _INSERT.replace("(?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?)"] * n))
+    for n in range(1, _ROWS_PER_INSERT + 1)
+]
 
 # What append_batch gives each append: the new seq (the item is the append's arguments),
 # an ArchiveItem (the slow path), None (over its limit) or the error.  The loop thread
@@ -230,6 +236,58 @@ def append_batch(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
     return outcomes
 
 
+def append_shared_batch(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
+    """Run the shared appends ``flat`` (six values per append, the ``INSERT``'s columns in
+    order) in the caller's transaction; returns the failures.
+
+    No Python per row here (this thread holds the GIL for that): multi-row ``INSERT``s take
+    slices of the list as their parameters, the counts come from C-level ``Counter``.  A
+    constraint failure (an id already stored) rolls them back and runs them one by one.
+    """
+    step = _ROWS_PER_INSERT * 6
+    conn.execute("SAVEPOINT appends")
+    try:
+        for at in range(0, len(flat), step):
+            chunk = flat[at:at + step]
+            conn.execute(_INSERTS[len(chunk) // 6], chunk)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO appends")
+        conn.execute("RELEASE appends")
+        return _append_shared_one_by_one(conn, flat)
+    conn.execute("RELEASE appends")
+    _add_counts(conn, Counter(zip(flat[0::6], flat[1::6], strict=True)))
+    return []
+
+
+def _append_shared_one_by_one(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
+    failures: list[AppendFailure] = []
+    added: Counter[tuple[str, str]] = Counter()
+    for at in range(0, len(flat), 6):
+        row = flat[at:at + 6]
+        try:
+            conn.execute(_INSERT, row)
+        except sqlite3.IntegrityError:  # a statement of one row: nothing to roll back
+            failures.append((row[1], row[2], ItemExists(f"{row[1]!r} already has an item"
+                                                        f" {row[2]!r}")))
+        else:
+            added[row[0], row[1]] += 1
+    _add_counts(conn, added)
+    return failures
+
+
+def _add_counts(conn: sqlite3.Connection, added: Mapping[tuple[str, str], int]) -> None:
+    """Add to ``archive_counts``: one multi-row upsert per 150 owners."""
+    counts = list(added.items())
+    for at in range(0, len(counts), _ROWS_PER_INSERT):
+        chunk = counts[at:at + _ROWS_PER_INSERT]
+        conn.execute(
+            "INSERT INTO archive_counts (ns, owner, n) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
+            [x for (ns, owner), n in chunk for x in (ns, owner, n)],
+        )
+
+
 def _append_fast(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]:
     outcomes: list[Any] = [None] * len(batch)
     added: dict[tuple[str, str], int] = {}
@@ -255,24 +313,12 @@ def _append_fast(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
         return outcomes
     for at in range(0, len(kept), _ROWS_PER_INSERT):
         chunk = kept[at:at + _ROWS_PER_INSERT]
-        conn.execute(
-            "INSERT INTO archive (ns, owner, id, stamp, with_jid, data) VALUES "
-            + ", ".join([_ROW] * len(chunk)),
-            [x for i in chunk for x in batch[i][:6]],
-        )
+        conn.execute(_INSERTS[len(chunk)], [x for i in chunk for x in batch[i][:6]])
     seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(kept)
     for i in kept:
         seq += 1
         outcomes[i] = seq
-    counts = list(added.items())
-    for at in range(0, len(counts), _ROWS_PER_INSERT):
-        chunk = counts[at:at + _ROWS_PER_INSERT]
-        conn.execute(
-            "INSERT INTO archive_counts (ns, owner, n) VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
-            [x for (ns, owner), n in chunk for x in (ns, owner, n)],
-        )
+    _add_counts(conn, added)
     return outcomes
 
 
@@ -486,6 +532,16 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
             self.namespace, owner, new_item_id() if generated else id, float(stamp), with_jid,
             data, limit, replace, generated, asyncio.get_running_loop().create_future(),
         ))
+
+    def start_append_shared(
+        self, owner: str, data: bytes, *, stamp: float, with_jid: str = "", id: str,
+    ) -> asyncio.Future[list[AppendFailure]]:
+        if id is None:
+            raise TypeError("start_append_shared needs the item's id")
+        data = check_item_args(data, stamp, with_jid, id, 0)
+        check_owner(owner)
+        return self._storage._append_shared(
+            (self.namespace, owner, id, float(stamp), with_jid, data))
 
     async def get(self, owner: str, id: str) -> ArchiveItem | None:
         check_owner(owner)

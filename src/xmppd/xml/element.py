@@ -108,6 +108,18 @@ class Element:
             kids.append(child)
         return child
 
+    def append_forwardable(self, child: Element) -> Element:
+        """Append a child element, keeping the raw form kept for forwarding (extended by the
+        child's bytes): a stanza that only gains an element on its way (the archive's
+        ``stanza-id``) is still written without serializing its content again."""
+        raw = self._raw_inner
+        self._kids().append(child)
+        if raw is not None and self._raw_ns == self.ns:
+            self._raw_inner = raw + child.to_bytes(self.ns)
+        else:
+            self._raw_inner = None
+        return child
+
     def subelement(
         self, name: str, ns: str | None = None, attrs: dict[str, str] | None = None,
         text: str | None = None,
