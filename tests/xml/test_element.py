@@ -184,6 +184,12 @@ def test_append_forwardable_keeps_the_raw_form():
     empty = Element("message", C, {}, None, raw_inner=b"", raw_ns=C)  # <message/>
     empty.append_forwardable(Element("x", "urn:x"))
     assert reparse(empty.to_bytes(C)) == Element("message", C, {}, [Element("x", "urn:x")])
+    (msg,) = tok.feed(b"<message><body>lazy</body></message>")
+    assert msg._children is None
+    msg.append_forwardable(sid, b"<stanza-id xmlns='urn:xmpp:sid:0' by='a@b' id='x&apos;1'/>")
+    assert msg._children is None  # the content is still not built
+    assert reparse(msg.to_bytes(C)) == msg and list(msg.elements())[-1] is sid
+    assert [e.name for e in msg.elements()] == ["body", "stanza-id"]
     plain = Element("message", C, {}, [])  # no raw form: nothing to keep
     plain.append_forwardable(Element("x", "urn:x"))
     assert plain._raw_inner is None and plain.children == [Element("x", "urn:x")]

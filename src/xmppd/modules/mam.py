@@ -47,7 +47,7 @@ from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, jid_or_none
 from xmppd.storage.stores import ArchiveItem, ItemNotFound, new_item_id
-from xmppd.xml.element import Element
+from xmppd.xml.element import Element, escape_attr
 from xmppd.xml.stanza import (
     CLIENT_NS,
     StanzaError,
@@ -168,6 +168,7 @@ class Archive(Module):
         # (one writer, batches in order), so waiting for it waits for all of them.
         self.last_write: asyncio.Future | None = None
         self._encoded: tuple[Any, Any, Any, bytes] = (None, None, None, b"")
+        self._checked: tuple[Any, Any, bool] = (None, None, False)
         self.clock: Callable[[], float] = time.time
         self._sent: tuple[Element | None, Element | None] = (None, None)
         self.max_wrapped_depth = api.limits.max_depth - RESULT_WRAPPING
@@ -202,6 +203,9 @@ class Archive(Module):
 
     def strip_ids(self, stanza: Element) -> None:
         """Remove ``stanza-id`` elements claiming to be ours (XEP-0359 §3.1)."""
+        raw = stanza._raw_inner
+        if raw is not None and b"stanza-id" not in raw:  # a child's name is in its bytes
+            return
         forged = None
         for child in stanza.elements():
             if child.name == "stanza-id" and child.ns == SID_NS:
@@ -289,10 +293,20 @@ class Archive(Module):
 
     # -- hooks ---------------------------------------------------------------------------------
 
+    def _archivable(self, stanza: Element) -> bool:
+        """:func:`archivable`, forged ids removed first; remembered for the stanza while its
+        content is unchanged (the sender's and the recipient's hooks see the same one)."""
+        checked, raw, verdict = self._checked
+        if checked is stanza and raw is not None and stanza._raw_inner is raw:
+            return verdict
+        self.strip_ids(stanza)
+        verdict = archivable(stanza)
+        self._checked = (stanza, stanza._raw_inner, verdict)
+        return verdict
+
     def outbound(self, stanza: Element, session: Any) -> Any:
         self._sent = (None, None)
-        self.strip_ids(stanza)
-        if not archivable(stanza):
+        if not self._archivable(stanza):
             return None
         owner = str(session.bare)
         peer = jid_or_none(stanza.get("to")) or session.bare
@@ -327,8 +341,7 @@ class Archive(Module):
         return sid if sent is stanza else None
 
     def inbound(self, stanza: Element, origin: Any, *target: Any) -> Any:
-        self.strip_ids(stanza)
-        if not archivable(stanza):
+        if not self._archivable(stanza):
             return None
         if target:
             bare = target[0].bare
@@ -366,7 +379,9 @@ class Archive(Module):
         if sid is None:
             self.router.bounce(stanza, "policy-violation", "nested too deeply to be archived")
             return True
-        stanza.append_forwardable(sid)
+        attrs = sid.attrs
+        stanza.append_forwardable(sid, f'<stanza-id xmlns="{SID_NS}" by="{escape_attr(owner)}"'
+                                        f' id="{escape_attr(attrs["id"])}"/>'.encode())
         return None
 
     def bound(self, session: Any) -> None:

@@ -536,10 +536,13 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
     def start_append_shared(
         self, owner: str, data: bytes, *, stamp: float, with_jid: str = "", id: str,
     ) -> asyncio.Future[list[AppendFailure]]:
-        if id is None:
-            raise TypeError("start_append_shared needs the item's id")
-        data = check_item_args(data, stamp, with_jid, id, 0)
-        check_owner(owner)
+        if not (type(data) is bytes and type(stamp) is float and stamp == stamp  # not NaN
+                and type(id) is str and id and id.isascii() and type(with_jid) is str
+                and with_jid.isascii() and type(owner) is str and owner.isascii()):
+            if id is None:
+                raise TypeError("start_append_shared needs the item's id")
+            data = check_item_args(data, stamp, with_jid, id, 0)  # the slow path says why
+            check_owner(owner)
         return self._storage._append_shared(
             (self.namespace, owner, id, float(stamp), with_jid, data))
 

@@ -344,6 +344,8 @@ class ArchiveStore(abc.ABC):
         This default gives each append a future of its own (built on :meth:`start_append`);
         the SQLite backend shares one per batch (no future, callbacks or item per message).
         """
+        if id is None:
+            raise TypeError("start_append_shared needs the item's id")
         loop = asyncio.get_running_loop()
         write = self.start_append(owner, data, stamp=stamp, with_jid=with_jid, id=id)
         shared: asyncio.Future[list[AppendFailure]] = loop.create_future()
