@@ -257,6 +257,9 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (_move_im_data_to_module_stores,),
     # 5: accounts can be disabled (XEP-0133 disable-user): kept, but no login
     ("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",),
+    # 6: retention walks the owners on archive_by_owner_stamp instead: one index less to
+    # write per archived item (~10 % of an append's cost)
+    ("DROP INDEX archive_by_stamp",),
 )
 
 
