@@ -37,6 +37,9 @@ Batched appends
     one ``archive_counts`` upsert per owner.  Each append keeps its own future and its own
     outcome (a duplicate id fails that append only; ``limit`` counts the earlier appends
     of the same batch), resolved when the batch commits.
+    :meth:`ArchiveStore.start_append_shared` is the cheaper variant for writers that need
+    neither: the appends of one iteration share one future, resolved to their failures
+    (the ABC's default builds it on ``start_append``).
 """
 
 from __future__ import annotations
