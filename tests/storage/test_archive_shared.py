@@ -164,3 +164,22 @@ def test_memory_shared_append_uses_the_default(tmp_path):
             assert [i.id for i in await arch.query(J)] == ["a", "b"]
 
     asyncio.run(main())
+
+
+def test_sqlite_failure_in_a_later_insert_keeps_the_earlier_rows(tmp_path):
+    async def main() -> None:
+        async with SQLiteStorage(tmp_path / "f.sqlite") as s:
+            arch = s.open_store("mam", "archive")
+            await arch.append(R, b"old", stamp=1.0, id="taken")
+            ids = [new_item_id() for _ in range(2500)]
+            ids[1500] = "taken"  # in the second INSERT (1024 rows each)
+            writes = [arch.start_append_shared(R if i == 1500 else J, b"%d" % i, stamp=2.0,
+                                               id=item_id) for i, item_id in enumerate(ids)]
+            failures = await writes[0]
+            assert [f[:2] for f in failures] == [(R, "taken")]
+            assert await arch.count(J) == 2499 and await arch.count(R) == 1
+            mine = await arch.query(J)
+            assert [i.data for i in mine] == [b"%d" % i for i in range(2500) if i != 1500]
+            assert await s.integrity_check() == []
+
+    asyncio.run(main())

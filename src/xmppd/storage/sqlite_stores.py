@@ -245,21 +245,49 @@ def append_shared_batch(conn: sqlite3.Connection, flat: list[Any]) -> list[Appen
 
     No Python per row here (this thread holds the GIL for that): multi-row ``INSERT``s take
     slices of the list as their parameters, the counts come from C-level ``Counter``.  A
-    constraint failure (an id already stored) rolls them back and runs them one by one.
+    constraint failure (an id already stored) undoes only its own statement (statements
+    are atomic; no savepoint needed): the rows from there on are run one by one.
     """
-    step = _ROWS_PER_INSERT * 6
-    conn.execute("SAVEPOINT appends")
+    done = 0
     try:
-        for at in range(0, len(flat), step):
-            chunk = flat[at:at + step]
-            conn.execute(_INSERTS[len(chunk) // 6], chunk)
+        for rows in _chunk_rows(len(flat) // 6, _max_rows(conn)):
+            conn.execute(_insert_rows(rows), flat[done * 6:(done + rows) * 6])
+            done += rows
     except sqlite3.IntegrityError:
-        conn.execute("ROLLBACK TO appends")
-        conn.execute("RELEASE appends")
-        return _append_shared_one_by_one(conn, flat)
-    conn.execute("RELEASE appends")
-    _add_counts(conn, Counter(zip(flat[0::6], flat[1::6], strict=True)))
-    return []
+        failures = _append_shared_one_by_one(conn, flat[done * 6:])
+    else:
+        failures = []
+    _add_counts(conn, Counter(zip(flat[0:done * 6:6], flat[1:done * 6:6], strict=True)))
+    return failures
+
+
+#: The most rows one shared-append INSERT takes (6 * 1024 bound parameters: under SQLite's
+#: default limit since 3.32, 32766; see _max_rows for older ones).
+_MAX_ROWS = 1024
+
+
+def _max_rows(conn: sqlite3.Connection) -> int:
+    return min(_MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
+
+
+def _chunk_rows(n: int, most: int) -> list[int]:
+    """``n`` rows as INSERT sizes: ``most`` at a time, then the rest in one.
+
+    Why few and big: the writer thread releases the GIL for every statement and must get
+    it back from a busy event loop, which gives it up only every switch interval (5 ms):
+    a batch's latency, and so how soon stream management may acknowledge, is counted in
+    statements.  The rest's statement is prepared afresh more often than not (a fraction
+    of a millisecond per batch, not per row).
+    """
+    sizes = [most] * (n // most)
+    if n % most:
+        sizes.append(n % most)
+    return sizes
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(n: int) -> str:
+    return _INSERT.replace("(?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?)"] * n))
 
 
 def _append_shared_one_by_one(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
