@@ -17,9 +17,10 @@ one of our domains or accounts is removed from every message a client or peer se
 
 Durability without waiting: an archive write is started (``start_append_shared``: the
 SQLite backend writes the appends of one event-loop iteration as one batch, one
-transaction, with one future for all of them) and not awaited; the serialized message is shared by the sender's and the recipient's
-archives while the stanza is unchanged in between; for a local sender it is
-``session.track``-ed, so stream management can acknowledge once it is durable.  What
+transaction, with one future for all of them) and not awaited; the serialized message is
+shared by the sender's and the recipient's archives while the stanza is unchanged in
+between; for a local sender it is ``session.track``-ed, so stream management can
+acknowledge once it is durable.  What
 cannot be archived is refused, not delivered: a message nested so deeply that its MAM
 result (three more levels) would pass ``limits.max_depth`` gets ``policy-violation``.
 
@@ -168,7 +169,7 @@ class Archive(Module):
         # (one writer, batches in order), so waiting for it waits for all of them.
         self.last_write: asyncio.Future | None = None
         self._encoded: tuple[Any, Any, Any, bytes] = (None, None, None, b"")
-        self._checked: tuple[Any, Any, bool] = (None, None, False)
+        self._checked: tuple[Any, Any, Any, bool] = (None, None, None, False)
         self.clock: Callable[[], float] = time.time
         self._sent: tuple[Element | None, Element | None] = (None, None)
         self.max_wrapped_depth = api.limits.max_depth - RESULT_WRAPPING
@@ -296,12 +297,13 @@ class Archive(Module):
     def _archivable(self, stanza: Element) -> bool:
         """:func:`archivable`, forged ids removed first; remembered for the stanza while its
         content is unchanged (the sender's and the recipient's hooks see the same one)."""
-        checked, raw, verdict = self._checked
-        if checked is stanza and raw is not None and stanza._raw_inner is raw:
+        checked, raw, kind, verdict = self._checked
+        if checked is stanza and raw is not None and stanza._raw_inner is raw \
+                and stanza.attrs.get("type") == kind:
             return verdict
         self.strip_ids(stanza)
         verdict = archivable(stanza)
-        self._checked = (stanza, stanza._raw_inner, verdict)
+        self._checked = (stanza, stanza._raw_inner, stanza.attrs.get("type"), verdict)
         return verdict
 
     def outbound(self, stanza: Element, session: Any) -> Any:
