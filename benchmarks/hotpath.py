@@ -2,7 +2,7 @@
 received on one client stream to bytes written on another (tokenizer, the ``from`` policy,
 the router, the modules' hooks, the recipient's output batching).
 
-    PYTHONPATH=src python benchmarks/hotpath.py [--messages 200000] [--runs 7]
+    PYTHONPATH=src python benchmarks/hotpath.py [--messages 200000] [--runs 7] [--mam]
 
 Two :class:`~xmppd.c2s.stream.C2SStream` over in-memory transports log in (PLAIN) and bind
 with the default modules loaded; then one feeds ``<message/>``s to the other's full JID, one
@@ -10,7 +10,9 @@ per read and one event-loop iteration each (as in the closed-loop ``throughput``
 where reads and writes carry a message or two).  Printed: the best run's nanoseconds per
 message.  Without the network, the generator and the other engineers' work on the machine,
 it tells a change to the path (e.g. counting for the metrics) apart from noise:
-run it under two ``PYTHONPATH``s alternately.
+run it under two ``PYTHONPATH``s alternately.  ``--mam``: the ``mam`` module loaded too,
+on SQLite storage (the CPU time counts the writer thread's: every message is archived
+twice, ``--burst`` messages per loop iteration, and the run waits for the last write).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from xmppd.c2s.sasl import derive_all
 from xmppd.c2s.stream import C2SStream
 from xmppd.core.config import Config, Limits
+from xmppd.core.manager import DEFAULT_MODULES
 from xmppd.server import Server
 
 HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
@@ -97,16 +100,17 @@ def runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def main(messages: int, runs: int) -> None:
-    best = await measure(messages, runs)
+async def main(messages: int, runs: int, mam: bool = False, burst: int = 1) -> None:
+    best = await measure(messages, runs, mam, burst)
     print(f"{best * 1e9:.0f} ns per message (best of {runs} runs of {messages})")
 
 
-async def measure(messages: int, runs: int) -> float:
+async def measure(messages: int, runs: int, mam: bool = False, burst: int = 1) -> float:
     """The best run's CPU seconds per routed message."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config(data_dir=Path(tmp), storage="memory:",
-                     limits=Limits(rate_limit_bytes_per_s=0))
+        extra = {"modules_enabled": (*DEFAULT_MODULES, "mam")} if mam else {}
+        cfg = Config(data_dir=Path(tmp), storage="" if mam else "memory:",
+                     limits=Limits(rate_limit_bytes_per_s=0), **extra)
         server = Server(cfg)
         await server.storage.open()
         for user in ("alice", "bob"):
@@ -121,9 +125,15 @@ async def measure(messages: int, runs: int) -> float:
         for _ in range(runs):
             before = to_bob.written
             started = time.process_time()
-            for _ in range(messages):
-                alice.data_received(message)
+            for _ in range(messages // burst):
+                for _ in range(burst):
+                    alice.data_received(message)
                 await asyncio.sleep(0)  # the recipient's flush: one write per message
+            if mam:
+                await server.storage.open_store("mam", "archive").count("bob@localhost")
+                archive = server.modules.loaded["mam"].module
+                if archive.last_write is not None:
+                    await asyncio.wait([archive.last_write])
             elapsed = time.process_time() - started
             assert to_bob.written - before >= messages * len(message), "messages were lost"
             best = min(best, elapsed / messages)
@@ -136,6 +146,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--mam", action="store_true", help="archive every message (SQLite)")
+    parser.add_argument("--burst", type=int, default=1, help="messages per loop iteration")
     args = parser.parse_args()
     with runner() as loop_runner:
-        loop_runner.run(main(args.messages, args.runs))
+        loop_runner.run(main(args.messages, args.runs, args.mam, args.burst))

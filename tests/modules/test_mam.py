@@ -359,4 +359,4 @@ def test_sender_session_tracks_the_archive_write(make_server, monkeypatch):
     alice.send("<message to='bob@localhost' type='chat'><body>x</body></message>")
     ping(alice)
     assert [jid for jid, _w in tracked] == ["alice@localhost/a"]  # not bob's copy
-    assert tracked[0][1].done() and tracked[0][1].result().id
+    assert tracked[0][1].done() and tracked[0][1].result() == []  # durable, no failure

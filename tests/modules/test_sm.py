@@ -465,14 +465,14 @@ def test_r_while_archive_writes_are_pending_is_answered_after_them(make_server):
                          modules_enabled=(*DEFAULT_MODULES, "mam"),
                          modules_options={"sm": QUIET})
     archive = server.server.modules.loaded["mam"].module.archive
-    real, held = archive.start_append, []
+    real, held = archive.start_append_shared, []
 
-    def start_append(*args, **kwargs):  # the write completes only when the test says so
+    def start_append_shared(*args, **kwargs):  # the write completes only when the test says so
         held.append(server.loop.create_future())
         real(*args, **kwargs)
         return held[-1]
 
-    archive.start_append = start_append
+    archive.start_append_shared = start_append_shared
     alice = RawClient(server.port)
     alice.login("alice", "secret", resource="r")
     bob, _ = sm_client(server)
@@ -481,7 +481,7 @@ def test_r_while_archive_writes_are_pending_is_answered_after_them(make_server):
     bob.send(f"<r xmlns='{SM}'/>")
     with pytest.raises(TimeoutError):
         bob.read_until(r"<a [^>]*/>", timeout=0.5)  # not acknowledged while not durable
-    server.loop.call_soon_threadsafe(lambda: [f.set_result(None) for f in held])
+    server.loop.call_soon_threadsafe(lambda: [f.set_result([]) for f in held])
     answer = bob.read_until(r"<a [^>]*/>|</stream:stream>")
     assert "h='1'" in answer and "stream:error" not in answer
     ping(bob, "still-open")  # the stream goes on (no unsupported-stanza-type after the <a/>)

@@ -171,6 +171,30 @@ def test_raw_forwarding_with_rewritten_attributes():
     assert reparse(msg.to_bytes("urn:other"), "urn:other") == msg
 
 
+def test_append_forwardable_keeps_the_raw_form():
+    tok = _compiled().Tokenizer()
+    (_, msg) = tok.feed(HEADER + b"<message to='a@b'><body>hi &amp; <![CDATA[<x>]]></body></message>")
+    sid = Element("stanza-id", "urn:xmpp:sid:0", {"by": "a@b", "id": "x'1"})
+    assert msg.append_forwardable(sid) is sid
+    assert msg._raw_inner is not None and list(msg.elements())[-1] is sid
+    out = msg.to_bytes(C)
+    assert b"<![CDATA[<x>]]>" in out  # the content as received, not serialized again
+    assert reparse(out) == msg and lxml_reparse(out) == msg
+    assert reparse(msg.to_bytes("urn:other"), "urn:other") == msg
+    empty = Element("message", C, {}, None, raw_inner=b"", raw_ns=C)  # <message/>
+    empty.append_forwardable(Element("x", "urn:x"))
+    assert reparse(empty.to_bytes(C)) == Element("message", C, {}, [Element("x", "urn:x")])
+    (msg,) = tok.feed(b"<message><body>lazy</body></message>")
+    assert msg._children is None
+    msg.append_forwardable(sid, b"<stanza-id xmlns='urn:xmpp:sid:0' by='a@b' id='x&apos;1'/>")
+    assert msg._children is None  # the content is still not built
+    assert reparse(msg.to_bytes(C)) == msg and list(msg.elements())[-1] is sid
+    assert [e.name for e in msg.elements()] == ["body", "stanza-id"]
+    plain = Element("message", C, {}, [])  # no raw form: nothing to keep
+    plain.append_forwardable(Element("x", "urn:x"))
+    assert plain._raw_inner is None and plain.children == [Element("x", "urn:x")]
+
+
 def test_borrowed_prefix_is_not_forwarded_raw():
     tok = _compiled().Tokenizer()
     (_, msg) = tok.feed(HEADER + b"<message><stream:x/></message>")

@@ -128,6 +128,8 @@ class Session:
         pending = self._pending
         if pending is None:
             pending = self._pending = set()
+        elif write in pending:  # a write shared by several stanzas (a batch): once
+            return
         pending.add(write)
         write.add_done_callback(self._write_done)
 

@@ -15,11 +15,12 @@ message's id goes into its carbon copies (the ``mam`` service's
 one of our domains or accounts is removed from every message a client or peer sends us
 (only ids we made carry our name); ``origin-id`` is kept.
 
-Durability without waiting: an archive write is started (``start_append``: the SQLite
-backend writes the appends of one event-loop iteration as one batch, one transaction) and
-not awaited; the serialized message is shared by the sender's and the recipient's
-archives while the stanza is unchanged in between; for a local sender it is
-``session.track``-ed, so stream management can acknowledge once it is durable.  What
+Durability without waiting: an archive write is started (``start_append_shared``: the
+SQLite backend writes the appends of one event-loop iteration as one batch, one
+transaction, with one future for all of them) and not awaited; the serialized message is
+shared by the sender's and the recipient's archives while the stanza is unchanged in
+between; for a local sender it is ``session.track``-ed, so stream management can
+acknowledge once it is durable.  What
 cannot be archived is refused, not delivered: a message nested so deeply that its MAM
 result (three more levels) would pass ``limits.max_depth`` gets ``policy-violation``.
 
@@ -47,7 +48,7 @@ from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, jid_or_none
 from xmppd.storage.stores import ArchiveItem, ItemNotFound, new_item_id
-from xmppd.xml.element import Element
+from xmppd.xml.element import Element, escape_attr
 from xmppd.xml.stanza import (
     CLIENT_NS,
     StanzaError,
@@ -168,6 +169,7 @@ class Archive(Module):
         # (one writer, batches in order), so waiting for it waits for all of them.
         self.last_write: asyncio.Future | None = None
         self._encoded: tuple[Any, Any, Any, bytes] = (None, None, None, b"")
+        self._checked: tuple[Any, Any, Any, bool] = (None, None, None, False)
         self.clock: Callable[[], float] = time.time
         self._sent: tuple[Element | None, Element | None] = (None, None)
         self.max_wrapped_depth = api.limits.max_depth - RESULT_WRAPPING
@@ -202,6 +204,9 @@ class Archive(Module):
 
     def strip_ids(self, stanza: Element) -> None:
         """Remove ``stanza-id`` elements claiming to be ours (XEP-0359 §3.1)."""
+        raw = stanza._raw_inner
+        if raw is not None and b"stanza-id" not in raw:  # a child's name is in its bytes
+            return
         forged = None
         for child in stanza.elements():
             if child.name == "stanza-id" and child.ns == SID_NS:
@@ -245,12 +250,15 @@ class Archive(Module):
         if data is None:
             return None
         item_id = new_item_id()
-        write = self.archive.start_append(
+        # One future for the whole batch (SQLite): the sender's and the recipient's copies
+        # and every other message of this loop iteration share it and its callback.
+        write = self.archive.start_append_shared(
             owner, data, stamp=self.clock(), id=item_id,
             with_jid=str(peer.bare) if peer is not None else "",
         )
-        self.last_write = write
-        write.add_done_callback(self._written)
+        if write is not self.last_write:
+            self.last_write = write
+            write.add_done_callback(self._written)
         if session is not None:
             session.track(write)
         return Element("stanza-id", SID_NS, {"by": owner, "id": item_id}, [])
@@ -275,15 +283,32 @@ class Archive(Module):
     def _written(self, write: asyncio.Future) -> None:
         if self.last_write is write:
             self.last_write = None
-        if not write.cancelled() and write.exception() is not None:
+        if write.cancelled():
+            return
+        if write.exception() is not None:
             self.api.log.error("archive write failed", exc_info=write.exception())
+            return
+        for owner, item_id, error in write.result():
+            self.api.log.error("archive write of %s for %s failed", item_id, owner,
+                               exc_info=error)
 
     # -- hooks ---------------------------------------------------------------------------------
 
+    def _archivable(self, stanza: Element) -> bool:
+        """:func:`archivable`, forged ids removed first; remembered for the stanza while its
+        content is unchanged (the sender's and the recipient's hooks see the same one)."""
+        checked, raw, kind, verdict = self._checked
+        if checked is stanza and raw is not None and stanza._raw_inner is raw \
+                and stanza.attrs.get("type") == kind:
+            return verdict
+        self.strip_ids(stanza)
+        verdict = archivable(stanza)
+        self._checked = (stanza, stanza._raw_inner, stanza.attrs.get("type"), verdict)
+        return verdict
+
     def outbound(self, stanza: Element, session: Any) -> Any:
         self._sent = (None, None)
-        self.strip_ids(stanza)
-        if not archivable(stanza):
+        if not self._archivable(stanza):
             return None
         owner = str(session.bare)
         peer = jid_or_none(stanza.get("to")) or session.bare
@@ -318,8 +343,7 @@ class Archive(Module):
         return sid if sent is stanza else None
 
     def inbound(self, stanza: Element, origin: Any, *target: Any) -> Any:
-        self.strip_ids(stanza)
-        if not archivable(stanza):
+        if not self._archivable(stanza):
             return None
         if target:
             bare = target[0].bare
@@ -357,7 +381,9 @@ class Archive(Module):
         if sid is None:
             self.router.bounce(stanza, "policy-violation", "nested too deeply to be archived")
             return True
-        stanza.append(sid)
+        attrs = sid.attrs
+        stanza.append_forwardable(sid, f'<stanza-id xmlns="{SID_NS}" by="{escape_attr(owner)}"'
+                                        f' id="{escape_attr(attrs["id"])}"/>'.encode())
         return None
 
     def bound(self, session: Any) -> None:

@@ -6,7 +6,8 @@ Tables (migration 3 of :data:`xmppd.storage.sqlite.MIGRATIONS`), shared by all n
 * ``archive (seq, ns, owner, id, stamp, with_jid, data)``: ``seq`` is the AUTOINCREMENT
   rowid (increasing, never reused); ``(ns, owner, id)`` unique; indexes ``(ns, owner, seq)``
   for paging, ``(ns, owner, with_jid, seq)`` for ``with``, ``(ns, owner, stamp)`` for time
-  ranges and ``(ns, stamp)`` for retention.
+  ranges and retention (owner by owner: the ``(ns, stamp)`` index, one more B-tree written
+  per item, was dropped by migration 6).
 * ``archive_counts (ns, owner, n)``: the number of items of each owner, kept by every
   write below (never write ``archive`` without it): unfiltered ``count()`` and the
   ``limit`` of ``append()`` read one row instead of counting an owner's archive.
@@ -26,14 +27,16 @@ columns ``COLLATE "C"`` so that key order is code-point order as here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from xmppd.storage.stores import (
     SCAN_PAGE,
     UNCHANGED,
+    AppendFailure,
     ArchiveItem,
     ArchiveStore,
     ItemExists,
@@ -60,6 +63,7 @@ __all__ = [
     "PAGE_READ_MAX",
     "Append",
     "append_batch",
+    "append_shared_batch",
     "SQLiteArchiveStore",
     "SQLiteKeyValueStore",
     "delete_user_rows",
@@ -70,8 +74,9 @@ T = TypeVar("T")
 
 #: Queries with a limit up to this many items run on the loop-thread reader.
 PAGE_READ_MAX = 1000
-#: Items deleted per transaction by ``delete_before``.
+#: Items deleted, and owners looked at, per transaction by ``delete_before``.
 PURGE_BATCH = 2000
+PURGE_OWNERS = 1000
 #: Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit).
 _CHUNK = 500
 
@@ -192,7 +197,11 @@ _INSERT = "INSERT INTO archive (ns, owner, id, stamp, with_jid, data) VALUES (?,
 
 #: Rows per multi-row INSERT (6 parameters each: under SQLite's historic 999 bound).
 _ROWS_PER_INSERT = 150
-_ROW = "(?, ?, ?, ?, ?, ?)"
+#: The multi-row INSERT of n rows (n >= 1), made once (the statement cache keys on the text).
+_INSERTS = [""] + [
+    _INSERT.replace("(?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?)"] * n))
+    for n in range(1, _ROWS_PER_INSERT + 1)
+]
 
 # What append_batch gives each append: the new seq (the item is the append's arguments),
 # an ArchiveItem (the slow path), None (over its limit) or the error.  The loop thread
@@ -236,6 +245,86 @@ def append_batch(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
     return outcomes
 
 
+def append_shared_batch(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
+    """Run the shared appends ``flat`` (six values per append, the ``INSERT``'s columns in
+    order) in the caller's transaction; returns the failures.
+
+    No Python per row here (this thread holds the GIL for that): multi-row ``INSERT``s take
+    slices of the list as their parameters, the counts come from C-level ``Counter``.  A
+    constraint failure (an id already stored) undoes only its own statement (statements
+    are atomic; no savepoint needed): the rows from there on are run one by one.
+    """
+    done = 0
+    try:
+        for rows in _chunk_rows(len(flat) // 6, _max_rows(conn)):
+            conn.execute(_insert_rows(rows), flat[done * 6:(done + rows) * 6])
+            done += rows
+    except sqlite3.IntegrityError:
+        failures = _append_shared_one_by_one(conn, flat[done * 6:])
+    else:
+        failures = []
+    _add_counts(conn, Counter(zip(flat[0:done * 6:6], flat[1:done * 6:6], strict=True)))
+    return failures
+
+
+#: The most rows one shared-append INSERT takes (6 * 1024 bound parameters: under SQLite's
+#: default limit since 3.32, 32766; see _max_rows for older ones).
+_MAX_ROWS = 1024
+
+
+def _max_rows(conn: sqlite3.Connection) -> int:
+    return min(_MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
+
+
+def _chunk_rows(n: int, most: int) -> list[int]:
+    """``n`` rows as INSERT sizes: ``most`` at a time, then the rest in one.
+
+    Why few and big: the writer thread releases the GIL for every statement and must get
+    it back from a busy event loop, which gives it up only every switch interval (5 ms):
+    a batch's latency, and so how soon stream management may acknowledge, is counted in
+    statements.  The rest's statement is prepared afresh more often than not (a fraction
+    of a millisecond per batch, not per row).
+    """
+    sizes = [most] * (n // most)
+    if n % most:
+        sizes.append(n % most)
+    return sizes
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(n: int) -> str:
+    return _INSERT.replace("(?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?)"] * n))
+
+
+def _append_shared_one_by_one(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
+    failures: list[AppendFailure] = []
+    added: Counter[tuple[str, str]] = Counter()
+    for at in range(0, len(flat), 6):
+        row = flat[at:at + 6]
+        try:
+            conn.execute(_INSERT, row)
+        except sqlite3.IntegrityError:  # a statement of one row: nothing to roll back
+            failures.append((row[1], row[2], ItemExists(f"{row[1]!r} already has an item"
+                                                        f" {row[2]!r}")))
+        else:
+            added[row[0], row[1]] += 1
+    _add_counts(conn, added)
+    return failures
+
+
+def _add_counts(conn: sqlite3.Connection, added: Mapping[tuple[str, str], int]) -> None:
+    """Add to ``archive_counts``: one multi-row upsert per 150 owners."""
+    counts = list(added.items())
+    for at in range(0, len(counts), _ROWS_PER_INSERT):
+        chunk = counts[at:at + _ROWS_PER_INSERT]
+        conn.execute(
+            "INSERT INTO archive_counts (ns, owner, n) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
+            [x for (ns, owner), n in chunk for x in (ns, owner, n)],
+        )
+
+
 def _append_fast(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]:
     outcomes: list[Any] = [None] * len(batch)
     added: dict[tuple[str, str], int] = {}
@@ -261,24 +350,12 @@ def _append_fast(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
         return outcomes
     for at in range(0, len(kept), _ROWS_PER_INSERT):
         chunk = kept[at:at + _ROWS_PER_INSERT]
-        conn.execute(
-            "INSERT INTO archive (ns, owner, id, stamp, with_jid, data) VALUES "
-            + ", ".join([_ROW] * len(chunk)),
-            [x for i in chunk for x in batch[i][:6]],
-        )
+        conn.execute(_INSERTS[len(chunk)], [x for i in chunk for x in batch[i][:6]])
     seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(kept)
     for i in kept:
         seq += 1
         outcomes[i] = seq
-    counts = list(added.items())
-    for at in range(0, len(counts), _ROWS_PER_INSERT):
-        chunk = counts[at:at + _ROWS_PER_INSERT]
-        conn.execute(
-            "INSERT INTO archive_counts (ns, owner, n) VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (ns, owner) DO UPDATE SET n = n + excluded.n",
-            [x for (ns, owner), n in chunk for x in (ns, owner, n)],
-        )
+    _add_counts(conn, added)
     return outcomes
 
 
@@ -518,6 +595,19 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
             data, limit, replace, generated, asyncio.get_running_loop().create_future(),
         ))
 
+    def start_append_shared(
+        self, owner: str, data: bytes, *, stamp: float, with_jid: str = "", id: str,
+    ) -> asyncio.Future[list[AppendFailure]]:
+        if not (type(data) is bytes and type(stamp) is float and stamp == stamp  # not NaN
+                and type(id) is str and id and id.isascii() and type(with_jid) is str
+                and with_jid.isascii() and type(owner) is str and owner.isascii()):
+            if id is None:
+                raise TypeError("start_append_shared needs the item's id")
+            data = check_item_args(data, stamp, with_jid, id, 0)  # the slow path says why
+            check_owner(owner)
+        return self._storage._append_shared(
+            (self.namespace, owner, id, float(stamp), with_jid, data))
+
     async def get(self, owner: str, id: str) -> ArchiveItem | None:
         check_owner(owner)
         check_item_id(id)
@@ -621,22 +711,33 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
     async def delete_before(self, stamp: float) -> int:
         ns, cutoff = self.namespace, float(stamp)
 
-        def purge(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(
-                "SELECT seq, owner FROM archive WHERE ns = ? AND stamp < ? LIMIT ?",
-                (ns, cutoff, PURGE_BATCH),
+        def purge(conn: sqlite3.Connection, start: str, inclusive: bool) -> tuple[int, Any]:
+            """Up to PURGE_BATCH items, owner by owner (archive_by_owner_stamp: no index on
+            the stamp alone), from ``start``; returns (deleted, where to go on or None)."""
+            after = "owner >= ?" if inclusive else "owner > ?"
+            owners = conn.execute(
+                f"SELECT owner FROM archive_counts WHERE ns = ? AND {after} ORDER BY owner"
+                " LIMIT ?", (ns, start, PURGE_OWNERS),
             ).fetchall()
-            conn.executemany("DELETE FROM archive WHERE seq = ?", [(r[0],) for r in rows])
-            for owner, n in Counter(r[1] for r in rows).items():
-                _adjust_count(conn, ns, owner, -n)
-            return len(rows)
+            deleted = 0
+            for (owner,) in owners:
+                rows = conn.execute(
+                    "SELECT seq FROM archive WHERE ns = ? AND owner = ? AND stamp < ? LIMIT ?",
+                    (ns, owner, cutoff, PURGE_BATCH - deleted),
+                ).fetchall()
+                conn.executemany("DELETE FROM archive WHERE seq = ?", rows)
+                _adjust_count(conn, ns, owner, -len(rows))
+                deleted += len(rows)
+                if deleted == PURGE_BATCH:
+                    return deleted, (owner, True)  # it may hold more
+            return deleted, None if len(owners) < PURGE_OWNERS else (owners[-1][0], False)
 
-        total = 0
-        while True:
-            n = await self._write(purge)
+        total, resume = 0, ("", True)
+        while resume is not None:
+            n, resume = await self._write(functools.partial(purge, start=resume[0],
+                                                            inclusive=resume[1]))
             total += n
-            if n < PURGE_BATCH:
-                return total
+        return total
 
     async def trim(self, owner: str, keep: int) -> int:
         check_owner(owner)

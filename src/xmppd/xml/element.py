@@ -116,6 +116,23 @@ class Element:
             kids.append(child)
         return child
 
+    def append_forwardable(self, child: Element, child_bytes: bytes | None = None) -> Element:
+        """Append a child element, keeping the raw form kept for forwarding (extended by the
+        child's bytes, ``child_bytes`` if the caller has them: ``child.to_bytes(self.ns)``):
+        a stanza that only gains an element on its way (the archive's ``stanza-id``) is
+        still written without building or serializing its content again."""
+        raw = self._raw_inner
+        if raw is None or self._raw_ns != self.ns:
+            return self.append(child)
+        lazy = self._lazy
+        if self._children is None and lazy is not None:  # still unbuilt: stays so
+            self._lazy = lambda: [*lazy(), child]
+        else:
+            self._kids().append(child)
+        self._raw_inner = raw + (child_bytes if child_bytes is not None
+                                 else child.to_bytes(self.ns))
+        return child
+
     def subelement(
         self, name: str, ns: str | None = None, attrs: dict[str, str] | None = None,
         text: str | None = None,
