@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--server-pid", type=int, default=None, help="default: found by listening port")
     s.add_argument("--settle", type=float, default=2.0, help="wait before reading RSS, s")
     s.add_argument("--no-presence", action="store_true")
+    s.add_argument("--sm", action="store_true",
+                   help="every session enables resumable XEP-0198 stream management")
+    s.add_argument("--csi", action="store_true",
+                   help="every session goes XEP-0352 inactive once online")
 
     # -- feature workloads (benchmarks/loadgen/features.py), one generator process each --------
     def timed(s: argparse.ArgumentParser, duration: float = 5.0) -> None:
@@ -159,7 +163,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "logins": ("sessions", "concurrency", "presence"),
         "throughput": ("pairs", "window", "duration", "warmup", "body_size"),
         "latency": ("pairs", "rate", "duration", "warmup", "body_size"),
-        "memory": ("sessions", "concurrency"),
+        "memory": ("sessions", "concurrency", "sm", "csi"),
         "mam-page": ("clients", "page", "last_page", "duration"),
         "resume": ("sessions", "cycles", "concurrency"),
         "fanout": ("subscribers", "window", "payload", "duration"),
@@ -218,7 +222,8 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
     sm = getattr(args, "sm", False) or args.workload == "resume"
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
                       tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
-                      sm=sm, sm_resume=args.workload == "resume", carbons=args.carbons,
+                      sm=sm, sm_resume=args.workload == "resume" or (sm and args.workload == "memory"),
+                      carbons=args.carbons, csi=getattr(args, "csi", False),
                       websocket=args.websocket, bosh=args.bosh)
     if args.workload in FEATURE:
         spec = _feature_spec(args, cfg)

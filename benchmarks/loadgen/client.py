@@ -72,6 +72,7 @@ class LoginConfig:
     sm: bool = False  # XEP-0198: <enable/> after bind
     sm_resume: bool = False  # ... with resume='true'
     carbons: bool = False  # XEP-0280: enable carbons after bind (and after <enabled/>)
+    csi: bool = False  # XEP-0352: <inactive/> once online (a phone in a pocket)
     websocket: str = ""  # XMPP over WebSocket (RFC 7395) at this HTTP path instead of TCP
     bosh: str = ""  # XMPP over BOSH (XEP-0206) at this HTTP path instead of TCP
 
@@ -310,6 +311,8 @@ class Session(asyncio.Protocol):
         self.state = "online"
         if self.cfg.presence:
             self.send(b"<presence/>")
+        if self.cfg.csi:
+            self.send(b"<inactive xmlns='urn:xmpp:csi:0'/>")
         self.done.set_result(self)
 
 

@@ -66,7 +66,8 @@ class Held:
     __slots__ = ("queue",)
 
     def __init__(self) -> None:
-        self.queue: dict[tuple[str, ...], Element] = {}
+        # Made by the first stanza held: most inactive sessions of an idle server hold none.
+        self.queue: dict[tuple[str, ...], Element] | None = None
 
 
 class ClientStateIndication(Module):
@@ -120,6 +121,8 @@ class ClientStateIndication(Module):
             self._send_held(session, held)
             return False  # the router sends it, after what was held
         queue = held.queue
+        if queue is None:
+            queue = held.queue = {}
         queue.pop(key, None)  # a superseded entry goes; the new one queues at the end
         queue[key] = stanza
         if len(queue) > self.max_held:
@@ -143,7 +146,7 @@ class ClientStateIndication(Module):
     def _send_held(session: Any, held: Held) -> None:
         queue = held.queue
         if queue:
-            held.queue = {}
+            held.queue = None
             send = session.send
             for stanza in queue.values():
                 send(stanza)

@@ -46,6 +46,9 @@ async def _wait(pending: Any) -> None:
     await pending
 
 
+_NO_FEATURES: frozenset[str] = frozenset()
+
+
 class CapsState:
     """A local session's capabilities: the ``ver`` it shows and its features once known."""
 
@@ -53,7 +56,7 @@ class CapsState:
 
     def __init__(self) -> None:
         self.ver: str | None = None
-        self.features: frozenset[str] = frozenset()
+        self.features: frozenset[str] = _NO_FEATURES  # (each frozenset() is 216 bytes)
 
 
 def limit_options(items: int, size: int, nodes: int, subs: int) -> dict[str, Option]:
@@ -170,7 +173,7 @@ class Pep(PubSubBase):
 
     def session_features(self, session: Any) -> frozenset[str]:
         st = self.api.peek_state(session)
-        return frozenset() if st is None else st.features
+        return _NO_FEATURES if st is None else st.features
 
     def interested_sessions(self, bare: JID, want: str) -> list[str]:
         presence = self.api.service("presence")
@@ -235,8 +238,10 @@ class Pep(PubSubBase):
         if stanza.get("to") is not None or stanza.get("type") is not None:
             return
         caps = caps_of(stanza)
+        if caps is None:  # no state for a client that shows no caps
+            return
         st = self.api.state(session, CapsState)
-        if caps is None or caps[2] == st.ver:
+        if caps[2] == st.ver:
             return
         st.ver = caps[2]
         domain = session.jid.domain

@@ -35,6 +35,8 @@ from . import roster as rosters
 PREAPPROVAL_NS = "urn:xmpp:features:pre-approval"
 #: Module event: (session, initial: bool) -- a session sent available presence.
 AVAILABLE_EVENT = "presence/available"
+#: The directed-presence recipients of a session that has none (one shared empty set).
+_NOBODY: frozenset[str] = frozenset()
 
 
 def _priority(stanza: Element) -> int:
@@ -136,7 +138,7 @@ class PresenceService:
     def directed(self, session: Any) -> frozenset[JID]:
         """The JIDs the session sent available directed presence to."""
         st = self._api.peek_state(session)
-        return frozenset(st.directed) if st is not None and st.directed else frozenset()
+        return frozenset(st.directed) if st is not None and st.directed else _NOBODY
 
 
 class Presence(Module):
