@@ -145,6 +145,9 @@ class Archive(Module):
     xeps = ("XEP-0313", "XEP-0359", "XEP-0059")
     depends = ("message",)
     soft_depends = ("roster",)
+    # With workers: appends from every process go into one archive (SQLite's writer lock,
+    # BEGIN IMMEDIATE); the cached preferences follow ModuleAPI.changed.
+    workers_safe = True
     options = {
         "default": Option(str, "always", "archive by default: always, never or roster",
                           choices=("always", "never", "roster")),
@@ -187,7 +190,8 @@ class Archive(Module):
         api.hook("message/bare", self.inbound, priority=50)
         api.hook("resource-bound", self.bound)
         api.provide("mam", self)
-        if api.options["retention_days"]:
+        api.on_changed(self.prefs_changed)
+        if api.options["retention_days"] and api.workers[0] == 0:  # one worker expires
             api.every(24 * 3600, self.expire)
 
     def reloaded(self, _old: Any, new: Any) -> None:
@@ -429,7 +433,14 @@ class Archive(Module):
             prefs[kind] = sorted(set(jids))
         await self.prefs_store.set(owner, PREFS_KEY, prefs)
         self._remember(owner, prefs)
+        # The recipient's preferences decide on the sender's worker: in force everywhere
+        # before the client hears the result.
+        await self.api.changed(owner, PREFS_KEY)
         return self._prefs_reply(iq, prefs)
+
+    def prefs_changed(self, owner: str, key: str) -> None:
+        """Another worker stored ``owner``'s preferences: forget the cached copy."""
+        self.prefs.pop(owner, None)
 
     @staticmethod
     def _prefs_reply(iq: Element, prefs: dict[str, Any]) -> Element:
