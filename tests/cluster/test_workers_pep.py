@@ -87,3 +87,24 @@ def test_pep_owned_per_account_across_workers(cluster):
     for what in ("Alpha", "Beta", sha1):  # in any order: both workers send some
         if what not in late.seen:
             late.read_until(what)
+
+    # carol subscribes to an open node of alice's; her account deleted (worker 0 runs
+    # it): worker 1, which holds alice's nodes, forgets the subscription first
+    pubsub = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+    alice.send(f"<iq type='set' id='o1'>{pubsub}<publish node='urn:x:open'><item><x xmlns='urn:x'/>"
+               "</item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field "
+               "var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value>"
+               "</field><field var='pubsub#access_model'><value>open</value></field></x>"
+               "</publish-options></pubsub></iq>")
+    assert "result" in alice.read_until(r"<iq[^>]*id=.o1.[^>]*>")
+    carol = cluster.client("carol", 0, "c0")
+    carol.send(f"<iq type='set' id='s1' to='alice@localhost'>{pubsub}<subscribe node='urn:x:open' "
+               "jid='carol@localhost/c0'/></pubsub></iq>")
+    assert "subscribed" in carol.read_until(r"<iq[^>]*id=.s1.*?</iq>")
+    owner = "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>"
+    query = f"<iq type='get' id='{{}}'>{owner}<subscriptions node='urn:x:open'/></pubsub></iq>"
+    alice.send(query.format("q1"))
+    assert "carol@localhost" in alice.read_until(r"<iq[^>]*id=.q1.*?</iq>")
+    cluster.control("deluser", jid="carol@localhost")
+    alice.send(query.format("q2"))
+    assert "carol@localhost" not in alice.read_until(r"<iq[^>]*id=.q2.*?</iq>")
