@@ -13,10 +13,19 @@ The server learns capabilities from presence: a local resource's own broadcast, 
 contact's presence to the account; an unknown ``ver`` is asked once (disco#info to that
 entity, answer verified against the hash) and cached.  When a resource's capabilities
 become known, it gets the last item of each node it is interested in and may see.
+
+With several workers (``xmppd run --workers N``) each account's nodes belong to one worker,
+``owner_worker(<bare JID>)`` (the engine's node cache must have one writer; hashing the
+owners spreads the load): PubSub IQs addressed to an account, vCard and private-bookmark
+sets (which publish on its behalf) and remote contacts' presence with caps are handed
+there as they are.  A session's ``+notify`` features are learnt on its own worker and
+shared with the others (:meth:`ModuleAPI.share`), so an owner's worker sees every
+contact's interests; each worker sends the last items of the owners it holds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +35,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
 
 from ._pubsub import EVENT_NS, NS, OWNER_NS, PubSubError
-from ._pubsub.caps import CapsCache, caps_of
+from ._pubsub.caps import CapsCache, asker, caps_of, worker_prefix
 from ._pubsub.engine import Engine, Item, Limits
 from ._pubsub.node import BASE_DEFAULTS
 from ._pubsub.protocol import PubSubBase
@@ -77,6 +86,8 @@ def limits_from(options: Any) -> Limits:
 class Pep(PubSubBase):
     name = "pep"
     stateful = True  # remote contacts' capabilities, sessions' interests
+    #: each account's nodes are one worker's, the sessions' +notify features are shared
+    workers_safe = True
     xeps = ("XEP-0163", "XEP-0060", "XEP-0115", "XEP-0223")
     soft_depends = ("roster", "presence")  # without it, every bound resource counts as available
     options = {
@@ -92,14 +103,19 @@ class Pep(PubSubBase):
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options), cache_size=2048)
         self._take_defaults(api.options)
-        self.caps = CapsCache(api.send)
+        self.me, count = api.workers
+        self.split = count > 1  # several workers: each holds the accounts it owns
+        self.started = time.time_ns()
+        self.caps = CapsCache(api.send, prefix=worker_prefix(self.me) if self.split else "caps")
         # remote full JIDs that sent available presence to a local account, with their ver
         self.remote: dict[str, dict[str, str]] = {}
         api.declare(PUBLISHED_EVENT)
         api.provide("pep", self)
+        pubsub, owner = ((self.forwarding(self.iq_pubsub), self.forwarding(self.iq_owner))
+                         if self.split else (self.iq_pubsub, self.iq_owner))
         for itype in ("get", "set"):
-            api.iq_handler(itype, NS, "pubsub", self.iq_pubsub, to="bare")
-            api.iq_handler(itype, OWNER_NS, "pubsub", self.iq_owner, to="bare")
+            api.iq_handler(itype, NS, "pubsub", pubsub, to="bare")
+            api.iq_handler(itype, OWNER_NS, "pubsub", owner, to="bare")
         api.add_feature(NS, account=True)
         api.add_identity("pubsub", "pep", account=True)  # XEP-0163 §1: the account is a PEP service
         for feature in FEATURES:
@@ -110,6 +126,9 @@ class Pep(PubSubBase):
         api.hook("iq/response", self.iq_response)
         api.hook("session-closed", self.closed)
         api.hook("account-deleting", self.account_deleting)
+        if self.split:
+            api.on_mirror(self.mirror)
+            api.on_changed(self.changed)
 
     def _take_defaults(self, opts: Any) -> None:
         self.defaults = {**BASE_DEFAULTS, "access_model": opts["default_access_model"],
@@ -120,6 +139,60 @@ class Pep(PubSubBase):
         self.engine.limits = limits_from(api.options)
         self._take_defaults(api.options)
         return True
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def owns(self, owner: str) -> bool:
+        """Are ``owner``'s nodes this worker's (always, with one worker)?"""
+        return not self.split or self.api.owner_worker(owner) == self.me
+
+    def forward_to_owner(self, iq: Element, origin: Any) -> bool:
+        """Hand an IQ addressed to an account (or, without ``to``, the sender's own) to the
+        worker that owns its nodes, unless it is this one; True if handed on (the caller
+        answers nothing: the owner's worker does).  Other modules that publish on an
+        account's behalf (vCard, private) call it first."""
+        if not self.split:
+            return False
+        to = iq.get("to")
+        try:
+            owner = str(JID(to).bare) if to is not None else str(origin.jid.bare)
+        except (JIDError, AttributeError):
+            return False
+        worker = self.api.owner_worker(owner)
+        if worker == self.me:
+            return False
+        if to is None:  # there it comes from another worker's session: say whose it is
+            iq.set("to", owner)
+        self.api.forward(worker, iq)
+        return True
+
+    def forwarding(self, handler: Any) -> Any:
+        """``handler`` for the IQs of the accounts this worker owns; the others are handed on."""
+        def handle(iq: Element, origin: Any, payload: Element) -> Any:
+            if self.forward_to_owner(iq, origin):
+                return None
+            return handler(iq, origin, payload)
+        return handle
+
+    def mirror(self, session: Any, value: Any) -> None:
+        """Another worker learnt the ``+notify`` features of its ``session`` ("<stamp>
+        <feature> ..."); the last items of the owners this worker holds follow."""
+        if not isinstance(value, str):
+            return
+        stamp, _, names = value.partition(" ")
+        features = frozenset(names.split())
+        st = self.api.state(session, CapsState)
+        if st.features == features:
+            return
+        st.features = features
+        # learnt before this worker started: its previous life sent them already
+        if features and stamp.isdigit() and int(stamp) >= self.started:
+            self.api.spawn(self.last_items_for_local(session, features))
+
+    def changed(self, owner: str, key: str) -> Any:
+        if key == "account-deleted":
+            return self.forget(owner, drop_index=False)
+        return None
 
     # -- addressing -----------------------------------------------------------------------------
 
@@ -147,7 +220,9 @@ class Pep(PubSubBase):
     async def publish_as_owner(self, owner: str, node: str, item_id: str,
                                payload: Element | None, config: dict[str, Any] | None = None
                                ) -> None:
-        """Publish on an account's node on its behalf (other modules: vCard, private)."""
+        """Publish on an account's node on its behalf (other modules: vCard, private; on
+        the owner's worker, see :meth:`forward_to_owner`)."""
+        self._check_owned(owner)
         record = await self.engine.node(owner, node)
         if record is None:
             record = await self.engine.create(owner, node, {**self.defaults, **(config or {})},
@@ -156,7 +231,13 @@ class Pep(PubSubBase):
         self.notify_item(owner, node, record, item,
                          await self.recipients(owner, node, record, owner))
 
+    def _check_owned(self, owner: str) -> None:
+        if not self.owns(owner):
+            raise RuntimeError(f"PEP of {owner} is written on worker "
+                               f"{self.api.owner_worker(owner)}, not here")
+
     async def retract_as_owner(self, owner: str, node: str, ids: list[str]) -> None:
+        self._check_owned(owner)
         record = await self.engine.node(owner, node)
         if record is None:
             return
@@ -252,6 +333,9 @@ class Pep(PubSubBase):
                     is not session:
                 return
             state.features = features
+            if self.split:  # the others see its interests; they hold other owners' nodes
+                self.api.share(session, f"{time.time_ns()} " + " ".join(
+                    sorted(f for f in features if f.endswith("+notify"))))
             self.api.spawn(self.last_items_for_local(session, features))
 
         features = self.caps.lookup(domain, str(session.jid), caps, known)
@@ -264,7 +348,8 @@ class Pep(PubSubBase):
         return () if rosters is None else (await rosters.get(owner)).items
 
     async def last_items_for_local(self, session: Any, features: frozenset[str]) -> None:
-        """Last items of the account's own nodes and of its contacts' (local) nodes."""
+        """Last items of the account's own nodes and of its contacts' (local) nodes (those
+        this worker owns)."""
         user = session.jid.bare
         owners = [str(user)]
         for item in await self.roster_items(user):
@@ -275,7 +360,8 @@ class Pep(PubSubBase):
                 except JIDError:
                     continue
         for owner in owners:
-            await self.send_last_items(owner, session.jid, features)
+            if self.owns(owner):
+                await self.send_last_items(owner, session.jid, features)
 
     async def send_last_items(self, owner: str, to: JID, features: frozenset[str]) -> None:
         for node in await self.engine.nodes(owner):
@@ -289,33 +375,39 @@ class Pep(PubSubBase):
                 continue
             await self.send_last(owner, owner, node, record, str(to))
 
-    def contact_presence_full(self, stanza: Element, origin: Any, session: Any) -> None:
-        self.contact_presence(stanza, origin)
+    def contact_presence_full(self, stanza: Element, origin: Any, session: Any) -> bool | None:
+        return self.contact_presence(stanza, origin)
 
-    def contact_presence(self, stanza: Element, origin: Any) -> None:
-        """Remote contacts' capabilities, from the presence they send local accounts."""
+    def contact_presence(self, stanza: Element, origin: Any) -> bool | None:
+        """Remote contacts' capabilities, from the presence they send local accounts (with
+        several workers, on the account's owner worker: the presence is handed there, and
+        delivered from there)."""
         try:
             sender = JID(stanza.get("from", ""))
             target = JID(stanza.get("to", "")).bare
         except JIDError:
-            return
+            return None
         if sender.domain in self.api.hosts or sender.resource is None:
-            return
+            return None
         ptype = stanza.get("type")
         owner = str(target)
+        if self.split and not self.owns(owner) and (
+                ptype == "unavailable" or (ptype is None and caps_of(stanza) is not None)):
+            self.api.forward(self.api.owner_worker(owner), stanza)
+            return True
         if ptype == "unavailable":
             seen = self.remote.get(owner)
             if seen is not None:
                 seen.pop(str(sender), None)
                 if not seen:
                     del self.remote[owner]
-            return
+            return None
         caps = caps_of(stanza) if ptype is None else None
         if caps is None:
-            return
+            return None
         seen = self.remote.setdefault(owner, {})
         if seen.get(str(sender)) == caps[2]:
-            return
+            return None
         seen[str(sender)] = caps[2]
 
         def known(features: frozenset[str]) -> None:
@@ -324,13 +416,30 @@ class Pep(PubSubBase):
         features = self.caps.lookup(target.domain, str(sender), caps, known)
         if features is not None:
             known(features)
+        return None
 
     def iq_response(self, stanza: Element, origin: Any) -> bool:
-        return self.caps.response(stanza)
+        if self.caps.response(stanza):
+            return True
+        worker = asker(stanza.get("id", "")) if self.split else None
+        if worker is None or worker == self.me or worker >= self.api.workers[1]:
+            return False
+        # a remote entity's answer came over another worker's federation link
+        self.api.forward(worker, stanza)
+        return True
 
     def closed(self, session: Any, abrupt: bool) -> None:
         self.api.drop_state(session)
 
     async def account_deleting(self, jid: JID) -> None:
-        await self.engine.forget_account(str(jid))
-        self.engine.forget_owner(str(jid))  # its nodes go with its data
+        if self.split:  # the other workers forget it in the nodes they own first
+            await self.api.changed(str(jid), "account-deleted")
+        await self.forget(str(jid))
+
+    async def forget(self, bare: str, drop_index: bool = True) -> None:
+        """``bare``'s account is being deleted: its subscriptions to the nodes this worker
+        owns go (``drop_index``: then its subscription index) and its nodes are uncached."""
+        await self.engine.forget_account(bare, self.owns if self.split else None, drop_index)
+        self.remote.pop(bare, None)
+        if self.owns(bare):
+            self.engine.forget_owner(bare)  # its nodes go with its data

@@ -88,7 +88,7 @@ class Private(Module):
         if api.service("pep") is not None:
             api.add_feature(BOOKMARKS2 + "#compat", account=True)
 
-    async def handle(self, iq: Element, origin: Any, payload: Element) -> Element:
+    async def handle(self, iq: Element, origin: Any, payload: Element) -> Element | None:
         bare = str(own_account(iq, origin))
         kids = list(payload.elements())
         setting = iq.get("type") == "set"
@@ -98,6 +98,9 @@ class Private(Module):
             if not kid.ns or kid.ns in RESERVED:
                 raise StanzaError("not-acceptable", f"namespace {kid.ns!r} may not be stored")
         pep = self.api.service("pep")
+        if setting and pep is not None and any(k.ns == BOOKMARKS_NS for k in kids) \
+                and pep.forward_to_owner(iq, origin):
+            return None  # bookmarks are PEP items: written on the worker of its PEP nodes
         if not setting:
             kid = kids[0]
             out = reply(iq)

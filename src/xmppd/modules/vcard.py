@@ -93,15 +93,17 @@ class VCard(Module):
         out.append(vcard if vcard is not None else Element("vCard", VCARD_NS, {}, []))
         return out
 
-    async def set(self, iq: Element, origin: Any, payload: Element) -> Element:
+    async def set(self, iq: Element, origin: Any, payload: Element) -> Element | None:
         own = getattr(origin, "jid", None)
         to = iq.get("to")
         if own is None or (to is not None and JID(to).bare != own.bare):
             raise StanzaError("forbidden", "a vCard can only be set for one's own account")
+        pep = self.api.service("pep")
+        if pep is not None and pep.forward_to_owner(iq, origin):
+            return None  # the worker of its PEP nodes sets it (and publishes the avatar)
         bare = str(own.bare)
         await self.save(bare, payload)
         photo = photo_of(payload)
-        pep = self.api.service("pep")
         if photo is not None and pep is not None:
             await self.publish_avatar(pep, bare, *photo)
         return reply(iq)

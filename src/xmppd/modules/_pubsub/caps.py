@@ -70,16 +70,32 @@ def caps_of(presence: Element) -> tuple[str, str, str] | None:
     return algo, node or "", ver
 
 
+def worker_prefix(worker: int) -> str:
+    """The query id prefix of worker ``worker`` (of several)."""
+    return f"caps.w{worker}."
+
+
+def asker(iq_id: str) -> int | None:
+    """The worker whose query an answer's id names (:func:`worker_prefix`), or None."""
+    if not iq_id.startswith("caps.w"):
+        return None
+    number = iq_id[6:].partition(".")[0]
+    return int(number) if number.isdigit() else None
+
+
 class CapsCache:
     """``ver`` -> features, filled by disco#info queries the server sends itself.
 
     ``send(iq)`` routes a stanza; ``known(ver, features)`` runs for each waiting entity
     once its ``ver`` is verified: ``lookup`` returns the features at once, or None and
-    starts one query per ``ver`` (later askers wait on it).
+    starts one query per ``ver`` (later askers wait on it).  The queries' ids start with
+    ``prefix`` (with several workers it names the asking one: see :func:`asker`).
     """
 
-    def __init__(self, send: Callable[[Element], None], limit: int = 10000) -> None:
+    def __init__(self, send: Callable[[Element], None], limit: int = 10000,
+                 prefix: str = "caps") -> None:
         self._send = send
+        self.prefix = prefix
         self.features: dict[str, frozenset[str]] = {}
         self._pending: dict[str, tuple[str, str, str, list[Callable[[frozenset[str]], Any]]]] = {}
         self._by_id: dict[str, str] = {}
@@ -96,7 +112,7 @@ class CapsCache:
         if pending is not None:
             pending[3].append(then)
             return None
-        iq_id = f"caps{next(_ids)}"
+        iq_id = f"{self.prefix}{next(_ids)}"
         self._pending[ver] = (algo, to, iq_id, [then])
         self._by_id[iq_id] = ver
         iq = Element("iq", "jabber:client", {"type": "get", "id": iq_id, "to": to, "from": frm}, [])

@@ -23,6 +23,7 @@ import asyncio
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -407,18 +408,24 @@ class Engine:
         out.sort(key=lambda entry: entry[0])  # stable: a node's JIDs in subscription order
         return out
 
-    async def forget_account(self, bare: str) -> None:
-        """Remove ``bare``'s subscriptions from other owners' nodes (account deletion)."""
+    async def forget_account(self, bare: str, owned: Callable[[str], bool] | None = None,
+                             drop_index: bool = True) -> None:
+        """Remove ``bare``'s subscriptions from other owners' nodes (account deletion):
+        only from the owners ``owned`` says this engine writes (PEP with several workers:
+        each worker does its own, and the last one drops the index)."""
         def drop(record: dict[str, Any]) -> dict[str, Any] | None:
             return record if record["affiliations"].pop(bare, None) is not None else None
 
         for owner, node, jid in await self.kv.get(bare, SUBS_KEY, []):
+            if owned is not None and not owned(owner):
+                continue
             await self._drop_sub(owner, node, jid)
             try:
                 await self.update(owner, node, drop)
             except PubSubError:
                 pass
-        await self.kv.delete(bare, SUBS_KEY)
+        if drop_index:
+            await self.kv.delete(bare, SUBS_KEY)
 
     async def set_affiliation(self, owner: str, node: str, bare: str, affiliation: str) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any]:
