@@ -130,7 +130,7 @@ class Server:
             node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session)
             try:
                 await node.start()
-            except (OSError, RedisError, TimeoutError) as exc:
+            except (OSError, RedisError, TimeoutError, RuntimeError) as exc:  # (no hiredis)
                 raise PreflightError(f"cluster.redis: cannot register with Redis at "
                                      f"{cfg.cluster_redis}: {exc or type(exc).__name__}") from None
             self.node = node

@@ -291,3 +291,17 @@ def test_cluster_status_without_cluster_or_redis(tmp_path):
                            str(config)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "cannot read the cluster" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_without_redis_is_one_line_and_status_1(tmp_path):
+    config = tmp_path / "x.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "d"\n[c2s]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+        f'direct_tls = []\n[http]\nlisten = []\nlisten_tls = []\n'
+        f'[modules]\nenabled = ["disco", "message", "presence", "roster"]\n'
+        f'[cluster]\nredis = "redis://127.0.0.1:{free_port()}/0"\nallow_local_storage = true\n')
+    done = subprocess.run([sys.executable, "-m", "xmppd.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "cluster.redis: cannot register with Redis" in done.stderr
+    assert "Traceback" not in done.stderr

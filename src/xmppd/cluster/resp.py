@@ -144,6 +144,9 @@ class RedisConnection(asyncio.Protocol):
                     and reply[0] == b"message"):
                 push(reply[1], reply[2])
                 continue
+            if not self._waiting:  # a reply nobody asked for: not Redis speaking
+                self.close()
+                return
             waiter = self._waiting.popleft()
             if waiter is None:
                 continue

@@ -61,7 +61,8 @@ def commands(server: Server) -> dict[str, Command]:
             "sessions": len(server.router.sessions),
             "connections": len(server.streams),
             "modules": sorted(server.modules.loaded),
-            **({"workers": server.node.status()} if server.node is not None else {}),
+            **({} if server.node is None
+               else {"workers" if server.worker is not None else "cluster": server.node.status()}),
         }
 
     def online(domain: str | None = None) -> list[str]:
