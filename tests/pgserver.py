@@ -50,6 +50,7 @@ class PostgreSQLServer:
         self.data = self.dir / "data"
         self.port = free_port()
         self._databases = 0
+        self._schemas_db = False
         self._as: list[str] = []
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
@@ -104,9 +105,10 @@ class PostgreSQLServer:
         """A new empty schema of the database ``xmppd``: the URL of a connection that
         sees only it (``search_path``, passed on by asyncpg as a server setting).  As
         independent as a new database for xmppd, and a hundred times faster to make."""
-        if not self._databases:
+        if not self._schemas_db:  # (create_database() may have run first)
             self.create_database()
             self.sql("CREATE DATABASE xmppd")
+            self._schemas_db = True
         self._databases += 1
         name = f"test{self._databases}"
         self.sql(f"CREATE SCHEMA {name}", database="xmppd")

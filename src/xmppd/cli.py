@@ -98,6 +98,7 @@ def _check_modules(config: Config) -> bool:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.cluster.membership import cluster_problems
     from xmppd.cluster.supervisor import worker_problems
     from xmppd.preflight import prepare_run
     from xmppd.server import Server
@@ -106,7 +107,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         return 1
     workers = args.workers if getattr(args, "workers", None) is not None else config.workers
     config = config.replace(workers=workers)
-    problems = worker_problems(config, workers)
+    problems = worker_problems(config, workers) + cluster_problems(config)
     if problems:
         for problem in problems:
             print(f"xmppd: configuration error: {problem}", file=sys.stderr)
@@ -350,6 +351,31 @@ def cmd_workers(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(config: Config, args: argparse.Namespace) -> int:
+    """``xmppd cluster status``: the nodes Redis knows, read from Redis itself (works
+    whether or not a node runs here)."""
+    from xmppd.cluster.membership import RedisError, cluster_status
+
+    if not config.cluster_redis:
+        print("xmppd: no cluster configured (cluster.redis is empty)", file=sys.stderr)
+        return 1
+    try:
+        nodes = _run(cluster_status(config.cluster_redis))
+    except (OSError, RedisError, TimeoutError) as exc:
+        print(f"xmppd: cannot read the cluster from Redis at {config.cluster_redis}: "
+              f"{exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if not nodes:
+        print("no node registered")
+        return 0
+    width = max(len("node"), *(len(n["node"]) for n in nodes))
+    print(f"{'node':<{width}}  {'epoch':>16}  alive  sessions")
+    for n in nodes:
+        print(f"{n['node']:<{width}}  {n['epoch']:>16}  {'yes' if n['alive'] else 'no':<5}  "
+              f"{n['sessions']:>8}")
+    return 0
+
+
 def _duration(text: str) -> float:
     """``3600``, ``90m``, ``12h`` or ``7d`` in seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -454,12 +480,13 @@ def cmd_cert_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from xmppd.cluster.membership import cluster_problems
     from xmppd.cluster.supervisor import worker_problems
     from xmppd.preflight import check_all
 
     if not _check_modules(config):
         return 1
-    problems = worker_problems(config, config.workers)
+    problems = worker_problems(config, config.workers) + cluster_problems(config)
     if problems:
         for problem in problems:
             print(f"xmppd: configuration error: {problem}", file=sys.stderr)
@@ -643,6 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("target", metavar="TO", help="the storage URL to copy to (empty)")
     cp.add_argument("--batch", type=_page_size, default=1000, metavar="N",
                     help="rows read and written at a time (default 1000)")
+    clu = sub.add_parser("cluster", parents=[common], help="the cluster of nodes (cluster.redis)")
+    clu_sub = clu.add_subparsers(dest="cluster_command", required=True)
+    clu_sub.add_parser("status", parents=[common], help="nodes, epochs, whether each is alive, "
+                       "sessions per node (read from Redis)")
     sub.add_parser("check", parents=[common], help="validate the configuration and certificates")
     sub.add_parser("config-reference", help="print the configuration reference (docs/CONFIG.md)")
     return parser
@@ -664,6 +695,7 @@ COMMANDS = {
     "invite": cmd_invite,
     "check": cmd_check,
     "storage": cmd_storage_copy,  # its only subcommand, "copy"
+    "cluster": cmd_cluster,  # its only subcommand, "status"
 }
 
 

@@ -17,6 +17,8 @@ from xmppd._impl import implementation
 from xmppd.c2s.negotiation import BindError, ClientPolicy
 from xmppd.c2s.stream import C2SStream
 from xmppd.cluster.node import Node
+from xmppd.cluster.redisnode import RedisNode
+from xmppd.cluster.resp import RedisError
 from xmppd.control.commands import commands as control_commands
 from xmppd.control.protocol import socket_path
 from xmppd.control.server import ControlServer
@@ -28,7 +30,7 @@ from xmppd.core.session import Session, Transport
 from xmppd.eager import start_eagerly
 from xmppd.jid import JID
 from xmppd.metrics.collector import ServerMetrics
-from xmppd.preflight import listen_error
+from xmppd.preflight import PreflightError, listen_error
 from xmppd.secretfile import load_or_create
 from xmppd.storage import storage_from_spec
 from xmppd.transport.connections import AuthThrottle, Connections, address_text
@@ -124,6 +126,14 @@ class Server:
                              end_session=self._end_session, reload=self._reload_from_peer)
             await self.node.start()
             await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
+        elif cfg.cluster_redis:
+            node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session)
+            try:
+                await node.start()
+            except (OSError, RedisError, TimeoutError, RuntimeError) as exc:  # (no hiredis)
+                raise PreflightError(f"cluster.redis: cannot register with Redis at "
+                                     f"{cfg.cluster_redis}: {exc or type(exc).__name__}") from None
+            self.node = node
         self._setup_tls()
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:
@@ -145,7 +155,8 @@ class Server:
         await self.hooks.fire("server-started", self)
         log.info(
             "xmppd %s started%s: domains %s, storage %s, implementation %s",
-            __version__, f" as worker {self.worker[0]}" if self.worker else "",
+            __version__, f" as worker {self.worker[0]}" if self.worker
+            else f" as cluster node {cfg.cluster_node}" if cfg.cluster_redis else "",
             ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
 

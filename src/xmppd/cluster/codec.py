@@ -7,11 +7,14 @@ many stanzas).  A record starts with its kind byte:
 =========  =================================================================================
 STANZA     ``u16`` length + full JID of the recipient session, ``u32`` length + the stanza's
            XML (``jabber:client`` default namespace)
-BIND       ``u16`` length + full JID, ``u16`` worker, ``u64`` bind stamp (ns; newer wins)
-UNBIND     ``u16`` length + full JID, ``u16`` worker
+BIND       ``u16`` length + full JID, ``u64`` worker, ``u64`` bind stamp (ns; newer wins)
+UNBIND     ``u16`` length + full JID, ``u64`` worker
 SHARE      ``u16`` length + full JID, ``u8`` length + module name, a typed value
 CONTROL    ``u8`` length + name, ``u32`` length + JSON object
 =========  =================================================================================
+
+"Worker" is the sender's number among the workers of one host, or a cluster node's epoch
+(:mod:`~xmppd.cluster.redisnode`: unique per node start, so it fences a node's old life).
 
 A typed value is one type byte, then: nothing (None, True, False), ``i64`` (int),
 ``u32`` length + UTF-8 (str) or ``u32`` length + XML (an element, decoded by the caller).
@@ -38,7 +41,8 @@ _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _HEAD_STANZA = struct.Struct(">BH")
-_BIND_TAIL = struct.Struct(">HQ")
+_BIND_TAIL = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 
 
@@ -74,7 +78,7 @@ def put_unbind(out: bytearray, jid: str, worker: int) -> None:
     raw = jid.encode()
     out += _HEAD_STANZA.pack(UNBIND, len(raw))
     out += raw
-    out += _U16.pack(worker)
+    out += _U64.pack(worker)
 
 
 def put_share(out: bytearray, jid: str, module: str, value: Any) -> None:
@@ -184,8 +188,8 @@ def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
                     pos += _BIND_TAIL.size
                     out.append((BIND, jid, worker, stamp))
                 elif kind == UNBIND:
-                    (worker,) = _U16.unpack_from(buf, pos)
-                    pos += 2
+                    (worker,) = _U64.unpack_from(buf, pos)
+                    pos += 8
                     out.append((UNBIND, jid, worker))
                 else:
                     m = buf[pos]

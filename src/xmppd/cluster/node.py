@@ -57,6 +57,9 @@ def socket_file(directory: Path, worker: int) -> Path:
 class Node:
     """Worker ``me`` of ``count``, its peers' sockets in ``directory``."""
 
+    #: what a peer is called in the log (a cluster node says "node epoch")
+    peer_label = "worker"
+
     def __init__(self, me: int, count: int, directory: Path, router: Router, hooks: Hooks,
                  *, end_session: Callable[[Session, str, str | None], None],
                  reload: Callable[[], Any]) -> None:
@@ -136,15 +139,13 @@ class Node:
     def bound(self, session: Session, displaced: Session | None) -> None:
         stamp = self.registry.bind_local(session, displaced)
         full, me = session.jid.full, self.me
-        for link in self.links.values():
-            link.records(lambda buf: codec.put_bind(buf, full, me, stamp))
+        self._announce(full, lambda buf: codec.put_bind(buf, full, me, stamp))
 
     def unbound(self, session: Session) -> None:
         if not self.registry.unbind_local(session):
             return
         full, me = session.jid.full, self.me
-        for link in self.links.values():
-            link.records(lambda buf: codec.put_unbind(buf, full, me))
+        self._announce(full, lambda buf: codec.put_unbind(buf, full, me))
 
     def _share(self, session: Session, module: str, value: Any) -> None:
         if session.remote:
@@ -154,8 +155,13 @@ class Node:
         if not self.registry.share_local(session, module, value):
             return
         full = session.jid.full
+        self._announce(full, lambda buf: codec.put_share(buf, full, module, value))
+
+    def _announce(self, full: str, write: Callable[[bytearray], None]) -> None:
+        """Tell every peer of a change of the local session ``full`` (``write`` appends
+        its record to a buffer)."""
         for link in self.links.values():
-            link.records(lambda buf: codec.put_share(buf, full, module, value))
+            link.records(write)
 
     def _hello(self, buf: bytearray) -> None:
         """What a peer gets first on a new connection: who we are, then our sessions."""
@@ -347,11 +353,15 @@ class Node:
         del self.inbound[worker]
         self._peer_gone(worker, "its connection ended")
 
-    def _peer_gone(self, worker: int, why: str) -> None:
+    def _peer_gone(self, worker: int, why: str, announce: bool | None = None) -> None:
+        """``worker``'s sessions leave the replica; ``announce``: whether this one fires
+        their ``session-closed`` (default: if it is the lowest-numbered survivor)."""
         gone = self.registry.purge(worker)
-        survivors = [w for w in (self.me, *self.inbound) if w != worker]
-        announce = min(survivors) == self.me
-        log.warning("worker %d is gone (%s): %d of its sessions removed%s", worker, why,
+        if announce is None:
+            survivors = [w for w in (self.me, *self.inbound) if w != worker]
+            announce = min(survivors) == self.me
+        log.warning("%s %d is gone (%s): %d of its sessions removed%s", self.peer_label,
+                    worker, why,
                     len(gone), "; announcing their unavailability" if announce else "")
         if announce:
             for session in gone:

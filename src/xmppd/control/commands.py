@@ -61,7 +61,8 @@ def commands(server: Server) -> dict[str, Command]:
             "sessions": len(server.router.sessions),
             "connections": len(server.streams),
             "modules": sorted(server.modules.loaded),
-            **({"workers": server.node.status()} if server.node is not None else {}),
+            **({} if server.node is None
+               else {"workers" if server.worker is not None else "cluster": server.node.status()}),
         }
 
     def online(domain: str | None = None) -> list[str]:
@@ -70,13 +71,21 @@ def commands(server: Server) -> dict[str, Command]:
 
     def workers() -> dict[str, list[str]]:
         """The full JIDs bound on each worker (with several workers)."""
-        if server.node is None:
+        if server.node is None or server.worker is None:
             raise CommandError("this server runs one process (server.workers = 1)")
         out: dict[str, list[str]] = {str(w): [] for w in range(server.node.count)}
         for session in server.router.sessions.all():
             where = getattr(session, "worker", server.node.me)
             out[str(where)].append(session.jid.full)
         return {w: sorted(jids) for w, jids in out.items()}
+
+    def cluster() -> dict[str, Any]:
+        """This node's view of the cluster: each node's full JIDs (``cluster.redis``)."""
+        sessions_by_node = getattr(server.node, "sessions_by_node", None)
+        if sessions_by_node is None:
+            raise CommandError("no cluster configured (cluster.redis is empty)")
+        return {"node": server.config.cluster_node, "epoch": server.node.me,
+                "nodes": sessions_by_node()}
 
     def kick(jid: str, reason: str = "disconnected by the server administrator") -> int:
         return end_sessions(server, _jid(jid), "policy-violation", reason)
@@ -116,7 +125,7 @@ def commands(server: Server) -> dict[str, Command]:
 
     return {"status": status, "online": online, "kick": kick, "deluser": deluser,
             "password-changed": password_changed, "announce": announce, "invite": invite,
-            "reload": reload, "workers": workers}
+            "reload": reload, "workers": workers, "cluster": cluster}
 
 
 async def create_invite(server: Server, domain: str | None, expires_s: float | None) -> dict:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -144,6 +146,29 @@ class Config:
         "(SO_REUSEPORT) under a supervisor that restarts a dead one; 1: one process, no "
         "supervisor. `xmppd run --workers N` overrides it; see README \"Workers\" for the "
         "modules that cannot run in several workers yet", "2"))
+    # [cluster]: nodes on several hosts sharing a Redis (soft state) and a PostgreSQL
+    # storage (durable data); see README "Clustering" and xmppd.cluster.redisnode.
+    cluster_redis: str = field(default="", metadata=key(
+        "cluster.redis", "string", "`redis://HOST:PORT/DB` of the Redis that holds the "
+        "cluster's membership and session registry and carries stanzas between nodes; "
+        "empty: no cluster", '"redis://10.0.0.9:6379/0"', default="`\"\"` (no cluster)"))
+    cluster_node: str = field(default_factory=socket.gethostname, metadata=key(
+        "cluster.node", "string", "this node's name, unique in the cluster (letters, digits, "
+        "`.`, `-`, `_`)", '"xmpp1"', default="the host name"))
+    cluster_heartbeat_s: float = field(default=2.0, metadata=key(
+        "cluster.heartbeat_s", "number > 0", "how often a node refreshes its heartbeat key "
+        "in Redis", "1"))
+    cluster_ttl_s: float = field(default=6.0, metadata=key(
+        "cluster.ttl_s", "number > heartbeat_s", "a node whose heartbeat is older than this "
+        "is dead: the survivors purge its sessions (detection takes at most ttl_s + "
+        "purge_check_s)", "4"))
+    cluster_purge_check_s: float = field(default=2.0, metadata=key(
+        "cluster.purge_check_s", "number > 0", "how often a node checks its peers' "
+        "heartbeats", "1"))
+    cluster_allow_local_storage: bool = field(default=False, metadata=key(
+        "cluster.allow_local_storage", "boolean", "let a cluster node run on `sqlite` or "
+        "`memory:` storage (tests only: the nodes would not share accounts and data)",
+        "true"))
     admins: tuple[str, ...] = field(default=(), metadata=key(
         "admins", "list of strings", "bare JIDs of the server's administrators (a top-level "
         "key): they may run the admin ad-hoc commands (XEP-0133) from their clients",
@@ -464,10 +489,62 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
             raise ConfigError(f"components.{name} needs a 'secret' string")
         kw["components"][name.lower()] = entry["secret"]
 
+    kw.update(_cluster(_table(data, "cluster")))
+
     if "admins" in data:
         kw["admins"] = _admins(_take(data, "admins", list, ""))
     _no_leftovers(data, "the top level")
     return Config(**kw)
+
+
+def _cluster(table: dict[str, Any]) -> dict[str, Any]:
+    """``[cluster]``: the Redis URL checked (scheme, port, database), times positive and
+    the TTL longer than the heartbeat interval."""
+    kw: dict[str, Any] = {}
+    if "redis" in table:
+        url = _take(table, "redis", str, "cluster.")
+        if url:
+            redis_address(url)  # raises ConfigError
+        kw["cluster_redis"] = url
+    if "node" in table:
+        name = _take(table, "node", str, "cluster.")
+        if not name or not all(c.isalnum() or c in ".-_" for c in name):
+            raise ConfigError(f"cluster.node: {name!r}: use letters, digits, '.', '-', '_'")
+        kw["cluster_node"] = name
+    for name in ("heartbeat_s", "ttl_s", "purge_check_s"):
+        if name in table:
+            value = table.pop(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"cluster.{name}: expected a positive number")
+            kw[f"cluster_{name}"] = float(value)
+    if "allow_local_storage" in table:
+        kw["cluster_allow_local_storage"] = _take(table, "allow_local_storage", bool,
+                                                  "cluster.")
+    _no_leftovers(table, "cluster")
+    heartbeat = kw.get("cluster_heartbeat_s", 2.0)
+    ttl = kw.get("cluster_ttl_s", 6.0)
+    if ttl <= heartbeat:
+        raise ConfigError(f"cluster.ttl_s ({ttl:g}) must be longer than cluster.heartbeat_s "
+                          f"({heartbeat:g}): a live node's heartbeat would expire")
+    return kw
+
+
+def redis_address(url: str) -> tuple[str, int, int]:
+    """(host, port, database) of a ``redis://HOST[:PORT][/DB]`` URL; ConfigError if not."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise ConfigError(f"cluster.redis: {url!r}: {exc}") from None
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ConfigError(f"cluster.redis: {url!r} is not redis://HOST:PORT/DB")
+    if parts.username or parts.password or parts.query:
+        raise ConfigError(f"cluster.redis: {url!r}: credentials and options are not "
+                          "supported (keep Redis on a private network)")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ConfigError(f"cluster.redis: {url!r}: the database must be a number")
+    return parts.hostname, port, int(db)
 
 
 def _admins(entries: list) -> tuple[str, ...]:

@@ -1,0 +1,51 @@
+"""``[cluster]`` settings: what the config accepts, and what a cluster node refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from xmppd.cluster.membership import cluster_problems
+from xmppd.core.config import ConfigError, from_dict, redis_address
+
+
+def test_redis_url_and_defaults():
+    config = from_dict({"cluster": {"redis": "redis://10.0.0.9:6380/3", "node": "x1"}})
+    assert redis_address(config.cluster_redis) == ("10.0.0.9", 6380, 3)
+    assert (config.cluster_heartbeat_s, config.cluster_ttl_s,
+            config.cluster_purge_check_s) == (2.0, 6.0, 2.0)
+    assert config.cluster_ttl_s + config.cluster_purge_check_s <= 12  # the issue's bound
+    assert redis_address("redis://h") == ("h", 6379, 0)
+    assert from_dict({}).cluster_redis == ""  # no cluster by default
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"redis": "http://h"}, "is not redis://"),
+    ({"redis": "redis://u:p@h/0"}, "credentials"),
+    ({"redis": "redis://h/x"}, "must be a number"),
+    ({"node": "a:b"}, "cluster.node"),
+    ({"heartbeat_s": 0}, "positive"),
+    ({"heartbeat_s": 3, "ttl_s": 3}, "must be longer"),
+    ({"purge": 1}, "unknown setting(s) in cluster: purge"),
+])
+def test_bad_settings(table, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        from_dict({"cluster": table})
+
+
+def test_a_cluster_needs_shared_storage_and_safe_modules(tmp_path):
+    base = {"server": {"data_dir": str(tmp_path)}, "cluster": {"redis": "redis://h/0"},
+            "modules": {"disabled": ["muc", "pep", "pubsub", "mam"]}}
+    problems = cluster_problems(from_dict(base))
+    assert any("server.storage is SQLite" in p for p in problems)
+    default_modules = {k: v for k, v in base.items() if k != "modules"}
+    assert any("muc, pep, pubsub" in p for p in cluster_problems(from_dict(default_modules)))
+    shared = {**base, "server": {**base["server"], "storage": "postgresql://u@h/db"}}
+    assert cluster_problems(from_dict(shared)) == []
+    local = {**base, "cluster": {**base["cluster"], "allow_local_storage": True}}
+    assert cluster_problems(from_dict(local)) == []
+    muc = {**shared, "modules": {"enabled": ["disco", "message", "muc", "presence",
+                                             "roster"]}}
+    assert any("muc" in p for p in cluster_problems(from_dict(muc)))
+    workers = {**shared, "server": {**shared["server"], "workers": 2}}
+    assert any("server.workers" in p for p in cluster_problems(from_dict(workers)))
+    assert cluster_problems(from_dict({"server": {"data_dir": str(tmp_path)}})) == []
