@@ -37,9 +37,9 @@ NODES_KEY = PREFIX + "nodes"
 REGISTRY_CHANNEL = PREFIX + "registry"
 SENDER = struct.Struct(">Q")
 
-#: Modules whose state lives in one process (an owner per room or service): not yet
-#: spread over nodes (they are over workers: ``api.owner_worker``).
-SINGLE_OWNER_MODULES = ("muc", "pubsub")
+#: Modules whose state lives in one process (an owner per room, service or PEP account):
+#: not yet spread over nodes (they are over workers: ``api.owner_worker``).
+SINGLE_OWNER_MODULES = ("muc", "pep", "pubsub")
 
 #: KEYS[1] epoch counter; ARGV[1] the floor (now, µs): the next epoch.
 NEW_EPOCH = """local e = redis.call('INCR', KEYS[1])
