@@ -43,12 +43,10 @@ from typing import Any, TypeVar
 
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
+from xmppd.storage.sqlite_append import Append, append_batch, append_shared_batch
 from xmppd.storage.sqlite_stores import (
-    Append,
     SQLiteArchiveStore,
     SQLiteKeyValueStore,
-    append_batch,
-    append_shared_batch,
     delete_user_rows,
     namespaces_of,
 )
