@@ -123,3 +123,22 @@ def postgresql_url(postgresql_server):
     """The URL of a new, empty schema on the session's PostgreSQL server (for xmppd as
     good as a new database: ``postgresql_server.create_database()`` makes one of those)."""
     return postgresql_server.create_schema()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def make_storage(request, tmp_path):
+    """A factory for an unopened backend, one parameter per backend: sqlite ones share one
+    file per test, postgresql ones one new, empty schema (as good as a new database)."""
+    from xmppd.storage import MemoryStorage, PostgreSQLStorage, SQLiteStorage
+
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_url")
+
+    def make():
+        if request.param == "memory":
+            return MemoryStorage()
+        if request.param == "postgresql":
+            return PostgreSQLStorage(url)
+        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
+
+    return make

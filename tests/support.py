@@ -434,3 +434,12 @@ def connect(server, user: str, resource: str = "r", roster: bool = True) -> RawC
 def offline_count(srv, user: str) -> int:
     """How many offline messages ``user@localhost`` has stored (the offline module's archive)."""
     return srv.call(srv.server.storage.open_store("offline", "archive").count(f"{user}@localhost"))
+
+
+def run_storage(make_storage, body) -> None:
+    """Open a backend from the ``make_storage`` fixture, run ``await body(storage)``, close."""
+    async def main() -> None:
+        async with make_storage() as storage:
+            await body(storage)
+
+    asyncio.run(main())

@@ -10,25 +10,10 @@ import pytest
 from xmppd.c2s.sasl import derive_credentials
 from xmppd.modules._rosterdata import RosterItem, RosterStore
 from xmppd.modules.blocking import add_to_list, remove_from_list, stored_list
-from xmppd.storage import MemoryStorage, PostgreSQLStorage, SQLiteStorage, Storage
+from xmppd.storage import SQLiteStorage, Storage
 
 CREDS = {"SHA-256": derive_credentials("secret", "SHA-256", salt=b"0123456789abcdef")}
 J = "juliet@example.com"
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def make_storage(request, tmp_path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgresql_url")
-
-    def make() -> Storage:
-        if request.param == "memory":
-            return MemoryStorage()
-        if request.param == "postgresql":
-            return PostgreSQLStorage(url)
-        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
-
-    return make
 
 
 def run(make_storage, body) -> None:

@@ -9,37 +9,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from support import run_storage
 
 from xmppd.modules._pubsub import PubSubError
 from xmppd.modules._pubsub.engine import NODE_KEY, SUBS_KEY, Engine, Limits
-from xmppd.storage import MemoryStorage, PostgreSQLStorage, SQLiteStorage, Storage
+from xmppd.storage import Storage
 from xmppd.storage.stores import encode_value
 
 SVC = "pubsub.example.com"
 CONFIG = {"access_model": "open", "max_items": 10}
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def make_storage(request, tmp_path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgresql_url")
-
-    def make() -> Storage:
-        if request.param == "memory":
-            return MemoryStorage()
-        if request.param == "postgresql":
-            return PostgreSQLStorage(url)
-        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
-
-    return make
-
-
-def run(make_storage, body) -> None:
-    async def main() -> None:
-        async with make_storage() as storage:
-            await body(storage)
-
-    asyncio.run(main())
 
 
 class Recording:
@@ -113,7 +91,7 @@ def test_a_subscribe_writes_one_small_key_and_reads_no_node_record(make_storage)
         assert [r for r in again.kv.reads if r[1] in (SVC, f"{SVC}/big")] == [
             ("get", SVC, NODE_KEY + "big"), ("items", f"{SVC}/big", "")]
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_unsubscribe_options_affiliations_and_delete(make_storage):
@@ -147,7 +125,7 @@ def test_unsubscribe_options_affiliations_and_delete(make_storage):
         assert (await engine.must_node(SVC, "n"))["subscriptions"] == {}
         assert (await engine_of(storage).must_node(SVC, "n"))["subscriptions"] == {}
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_the_cache_is_bounded_and_account_deletion_forgets(make_storage):
@@ -176,7 +154,7 @@ def test_the_cache_is_bounded_and_account_deletion_forgets(make_storage):
         assert await engine.node(owner, "n6") is None
         assert await storage.open_store("pubsub").items(f"{owner}/n6") == {}
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_concurrent_subscribes_on_a_cold_node(make_storage):
@@ -188,7 +166,7 @@ def test_concurrent_subscribes_on_a_cold_node(make_storage):
         assert len((await engine.must_node(SVC, "hot"))["subscriptions"]) == 200
         assert len((await engine_of(storage).must_node(SVC, "hot"))["subscriptions"]) == 200
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_subscriptions_embedded_by_an_older_version_are_moved(make_storage):
@@ -215,4 +193,4 @@ def test_subscriptions_embedded_by_an_older_version_are_moved(make_storage):
         assert again["subscriptions"][subscriber(0)[0]]["options"] == {"deliver": False}
         assert len(again["subscriptions"]) == 700
 
-    run(make_storage, body)
+    run_storage(make_storage, body)

@@ -8,6 +8,7 @@ import asyncio
 import math
 
 import pytest
+from support import run_storage
 
 from xmppd.storage import MemoryStorage, SQLiteStorage, Storage, StorageError
 from xmppd.storage.stores import ItemExists, new_item_id
@@ -18,20 +19,13 @@ R = "romeo@example.net"
 
 @pytest.fixture(params=["memory", "sqlite"])
 def make_storage(request, tmp_path):
+    """Memory (the ABC's default, built on start_append) and SQLite (its own batched path)."""
     def make() -> Storage:
         if request.param == "memory":
             return MemoryStorage()
         return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
 
     return make
-
-
-def run(make_storage, body) -> None:
-    async def main() -> None:
-        async with make_storage() as storage:
-            await body(storage)
-
-    asyncio.run(main())
 
 
 def test_new_item_ids_are_unique_and_increase():
@@ -58,7 +52,7 @@ def test_shared_appends_are_stored_in_order_with_their_ids(make_storage):
         assert await arch.query(J, after_id=ids[0], limit=1) == [mine[1]]
         assert await arch.size() == (2, 6)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_shared_append_failure_is_reported_not_raised(make_storage):
@@ -76,7 +70,7 @@ def test_shared_append_failure_is_reported_not_raised(make_storage):
         assert [i.data for i in await arch.query(J)] == [b"first", b"fine"]
         assert await arch.count(J) == 2 and await arch.count(R) == 1
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 @pytest.mark.parametrize("kwargs, exc", [
@@ -101,7 +95,7 @@ def test_shared_append_checks_its_arguments_at_once(make_storage, kwargs, exc):
         assert (await arch.get("é@example.com", "é")).data == b"y"
         assert await arch.count(J) == 0
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_sqlite_shared_appends_share_one_future_and_one_job(tmp_path):

@@ -9,12 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import run_storage
 
 from xmppd.c2s.sasl import SASLServer, ScramCredentials, derive_credentials
 from xmppd.storage import (
     AccountExists,
     MemoryStorage,
-    PostgreSQLStorage,
     SQLiteStorage,
     Storage,
     StorageError,
@@ -31,31 +31,6 @@ def creds(password: str = "secret", salt: bytes = b"0123456789abcdef") -> dict:
 
 CREDS = creds()
 OTHER = creds("other", b"fedcba9876543210")
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def make_storage(request, tmp_path):
-    """A factory for an unopened backend; sqlite ones share one file per test, postgresql
-    ones one new database."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgresql_url")
-
-    def make() -> Storage:
-        if request.param == "memory":
-            return MemoryStorage()
-        if request.param == "postgresql":
-            return PostgreSQLStorage(url)
-        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
-
-    return make
-
-
-def run(make_storage, body) -> None:
-    async def main() -> None:
-        async with make_storage() as storage:
-            await body(storage)
-
-    asyncio.run(main())
 
 
 # -- every backend --------------------------------------------------------------------
@@ -80,7 +55,7 @@ def test_account_lifecycle(make_storage):
         await s.create_account("juliet", "capulet.example", OTHER)  # name is free again
         assert await s.get_scram("juliet", "capulet.example", "SHA-1") == OTHER["SHA-1"]
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_set_credentials(make_storage):
@@ -93,7 +68,7 @@ def test_set_credentials(make_storage):
         assert await s.get_scram("romeo", "montague.example", "SHA-256") == OTHER["SHA-256"]
         assert await s.get_scram("romeo", "montague.example", "SHA-1") is None
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_invalid_credentials_refused(make_storage):
@@ -104,7 +79,7 @@ def test_invalid_credentials_refused(make_storage):
             await s.create_account("x", "d.example", {"SHA-512": CREDS["SHA-1"]})
         assert not await s.account_exists("x", "d.example")
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_list_accounts(make_storage):
@@ -119,7 +94,7 @@ def test_list_accounts(make_storage):
         assert await s.list_accounts("y.example") == [("a", "y.example"), ("b", "y.example")]
         assert await s.list_accounts("none.example") == []
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_concurrent_writes_and_one_duplicate(make_storage):
@@ -134,7 +109,7 @@ def test_concurrent_writes_and_one_duplicate(make_storage):
         assert results[1:30] == [None] * 29 and results[30] is True
         assert len(await s.list_accounts("d.example")) == 30
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_schema_version_and_closed_use(make_storage):
@@ -158,7 +133,7 @@ def test_sasl_over_storage(make_storage):
         step = await sasl.start("PLAIN", b"\0juliet\0secret")
         assert step.success and step.username == "juliet"
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 # -- SQLite specifics -----------------------------------------------------------------
@@ -367,4 +342,4 @@ def test_accounts_can_be_disabled_and_reenabled(make_storage):
         await s.create_account("juliet", "capulet.example", CREDS)  # a new account: enabled
         assert not await s.account_disabled("juliet", "capulet.example")
 
-    run(make_storage, body)
+    run_storage(make_storage, body)

@@ -4,38 +4,13 @@ tests against every backend."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from support import run_storage
 
-from xmppd.storage import MemoryStorage, PostgreSQLStorage, SQLiteStorage, Storage
+from xmppd.storage import Storage
 
 J = "juliet@example.com"
 R = "romeo@example.net"
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def make_storage(request, tmp_path):
-    """A factory for an unopened backend (postgresql: a new, empty schema)."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgresql_url")
-
-    def make() -> Storage:
-        if request.param == "memory":
-            return MemoryStorage()
-        if request.param == "postgresql":
-            return PostgreSQLStorage(url)
-        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
-
-    return make
-
-
-def run(make_storage, body) -> None:
-    async def main() -> None:
-        async with make_storage() as storage:
-            await body(storage)
-
-    asyncio.run(main())
 
 
 async def scan_all(store, limit: int) -> list:
@@ -72,7 +47,7 @@ def test_namespaces_and_versions(make_storage):
         with pytest.raises(ValueError):
             await s.namespaces("table")
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_keyvalue_scan_in_pages(make_storage):
@@ -95,7 +70,7 @@ def test_keyvalue_scan_in_pages(make_storage):
         with pytest.raises(ValueError):
             await kv.scan(None, 0)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_scan_in_pages_keeps_each_owners_order(make_storage):
@@ -121,4 +96,4 @@ def test_archive_scan_in_pages_keeps_each_owners_order(make_storage):
         with pytest.raises(ValueError):
             await arch.scan(None, -1)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)

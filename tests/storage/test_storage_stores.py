@@ -8,11 +8,10 @@ import random
 import sqlite3
 
 import pytest
+from support import run_storage
 
 from xmppd.c2s.sasl import derive_credentials
 from xmppd.storage import (
-    MemoryStorage,
-    PostgreSQLStorage,
     SQLiteStorage,
     Storage,
     StorageError,
@@ -32,31 +31,6 @@ from xmppd.storage.stores import (
 CREDS = {h: derive_credentials("secret", h, salt=b"0123456789abcdef") for h in ("SHA-256",)}
 J = "juliet@example.com"
 R = "romeo@example.net"
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def make_storage(request, tmp_path):
-    """A factory for an unopened backend; sqlite ones share one file per test, postgresql
-    ones one new database."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgresql_url")
-
-    def make() -> Storage:
-        if request.param == "memory":
-            return MemoryStorage()
-        if request.param == "postgresql":
-            return PostgreSQLStorage(url)
-        return SQLiteStorage(tmp_path / "db" / "xmppd.sqlite")
-
-    return make
-
-
-def run(make_storage, body) -> None:
-    async def main() -> None:
-        async with make_storage() as storage:
-            await body(storage)
-
-    asyncio.run(main())
 
 
 # -- open_store -------------------------------------------------------------------------
@@ -79,7 +53,7 @@ def test_open_store_validates_and_caches(make_storage):
         await kv.set(J, "k", 1)
         assert await arch.count(J) == 0 and await arch.owners() == []
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_stores_refuse_use_while_closed(make_storage):
@@ -147,7 +121,7 @@ def test_kv_roundtrip_and_basics(make_storage):
         assert await kv.owners() == ["", J, "room@conference.example.com"]
         assert await kv.keys("nobody@x") == [] and await kv.items("nobody@x") == {}
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +146,7 @@ def test_kv_refuses_non_json(make_storage, bad, exc):
             await kv.update(J, "k", lambda old: bad)
         assert await kv.get(J, "k") is None
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_kv_refuses_bad_owner_and_key(make_storage):
@@ -185,7 +159,7 @@ def test_kv_refuses_bad_owner_and_key(make_storage):
         with pytest.raises(ValueError):
             await kv.set(J, "\udc80", 1)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_kv_update(make_storage):
@@ -216,7 +190,7 @@ def test_kv_update(make_storage):
             await kv.update(J, "x", boom)
         assert await kv.get(J, "x") == 1
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_kv_concurrent_updates_are_atomic(make_storage):
@@ -239,7 +213,7 @@ def test_kv_concurrent_updates_are_atomic(make_storage):
         assert all(new == old + 1 for old, new in results[1:50] if old is not None)
         assert await kv.get(J, "members") == sorted(f"m{i}" for i in range(20))
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_kv_delete_owner_and_namespaces(make_storage):
@@ -255,7 +229,7 @@ def test_kv_delete_owner_and_namespaces(make_storage):
         assert await b.get(J, "x") == 1
         assert await a.owners() == [R]
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 # -- versions and migrations -------------------------------------------------------------
@@ -286,7 +260,7 @@ def test_store_versions_and_migrate(make_storage):
         with pytest.raises(StorageError, match="version 4"):
             await migrate_store(kv, [step(1)])
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 # -- archive --------------------------------------------------------------------------------
@@ -331,7 +305,7 @@ def test_archive_append_get(make_storage):
             await arch.append(J, b"x", stamp=1.0, limit=-1)
         assert await arch.count(J) == 3
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_replace_moves_to_end(make_storage):
@@ -357,7 +331,7 @@ def test_archive_replace_moves_to_end(make_storage):
         with pytest.raises(ValueError):
             await arch.trim(node, -1)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_limit(make_storage):
@@ -379,7 +353,7 @@ def test_archive_limit(make_storage):
         assert await arch.count(J) == 4
         assert await arch.append(R, b"other owner", stamp=1.0, limit=1) is not None
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_query_filters_and_paging(make_storage):
@@ -435,7 +409,7 @@ def test_archive_query_filters_and_paging(make_storage):
         with pytest.raises(ValueError):
             await arch.query(J, limit=-1)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_rsm_walk_both_ways(make_storage):
@@ -461,7 +435,7 @@ def test_archive_rsm_walk_both_ways(make_storage):
             before = page[-1].id
         assert backward == ids
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_many_ids(make_storage):
@@ -473,7 +447,7 @@ def test_archive_many_ids(make_storage):
         assert await arch.count(J, ids=wanted) == 15
         assert await arch.delete(J, wanted) == 15 and await arch.count(J) == 15
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_delete_retention_owner(make_storage):
@@ -506,7 +480,7 @@ def test_archive_delete_retention_owner(make_storage):
         await fill(arch, n=2)
         assert await arch.count(J) == 2 == len(await arch.query(J))
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_delete_user_data_every_namespace_and_kind(make_storage):
@@ -529,7 +503,7 @@ def test_delete_user_data_every_namespace_and_kind(make_storage):
             with pytest.raises(ValueError):
                 await s.delete_user_data(bad)
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_delete_account_removes_module_data(make_storage):
@@ -551,7 +525,7 @@ def test_delete_account_removes_module_data(make_storage):
         assert not await s.delete_account("juliet", "example.com")
         assert await kv.get(J, "k") is None
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_archive_random_queries_match_a_model(make_storage):
@@ -597,7 +571,7 @@ def test_archive_random_queries_match_a_model(make_storage):
             assert await arch.query(J, **kw, limit=limit, reverse=reverse) == (
                 ordered if limit is None else ordered[:limit]), kw
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 # -- SQLite specifics ------------------------------------------------------------------------
@@ -799,7 +773,7 @@ def test_start_append_limit_counts_earlier_items_of_the_batch(make_storage):
         assert [i.data for i in await arch.query(J)] == [b"old", b"0", b"1"]
         assert await arch.count(J) == 3 and await arch.count(R) == 1
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_start_append_failure_fails_only_that_append(make_storage):
@@ -821,7 +795,7 @@ def test_start_append_failure_fails_only_that_append(make_storage):
         assert [i.data for i in await arch.query(J)] == [b"a", b"b", b"new"]
         assert await arch.count(J) == 3 and await arch.count(R) == 1
 
-    run(make_storage, body)
+    run_storage(make_storage, body)
 
 
 def test_start_append_is_durable_and_close_writes_pending_appends(tmp_path):
