@@ -41,7 +41,6 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
 from xmppd.storage.postgresql_stores import (
-    Append,
     PostgreSQLArchiveStore,
     PostgreSQLKeyValueStore,
     append_batch,
@@ -50,11 +49,12 @@ from xmppd.storage.postgresql_stores import (
     rowcount,
 )
 from xmppd.storage.stores import (
-    ArchiveItem,
+    Append,
     ArchiveStore,
     KeyValueStore,
     check_kind,
     check_user_owner,
+    settle_appends,
 )
 
 __all__ = ["MIGRATIONS", "POOL_PARAMETERS", "PoolOptions", "PostgreSQLStorage",
@@ -434,11 +434,11 @@ class PostgreSQLStorage(Storage):
                     outcomes = [exc] * len(batch)
                 self.append_batches += 1
                 self.latency.observe("append_batch", time.perf_counter() - started)
-                _settle_appends(batch, outcomes)
+                settle_appends(batch, outcomes)
         finally:
             self._writer = None
             if self._appends and self._pool is None:  # pragma: no cover - cancelled at exit
-                _settle_appends(self._appends, [StorageError("storage closed")] * len(
+                settle_appends(self._appends, [StorageError("storage closed")] * len(
                     self._appends))
                 self._appends = []
 
@@ -551,20 +551,6 @@ class PostgreSQLStorage(Storage):
         rows = await self.fetch("SELECT ns, version FROM store_versions ORDER BY ns")
         return {r[0]: r[1] for r in rows}
 
-
-def _settle_appends(batch: list[Append], outcomes: list[Any]) -> None:
-    """Give each append of a batch its outcome: a seq (the item is the append's
-    arguments), an item, None (over its limit) or an exception."""
-    for a, outcome in zip(batch, outcomes, strict=True):
-        future = a.future
-        if future.done():
-            continue
-        if type(outcome) is int:
-            future.set_result(ArchiveItem(a.id, outcome, a.stamp, a.with_jid, a.data))
-        elif isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
 
 
 async def _version(conn: Any) -> int:

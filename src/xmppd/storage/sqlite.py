@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
-from xmppd.storage.sqlite_append import Append, append_batch, append_shared_batch
+from xmppd.storage.sqlite_append import append_batch, append_shared_batch
 from xmppd.storage.sqlite_stores import (
     SQLiteArchiveStore,
     SQLiteKeyValueStore,
@@ -51,13 +51,14 @@ from xmppd.storage.sqlite_stores import (
     namespaces_of,
 )
 from xmppd.storage.stores import (
+    Append,
     AppendFailure,
-    ArchiveItem,
     ArchiveStore,
     KeyValueStore,
     check_kind,
     check_user_owner,
     new_item_id,
+    settle_appends,
 )
 
 __all__ = ["MIGRATIONS", "SQLiteStorage"]
@@ -289,16 +290,7 @@ def _settle_appends(batch: list[Append], done: asyncio.Future[list[Any]]) -> Non
         outcomes = [done.exception()] * len(batch)
     else:
         outcomes = done.result()
-    for a, outcome in zip(batch, outcomes, strict=True):
-        future = a.future
-        if future.cancelled():
-            continue
-        if type(outcome) is int:
-            future.set_result(ArchiveItem(a.id, outcome, a.stamp, a.with_jid, a.data))
-        elif isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+    settle_appends(batch, outcomes)
 
 
 def _settle_shared(shared: asyncio.Future[list[AppendFailure]], done: asyncio.Future[Any]) -> None:

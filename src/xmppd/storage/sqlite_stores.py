@@ -32,16 +32,19 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from xmppd.storage.sqlite_append import Append, adjust_count, archive_item, stored_count
+from xmppd.storage.sqlite_append import adjust_count, stored_count
 from xmppd.storage.stores import (
+    ITEM_COLUMNS,
     SCAN_PAGE,
     UNCHANGED,
+    Append,
     AppendFailure,
     ArchiveItem,
     ArchiveStore,
     ItemNotFound,
     KeyValueStore,
     UpdateFn,
+    archive_item,
     check_filters,
     check_item_args,
     check_item_id,
@@ -76,7 +79,6 @@ PURGE_OWNERS = 1000
 #: Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit).
 _CHUNK = 500
 
-_ITEM_COLUMNS = "id, seq, stamp, with_jid, data"
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -144,7 +146,7 @@ def select_sql(
     where = " AND ".join(conds)
     if count:
         return f"SELECT COUNT(*) FROM archive WHERE {where}", args
-    sql = f"SELECT {_ITEM_COLUMNS} FROM archive WHERE {where} ORDER BY seq"
+    sql = f"SELECT {ITEM_COLUMNS} FROM archive WHERE {where} ORDER BY seq"
     if reverse:
         sql += " DESC"
     if limit is not None:
@@ -375,7 +377,7 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
 
         def read(conn: sqlite3.Connection) -> ArchiveItem | None:
             row = conn.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM archive WHERE ns = ? AND owner = ? AND id = ?",
+                f"SELECT {ITEM_COLUMNS} FROM archive WHERE ns = ? AND owner = ? AND id = ?",
                 (self.namespace, owner, id),
             ).fetchone()
             return None if row is None else archive_item(row)
@@ -558,7 +560,7 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
     ) -> list[tuple[str, ArchiveItem]]:
         check_scan_limit(limit)
         ns = self.namespace
-        columns = f"owner, {_ITEM_COLUMNS}"
+        columns = f"owner, {ITEM_COLUMNS}"
 
         def read(conn: sqlite3.Connection) -> list[tuple]:
             # Two ranges of (ns, owner, seq): the rest of the current owner's items, then
