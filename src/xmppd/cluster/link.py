@@ -28,7 +28,49 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-class PeerLink(asyncio.Protocol):
+class RecordBuffer:
+    """Records for one peer (worker or node), appended to one buffer and sent as one frame
+    at the end of the event-loop iteration (:meth:`flush`, the carrier's own)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self._scheduled = False
+
+    def stanza(self, to: bytes, element: Element) -> None:
+        codec.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
+        if not self._scheduled:
+            self._schedule()
+
+    def control(self, name: str, args: dict[str, Any]) -> None:
+        codec.put_control(self.buffer, name, args)
+        self._schedule()
+
+    def records(self, write: Callable[[bytearray], None]) -> None:
+        """Append records written by ``write(buffer)`` (binds, shares...)."""
+        write(self.buffer)
+        self._schedule()
+
+    def _schedule(self, delay: float = 0.0) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            if delay:
+                loop.call_later(delay, self.flush)
+            else:
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def _take_records(self) -> list[tuple]:
+        """Empty the buffer into the records it holds."""
+        body, self.buffer = self.buffer, bytearray()
+        records: list[tuple] = []
+        codec.parse_records(body, 0, len(body), records)
+        return records
+
+
+class PeerLink(RecordBuffer, asyncio.Protocol):
     """The connection to one peer worker, for writing; reconnects until closed."""
 
     def __init__(self, worker: int, path: Path, hello: Callable[[bytearray], None]) -> None:
@@ -36,8 +78,7 @@ class PeerLink(asyncio.Protocol):
         self.path = path
         #: writes what a (re)joined peer must get first: hello, then our snapshot
         self._hello = hello
-        self.buffer = bytearray()
-        self._scheduled = False
+        super().__init__()
         self._transport: asyncio.Transport | None = None
         self._stopped = False
         self._task: asyncio.Task | None = None
@@ -87,25 +128,6 @@ class PeerLink(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------------------
 
-    def stanza(self, to: bytes, element: Element) -> None:
-        codec.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
-        if not self._scheduled:
-            self._schedule()
-
-    def control(self, name: str, args: dict[str, Any]) -> None:
-        codec.put_control(self.buffer, name, args)
-        self._schedule()
-
-    def records(self, write: Callable[[bytearray], None]) -> None:
-        """Append records written by ``write(buffer)`` (binds, shares...)."""
-        write(self.buffer)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
     def flush(self) -> None:
         """Write what is buffered as one frame (kept while the connection is down)."""
         self._scheduled = False
@@ -121,10 +143,7 @@ class PeerLink(asyncio.Protocol):
         """The records still buffered (the peer died before they could be written)."""
         if self._transport is not None or not self.buffer:
             return []
-        body, self.buffer = self.buffer, bytearray()
-        records: list[tuple] = []
-        codec.parse_records(body, 0, len(body), records)
-        return records
+        return self._take_records()
 
     def close(self) -> None:
         self._stopped = True

@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from xmppd.cluster import codec
 from xmppd.cluster import membership as m
+from xmppd.cluster.link import RecordBuffer
 from xmppd.cluster.node import _HEADER, Node
 from xmppd.cluster.resp import RedisConnection, RedisError
 from xmppd.core.config import redis_address
-from xmppd.xml.stanza import CLIENT_NS, decode_stanza
+from xmppd.xml.stanza import decode_stanza
 from xmppd.xml.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ REPUBLISH_S = 0.25
 DEAD_MARK_S = 86400
 
 
-class NodeLink:
+class NodeLink(RecordBuffer):
     """The way to one peer node life: records buffered and published as one message per
     loop iteration on the peer's channel (the ``Peer`` of its remote sessions)."""
 
@@ -71,10 +72,9 @@ class NodeLink:
         self.worker = epoch
         self.name = name
         self.channel = m.inbox(epoch)
-        self.buffer = bytearray()
+        super().__init__()
         self.connected = asyncio.Event()
         self.connected.set()
-        self._scheduled = False
         self.stopped = False
         self.overflowed = 0
 
@@ -88,26 +88,7 @@ class NodeLink:
             self.node.router.bounce(element, "remote-server-timeout",
                                     "the recipient's node cannot be reached")
             return
-        codec.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
-        if not self._scheduled:
-            self._schedule()
-
-    def control(self, name: str, args: dict[str, Any]) -> None:
-        codec.put_control(self.buffer, name, args)
-        self._schedule()
-
-    def records(self, write: Callable[[bytearray], None]) -> None:
-        write(self.buffer)
-        self._schedule()
-
-    def _schedule(self, delay: float = 0.0) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            if delay:
-                loop.call_later(delay, self.flush)
-            else:
-                loop.call_soon(self.flush)
+        super().stanza(to, element)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -115,10 +96,7 @@ class NodeLink:
             self.node.publish(self)
 
     def take_pending(self) -> list[tuple]:
-        body, self.buffer = self.buffer, bytearray()
-        records: list[tuple] = []
-        codec.parse_records(body, 0, len(body), records)
-        return records
+        return self._take_records()
 
     def close(self) -> None:
         self.stopped = True
