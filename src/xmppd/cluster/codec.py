@@ -168,17 +168,16 @@ def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
     try:
         while pos < end:
             kind = buf[pos]
-            if kind == STANZA:
-                (n,) = _U16.unpack_from(buf, pos + 1)
-                to = bytes(buf[pos + 3:pos + 3 + n])
-                pos += 3 + n
-                (size,) = _U32.unpack_from(buf, pos)
-                pos += 4
-                xml = bytes(buf[pos:pos + size])
+            if kind == STANZA:  # the bulk of the traffic: plain index arithmetic
+                start = pos + 3 + (buf[pos + 1] << 8 | buf[pos + 2])
+                to = str(buf[pos + 3:start], "utf-8")
+                pos = start + 4
+                size = int.from_bytes(buf[start:pos], "big")
+                xml = bytes(buf[pos:pos + size])  # buf may be a view of a reused buffer
                 if len(xml) != size:
                     raise CodecError("truncated stanza record")
                 pos += size
-                out.append((STANZA, to.decode(), xml))
+                out.append((STANZA, to, xml))
             elif kind in (BIND, UNBIND, SHARE):
                 (n,) = _U16.unpack_from(buf, pos + 1)
                 jid = bytes(buf[pos + 3:pos + 3 + n]).decode()

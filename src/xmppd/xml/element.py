@@ -264,15 +264,34 @@ class Element:
         return self.to_bytes().decode()
 
 
+#: The text of recently written attributes, by (name, value): routed stanzas repeat the same
+#: JIDs and types, and a dict lookup costs a fraction of the escaping check and formatting.
+#: Ids (unique per stanza) and qualified names (prefixes numbered per tag) are not kept;
+#: emptied when full, so a server with many users pays a miss now and then.
+_FRAGMENTS: dict[tuple[str, str], str] = {}
+_MAX_FRAGMENTS = 4096
+
+
 def _attrs_text(attrs: dict[str, str]) -> str:
     """The attributes of a start tag, each with its leading space."""
     text = ""
     n_prefixes = 0
-    for key, value in attrs.items():
+    fragments = _FRAGMENTS
+    for item in attrs.items():
+        fragment = fragments.get(item)
+        if fragment is not None:
+            text += fragment
+            continue
+        key, value = item
         if _ATTR_SPECIAL(value) is not None:
             value = value.translate(_ATTR_ESCAPES)
         if key[0] != "{":
-            text += f' {key}="{value}"'
+            fragment = f' {key}="{value}"'
+            if key != "id":
+                if len(fragments) >= _MAX_FRAGMENTS:
+                    fragments.clear()
+                fragments[item] = fragment
+            text += fragment
             continue
         uri, local = key[1:].rsplit("}", 1)  # a namespace name may contain "}"
         if uri == XML_NS:
