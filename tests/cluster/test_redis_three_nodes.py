@@ -2,7 +2,8 @@
 one user on each: messages (full and bare JID), presence, subscriptions, a MUC room and PEP
 events between all of them; then one node is killed -9: the survivors purge it, its user's
 contacts get unavailable presence and the room's occupants see it leave within the 12 s
-bound, and a message for it goes to offline storage (delivered when it is back).
+bound, and a message for it goes to offline storage (delivered when it is back, younger:
+the room stays where it is).
 
 One cluster for the module (starting three nodes is the slow part): the tests run in
 order, the second one kills n3.
@@ -121,4 +122,10 @@ def test_a_killed_node_is_purged_within_the_bound(three):
     carol = n3.client("carol", "c3")
     carol.send("<presence/>")
     assert "while you were down" in carol.read_until("while you were down.*?</message>")
+    # the room did not move to the newcomer (younger than n1): its occupants are there
+    carol.send(f"<presence to='{ROOM}/carol'><x xmlns='http://jabber.org/protocol/muc'/>"
+               "</presence>")
+    carol.read_until(f"<presence[^>]*from=.{ROOM}/carol.")
+    for nick in ("alice", "bob"):
+        assert f'from="{ROOM}/{nick}"' in carol.seen
     carol.close()
