@@ -81,7 +81,7 @@ class XmppNode:
 
     def __init__(self, tmp: Path, name: str, redis: str, storage: str,
                  modules: list[str] = MODULES) -> None:
-        self.tmp, self.name = tmp, name
+        self.tmp, self.name, self.storage = tmp, name, storage
         self.port = free_port()
         self.data = tmp / "data"
         self.config = tmp / "xmppd.toml"

@@ -9,6 +9,7 @@ owner was dead is answered once n2 owns them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,6 +19,8 @@ import pytest
 from test_redis_cluster import MODULES, XmppNode, redis_server, run_nodes  # noqa: F401
 from test_workers import Client, available, subscribe
 from test_workers_pep import caps_presence, tune
+
+from xmppd.storage import open_storage
 
 OWNED = ["muc", "pubsub", "pep"]
 ROOM = "lobby@conference.localhost"
@@ -47,6 +50,23 @@ def make_persistent(client: Client, room: str = ROOM) -> None:
                 "</field><field var='muc#roomconfig_persistentroom'><value>1</value></field>"
                 "</x></query></iq>")
     assert "result" in client.read_until(r"<iq[^>]*id=.cfg.[^>]*>")
+
+
+def wait_stored(node: XmppNode, room: str = ROOM, timeout: float = 10) -> None:
+    """Until ``room``'s configuration is in the nodes' database (the owner writes it
+    after answering)."""
+
+    async def stored() -> bool:
+        storage = await open_storage(node.storage)
+        try:
+            return await storage.open_store("muc", "keyvalue").get(room, "room") is not None
+        finally:
+            await storage.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(stored()):
+        assert time.monotonic() < deadline, f"{room} was never stored"
+        time.sleep(0.05)
 
 
 def groupchat(sender: Client, body: str, *readers: Client, room: str = ROOM) -> None:
@@ -81,6 +101,7 @@ def test_owned_services_across_nodes_and_the_owner_killed(nodes):
     # MUC: created from n2 (handed to n1), joined from both; messages and presence
     assert "201" in join(alice, "alice")  # a new room
     make_persistent(alice)
+    wait_stored(n1)
     assert "110" in join(bob, "bob")
     alice.read_until(f"<presence[^>]*from=.{ROOM}/bob")
     groupchat(alice, "hello from n2", bob)
@@ -130,3 +151,33 @@ def test_owned_services_across_nodes_and_the_owner_killed(nodes):
     tune(alice, "Gamma", "t3")  # PEP on the new owner, from storage
     alice.read_until("<message[^>]*>.*?Gamma.*?</message>")
     alice.close()
+
+
+def test_an_owner_declared_dead_while_frozen_gives_up_its_rooms(nodes):
+    """n1 frozen (SIGSTOP) longer than the TTL: n2 purges it and takes the rooms over; n1,
+    thawed, finds itself declared dead, rejoins younger (a new epoch) and tells its own
+    occupants that its rooms are gone: no two owners."""
+    n1, n2 = nodes
+    bob, alice = n1.client("bob", "b1"), n2.client("alice", "a2")
+    n1.knows("alice@localhost/a2", "n2")
+    n2.knows("bob@localhost/b1", "n1")
+    assert "201" in join(bob, "bob")
+    make_persistent(bob)
+    wait_stored(n1)
+    assert "110" in join(alice, "alice")
+    os.kill(n1.proc.pid, signal.SIGSTOP)
+    try:
+        gone = alice.read_until(f"<presence[^>]*from=.{ROOM}/alice.*?</presence>",
+                                timeout=BOUND_S)
+        assert "332" in gone
+        assert "201" not in join(alice, "alice")  # on n2 now, from storage
+    finally:
+        os.kill(n1.proc.pid, signal.SIGCONT)
+    gone = bob.read_until(f"<presence[^>]*from=.{ROOM}/bob.*?</presence>", timeout=BOUND_S)
+    assert "unavailable" in gone and "332" in gone
+    assert n1.control("cluster")["epoch"] != n1.epoch  # it rejoined as a new life
+    n2.knows("bob@localhost/b1", "n1")
+    join(bob, "bob")  # handed to n2, where alice is
+    assert f'from="{ROOM}/alice"' in bob.seen
+    alice.read_until(f"<presence[^>]*from=.{ROOM}/bob")
+    groupchat(bob, "one owner", alice)
