@@ -49,7 +49,7 @@ from xmppd.modules._muc.room import (
     USER_NS,
     Room,
 )
-from xmppd.modules._muc.workers import Occupancy, rooms_gone
+from xmppd.modules._muc.workers import Occupancy
 from xmppd.storage.memory import MemoryStorage
 from xmppd.storage.stores import new_item_id
 from xmppd.xml.element import Element
@@ -146,18 +146,23 @@ class MUC(Module):
         self.owners_changed()  # (a cluster node decides once it has joined)
 
     def owners_changed(self) -> None:
-        """Who owns the rooms now: a process that becomes the owner loads the persistent
-        rooms (stanzas wait meanwhile); one that stops being it (a cluster node that had
-        to rejoin under a new epoch) tells its occupants their rooms are gone."""
+        """Who owns the rooms now.  When the owner changed (it died, or this cluster node
+        that owned them had to rejoin under a new epoch), this process's occupants hear
+        that their rooms are gone (332); a process that becomes the owner loads the
+        persistent rooms (stanzas wait meanwhile); one that stops being it forgets its."""
+        old, was = self.owner, self.owning
         self.owner = self.api.owner_worker(self.name)
         mine = self.owner is not None and self.owner == self.api.peer
+        if was and not mine:
+            self.owning = False
+            self.rooms.clear()  # (the new owner loads the persistent ones from storage)
+        if (old is not None and self.owner != old and not (was and mine)
+                and self.occupancy is not None):
+            self.occupancy.owner_gone()
         if mine and not self.owning:
             self.owning = True
             self.loading = asyncio.get_running_loop().create_future()
             self.api.spawn(self.load_rooms())
-        elif not mine and self.owning:
-            self.owning = False
-            rooms_gone(self)
 
     def _take_options(self, opts: Any) -> None:
         self.admins = frozenset(opts["admins"])
@@ -335,8 +340,8 @@ class MUC(Module):
             for session in sessions:
                 self.session_closed(session, True)
         elif worker == self.owner and self.occupancy is not None:
-            self.occupancy.owner_gone()
-        self.owners_changed()
+            self.occupancy.owner_gone()  # (a worker: the same one owns them once back)
+        self.owners_changed()  # (a cluster node: the next oldest owns them)
 
     # -- presence and messages ---------------------------------------------------------------
 

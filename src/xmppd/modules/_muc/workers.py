@@ -19,8 +19,12 @@ rooms are gone); stanzas sent to the service meanwhile wait for it (in the link 
 dead worker, or until the dead node is purged, then routed again) and are handled once it
 is there.  When any other process dies, the owner removes its occupants from their rooms
 (the others see them leave).  A cluster node that stops owning the rooms while it runs (it
-was cut off from Redis, declared dead, and rejoined younger) tells its occupants the same
-(:func:`rooms_gone`).
+was cut off from Redis, declared dead, and rejoined younger) forgets them and tells its
+occupants the same, as do the other nodes when they purged its old life.
+
+Every process (the owner too: it may stop being it) keeps :class:`Occupancy`: it sees the
+self-presence of every occupant the rooms deliver through it, local or not, and tells the
+local ones when their rooms' owner is gone.
 """
 
 from __future__ import annotations
@@ -93,14 +97,3 @@ def gone_presence(room: str, nick: str, to: str | None = None) -> Element:
     x.subelement("status", attrs={"code": "332"})
     return pres
 
-
-def rooms_gone(svc: MUC) -> None:
-    """This process no longer owns the rooms: every occupant, wherever it is, hears that
-    its room is gone (332); the new owner loads the persistent ones from storage."""
-    rooms = list(svc.rooms.values())
-    svc.rooms.clear()
-    for room in rooms:
-        for o in list(room.occupants.values()):
-            room.send_to(gone_presence(room.jid, o.nick), list(o.targets.values()))
-        room.occupants.clear()
-        room.by_real.clear()
