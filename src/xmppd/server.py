@@ -128,12 +128,13 @@ class Server:
             await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
         elif cfg.cluster_redis:
             node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session)
+            self.node = node  # (what peers send while it loads them may need it already)
             try:
                 await node.start()
             except (OSError, RedisError, TimeoutError, RuntimeError) as exc:  # (no hiredis)
+                self.node = None
                 raise PreflightError(f"cluster.redis: cannot register with Redis at "
                                      f"{cfg.cluster_redis}: {exc or type(exc).__name__}") from None
-            self.node = node
         self._setup_tls()
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:

@@ -79,8 +79,9 @@ def redis_server(tmp_path_factory):
 class XmppNode:
     """``xmppd run`` as cluster node ``name``."""
 
-    def __init__(self, tmp: Path, name: str, redis: str, storage: str) -> None:
-        self.tmp, self.name = tmp, name
+    def __init__(self, tmp: Path, name: str, redis: str, storage: str,
+                 modules: list[str] = MODULES) -> None:
+        self.tmp, self.name, self.storage = tmp, name, storage
         self.port = free_port()
         self.data = tmp / "data"
         self.config = tmp / "xmppd.toml"
@@ -90,7 +91,7 @@ class XmppNode:
             f'[c2s]\nlisten = ["127.0.0.1:{self.port}"]\ndirect_tls = []\nallow_plain = true\n'
             f'require_encryption = false\n[http]\nlisten = []\nlisten_tls = []\n'
             f'[cluster]\nredis = "{redis}"\nnode = "{name}"\n'
-            f'[modules]\nenabled = {MODULES!r}\n'.replace("'", '"'))
+            f'[modules]\nenabled = {modules!r}\n'.replace("'", '"'))
         self.log = open(tmp / "xmppd.log", "a")  # noqa: SIM115 - closed in stop()
         self.start()
 
@@ -142,22 +143,24 @@ class XmppNode:
                 self.proc.kill()
 
 
-@pytest.fixture
-def nodes(tmp_path, redis_server, postgresql_server):
+def run_nodes(tmp: Path, redis: RedisServer, postgresql_server, names: tuple[str, ...],
+              modules: list[str] = MODULES, users: tuple[str, ...] = USERS):
+    """A fixture's body: a new database with ``users``, then ``names`` started in that
+    order (the first is the oldest); yields them, stops them (kill -9 ones are fine)."""
     url = postgresql_server.create_database()
 
     async def accounts() -> None:
         storage = await open_storage(url)
-        for user in USERS:
+        for user in users:
             await storage.create_account(user, "localhost", _creds(PASSWORD))
         await storage.close()
 
     asyncio.run(accounts())
     started = []
     try:
-        for name in ("n1", "n2"):
-            (tmp_path / name).mkdir()
-            started.append(XmppNode(tmp_path / name, name, redis_server.url, url))
+        for name in names:
+            (tmp / name).mkdir()
+            started.append(XmppNode(tmp / name, name, redis.url, url, modules))
         yield started
     finally:
         for node in started:
@@ -166,11 +169,22 @@ def nodes(tmp_path, redis_server, postgresql_server):
             assert code in (0, -signal.SIGKILL), node.logged()
 
 
+@pytest.fixture
+def nodes(tmp_path, redis_server, postgresql_server):
+    yield from run_nodes(tmp_path, redis_server, postgresql_server, ("n1", "n2"))
+
+
 def cluster_status(node: XmppNode) -> str:
     done = subprocess.run([sys.executable, "-m", "xmppd.cli", "cluster", "status", "--config",
                            str(node.config)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def unavailable(jid: str) -> str:
+    """The pattern of unavailable presence from ``jid``."""
+    return (f"<presence[^>]*type=.unavailable.[^>]*from=.{jid}.|"
+            f"<presence[^>]*from=.{jid}.[^>]*type=.unavailable.")
 
 
 def pair(n1: XmppNode, n2: XmppNode) -> tuple[Client, Client]:
@@ -226,9 +240,7 @@ def test_killed_node_is_purged_and_restarts_with_a_new_epoch(nodes):
     killed = time.monotonic()
     os.kill(n2.proc.pid, signal.SIGKILL)
     n2.proc.wait(10)
-    alice.read_until(r"<presence[^>]*type=.unavailable.[^>]*from=.bob@localhost/b2.|"
-                     r"<presence[^>]*from=.bob@localhost/b2.[^>]*type=.unavailable.",
-                     timeout=20)
+    alice.read_until(unavailable("bob@localhost/b2"), timeout=20)
     detected = time.monotonic() - killed
     log.warning("kill -9 to bob's unavailable presence on the other node: %.1f s", detected)
     print(f"\npurge detected after {detected:.1f} s")

@@ -37,10 +37,6 @@ NODES_KEY = PREFIX + "nodes"
 REGISTRY_CHANNEL = PREFIX + "registry"
 SENDER = struct.Struct(">Q")
 
-#: Modules whose state lives in one process (an owner per room, service or PEP account):
-#: not yet spread over nodes (they are over workers: ``api.owner_worker``).
-SINGLE_OWNER_MODULES = ("muc", "pep", "pubsub")
-
 #: KEYS[1] epoch counter; ARGV[1] the floor (now, µs): the next epoch.
 NEW_EPOCH = """local e = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[1])
@@ -98,8 +94,9 @@ def cluster_problems(config: Config) -> list[str]:
         planned = [p.cls for p in plan(config)]
     except Exception:  # reported on its own (xmppd check, the server's start)
         planned = []
-    unsafe = [m.name for m in planned
-              if not m.workers_safe or m.name in SINGLE_OWNER_MODULES]
+    # (muc, pubsub and pep keep their state in one owner: the oldest node, see
+    # RedisNode.owner_of)
+    unsafe = [m.name for m in planned if not m.workers_safe]
     if unsafe:
         problems.append(f"cluster.redis: these modules cannot run on several nodes yet: "
                         f"{', '.join(unsafe)} (disable them)")

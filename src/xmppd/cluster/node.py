@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,11 +178,22 @@ class Node:
         for link in self.links.values():
             link.control(name, args)
 
+    def owner_of(self, key: str) -> int | None:
+        """The worker that owns ``key``: a stable hash over the workers (a dead owner's
+        stanzas wait for its restart)."""
+        return 0 if self.count == 1 else zlib.crc32(key.encode()) % self.count
+
     def forward(self, worker: int, stanza: Element) -> None:
         """Hand ``stanza`` as it is to ``worker`` (a STANZA record without recipient: the
-        peer routes it again).  While that worker is down it waits in the link's buffer."""
+        peer routes it again).  While that worker is down it waits in the link's buffer;
+        a peer that is no more (a cluster node purged meanwhile): routed again here, where
+        its owner is asked anew."""
+        link = self.links.get(worker)
+        if link is None or link.closed:
+            asyncio.get_running_loop().call_soon(self._forwarded, stanza)
+            return
         self.forwarded_on += 1
-        self.links[worker].stanza(b"", stanza)
+        link.stanza(b"", stanza)
 
     async def changed(self, module: str, owner: str, key: str) -> None:
         """Tell every peer that ``module``'s data of ``owner`` changed; return once each

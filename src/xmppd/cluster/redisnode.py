@@ -196,8 +196,21 @@ class RedisNode(Node):
             link._schedule()
 
     def _new_epoch(self, epoch: int) -> None:
+        renewed = self.me != 0
         self.me = self.registry.me = int(epoch)
         self.epoch = str(epoch)
+        if renewed:  # what this node owned (the oldest) is another's now
+            self.hooks.fire_sync("owners-changed")
+
+    def owner_of(self, key: str) -> int | None:
+        """The owner of every room, PubSub service and PEP account: the oldest live node
+        (lowest epoch).  A node that joins is never older than the running ones, so
+        nothing moves to it; when the owner is purged, each survivor moves on to the next
+        oldest as it purges it (stanzas sent to the dead one meanwhile are routed again
+        then).  None before this node took its epoch."""
+        if not self.me:
+            return None
+        return min(self.me, *self.inbound) if self.inbound else self.me
 
     async def _register(self, rejoin: bool) -> None:
         """Heartbeat, the nodes entry, this life's session hash (written again whole), and
@@ -352,7 +365,9 @@ class RedisNode(Node):
         for record in records:
             if record[0] == codec.STANZA:
                 with contextlib.suppress(ValueError):
-                    self._reroute(decode_stanza(record[2]))
+                    # one handed to its owner goes to the owner asked anew (the peer is
+                    # purged already); others are routed again from their ``to``
+                    (self._reroute if record[1] else self._forwarded)(decode_stanza(record[2]))
 
     def _announce(self, full: str, write: Callable[[bytearray], None]) -> None:
         write(self._bcast)
@@ -443,10 +458,13 @@ class RedisNode(Node):
     def _peer(self, epoch: int, name: str) -> PeerState:
         peer = self.inbound.get(epoch)
         if peer is None:
+            older = epoch < self.owner_of("") if self.me else False
             peer = self.inbound[epoch] = PeerState(epoch, name)  # type: ignore[assignment]
             self.links[epoch] = NodeLink(self, epoch, name)  # type: ignore[assignment]
             self.names[name] = epoch
             self.epochs[epoch] = str(epoch)
+            if older:  # (two nodes started together: the younger one learns it here)
+                self.hooks.fire_sync("owners-changed")
         return peer  # type: ignore[return-value]
 
     async def _load_all(self) -> None:

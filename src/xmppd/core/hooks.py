@@ -60,6 +60,9 @@ CORE_EVENTS = {
     "module's stored data (ModuleAPI.changed): drop cached copies",
     "worker-gone": "(worker: int, sessions: list) -- another worker ended; its sessions "
     "have left the table (fired in every surviving worker)",
+    "owners-changed": "() -- cluster membership changed so that ModuleAPI.owner_worker "
+    "may answer differently (an older node appeared, or this node took a new epoch; a "
+    "node gone is worker-gone, then this)",
     "account-deleting": "(bare JID) -- sessions ended, data not yet deleted: clean up",
     "message/bare": "(stanza, origin) -- message to a local bare JID; unhandled: bounced",
     "message/full": "(stanza, origin, target_session)",

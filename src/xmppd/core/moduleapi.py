@@ -357,7 +357,7 @@ class ModuleAPI:
 
         self.hook("session-mirror", mirror)
 
-    # -- worker processes (xmppd run --workers N) ---------------------------------------------
+    # -- worker processes (xmppd run --workers N) and cluster nodes ---------------------------
 
     @property
     def workers(self) -> tuple[int, int]:
@@ -365,15 +365,45 @@ class ModuleAPI:
         worker = self._core.worker
         return (0, 1) if worker is None else (worker[0], worker[1])
 
-    def owner_worker(self, key: str) -> int:
-        """The worker that owns ``key`` (a room, a PubSub service, a PEP owner): the same
-        answer in every worker, stable across restarts."""
+    @property
+    def clustered(self) -> bool:
+        """Whether other processes serve the same domains (workers, or cluster nodes)."""
+        return self._core.worker is not None or bool(self._core.config.cluster_redis)
+
+    @property
+    def peer(self) -> int | None:
+        """This process's id among its peers, as :meth:`owner_worker` names owners: the
+        worker number, or the cluster node's epoch (None until the node has joined; a
+        node declared dead while cut off takes a new one); 0 in a single process."""
+        node = self._core.node
+        if node is not None:
+            return node.me
+        return None if self._core.config.cluster_redis else self.workers[0]
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        """The other live processes' ids (workers, or cluster node epochs)."""
+        node = self._core.node
+        return () if node is None else tuple(node.links)
+
+    def owner_worker(self, key: str) -> int | None:
+        """The peer that owns ``key`` (a room service, a PubSub service, a PEP owner), the
+        same answer in every process: with workers, a stable hash of ``key`` over them;
+        across cluster nodes, the oldest live node (it moves only when that node is gone:
+        the core event ``owners-changed`` says when to look again).  None while a cluster
+        node has not joined yet."""
+        node = self._core.node
+        if node is not None:
+            return node.owner_of(key)
+        if self._core.config.cluster_redis:
+            return None
         count = self.workers[1]
         return 0 if count == 1 else zlib.crc32(key.encode()) % count
 
     def forward(self, worker: int, stanza: Element) -> None:
-        """Hand ``stanza`` as it is (its ``from`` kept) to ``worker``, which routes it again
-        (with the sender's session as origin when it knows it)."""
+        """Hand ``stanza`` as it is (its ``from`` kept) to peer ``worker``, which routes it
+        again (with the sender's session as origin when it knows it); a peer that is gone
+        meanwhile: routed again here."""
         self._core.node.forward(worker, stanza)
 
     async def changed(self, owner: str, key: str = "") -> None:

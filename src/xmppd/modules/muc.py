@@ -124,27 +124,45 @@ class MUC(Module):
         self.deliverer = Deliverer(api.router)
         self.history = History(self)
         self.relay = IqRelay(self)
-        self.loading: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
-        me, count = api.workers
-        self.owner = api.owner_worker(self.name)
-        #: this worker's sessions' rooms (None: this worker owns the rooms, or is alone)
+        #: set while the rooms are read from storage (stanzas to the service wait)
+        self.loading: asyncio.Future[None] | None = None
+        #: the worker or cluster node that owns the rooms (None: a node not joined yet)
+        self.owner: int | None = None
+        self.owning = False  # whether this process holds the rooms
+        #: this process's sessions' rooms, for when their owner dies (None: alone)
         self.occupancy: Occupancy | None = None
-        if self.owner != me:
+        if api.clustered:
             self.occupancy = Occupancy(self)
             api.hook("stanza/inbound", self.occupancy.inbound, priority=1000)  # sees all
-        if count > 1:
             api.hook("worker-gone", self.worker_gone)
+            api.hook("owners-changed", self.owners_changed)
+            api.hook("server-started", lambda server: self.owners_changed())
         api.hook("route/remote", self.route, priority=20)
         api.hook("session-closed", self.session_closed)
         api.hook("hosts-changed", self.hosts_changed)
         api.provide("muc", self)
         self.hosts_changed(api.domains, ())
         api.on_unload(lambda: self.hosts_changed((), tuple(self.services.values())))
-        if self.occupancy is None:
-            api.spawn(self.load_rooms())
-        else:
-            self.loading.set_result(None)
-            self.loading = None
+        self.owners_changed()  # (a cluster node decides once it has joined)
+
+    def owners_changed(self) -> None:
+        """Who owns the rooms now.  When the owner changed (it died, or this cluster node
+        that owned them had to rejoin under a new epoch), this process's occupants hear
+        that their rooms are gone (332); a process that becomes the owner loads the
+        persistent rooms (stanzas wait meanwhile); one that stops being it forgets its."""
+        old, was = self.owner, self.owning
+        self.owner = self.api.owner_worker(self.name)
+        mine = self.owner is not None and self.owner == self.api.peer
+        if was and not mine:
+            self.owning = False
+            self.rooms.clear()  # (the new owner loads the persistent ones from storage)
+        if (old is not None and self.owner != old and not (was and mine)
+                and self.occupancy is not None):
+            self.occupancy.owner_gone()
+        if mine and not self.owning:
+            self.owning = True
+            self.loading = asyncio.get_running_loop().create_future()
+            self.api.spawn(self.load_rooms())
 
     def _take_options(self, opts: Any) -> None:
         self.admins = frozenset(opts["admins"])
@@ -246,9 +264,15 @@ class MUC(Module):
             return False
         if to.domain not in self.services:
             return False
-        if self.occupancy is not None:  # another worker owns the rooms
-            self.api.forward(self.owner, stanza)
-            return True
+        if not self.owning:  # another worker or node owns the rooms
+            if self.owner is None or self.api.owner_worker(self.name) != self.owner:
+                self.owners_changed()  # (not joined at load; or not told yet)
+            if self.owner is None:  # (only before this cluster node has joined)
+                self.api.bounce(stanza, "service-unavailable", "the service is starting")
+                return True
+            if not self.owning:
+                self.api.forward(self.owner, stanza)
+                return True
         if self.loading is not None:
             return self._after_loading(stanza, to)
         result = self.handle(stanza, to)
@@ -309,13 +333,15 @@ class MUC(Module):
                 room.leave(o, full, None)
 
     def worker_gone(self, worker: int, sessions: list[Any]) -> None:
-        """Another worker ended: as owner, its occupants leave their rooms; if it was the
-        owner, this worker's occupants hear that their rooms are gone."""
-        if self.occupancy is None:
+        """Another worker or node ended: as owner, its occupants leave their rooms; if it
+        was the owner, this process's occupants hear that their rooms are gone, and the
+        owner is asked anew (a cluster's next oldest node takes over)."""
+        if self.owning:
             for session in sessions:
                 self.session_closed(session, True)
-        elif worker == self.owner:
-            self.occupancy.owner_gone()
+        elif worker == self.owner and self.occupancy is not None:
+            self.occupancy.owner_gone()  # (a worker: the same one owns them once back)
+        self.owners_changed()  # (a cluster node: the next oldest owns them)
 
     # -- presence and messages ---------------------------------------------------------------
 

@@ -20,7 +20,9 @@ owners spreads the load): PubSub IQs addressed to an account, vCard and private-
 sets (which publish on its behalf) and remote contacts' presence with caps are handed
 there as they are.  A session's ``+notify`` features are learnt on its own worker and
 shared with the others (:meth:`ModuleAPI.share`), so an owner's worker sees every
-contact's interests; each worker sends the last items of the owners it holds.
+contact's interests; each worker sends the last items of the owners it holds.  Across
+cluster nodes every account's nodes are the oldest live node's (the same rule as the MUC
+rooms: stable when a node joins; when it dies, the next oldest reads them from storage).
 """
 
 from __future__ import annotations
@@ -103,10 +105,11 @@ class Pep(PubSubBase):
         self.engine = Engine(api.open_store("keyvalue"), api.open_store("archive"),
                              limits_from(api.options), cache_size=2048)
         self._take_defaults(api.options)
-        self.me, count = api.workers
-        self.split = count > 1  # several workers: each holds the accounts it owns
+        # several workers or nodes: each holds the accounts it owns
+        self.split = api.clustered
         self.started = time.time_ns()
-        self.caps = CapsCache(api.send, prefix=worker_prefix(self.me) if self.split else "caps")
+        self.caps = CapsCache(api.send)
+        self.owned = False  # whether this process owned accounts when it last looked
         # remote full JIDs that sent available presence to a local account, with their ver
         self.remote: dict[str, dict[str, str]] = {}
         api.declare(PUBLISHED_EVENT)
@@ -129,6 +132,9 @@ class Pep(PubSubBase):
         if self.split:
             api.on_mirror(self.mirror)
             api.on_changed(self.changed)
+            api.hook("owners-changed", self.owners_changed)
+            api.hook("server-started", lambda server: self.owners_changed())
+            self.owners_changed()
 
     def _take_defaults(self, opts: Any) -> None:
         self.defaults = {**BASE_DEFAULTS, "access_model": opts["default_access_model"],
@@ -142,9 +148,25 @@ class Pep(PubSubBase):
 
     # -- workers ----------------------------------------------------------------------------------
 
+    def owners_changed(self) -> None:
+        """This process's id may have changed (a cluster node's epoch): the caps queries'
+        ids name it; a node that stops owning accounts (it rejoined younger) drops what it
+        cached of them."""
+        peer = self.api.peer
+        self.caps.prefix = worker_prefix(peer) if peer is not None else "caps"
+        owner = self.api.owner_worker("")
+        owned = owner is not None and owner == peer
+        if self.owned and not owned and self.api.config.cluster_redis:
+            self.engine.forget_all()
+            self.remote.clear()
+        self.owned = owned
+
     def owns(self, owner: str) -> bool:
-        """Are ``owner``'s nodes this worker's (always, with one worker)?"""
-        return not self.split or self.api.owner_worker(owner) == self.me
+        """Are ``owner``'s nodes this process's (always, alone)?"""
+        if not self.split:
+            return True
+        worker = self.api.owner_worker(owner)
+        return worker is not None and worker == self.api.peer
 
     def forward_to_owner(self, iq: Element, origin: Any) -> bool:
         """Hand an IQ addressed to an account (or, without ``to``, the sender's own) to the
@@ -159,7 +181,7 @@ class Pep(PubSubBase):
         except (JIDError, AttributeError):
             return False
         worker = self.api.owner_worker(owner)
-        if worker == self.me:
+        if worker is None or worker == self.api.peer:  # (None: a node not joined yet)
             return False
         if to is None:  # there it comes from another worker's session: say whose it is
             iq.set("to", owner)
@@ -233,7 +255,7 @@ class Pep(PubSubBase):
 
     def _check_owned(self, owner: str) -> None:
         if not self.owns(owner):
-            raise RuntimeError(f"PEP of {owner} is written on worker "
+            raise RuntimeError(f"PEP of {owner} is written on peer "
                                f"{self.api.owner_worker(owner)}, not here")
 
     async def retract_as_owner(self, owner: str, node: str, ids: list[str]) -> None:
@@ -391,9 +413,10 @@ class Pep(PubSubBase):
             return None
         ptype = stanza.get("type")
         owner = str(target)
-        if self.split and not self.owns(owner) and (
+        worker = self.api.owner_worker(owner) if self.split else None
+        if worker is not None and worker != self.api.peer and (
                 ptype == "unavailable" or (ptype is None and caps_of(stanza) is not None)):
-            self.api.forward(self.api.owner_worker(owner), stanza)
+            self.api.forward(worker, stanza)
             return True
         if ptype == "unavailable":
             seen = self.remote.get(owner)
@@ -422,7 +445,7 @@ class Pep(PubSubBase):
         if self.caps.response(stanza):
             return True
         worker = asker(stanza.get("id", "")) if self.split else None
-        if worker is None or worker == self.me or worker >= self.api.workers[1]:
+        if worker is None or worker == self.api.peer or worker not in self.api.peers:
             return False
         # a remote entity's answer came over another worker's federation link
         self.api.forward(worker, stanza)

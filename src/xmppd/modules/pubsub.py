@@ -79,8 +79,8 @@ class PubSub(PubSubBase):
                          "send_last_published_item": "on_sub", "collection": []}
         api.hook("route/remote", self.route, priority=20)
         api.hook("account-deleting", self.account_deleting)
-        self.owner = api.owner_worker(self.name)
-        self.mine = self.owner == api.workers[0]
+        self.owned = False  # whether this process held the nodes when it last looked
+        api.hook("owners-changed", self.owners_changed)
         api.on_changed(self.changed)
         host = api.options["host"]
         if host:  # one service, listed in disco#items of every served domain
@@ -168,6 +168,20 @@ class PubSub(PubSubBase):
                 out.append(str(session.jid))
         return out
 
+    @property
+    def mine(self) -> bool:
+        """Whether this process owns every node (a cluster's oldest node, a worker by
+        hash; always, alone)."""
+        owner = self.api.owner_worker(self.name)
+        return owner is not None and owner == self.api.peer
+
+    def owners_changed(self) -> None:
+        """A cluster node that stops owning the nodes (it rejoined younger) drops what it
+        cached: the next time it owns them, it reads them from storage."""
+        if self.owned and not self.mine:
+            self.engine.forget_all()
+        self.owned = self.mine
+
     def route(self, stanza: Element, origin: Any) -> bool:
         try:
             target = JID(stanza.get("to", ""))
@@ -176,8 +190,13 @@ class PubSub(PubSubBase):
         if target.domain not in self.domains:
             return False
         if not self.mine:
-            self.api.forward(self.owner, stanza)
+            owner = self.api.owner_worker(self.name)
+            if owner is None:  # (only before this cluster node has joined)
+                self.api.bounce(stanza, "service-unavailable", "the service is starting")
+            else:
+                self.api.forward(owner, stanza)
             return True
+        self.owned = True
         if target.localpart is not None or target.resource is not None:
             self.api.bounce(stanza, "service-unavailable")
             return True

@@ -89,6 +89,11 @@ class NodeCache:
             else:
                 del self._entries[key]
 
+    def drop_all(self) -> None:
+        """Forget every node (as :meth:`drop_owner`, for all owners)."""
+        for owner in {key[0] for key in self._entries}:
+            self.drop_owner(owner)
+
     async def write(self, key: Key, write: Awaitable[T]) -> T:
         """Await a store write of the node's (queued by awaiting it at once, so writes reach
         the store in the order the engine changed the records)."""

@@ -182,6 +182,10 @@ class Engine:
         """``owner``'s data is about to be deleted (account deletion): uncache its nodes."""
         self.cache.drop_owner(owner)
 
+    def forget_all(self) -> None:
+        """Uncache every node (another process writes them from now on)."""
+        self.cache.drop_all()
+
     async def count_created(self, owner: str, creator: str) -> int:
         records = await self.kv.items(owner)
         return sum(1 for k, r in records.items()
