@@ -48,15 +48,12 @@ from provision import provision_xmppd  # noqa: E402
 DOMAIN = "localhost"
 PASSWORD = "bench"
 MODES = ("single", "workers-local", "workers-cross", "redis-local", "redis-cross")
-#: Refused on a Redis cluster until they are spread over nodes; left out of every mode so
-#: that all of them run the same module set.
-CLUSTER_REFUSED = {"muc", "pep", "pubsub"}
 
 
 def config_text(data_dir: Path, port: int, cluster: str = "") -> str:
     from xmppd.core.manager import DEFAULT_MODULES
 
-    modules = ", ".join(f'"{m}"' for m in DEFAULT_MODULES if m not in CLUSTER_REFUSED)
+    modules = ", ".join(f'"{m}"' for m in DEFAULT_MODULES)
     return f"""
 [server]
 domains = ["{DOMAIN}"]
