@@ -329,6 +329,22 @@ def test_retention_deletes_old_items(make_server):
     assert server.call(mod.expire(now=now + 3 * 86400)) == 2  # alice's and bob's copy
 
 
+def test_daily_retention_job_runs_only_in_the_owning_process(make_server):
+    server = make_server(users=USERS, allow_plain=True,
+                         modules_options={"mam": {"retention_days": 2}})
+    fill(server, "alice@localhost", 4, start=time.time() - 5 * 86400)
+    mod = _module(server)
+    owner = mod.api.owner_worker
+    mod.api.owner_worker = lambda key: 1  # another worker or node owns the job
+    try:
+        server.call(mod._daily_expire())
+    finally:
+        mod.api.owner_worker = owner
+    assert server.call(mod.archive.count("alice@localhost")) == 4
+    server.call(mod._daily_expire())  # a single process owns it
+    assert server.call(mod.archive.count("alice@localhost")) == 0
+
+
 def test_account_deletion_removes_the_archive(make_server):
     server = make_server(users=USERS, allow_plain=True)
     alice = connect(server, "alice", "a")

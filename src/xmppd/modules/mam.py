@@ -191,8 +191,8 @@ class Archive(Module):
         api.hook("resource-bound", self.bound)
         api.provide("mam", self)
         api.on_changed(self.prefs_changed)
-        if api.options["retention_days"] and api.workers[0] == 0:  # one worker expires
-            api.every(24 * 3600, self.expire)
+        if api.options["retention_days"]:
+            api.every(24 * 3600, self._daily_expire)
 
     def reloaded(self, _old: Any, new: Any) -> None:
         """A reload may change ``limits.max_depth``."""
@@ -594,6 +594,13 @@ class Archive(Module):
         return Element("message", CLIENT_NS, {"from": owner, "to": to}, [result])
 
     # -- retention -----------------------------------------------------------------------------
+
+    async def _daily_expire(self) -> None:
+        """The daily job, run by one process of several (workers, cluster nodes): the one
+        that owns it, as rooms are owned (nobody while a cluster node has not joined)."""
+        owner = self.api.owner_worker("mam:retention")
+        if owner is not None and owner == self.api.peer:
+            await self.expire()
 
     async def expire(self, now: float | None = None) -> int:
         """Delete items older than ``retention_days`` (the daily job); returns how many."""
