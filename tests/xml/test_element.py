@@ -136,6 +136,25 @@ def test_serializer_escapes():
     assert escape_attr("\t") == "&#9;"
 
 
+def test_remembered_attribute_text_is_the_escaped_text():
+    """``to``/``from``/``type`` texts are remembered by value: the second serialization of a
+    value needing escapes is escaped as the first, and a full table starts afresh."""
+    from xmppd.xml import element as module
+
+    odd = 'x"y<z>&@example.org/r\t1'
+    first = Element("message", C, {"to": odd, "type": "chat"}).to_bytes(C)
+    again = Element("message", C, {"from": odd, "to": odd}).to_bytes(C)
+    assert b"&quot;" in first and b"&#9;" in first
+    assert reparse(first).attrs["to"] == odd
+    assert reparse(again).attrs == {"from": odd, "to": odd}
+    table = module._FRAGMENTS["to"]
+    for i in range(module._MAX_FRAGMENTS + 1):
+        Element("iq", C, {"to": f"u{i}@example.org"}).to_bytes(C)
+    assert 0 < len(table) <= module._MAX_FRAGMENTS
+    assert Element("iq", C, {"to": odd}).to_bytes(C) == b'<iq to="' + \
+        escape_attr(odd).encode() + b'"/>'
+
+
 def test_namespace_declared_when_it_differs():
     el = Element("query", "jabber:iq:roster", {}, [Element("item", "jabber:iq:roster")])
     assert el.to_bytes(C) == b'<query xmlns="jabber:iq:roster"><item/></query>'
