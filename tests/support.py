@@ -202,6 +202,27 @@ class RawClient:
             pass
 
 
+def sm_authenticate(client: RawClient, user: str, password: str = "secret") -> str:
+    """Up to the post-SASL features (returned): STARTTLS, PLAIN, the new header (a stream
+    about to resume a stream-management session, or to bind)."""
+    client.header()
+    client.starttls()
+    client.header()
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    client.read_until("<success[^>]*(/>|>.*?</success>)")
+    return client.header()
+
+
+def sm_enable(client: RawClient, resume: bool = True) -> str:
+    """Enable XEP-0198 stream management on a bound client; the resumption id."""
+    client.send("<enable xmlns='urn:xmpp:sm:3'" + (" resume='true'/>" if resume else "/>"))
+    answer = client.read_until("<enabled[^>]*/>|</failed>")
+    assert "<enabled" in answer, answer
+    m = re.search(r"id='([^']+)'", answer)
+    return m.group(1) if m else ""
+
+
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 SUCCESS = r"<success[^>]*(/>|>.*?</success>)|</failure>"
 FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
