@@ -4,6 +4,7 @@ one PostgreSQL (the fixtures of ``test_redis_cluster``), raw sockets over TCP.""
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 from support import sm_enable
@@ -52,3 +53,19 @@ def test_resume_on_the_other_node_and_back(nodes):  # noqa: F811 - the fixture
     assert not re.search(r"<presence[^>]*from=.alice@localhost/a1.[^>]*type=.unavailable.",
                          bob.seen), bob.seen
     assert "handed over" in n1.logged() and "taken over from" in n2.logged()
+
+
+def test_holder_node_killed_resumption_fails_cleanly(nodes):  # noqa: F811 - the fixture
+    n1, n2 = nodes
+    alice = n1.client("alice", "a1")
+    previd = sm_enable(alice)
+    n2.knows("alice@localhost/a1", "n1")
+    n1.proc.send_signal(signal.SIGKILL)
+    n1.proc.wait(10)
+    # asked before the purge (its channel has no subscriber: no answer in time) or after
+    # (the id is gone with the node): item-not-found either way, and the client may bind
+    client, answer = try_resume(n2, "alice", previd, 0, timeout=15)
+    assert "<item-not-found" in answer and "<resumed" not in answer, answer
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                "<resource>a1</resource></bind></iq>")
+    assert "<jid>alice@localhost/a1</jid>" in client.read_until("</iq>")

@@ -46,10 +46,12 @@ def drop(client: Client) -> None:
     client.close()
 
 
-def try_resume(server: Cluster | Any, user: str, previd: str, h: int) -> tuple[Client, str]:
+def try_resume(server: Cluster | Any, user: str, previd: str, h: int,
+               timeout: float = 5.0) -> tuple[Client, str]:
     """A new connection of ``user`` to ``server`` (a worker cluster or a node) that
     resumes ``previd``; the answer."""
     client = Client(server.port)
+    client.timeout = timeout
     sm_authenticate(client, user)
     client.send(f"<resume xmlns='{SM}' previd='{previd}' h='{h}'/>")
     return client, client.read_until("<resumed[^>]*/>|</failed>")

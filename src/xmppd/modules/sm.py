@@ -23,6 +23,9 @@ recipient were unavailable: ``chat``/``normal`` messages fire ``message/offline`
 offline module stores them), IQ requests are answered with ``service-unavailable``, the
 rest is dropped.
 
+With workers or cluster nodes, a ``<resume/>`` for a session another process holds is
+answered there and the session moves here (:mod:`xmppd.modules._sm_handover`).
+
 Offline messages (``when_acked``): the offline module deletes the stored messages it
 delivered to a stream-management session only once the client's ``h`` covers them; if the
 session ends first the unacknowledged ones simply stay stored (delivered again at the next
