@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ ATTEMPTS = 40
 def cluster(tmp_path):
     c = Cluster(tmp_path, MODULES,
                 extra="[modules.sm]\nhandover_timeout_s = 1.0\nrequest_every = 0\n"
-                      "request_after_s = 0\n")
+                      "request_after_s = 0\nmax_queue = 100000\n")
     try:
         yield c
     finally:
@@ -148,6 +149,54 @@ def test_resume_elsewhere_while_the_old_connection_is_open(cluster):
     say(bob, full, "x3")
     assert bodies(new.read_until("x3</body></message>")) == ["x3"]
     assert "type='unavailable'" not in bob.seen and 'type="unavailable"' not in bob.seen
+
+
+def test_stanzas_sent_during_the_hand_over_arrive_once(cluster):
+    """A contact sends all along: what reaches the old worker while the session moves is
+    forwarded, so the client gets every message exactly once (the contact is on the old
+    worker: what it sends there until the new bind is known takes the tombstone)."""
+    bob = cluster.client("bob", 0, "b")
+    available(bob)
+    alice, previd = sm_alice(cluster, 0, bob)
+    full = "alice@localhost/a"
+    drop(alice)
+    time.sleep(0.3)
+    stop, sent = threading.Event(), []
+
+    def burst() -> None:  # until the session has moved, and a little after
+        extra = 3
+        while extra:
+            batch = [f"b{i}" for i in range(len(sent), len(sent) + 5)]
+            say(bob, full, *batch)
+            sent.extend(batch)
+            time.sleep(0.001)
+            extra -= stop.is_set()
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    try:
+        time.sleep(0.05)
+        # there and back and there again: each move from worker 0 races the contact
+        new, _ = resume_elsewhere(cluster, "alice", previd, 0, full, holder=0)
+        new, _ = resume_elsewhere(cluster, "alice", previd, 0, full, holder=1, old=new)
+        new, answer = resume_elsewhere(cluster, "alice", previd, 0, full, holder=0, old=new)
+    finally:
+        stop.set()
+        sender.join()
+    got = bodies(answer)
+    deadline = time.monotonic() + 10
+    while len(set(got)) < len(sent) and time.monotonic() < deadline:
+        got += bodies(new.read_until("</message>"))
+    time.sleep(0.5)
+    got += bodies(ping_self(new))
+    assert sorted(got, key=lambda b: int(b[1:])) == sent, (len(got), len(sent))
+    assert got == sent  # in order too: forwarded ones come before newer ones
+
+
+def ping_self(client: Client) -> str:
+    """Everything the client was sent before the answer to a ping."""
+    client.send("<iq type='get' id='last' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    return client.read_until("<iq[^>]*id=.last.[^>]*/>")
 
 
 def test_resumption_failures_across_workers(cluster):

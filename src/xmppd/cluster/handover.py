@@ -16,6 +16,12 @@
   the same full JID arrives (newer by construction), which removes the session here
   quietly: no ``session-closed``, no unavailable presence.  A peer that goes, or a bind
   that never comes (:data:`TOMBSTONE_S`), ends it as a lost session instead.
+- **Order.**  Stanzas the new holder itself routed to the old one before the hand-over
+  come back forwarded; a newer stanza must not overtake them.  So the new holder's session
+  first *holds* what reaches it other than from the old holder (:class:`Holding`), and
+  asks the old holder for a ``drain`` marker: that goes on the link after everything sent
+  there before, comes back (``drained``) after everything forwarded, and releases what
+  was held, in order (or after :data:`DRAIN_S`, if the old holder went meanwhile).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 TOMBSTONE_S = 30.0
 #: How long an unanswered request is remembered after its timeout (a late answer).
 LATE_S = 60.0
+#: How long a session taken over holds newer stanzas for its old holder's drain marker.
+DRAIN_S = 5.0
 
 OnReply = Callable[[Any, bool], None]
 
@@ -163,12 +171,98 @@ class Forwarder:
         pass
 
 
+class Holding:
+    """The transport of a session just taken over from ``source``, until its drain
+    marker is back: stanzas from ``source`` (forwarded, older) go through, the others wait
+    (:attr:`held`) to be sent after them."""
+
+    __slots__ = ("inner", "source", "node", "held", "timer")
+
+    def __init__(self, inner: Any, source: int, node: Node) -> None:
+        self.inner = inner
+        self.source = source
+        self.node = node
+        self.held: list[Element] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def send(self, element: Element) -> None:
+        if self.node.receiving_from == self.source:
+            self.inner.send(element)
+        else:
+            self.held.append(element)
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    @property
+    def peer(self) -> Any:
+        return self.inner.peer
+
+    @property
+    def heard(self) -> Any:
+        return self.inner.heard
+
+    @heard.setter
+    def heard(self, value: bool) -> None:
+        self.inner.heard = value
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        self.inner.stream_error(condition, text)
+
+    def drop(self, reason: str) -> None:
+        self.inner.drop(reason)
+
+
 class HandOvers:
-    """The sessions of this node handed over to a peer, waiting for its bind."""
+    """The sessions of this node handed over to a peer, waiting for its bind; and those
+    taken over from one, waiting for its drain marker."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.sessions: dict[str, Session] = {}  # full JID -> the local session left behind
+        self.holding: dict[str, Session] = {}  # full JID -> a session taken over here
+
+    # -- the new holder -------------------------------------------------------------------
+
+    def hold(self, session: Session, source: int) -> None:
+        """``session`` was taken over from ``source``: hold newer stanzas until what
+        ``source`` forwards is in (see the module docstring)."""
+        link = self.node.links.get(source)
+        if link is None:
+            return
+        full = session.jid.full
+        holding = Holding(session.transport, source, self.node)
+        holding.timer = asyncio.get_running_loop().call_later(DRAIN_S, self.drained, full)
+        session.attach(holding)  # type: ignore[arg-type]
+        self.holding[full] = session
+        link.control("drain", {"jid": full})
+
+    def drained(self, full: Any) -> None:
+        """The drain marker of ``full`` is back (or its time is up): release the session."""
+        session = self.holding.pop(full, None) if isinstance(full, str) else None
+        if session is None:
+            return
+        holding = session.transport
+        if not isinstance(holding, Holding):
+            return
+        if holding.timer is not None:
+            holding.timer.cancel()
+        session.attach(holding.inner)
+        for element in holding.held:
+            holding.inner.send(element)
+
+    # -- the old holder ----------------------------------------------------------------
+
+    def drain(self, peer: int, full: Any) -> None:
+        """``peer`` asks for the drain marker: everything it sent before was handled (and
+        forwarded), so it goes back now, after that."""
+        link = self.node.links.get(peer)
+        if link is not None:
+            link.control("drained", {"jid": full})
 
     def hand_over(self, session: Session, peer: int) -> int:
         """Forward what reaches ``session`` to ``peer`` from now on; its bind stamp (the
@@ -197,7 +291,11 @@ class HandOvers:
         return True
 
     def peer_gone(self, peer: int) -> None:
-        """Sessions handed to a peer that went before binding them end here."""
+        """Sessions handed to a peer that went before binding them end here; sessions
+        taken over from it need not wait for its drain marker."""
+        for full, session in list(self.holding.items()):
+            if getattr(session.transport, "source", None) == peer:
+                self.drained(full)
         for session in list(self.sessions.values()):
             if getattr(session.transport, "target", None) == peer:
                 self._never_bound(session)

@@ -89,6 +89,9 @@ class Node:
         #: questions to peers (:mod:`.handover`), and sessions handed over to one
         self.requests = Requests(self)
         self.handovers = HandOvers(self)
+        #: the peer whose records are being handled now (a session taken over lets its
+        #: old holder's stanzas through first: handover.Holding)
+        self.receiving_from: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -252,6 +255,14 @@ class Node:
         next_element = iter(elements).__next__
         local = self.registry.local
         deliver = self.router.deliver
+        outer, self.receiving_from = self.receiving_from, worker
+        try:
+            self._apply(worker, records, next_element, local, deliver)
+        finally:
+            self.receiving_from = outer
+
+    def _apply(self, worker: int, records: list[tuple], next_element: Callable[[], Element],
+               local: dict, deliver: Callable[[Session, Element], None]) -> None:
         for record in records:
             kind = record[0]
             if kind == codec.STANZA:
@@ -334,6 +345,10 @@ class Node:
             self.requests.requested(worker, args)
         elif name == "reply":
             self.requests.answered(worker, args)
+        elif name == "drain":
+            self.handovers.drain(worker, args.get("jid"))
+        elif name == "drained":
+            self.handovers.drained(args.get("jid"))
         else:
             log.warning("worker link: unknown control record %r", name)
 
@@ -418,6 +433,10 @@ class Node:
         """``session``'s state went to ``peer``: forward what still reaches it there until
         the peer's bind arrives; returns its bind stamp (the peer's must be newer)."""
         return self.handovers.hand_over(session, peer)
+
+    def taken_over(self, session: Session, source: int) -> None:
+        """``session`` was taken over from ``source``: in order with what it forwards."""
+        self.handovers.hold(session, source)
 
     def forget_row(self, full: str) -> None:
         """A session that left quietly (handed over): a node that stores rows drops its."""

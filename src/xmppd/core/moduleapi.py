@@ -433,10 +433,11 @@ class ModuleAPI:
         :meth:`adopt_session` on the peer)."""
         return self._core.node.hand_over(session, peer)
 
-    def adopt_session(self, jid: Any, transport: Any, after: int) -> Session:
-        """Bind a session taken over from another worker or node (its stamp there:
-        ``after``), announced like a bind; what it displaces there is not kicked."""
-        return self._core.adopt_session(jid, transport, after)
+    def adopt_session(self, jid: Any, transport: Any, after: int, source: int) -> Session:
+        """Bind a session taken over from ``source``, another worker or node (its stamp
+        there: ``after``), announced like a bind; what it displaces there is not kicked.
+        Stanzas ``source`` still forwards to it come before newer ones."""
+        return self._core.adopt_session(jid, transport, after, source)
 
     def export_session(self, session: Session) -> dict[str, Any]:
         """Every module's state of ``session`` (:meth:`on_handover`), JSON-able."""

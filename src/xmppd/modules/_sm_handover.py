@@ -91,7 +91,7 @@ class ResumeElsewhere:
         def answered(answer: Any, late: bool) -> None:
             if isinstance(answer, dict) and "jid" in answer:
                 try:
-                    sm = self.adopt(previd, answer, stream.policy)
+                    sm = self.adopt(previd, answer, stream.policy, holder)
                 except (AttributeError, KeyError, TypeError, ValueError, JIDError):
                     api.log.exception("unreadable session state from %s", holder)
                     sm = None
@@ -121,7 +121,7 @@ class ResumeElsewhere:
         h = answer.get("h") if isinstance(answer, dict) else None
         stream.send_bytes(module.failed_bytes("item-not-found", h if isinstance(h, int) else None))
 
-    def adopt(self, previd: str, state: dict[str, Any], policy: Any) -> Any:
+    def adopt(self, previd: str, state: dict[str, Any], policy: Any, holder: int) -> Any:
         """Bind the session described by ``state`` here, detached; its StreamManagement."""
         module, api = self.module, self.api
         jid = JID(state["jid"])
@@ -130,7 +130,7 @@ class ResumeElsewhere:
                            previd=previd)
         sm.h_in, sm.h_out, sm.acked = (int(state[k]) & MASK for k in ("h_in", "h_out", "acked"))
         sm.queue = queue
-        session = api.adopt_session(jid, sm, int(state["stamp"]))
+        session = api.adopt_session(jid, sm, int(state["stamp"]), holder)
         sm.session = session
         module.resumable[previd] = sm
         self.remote_ids.pop(previd, None)
