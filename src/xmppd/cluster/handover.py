@@ -56,7 +56,7 @@ class Requests:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._ids = itertools.count(1)
-        #: id -> (peer, callback, timer, answered-in-time flag holder)
+        #: request id -> what waits for its answer
         self._waiting: dict[int, _Waiting] = {}
 
     def ask(self, peer: int, module: str, name: str, args: dict[str, Any], timeout: float,
@@ -99,9 +99,13 @@ class Requests:
         """A ``request`` record from ``peer``: the module's answer goes back to it."""
         ident = args.get("id")
         call = args.get("args")
-        result = self.node.hooks.fold_maybe_async(
-            "cluster-request", None, peer, str(args.get("module")), str(args.get("name")),
-            call if isinstance(call, dict) else {})
+        try:
+            result = self.node.hooks.fold_maybe_async(
+                "cluster-request", None, peer, str(args.get("module")), str(args.get("name")),
+                call if isinstance(call, dict) else {})
+        except Exception:  # a bug in the handler: the asker gets no answer, the link goes on
+            log.exception("answering a request of %s %s", self.node.peer_label, peer)
+            result = None
         if hasattr(result, "__await__"):
             asyncio.ensure_future(self._reply_after(peer, ident, result))
         else:
