@@ -36,6 +36,9 @@ from xmppd.xml.stanza import CLIENT_NS, decode_stanza
 
 #: Sequence numbers are unsigned 32-bit (XEP-0198 §4).
 MASK = 0xFFFFFFFF
+#: A queue larger than this stays where it is (the client binds anew; the session
+#: expires there): the state travels as one record of a link frame (at most 64 MiB).
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 class ResumeElsewhere:
@@ -181,14 +184,20 @@ class ResumeElsewhere:
             # Read too late: the asker answered its client already; the session stays.
             api.log.info("sm resume of %s for %s came too late: refused", sm.session.jid, peer)
             return {"error": "item-not-found"}
+        queue = [el.to_bytes(CLIENT_NS).decode() for el in sm.queue]
+        if sum(map(len, queue)) > MAX_STATE_BYTES:
+            api.log.warning("sm session %s not handed over to %s: %d unacknowledged stanzas "
+                            "are too large to move", sm.session.jid, peer, len(queue))
+            return {"error": "item-not-found"}
         old = sm.stream
         sm.stream = None
         if sm.timer is not None:
             sm.timer.cancel()
             sm.timer = None
         session = sm.session
+        sent = len(sm.queue)
         states = api.export_session(session)  # (CSI puts what it held into the queue)
-        queue = [el.to_bytes(CLIENT_NS).decode() for el in sm.queue]
+        queue += [el.to_bytes(CLIENT_NS).decode() for el in sm.queue[sent:]]
         del module.resumable[sm.id]
         sm.ended = True
         sm.queue = []
