@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from xmppd.c2s.sasl import derive_all
 from xmppd.core.config import Config, Listener, load
@@ -200,6 +201,62 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+def sm_authenticate(client: RawClient, user: str, password: str = "secret") -> str:
+    """Up to the post-SASL features (returned): STARTTLS, PLAIN, the new header (a stream
+    about to resume a stream-management session, or to bind)."""
+    client.header()
+    client.starttls()
+    client.header()
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    client.read_until("<success[^>]*(/>|>.*?</success>)")
+    return client.header()
+
+
+def sm_enable(client: RawClient, resume: bool = True) -> str:
+    """Enable XEP-0198 stream management on a bound client; the resumption id."""
+    client.send("<enable xmlns='urn:xmpp:sm:3'" + (" resume='true'/>" if resume else "/>"))
+    answer = client.read_until("<enabled[^>]*/>|</failed>")
+    assert "<enabled" in answer, answer
+    m = re.search(r"id='([^']+)'", answer)
+    return m.group(1) if m else ""
+
+
+SLIX_TIMEOUT = 10
+
+
+async def slixmpp_client(port: int, jid: str, sm: bool) -> tuple[Any, asyncio.Queue]:
+    """A slixmpp client logged in as ``jid`` (password "secret"), with XEP-0198 (ready
+    once enabled) when ``sm``; the queue of the bodies of the messages it receives."""
+    from slixmpp import ClientXMPP  # only the tests that drive a real client load it
+
+    xmpp = ClientXMPP(jid, "secret")
+    xmpp.register_plugin("xep_0199")
+    if sm:
+        xmpp.register_plugin("xep_0198")
+    xmpp.ssl_context.check_hostname = False
+    xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+    xmpp.enable_direct_tls = False
+    messages: asyncio.Queue = asyncio.Queue()
+    xmpp.add_event_handler("message", lambda msg: messages.put_nowait(msg["body"]))
+    ready = asyncio.get_running_loop().create_future()
+    xmpp.add_event_handler("sm_enabled" if sm else "session_start",
+                           lambda _: ready.done() or ready.set_result(True))
+    xmpp.connect("127.0.0.1", port)
+    await asyncio.wait_for(ready, SLIX_TIMEOUT)
+    return xmpp, messages
+
+
+async def drain(queue: asyncio.Queue, settle: float = 0.3) -> list[str]:
+    """What arrives in ``queue`` until it stays empty for ``settle`` seconds."""
+    got = []
+    while True:
+        try:
+            got.append(await asyncio.wait_for(queue.get(), settle))
+        except TimeoutError:
+            return got
 
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"

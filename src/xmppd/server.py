@@ -353,6 +353,20 @@ class Server:
             old.stream_error("conflict", "replaced by a new session")
         return session
 
+    def adopt_session(self, jid: JID, transport: Transport, after: int, source: int) -> Session:
+        """Enter a session taken over from ``source`` (another worker or node: stream
+        management resumed here; its bind stamp there: ``after``).  Announced like a bind;
+        the remote session it displaces leaves quietly there (no conflict), a local one
+        of the same full JID is ended with ``conflict`` as by a bind."""
+        session = Session(jid, transport)
+        old = self.router.sessions.add(session)
+        if self.node is not None:
+            self.node.bound(session, old, after)
+            self.node.taken_over(session, source)
+        if old is not None and not old.remote:
+            old.stream_error("conflict", "replaced by a new session")
+        return session
+
     def _end_session(self, session: Session, condition: str, text: str | None) -> None:
         """End a local session's stream and unbind it now (another worker's bind won)."""
         session.stream_error(condition, text)

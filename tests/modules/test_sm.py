@@ -4,12 +4,13 @@ storage, and the keepalive that detaches a silent client's session."""
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 
 import pytest
 from support import RawClient, offline_count
+from support import sm_authenticate as authenticate
+from support import sm_enable as enable
 
 from xmppd.jid import JID
 from xmppd.modules.sm import MASK, advance, distance, parse_h
@@ -22,25 +23,6 @@ QUIET = {"request_every": 0, "request_after_s": 0}  # no server-initiated <r/>: 
 def sm_server(make_server, **sm_options):
     return make_server(users=USERS, allow_plain=True,
                        modules_options={"sm": {**QUIET, **sm_options}})
-
-
-def authenticate(client: RawClient, user: str) -> str:
-    """Up to the post-SASL features (returned): STARTTLS, PLAIN, the new header."""
-    client.header()
-    client.starttls()
-    client.header()
-    token = base64.b64encode(f"\0{user}\0secret".encode()).decode()
-    client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
-    client.read_until("<success[^>]*(/>|>.*?</success>)")
-    return client.header()
-
-
-def enable(client: RawClient, resume: bool = True) -> str:
-    client.send(f"<enable xmlns='{SM}'" + (" resume='true'/>" if resume else "/>"))
-    answer = client.read_until("<enabled[^>]*/>|</failed>")
-    assert "<enabled" in answer, answer
-    m = re.search(r"id='([^']+)'", answer)
-    return m.group(1) if m else ""
 
 
 def sm_client(server, user: str = "bob", resource: str = "phone", resume: bool = True):

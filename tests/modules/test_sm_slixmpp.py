@@ -4,38 +4,10 @@ resumed, and the messages sent meanwhile arrive once each, none lost, none twice
 from __future__ import annotations
 
 import asyncio
-import ssl
 
-from slixmpp import ClientXMPP
-
-TIMEOUT = 10
-
-
-async def client(port: int, jid: str, sm: bool) -> tuple[ClientXMPP, asyncio.Queue]:
-    xmpp = ClientXMPP(jid, "secret")
-    xmpp.register_plugin("xep_0199")
-    if sm:
-        xmpp.register_plugin("xep_0198")
-    xmpp.ssl_context.check_hostname = False
-    xmpp.ssl_context.verify_mode = ssl.CERT_NONE
-    xmpp.enable_direct_tls = False
-    messages: asyncio.Queue = asyncio.Queue()
-    xmpp.add_event_handler("message", lambda msg: messages.put_nowait(msg["body"]))
-    ready = asyncio.get_running_loop().create_future()
-    xmpp.add_event_handler("sm_enabled" if sm else "session_start",
-                           lambda _: ready.done() or ready.set_result(True))
-    xmpp.connect("127.0.0.1", port)
-    await asyncio.wait_for(ready, TIMEOUT)
-    return xmpp, messages
-
-
-async def drain(queue: asyncio.Queue, settle: float = 0.3) -> list[str]:
-    got = []
-    while True:
-        try:
-            got.append(await asyncio.wait_for(queue.get(), settle))
-        except TimeoutError:
-            return got
+from support import SLIX_TIMEOUT as TIMEOUT
+from support import drain
+from support import slixmpp_client as client
 
 
 def test_slixmpp_resumes_after_a_killed_connection(server):

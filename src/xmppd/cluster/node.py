@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xmppd.cluster import codec
+from xmppd.cluster.handover import HandOvers, Requests
 from xmppd.cluster.link import Inbound, PeerLink
 from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.session import Session
@@ -86,6 +87,12 @@ class Node:
         #: "data changed" broadcasts awaiting the peers' acknowledgements, by id
         self._changes: dict[int, tuple[asyncio.Future, set[int]]] = {}
         self._change_ids = itertools.count(1)
+        #: questions to peers (:mod:`.handover`), and sessions handed over to one
+        self.requests = Requests(self)
+        self.handovers = HandOvers(self)
+        #: the peer whose records are being handled now (a session taken over lets its
+        #: old holder's stanzas through first: handover.Holding)
+        self.receiving_from: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -137,8 +144,10 @@ class Node:
 
     # -- local changes, told to every peer ------------------------------------------------------
 
-    def bound(self, session: Session, displaced: Session | None) -> None:
-        stamp = self.registry.bind_local(session, displaced)
+    def bound(self, session: Session, displaced: Session | None, after: int = 0) -> None:
+        """``session`` was bound here (replacing ``displaced``); ``after``: its stamp must
+        be newer than that (a session taken over from a peer: its bind there)."""
+        stamp = self.registry.bind_local(session, displaced, after)
         full, me = session.jid.full, self.me
         self._announce(full, lambda buf: codec.put_bind(buf, full, me, stamp))
 
@@ -258,6 +267,14 @@ class Node:
         next_element = iter(elements).__next__
         local = self.registry.local
         deliver = self.router.deliver
+        outer, self.receiving_from = self.receiving_from, worker
+        try:
+            self._apply(worker, records, next_element, local, deliver)
+        finally:
+            self.receiving_from = outer
+
+    def _apply(self, worker: int, records: list[tuple], next_element: Callable[[], Element],
+               local: dict, deliver: Callable[[Session, Element], None]) -> None:
         for record in records:
             kind = record[0]
             if kind == codec.STANZA:
@@ -336,6 +353,14 @@ class Node:
                                            args.get("text"))
         elif name == "reload":
             self._reload()
+        elif name == "request":
+            self.requests.requested(worker, args)
+        elif name == "reply":
+            self.requests.answered(worker, args)
+        elif name == "drain":
+            self.handovers.drain(worker, args.get("jid"))
+        elif name == "drained":
+            self.handovers.drained(args.get("jid"))
         else:
             log.warning("worker link: unknown control record %r", name)
 
@@ -383,6 +408,8 @@ class Node:
             if not waiting and not done.done():
                 done.set_result(None)
         self.hooks.fire_sync("worker-gone", worker, gone)
+        self.requests.peer_gone(worker)
+        self.handovers.peer_gone(worker)
         link = self.links.get(worker)
         for record in link.take_pending() if link is not None else ():
             if record[0] == codec.STANZA:
@@ -399,5 +426,29 @@ class Node:
             asyncio.ensure_future(result)
 
     def _lost_conflict(self, session: Session) -> None:
-        """A newer bind of the same full JID on another worker wins over ``session``."""
-        self._end_session(session, "conflict", "replaced by a new session")
+        """A newer bind of the same full JID on another worker wins over ``session`` (or
+        takes over a session handed to it: that one leaves quietly)."""
+        if not self.handovers.take(session):
+            self._end_session(session, "conflict", "replaced by a new session")
+
+    def end_local(self, session: Session, condition: str, text: str | None) -> None:
+        """End a local session's stream and unbind it (``session-closed`` fires)."""
+        self._end_session(session, condition, text)
+
+    # -- session hand-over (:mod:`.handover`) ---------------------------------------------------
+
+    def peer_up(self, peer: int) -> bool:
+        """Is ``peer`` (a worker number, a node epoch) a live peer now?"""
+        return peer != self.me and peer in self.inbound and peer in self.links
+
+    def hand_over(self, session: Session, peer: int) -> int:
+        """``session``'s state went to ``peer``: forward what still reaches it there until
+        the peer's bind arrives; returns its bind stamp (the peer's must be newer)."""
+        return self.handovers.hand_over(session, peer)
+
+    def taken_over(self, session: Session, source: int) -> None:
+        """``session`` was taken over from ``source``: in order with what it forwards."""
+        self.handovers.hold(session, source)
+
+    def forget_row(self, full: str) -> None:
+        """A session that left quietly (handed over): a node that stores rows drops its."""

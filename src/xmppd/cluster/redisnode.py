@@ -376,6 +376,13 @@ class RedisNode(Node):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_registry)
 
+    def forget_row(self, full: str) -> None:
+        """Drop the row of a session that left quietly (handed over to another node)."""
+        self._dirty.add(full)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_registry)
+
     def _flush_registry(self) -> None:
         """This iteration's binds, unbinds and shares: one PUBLISH, one pipelined write of
         the rows (while Redis is away both wait for the re-registration, which writes the

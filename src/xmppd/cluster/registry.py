@@ -106,11 +106,13 @@ class Registry:
 
     # -- local sessions -------------------------------------------------------------------
 
-    def bind_local(self, session: Session, displaced: Session | None) -> int:
-        """``session`` was entered in the table (replacing ``displaced``); its stamp."""
+    def bind_local(self, session: Session, displaced: Session | None, after: int = 0) -> int:
+        """``session`` was entered in the table (replacing ``displaced``); its stamp, newer
+        than ``after`` (a session taken over must win over its bind elsewhere whatever
+        the clocks of the two hosts say)."""
         if displaced is not None and displaced.remote:
             self._forget_remote(displaced)  # type: ignore[arg-type]
-        stamp = self.clock()
+        stamp = max(self.clock(), after + 1)
         self.local[session.jid.full] = LocalEntry(session, stamp)
         return stamp
 

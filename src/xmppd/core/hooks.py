@@ -56,6 +56,13 @@ CORE_EVENTS = {
     "local session that other workers mirror (ModuleAPI.share)",
     "session-mirror": "(remote session, module: str, value) -- another worker published "
     "such a fact about one of its sessions (ModuleAPI.on_mirror)",
+    "session-export": "(states: dict, session) -- fold: a local session is handed over to "
+    "another worker or node (stream management resumed there): each module adds its "
+    "JSON-able state of it under its name (ModuleAPI.on_handover)",
+    "session-import": "(session, states: dict) -- a session taken over from another worker "
+    "or node: each module restores its own piece (ModuleAPI.on_handover)",
+    "cluster-request": "(answer, peer: int, module: str, name: str, args: dict) -- fold: "
+    "another worker or node asks a module (ModuleAPI.on_ask); the answer (JSON-able)",
     "data-changed": "(module: str, owner: str, key: str) -- another worker changed the "
     "module's stored data (ModuleAPI.changed): drop cached copies",
     "worker-gone": "(worker: int, sessions: list) -- another worker ended; its sessions "

@@ -425,6 +425,79 @@ class ModuleAPI:
 
         self.hook("data-changed", changed)
 
+    # -- handing sessions over to another worker or node ---------------------------------------
+
+    def peer_up(self, peer: int) -> bool:
+        """Is ``peer`` (a worker number, or a cluster node's epoch: a remote session's
+        ``worker``) another live worker or node?  False in a single process."""
+        node = self._core.node
+        return node is not None and node.peer_up(peer)
+
+    def ask(self, peer: int, name: str, args: dict[str, Any], timeout: float,
+            on_reply: Callable[[Any, bool], None]) -> None:
+        """Ask this module on ``peer`` (its :meth:`on_ask` handler for ``name``; ``args``
+        JSON-able).  ``on_reply(answer, late)`` runs once with the answer, or with None
+        when the peer is not up or did not answer within ``timeout`` seconds; an answer
+        after that comes with ``late=True``.  The answer is handled before anything the
+        peer sent after it."""
+        node = self._core.node
+        if node is None:
+            asyncio.get_running_loop().call_soon(on_reply, None, False)
+            return
+        node.requests.ask(peer, self.name, name, args, timeout, on_reply)
+
+    def on_ask(self, name: str, fn: Callable[[int, dict[str, Any]], Any]) -> None:
+        """Answer :meth:`ask` ``name`` of this module on another worker or node:
+        ``fn(peer, args)`` returns the JSON-able answer, or an awaitable of it."""
+        module = self.name
+
+        def answer(value: Any, peer: int, to: str, what: str, args: dict[str, Any]) -> Any:
+            return fn(peer, args) if to == module and what == name else value
+
+        self.hook("cluster-request", answer)
+
+    def hand_over(self, session: Session, peer: int) -> int:
+        """``session``'s state was sent to ``peer``, which takes it over: it leaves this
+        process quietly (no ``session-closed``) once the peer's bind arrives, and what
+        reaches it meanwhile is forwarded there.  Returns its bind stamp (for
+        :meth:`adopt_session` on the peer)."""
+        return self._core.node.hand_over(session, peer)
+
+    def adopt_session(self, jid: Any, transport: Any, after: int, source: int) -> Session:
+        """Bind a session taken over from ``source``, another worker or node (its stamp
+        there: ``after``), announced like a bind; what it displaces there is not kicked.
+        Stanzas ``source`` still forwards to it come before newer ones."""
+        return self._core.adopt_session(jid, transport, after, source)
+
+    def export_session(self, session: Session) -> dict[str, Any]:
+        """Every module's state of ``session`` (:meth:`on_handover`), JSON-able."""
+        return self._core.hooks.fold_sync("session-export", {}, session)
+
+    def import_session(self, session: Session, states: dict[str, Any]) -> None:
+        """Give every module its piece of an adopted session's state."""
+        self._core.hooks.fire_sync("session-import", session, states)
+
+    def on_handover(self, export: Callable[[Session], Any],
+                    restore: Callable[[Session, Any], None]) -> None:
+        """Carry this module's state of a session that moves to another worker or node:
+        ``export(session)`` returns it JSON-able (None: nothing to carry) on the old
+        side, ``restore(session, value)`` sets it on the new one (share it again there)."""
+        name = self.name
+
+        def exported(states: dict[str, Any], session: Session) -> dict[str, Any]:
+            value = export(session)
+            if value is not None:
+                states[name] = value
+            return states
+
+        def imported(session: Session, states: dict[str, Any]) -> None:
+            value = states.get(name)
+            if value is not None:
+                restore(session, value)
+
+        self.hook("session-export", exported)
+        self.hook("session-import", imported)
+
     def peek_state(self, session: Session) -> Any:
         """This module's state on ``session``, or None (nothing is created)."""
         slot = self.slot

@@ -200,6 +200,7 @@ class Blocking(Module):
         # after the presence module's unavailable broadcast (priority 0), which still filters
         api.hook("session-closed", self.closed, priority=-100)
         api.on_mirror(self.mirror)
+        api.on_handover(self.export, self.restore)
         api.on_changed(self.changed)
 
     # -- filtering ---------------------------------------------------------------------------
@@ -334,6 +335,14 @@ class Blocking(Module):
         if session.bare not in self.cache:
             # Usually answered at once by the storage: a task only if the read must wait.
             self.api.spawn(self.lists.get(session.bare))
+
+    def export(self, session: Any) -> bool | None:
+        """Whether the session asked for the block list, for the process it moves to."""
+        return True if self.api.peek_state(session) else None
+
+    def restore(self, session: Any, value: Any) -> None:
+        self.api.state(session, _requested)
+        self.api.share(session, True)
 
     def mirror(self, session: Any, requested: Any) -> None:
         """Another worker's session asked for the block list: it gets pushes from here."""

@@ -121,6 +121,9 @@ class Carbons(Module):
         api.provide("carbons", self)  # XEP-0386 inline enable (modules/sasl2.py)
         # Which sessions of other workers enabled carbons (their copies are made here too).
         api.on_mirror(self.mirror)
+        # carried to the worker or node where the session resumes (stream management)
+        api.on_handover(lambda s: True if self.enabled(s) else None,
+                        lambda s, _value: self.enable_session(s))
 
     # -- enable / disable ------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class ClientStateIndication(Module):
         # after filters such as blocking (priority 100): only what will really be sent waits
         api.hook("stanza/inbound", self.inbound, priority=-100)
         api.on_unload(self.flush_all)  # runs first on unload: nothing held is lost
+        api.on_handover(self.export, self.restore)
 
     @staticmethod
     def features(session: Any, feats: Element) -> None:
@@ -128,6 +129,17 @@ class ClientStateIndication(Module):
         if len(queue) > self.max_held:
             self._send_held(session, held)
         return True
+
+    def export(self, session: Any) -> bool | None:
+        """A session moves to another process (stream management resumes it there): what
+        it holds goes into its queue first; whether it is inactive."""
+        if self.api.peek_state(session) is None:
+            return None
+        self.flush(session)
+        return True
+
+    def restore(self, session: Any, value: Any) -> None:
+        self.api.state(session, Held)
 
     # -- flushing ----------------------------------------------------------------------------
 

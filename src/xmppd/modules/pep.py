@@ -135,6 +135,7 @@ class Pep(PubSubBase):
             api.hook("owners-changed", self.owners_changed)
             api.hook("server-started", lambda server: self.owners_changed())
             self.owners_changed()
+            api.on_handover(self.export, self.restore)
 
     def _take_defaults(self, opts: Any) -> None:
         self.defaults = {**BASE_DEFAULTS, "access_model": opts["default_access_model"],
@@ -210,6 +211,19 @@ class Pep(PubSubBase):
         # learnt before this worker started: its previous life sent them already
         if features and stamp.isdigit() and int(stamp) >= self.started:
             self.api.spawn(self.last_items_for_local(session, features))
+
+    def export(self, session: Any) -> dict[str, Any] | None:
+        """A session's caps and features, for the worker it moves to."""
+        st = self.api.peek_state(session)
+        return None if st is None else {"ver": st.ver, "features": sorted(st.features)}
+
+    def restore(self, session: Any, value: Any) -> None:
+        st = self.api.state(session, CapsState)
+        st.ver = value.get("ver")
+        st.features = frozenset(value.get("features") or ())
+        # stamp 0: the other workers sent this session their last items already
+        self.api.share(session, "0 " + " ".join(f for f in sorted(st.features)
+                                                 if f.endswith("+notify")))
 
     def changed(self, owner: str, key: str) -> Any:
         if key == "account-deleted":

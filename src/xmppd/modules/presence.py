@@ -168,6 +168,26 @@ class Presence(Module):
         # The presence of other workers' sessions, kept here as theirs is (probes,
         # broadcasts and §8.5 message delivery read it the same way).
         api.on_mirror(self.mirror)
+        api.on_handover(self.export, self.restore)
+
+    def export(self, session: Any) -> dict[str, Any] | None:
+        """The session's presence, for the worker or node it moves to."""
+        st = self.api.peek_state(session)
+        if st is None:
+            return None
+        return {"presence": None if st.presence is None
+                else st.presence.to_bytes(CLIENT_NS).decode(),
+                "priority": st.priority, "directed": sorted(map(str, st.directed or ()))}
+
+    def restore(self, session: Any, value: Any) -> None:
+        st = self.api.state(session, PresenceState)
+        text = value.get("presence")
+        st.presence = decode_stanza(text.encode()) if text else None
+        st.priority = int(value.get("priority") or 0)
+        directed = {j for j in map(jid_or_none, value.get("directed") or ()) if j is not None}
+        st.directed = directed or None
+        if st.presence is not None:
+            self.api.share(session, st.presence)
 
     def mirror(self, session: Any, stanza: Any) -> None:
         st = self.api.state(session, PresenceState)

@@ -213,6 +213,16 @@ class Roster(Module):
         api.hook("stream-features", self.features)
         api.hook("account-deleting", self.account_deleting)
         api.on_mirror(self.mirror)
+        api.on_handover(self.export, self.restore)
+
+    def export(self, session: Any) -> bool | None:
+        """Whether the session asked for the roster, for the process it moves to."""
+        st = self.api.peek_state(session)
+        return True if st is not None and st.interested else None
+
+    def restore(self, session: Any, value: Any) -> None:
+        self.api.state(session, RosterState).interested = True
+        self.api.share(session, True)
 
     def mirror(self, session: Any, value: Any) -> None:
         """A session of another worker requested the roster: pushes go to it from here."""

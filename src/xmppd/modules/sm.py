@@ -23,6 +23,9 @@ recipient were unavailable: ``chat``/``normal`` messages fire ``message/offline`
 offline module stores them), IQ requests are answered with ``service-unavailable``, the
 rest is dropped.
 
+With workers or cluster nodes, a ``<resume/>`` for a session another process holds is
+answered there and the session moves here (:mod:`xmppd.modules._sm_handover`).
+
 Offline messages (``when_acked``): the offline module deletes the stored messages it
 delivered to a stream-management session only once the client's ``h`` covers them; if the
 session ends first the unacknowledged ones simply stay stored (delivered again at the next
@@ -41,6 +44,7 @@ from xmppd.c2s.negotiation import stream_extension
 from xmppd.c2s.stanzas import client_stanza
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
+from xmppd.modules._sm_handover import ResumeElsewhere
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
@@ -88,12 +92,16 @@ class StreamManagement:
     )
 
     def __init__(self, manager: StreamManagementModule, stream: Any, resumable: bool,
-                 window: float, start: int = 0) -> None:
+                 window: float, start: int = 0, *, session: Any = None, policy: Any = None,
+                 previd: str | None = None) -> None:
+        """On ``stream``'s session; or, for a session taken over from another process,
+        detached (``stream`` None) with its ``session``, ``policy`` and id."""
         self.manager = manager
-        self.session = stream.session
+        self.session = stream.session if stream is not None else session
         self.stream = stream  # None while detached
-        self.policy = stream.policy  # route and unbind outlive the stream
-        self.id: str | None = secrets.token_urlsafe(24) if resumable else None
+        # route and unbind outlive the stream
+        self.policy = stream.policy if stream is not None else policy
+        self.id: str | None = previd or (secrets.token_urlsafe(24) if resumable else None)
         self.window = window
         self.h_in = start  # stanzas received from the client (handled)
         self.h_out = start  # stanzas sent to the client
@@ -277,6 +285,10 @@ class StreamManagementModule(Module):
             float, 300.0, "how long a detached session waits to be resumed (also the "
             "largest 'max' a client may ask for, and the 'max' advertised); 0: no resumption",
             min=0, max=86400),
+        "handover_timeout_s": Option(
+            float, 5.0, "how long a resumption waits for the worker or cluster node that "
+            "holds the session to hand it over; then the client is told it failed "
+            "(item-not-found) and the session stays there", min=0.1, max=60),
         "max_queue": Option(
             int, 1000, "unacknowledged stanzas kept per session; past it a detached session "
             "expires at once and an attached one is closed", min=1, max=1_000_000),
@@ -299,6 +311,10 @@ class StreamManagementModule(Module):
         self.resumable: dict[str, StreamManagement] = {}  # id -> session, until it ends
         self.expired: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # id -> (bare, h)
         self.offline_work: set[asyncio.Future] = set()
+        # sessions held by other workers or nodes (found through their shared ids)
+        self.elsewhere = ResumeElsewhere(self)
+        api.on_mirror(self.elsewhere.mirror)
+        api.on_ask("resume", self.elsewhere.asked)
         api.hook("stream-features", self.features)
         api.hook("stream/element", self.element)
         api.hook("server-stopping", self.stopping)
@@ -310,6 +326,7 @@ class StreamManagementModule(Module):
         self.max_queue: int = opts["max_queue"]
         self.request_every: int = opts["request_every"]
         self.request_after: float = opts["request_after_s"]
+        self.handover_timeout: float = opts["handover_timeout_s"]
 
     def reconfigure(self, api: ModuleAPI, old: Any) -> bool:
         """Sessions that enable (or detach) from now on use the new options."""
@@ -347,10 +364,14 @@ class StreamManagementModule(Module):
         return True
 
     def _count_too_high(self, stream: Any, h: int, sm: StreamManagement) -> None:
-        # XEP-0198 §4: undefined-condition with <handled-count-too-high/>
+        self.count_too_high(stream, h, sm.h_out)
+
+    @staticmethod
+    def count_too_high(stream: Any, h: int, sent: int) -> None:
+        """The client acknowledged more than was sent: close its stream (XEP-0198 §4)."""
         stream.send_bytes(
             f"<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
-            f"<handled-count-too-high xmlns='{SM_NS}' h='{h}' send-count='{sm.h_out}'/>"
+            f"<handled-count-too-high xmlns='{SM_NS}' h='{h}' send-count='{sent}'/>"
             f"</stream:error>".encode())
         stream.close_reason = "stream error undefined-condition (handled-count-too-high)"
         stream.close()
@@ -373,6 +394,7 @@ class StreamManagementModule(Module):
         session.attach(sm)
         if sm.id is not None:
             self.resumable[sm.id] = sm
+            self.api.share(session, sm.id)  # other workers and nodes learn where it lives
             attrs = f" id='{sm.id}' resume='true' max='{int(window)}'"
         else:
             attrs = ""
@@ -388,7 +410,15 @@ class StreamManagementModule(Module):
         h = parse_h(el.get("h"))
         sm = self.resumable.get(previd)
         account = (negotiation.username, negotiation.domain)
-        if sm is None or sm.ended or (sm.session.jid.localpart, sm.session.jid.domain) != account:
+        if sm is None and previd not in self.expired:
+            remote = self.elsewhere.holder(previd)
+            if remote is not None and (remote.jid.localpart, remote.jid.domain) == account:
+                if h is None:
+                    stream.send_bytes(failed("bad-request"))
+                    return None
+                return self.elsewhere.resume(stream, previd, h, account, remote)
+        if sm is None or sm.ended or previd in self.elsewhere.claimed or \
+                (sm.session.jid.localpart, sm.session.jid.domain) != account:
             # Another account's id is answered exactly like an unknown one: no leak.
             gone = self.expired.get(previd)
             known = gone is not None and gone[0] == account and sm is None
@@ -406,10 +436,27 @@ class StreamManagementModule(Module):
         return None
 
     async def _resume_when_settled(self, stream: Any, sm: StreamManagement) -> None:
-        await sm.session.settled()
+        claimed = self.elsewhere.claimed
+        claimed.add(sm.id)  # a resume through another process meanwhile loses
+        try:
+            await sm.session.settled()
+        finally:
+            claimed.discard(sm.id)
         if sm.ended or stream.closed or self.resumable.get(sm.id) is not sm:
             stream.send_bytes(failed("item-not-found"))
             return
+        self._resumed(stream, sm)
+
+    # -- resumption of a session held by another worker or node (_sm_handover.py) --------------
+
+    failed_bytes = staticmethod(failed)
+
+    def new_sm(self, stream: Any, resumable: bool, window: float, **kw: Any) -> StreamManagement:
+        return StreamManagement(self, stream, resumable, window, **kw)
+
+    def resumed_here(self, stream: Any, sm: StreamManagement, holder: int) -> None:
+        """A session taken over from ``holder``: attach it to ``stream``."""
+        self.api.log.info("sm session %s taken over from %s", sm.session.jid, holder)
         self._resumed(stream, sm)
 
     def _resumed(self, stream: Any, sm: StreamManagement) -> None:
