@@ -85,6 +85,8 @@ class Node:
         #: "data changed" broadcasts awaiting the peers' acknowledgements, by id
         self._changes: dict[int, tuple[asyncio.Future, set[int]]] = {}
         self._change_ids = itertools.count(1)
+        #: what a peer's "drain" control runs (``xmppd drain`` asked of worker 0)
+        self.on_drain: Callable[[dict[str, Any]], Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -324,6 +326,8 @@ class Node:
                                            args.get("text"))
         elif name == "reload":
             self._reload()
+        elif name == "drain" and self.on_drain is not None:
+            self.on_drain(args)
         else:
             log.warning("worker link: unknown control record %r", name)
 

@@ -145,6 +145,8 @@ class RedisNode(Node):
         self._stopped = False
         self.published = 0  # frames published to peers
         self.republished = 0  # frames that reached nobody, tried again
+        self.draining = False  # mark_draining
+        self._drain_ttl_ms = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -215,6 +217,8 @@ class RedisNode(Node):
             cmd.send("HSET", m.sessions_key(me), *rows)
         cmd.send("HSET", m.NODES_KEY, self.name, me)
         cmd.send("SET", m.heartbeat_key(self.name), me, "PX", self.ttl_ms)
+        if self.draining:
+            cmd.send("SET", m.draining_key(me), self.name, "PX", self._drain_ttl_ms)
         self._dirty.clear()
         self._bcast.clear()
         join = bytearray()
@@ -238,7 +242,9 @@ class RedisNode(Node):
             codec.put_control(leave, "leave", {"name": self.name})
             cmd.send("EVAL", m.FORGET, 2, m.NODES_KEY, m.sessions_key(self.me), self.name,
                      self.me)
-            cmd.send("DEL", m.heartbeat_key(self.name))
+            for link in self.links.values():  # what this iteration routed to peers goes first
+                link.flush()
+            cmd.send("DEL", m.heartbeat_key(self.name), m.draining_key(self.me))
             cmd.send("PUBLISH", m.REGISTRY_CHANNEL, m.SENDER.pack(self.me) + leave)
         self.up = False
         for link in self.links.values():
@@ -247,10 +253,18 @@ class RedisNode(Node):
             if conn is not None:
                 conn.close()
 
+    def mark_draining(self, timeout_s: float) -> None:
+        """Show this node as draining in ``xmppd cluster status`` (until it leaves, or the
+        drain's end plus a TTL if it dies meanwhile)."""
+        self.draining = True
+        self._drain_ttl_ms = int(timeout_s * 1000) + self.ttl_ms
+        if self.cmd is not None and self.up:  # else set when it registers again
+            self.cmd.send("SET", m.draining_key(self.me), self.name, "PX", self._drain_ttl_ms)
+
     def status(self) -> dict[str, Any]:
         """This node and its live peers: epoch and session count (control ``status``)."""
         out = {self.name: {"up": self.up, "epoch": self.me, "sessions": len(self.registry.local),
-                           "self": True}}
+                           "self": True, **({"draining": True} if self.draining else {})}}
         for name, epoch in sorted(self.names.items()):
             out[name] = {"up": True, "epoch": epoch, "sessions": self.registry.count(epoch)}
         return out
