@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support import RawClient, connect
+from support import RawClient, WSClient, connect
 from test_workers import Cluster, available
 
 from xmppd.control.client import ControlFailed, call
@@ -63,6 +64,8 @@ def test_drain_of_one_process(make_server):
     enable_resumption(bob)
     alice.send("<message to='bob@localhost/phone' type='chat'><body>unacked</body></message>")
     bob.read_until("unacked.*?</message>")  # never acknowledged (no <r/>, no <a/>)
+    carol = WSClient(srv.https_port, tls=True)  # RFC 7395: the stream error, then <close/>
+    carol.login("carol")
     negotiating = RawClient(srv.port)
     negotiating.header()
 
@@ -71,14 +74,18 @@ def test_drain_of_one_process(make_server):
     state = call(control, "drain", timeout_s=4, spread_s=2)
     assert state["timeout_s"] == 4 and state["spread_s"] == 2
 
-    # the negotiating stream at once, then the two sessions one second apart (2 s / 2)
+    # the negotiating stream at once, then the three sessions 2/3 s apart (2 s / 3)
     assert SHUTDOWN in negotiating.read_closed()
-    told = {}
-    for name, client in (("alice", alice), ("bob", bob)):
+
+    def told(client) -> float:
         text = client.read_closed(timeout=10)
-        told[name] = time.monotonic()
-        assert SHUTDOWN in text and "</stream:stream>" in text, text
-    assert abs(told["bob"] - told["alice"]) >= 0.5  # spread, not all at once
+        assert SHUTDOWN in text, text
+        assert ("<close " if client is carol else "</stream:stream>") in text, text
+        return time.monotonic()
+
+    with ThreadPoolExecutor(3) as pool:
+        times = sorted(pool.map(told, (alice, bob, carol)))
+    assert times[2] - times[0] >= 1.0  # spread, not all at once
     with pytest.raises(ConnectionRefusedError):  # no new connections
         socket.create_connection(("127.0.0.1", srv.port), 2).close()
 
