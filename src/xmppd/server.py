@@ -19,6 +19,7 @@ from xmppd.c2s.stream import C2SStream
 from xmppd.cluster.node import Node
 from xmppd.cluster.redisnode import RedisNode
 from xmppd.cluster.resp import RedisError
+from xmppd.cluster.scrape import WorkerScrape
 from xmppd.control.commands import commands as control_commands
 from xmppd.control.protocol import socket_path
 from xmppd.control.server import ControlServer
@@ -130,6 +131,9 @@ class Server:
             self.node = Node(index, count, directory, self.router, self.hooks,
                              end_session=self._end_session, reload=self._reload_from_peer)
             self.node.on_drain = self._drain_from_peer
+            # a scrape of this worker answers for all (xmppd.metrics.workers)
+            self.metrics.worker = str(index)
+            self.metrics.gather = WorkerScrape(self.node, self.metrics.snapshot).gather
             await self.node.start()
             await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
         elif cfg.cluster_redis:

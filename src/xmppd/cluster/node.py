@@ -87,6 +87,8 @@ class Node:
         self._change_ids = itertools.count(1)
         #: what a peer's "drain" control runs (``xmppd drain`` asked of worker 0)
         self.on_drain: Callable[[dict[str, Any]], Any] | None = None
+        #: other control records, by name: ``handler(worker, args)`` (``cluster.scrape``)
+        self.control_handlers: dict[str, Callable[[int, dict[str, Any]], Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Node:
         stanzas = [r[2] for r in records if r[0] == codec.STANZA]
         elements: list[Element] = []
         if stanzas:
+            inbound.stanzas_in += len(stanzas)
             events = inbound.tokenizer.feed(b"".join(stanzas))
             elements = [e for e in events if isinstance(e, Element)]
             if len(elements) != len(stanzas):
@@ -328,6 +331,8 @@ class Node:
             self._reload()
         elif name == "drain" and self.on_drain is not None:
             self.on_drain(args)
+        elif name in self.control_handlers:
+            self.control_handlers[name](worker, args)
         else:
             log.warning("worker link: unknown control record %r", name)
 

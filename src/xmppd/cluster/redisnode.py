@@ -85,6 +85,7 @@ class NodeLink(RecordBuffer):
     def stanza(self, to: bytes, element: Element) -> None:
         if len(self.buffer) > MAX_PENDING_BYTES:
             self.overflowed += 1
+            self.node.overflow_bounces += 1
             self.node.router.bounce(element, "remote-server-timeout",
                                     "the recipient's node cannot be reached")
             return
@@ -112,6 +113,8 @@ class PeerState:
         self.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
         self.tokenizer.feed(_HEADER)
         self.transport = None
+        self.bytes_in = 0  # for the metrics
+        self.stanzas_in = 0
 
 
 class RedisNode(Node):
@@ -147,6 +150,10 @@ class RedisNode(Node):
         self.republished = 0  # frames that reached nobody, tried again
         self.draining = False  # mark_draining
         self._drain_ttl_ms = 0
+        # for the metrics (read at scrape time)
+        self.overflow_bounces = 0  # stanzas answered remote-server-timeout (link overflow)
+        self.reconnects = 0  # to Redis, after losing it
+        self.purges = {True: 0, False: 0}  # peer lives declared dead, by "we announced"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -304,6 +311,7 @@ class RedisNode(Node):
                 except (OSError, RedisError, TimeoutError) as exc:
                     log.debug("cluster: Redis not back yet: %s", exc)
                     continue
+                self.reconnects += 1
                 log.info("cluster: reconnected to Redis; node %s re-registered (epoch %d), "
                          "peers: %s", self.name, self.me,
                          ", ".join(sorted(self.names)) or "none")
@@ -345,6 +353,8 @@ class RedisNode(Node):
             return
         body, link.buffer = link.buffer, bytearray()
         self.published += 1
+        link.frames += 1
+        link.records_bytes += len(body)
         cmd.send("PUBLISH", link.channel, m.SENDER.pack(self.me) + body,
                  callback=lambda reply: self._published(link, body, reply))
 
@@ -439,6 +449,7 @@ class RedisNode(Node):
                 log.debug("cluster: %d records from unknown epoch %d ignored",
                           len(records), sender)
             return
+        peer.bytes_in += len(data)
         if records:
             self._records(peer, records)  # type: ignore[arg-type]
 
@@ -557,6 +568,7 @@ class RedisNode(Node):
                              epoch)
             except RedisError as exc:
                 log.warning("cluster: cannot mark epoch %d dead: %s", epoch, exc)
+        self.purges[announce] += 1
         link = self.links.get(epoch)
         if link is not None:
             link.close()
