@@ -126,24 +126,24 @@ class Server:
         self.modules.load_all(self._modules_planned)
         if not listen:
             return
-        if self.worker is not None:
-            index, count, directory = self.worker
-            self.node = Node(index, count, directory, self.router, self.hooks,
-                             end_session=self._end_session, reload=self._reload_from_peer)
-            self.node.on_drain = self._drain_from_peer
-            # a scrape of this worker answers for all (xmppd.metrics.workers)
-            self.metrics.worker = str(index)
-            self.metrics.gather = WorkerScrape(self.node, self.metrics.snapshot).gather
-            await self.node.start()
-            await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
-        elif cfg.cluster_redis:
-            node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session)
+        if cfg.cluster_redis:  # with workers, each is a cluster member of its own
+            node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session,
+                             worker=self.worker[0] if self.worker else None,
+                             reload=self._reload_from_peer)
+            self._wire_worker(node)
             try:
                 await node.start()
             except (OSError, RedisError, TimeoutError, RuntimeError) as exc:  # (no hiredis)
                 raise PreflightError(f"cluster.redis: cannot register with Redis at "
                                      f"{cfg.cluster_redis}: {exc or type(exc).__name__}") from None
             self.node = node
+        elif self.worker is not None:
+            index, count, directory = self.worker
+            self.node = Node(index, count, directory, self.router, self.hooks,
+                             end_session=self._end_session, reload=self._reload_from_peer)
+            self._wire_worker(self.node)
+            await self.node.start()
+            await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
         self._setup_tls()
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:
@@ -169,6 +169,15 @@ class Server:
             else f" as cluster node {cfg.cluster_node}" if cfg.cluster_redis else "",
             ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
+
+    def _wire_worker(self, node: Node) -> None:
+        """What a worker's node does for the whole server: a peer's drain, and the other
+        workers' samples in a scrape of this one (:mod:`xmppd.metrics.workers`)."""
+        if self.worker is None:
+            return
+        node.on_drain = self._drain_from_peer
+        self.metrics.worker = str(self.worker[0])
+        self.metrics.gather = WorkerScrape(node, self.metrics.snapshot).gather
 
     @property
     def policy(self) -> ClientPolicy | None:

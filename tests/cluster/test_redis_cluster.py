@@ -80,7 +80,7 @@ def redis_server(tmp_path_factory):
 class XmppNode:
     """``xmppd run`` as cluster node ``name``."""
 
-    def __init__(self, tmp: Path, name: str, redis: str, storage: str) -> None:
+    def __init__(self, tmp: Path, name: str, redis: str, storage: str, workers: int = 1) -> None:
         self.tmp, self.name = tmp, name
         self.port = free_port()
         self.http_port = free_port()  # /metrics
@@ -88,7 +88,7 @@ class XmppNode:
         self.config = tmp / "xmppd.toml"
         self.config.write_text(
             f'[server]\ndomains = ["localhost"]\ndata_dir = "data"\nlog_level = "info"\n'
-            f'storage = "{storage}"\n'
+            f'storage = "{storage}"\nworkers = {workers}\n'
             f'[c2s]\nlisten = ["127.0.0.1:{self.port}"]\ndirect_tls = []\nallow_plain = true\n'
             f'require_encryption = false\n[http]\nlisten = ["127.0.0.1:{self.http_port}"]\n'
             f'listen_tls = []\n[cluster]\nredis = "{redis}"\nnode = "{name}"\n'
@@ -145,7 +145,13 @@ class XmppNode:
 
 
 @pytest.fixture
-def nodes(tmp_path, redis_server, postgresql_server):
+def n1_workers() -> int:
+    """How many workers node n1 runs (a test module may override it)."""
+    return 1
+
+
+@pytest.fixture
+def nodes(tmp_path, redis_server, postgresql_server, n1_workers):
     url = postgresql_server.create_database()
 
     async def accounts() -> None:
@@ -159,7 +165,8 @@ def nodes(tmp_path, redis_server, postgresql_server):
     try:
         for name in ("n1", "n2"):
             (tmp_path / name).mkdir()
-            started.append(XmppNode(tmp_path / name, name, redis_server.url, url))
+            started.append(XmppNode(tmp_path / name, name, redis_server.url, url,
+                                    n1_workers if name == "n1" else 1))
         yield started
     finally:
         for node in started:

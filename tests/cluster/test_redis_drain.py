@@ -14,6 +14,7 @@ from test_drain import SHUTDOWN, enable_resumption
 from test_redis_cluster import (  # noqa: F401 - fixtures
     XmppNode,
     cluster_status,
+    n1_workers,
     nodes,
     pair,
     redis_server,

@@ -97,9 +97,6 @@ def cluster_problems(config: Config) -> list[str]:
         kind = "memory:" if storage.startswith("memory:") else "SQLite"
         problems.append(f"cluster.redis is set but server.storage is {kind}: the nodes must "
                         "share their storage (server.storage = \"postgresql://...\")")
-    if config.workers > 1:
-        problems.append("cluster.redis with server.workers > 1 is not supported yet: run one "
-                        "process per node")
     try:
         planned = [p.cls for p in plan(config)]
     except Exception:  # reported on its own (xmppd check, the server's start)

@@ -177,6 +177,10 @@ class Node:
             for module, value in shared.items():
                 codec.put_share(buf, full, module, value)
 
+    def workers_up(self) -> dict[int, str]:
+        """The other workers that are up: peer id -> worker number (as a label)."""
+        return {w: str(w) for w in self.inbound if self.links[w].connected.is_set()}
+
     def broadcast_control(self, name: str, args: dict[str, Any]) -> None:
         for link in self.links.values():
             link.control(name, args)

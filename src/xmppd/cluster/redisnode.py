@@ -124,10 +124,14 @@ class RedisNode(Node):
     peer_label = "node epoch"
 
     def __init__(self, config: Config, router: Router, hooks: Hooks, *,
-                 end_session: Callable[[Session, str, str | None], None]) -> None:
+                 end_session: Callable[[Session, str, str | None], None],
+                 worker: int | None = None, reload: Callable[[], Any] = lambda: None) -> None:
+        """``worker``: this process's number when the host runs several workers
+        (``server.workers``): each is a member of its own, named ``<node>/<worker>``."""
         super().__init__(0, 1, None, router, hooks,  # type: ignore[arg-type]
-                         end_session=end_session, reload=lambda: None)
-        self.name = config.cluster_node
+                         end_session=end_session, reload=reload)
+        self.host = config.cluster_node
+        self.name = self.host if worker is None else f"{self.host}/{worker}"
         self.address = redis_address(config.cluster_redis)
         self.heartbeat_s = config.cluster_heartbeat_s
         self.ttl_ms = int(config.cluster_ttl_s * 1000)
@@ -284,8 +288,18 @@ class RedisNode(Node):
         return out
 
     def broadcast_control(self, name: str, args: dict[str, Any]) -> None:
-        if name != "reload":  # each host reloads its own file
+        if name not in ("reload", "drain"):
             super().broadcast_control(name, args)
+            return
+        for epoch in self.workers_up():  # each host reloads its own file, drains itself
+            self.links[epoch].control(name, args)
+
+    def workers_up(self) -> dict[int, str]:
+        """The live other workers of this host (members named ``<node>/<i>``): epoch ->
+        worker number."""
+        prefix = self.host + "/"
+        return {epoch: name[len(prefix):] for name, epoch in self.names.items()
+                if name.startswith(prefix) and epoch in self.links}
 
     # -- Redis connection -----------------------------------------------------------------------
 

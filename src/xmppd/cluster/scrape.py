@@ -29,16 +29,19 @@ class WorkerScrape:
         self.node = node
         self.snapshot = snapshot
         self._ids = itertools.count(1)
-        #: scrapes waiting: id -> (future, {worker: snapshot}, workers asked)
-        self._waiting: dict[int, tuple[asyncio.Future, dict[str, Any], set[int]]] = {}
+        #: scrapes waiting: id -> (future, {peer: snapshot}, peers not answered yet)
+        self._waiting: dict[int, tuple[asyncio.Future, dict[int, Any], set[int]]] = {}
         self._answering: set[asyncio.Task] = set()
         node.control_handlers["metrics-ask"] = self._asked
         node.control_handlers["metrics-answer"] = self._answered
 
     async def gather(self) -> dict[str, Any]:
-        """The snapshots of the peers that are up, by worker number (as a label)."""
+        """The snapshots of the other workers that are up (``node.workers_up()``: over
+        the Unix links, or through Redis when each worker is a cluster member), by worker
+        number (as a label)."""
         node = self.node
-        asked = {w for w in node.inbound if node.links[w].connected.is_set()}
+        labels = node.workers_up()
+        asked = set(labels)
         if not asked:
             return {}
         ident = next(self._ids)
@@ -50,12 +53,12 @@ class WorkerScrape:
         try:
             await asyncio.wait_for(done, SCRAPE_TIMEOUT_S)
         except TimeoutError:
-            missing = sorted(asked - {int(w) for w in answers})
+            missing = sorted(labels[w] for w in asked if w not in answers)
             log.warning("metrics: workers %s did not send their samples in %gs: left out "
-                        "of this scrape", missing, SCRAPE_TIMEOUT_S)
+                        "of this scrape", ", ".join(missing), SCRAPE_TIMEOUT_S)
         finally:
             self._waiting.pop(ident, None)
-        return answers
+        return {labels[w]: families for w, families in answers.items()}
 
     def _asked(self, worker: int, args: dict[str, Any]) -> None:
         task = asyncio.ensure_future(self._answer(worker, args.get("id")))
@@ -78,7 +81,7 @@ class WorkerScrape:
             return  # too late: that scrape is over
         done, answers, asked = entry
         families = args.get("families")
-        answers[str(worker)] = families if isinstance(families, list) else []
+        answers[worker] = families if isinstance(families, list) else []
         asked.discard(worker)
         if not asked and not done.done():
             done.set_result(None)

@@ -65,7 +65,8 @@ def commands(server: Server) -> dict[str, Command]:
             "modules": sorted(server.modules.loaded),
             **({} if server.draining is None else {"draining": server.draining.status()}),
             **({} if server.node is None
-               else {"workers" if server.worker is not None else "cluster": server.node.status()}),
+               else {"cluster" if server.config.cluster_redis else "workers":
+                     server.node.status()}),
         }
 
     def online(domain: str | None = None) -> list[str]:
@@ -76,6 +77,11 @@ def commands(server: Server) -> dict[str, Command]:
         """The full JIDs bound on each worker (with several workers)."""
         if server.node is None or server.worker is None:
             raise CommandError("this server runs one process (server.workers = 1)")
+        sessions_by_node = getattr(server.node, "sessions_by_node", None)
+        if sessions_by_node is not None:  # each worker is a cluster member "<node>/<i>"
+            prefix = server.config.cluster_node + "/"
+            return {name[len(prefix):]: jids for name, jids in sessions_by_node().items()
+                    if name.startswith(prefix)}
         out: dict[str, list[str]] = {str(w): [] for w in range(server.node.count)}
         for session in server.router.sessions.all():
             where = getattr(session, "worker", server.node.me)
