@@ -89,6 +89,21 @@ def test_two_workers_of_a_node_are_two_members(nodes):  # noqa: F811 - the fixtu
     status = n1.control("status")
     assert {"n1/0", "n1/1", "n2"} <= set(status["cluster"]), status
 
+    # `xmppd reload` reloads both workers of n1 (not n2: each host reads its own file)
+    def reloads() -> int:
+        n1.log.flush()
+        return (n1.tmp / "xmppd.log").read_text().count("configuration reloaded")
+
+    reloaded = reloads()
+    done = subprocess.run([sys.executable, "-m", "xmppd.cli", "reload", "--config",
+                           str(n1.config)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while reloads() < reloaded + 2:
+        assert time.monotonic() < deadline, n1.logged()
+        time.sleep(0.05)
+    assert "configuration reloaded" not in n2.logged()
+
     # one scrape answers for both workers; their peers are the other members
     table = scraped(n1)
     for me, sibling in (("0", "n1/1"), ("1", "n1/0")):
