@@ -34,16 +34,25 @@ def _family(kind: type, name: str, doc: str, labels: list[str],
     return family
 
 
+def _value(kind: type, name: str, doc: str, value: float | None) -> Metric:
+    """A family of one sample, or none (``value`` None: this server has no such thing)."""
+    family = kind(PREFIX + name, doc, labels=[])
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
 def cluster_families(node: Any) -> Iterator[Metric]:
-    """The families of ``node`` (nothing without one)."""
-    if node is None:
-        return
-    links = list(node.links.values())
-    inbound = [p for p in node.inbound.values() if getattr(p, "worker", None) is not None]
+    """The families of ``node``; without one (a single process) they are declared with
+    no samples, so that dashboards name the same metrics everywhere."""
+    links = [] if node is None else list(node.links.values())
+    inbound = [] if node is None else [p for p in node.inbound.values()
+                                       if getattr(p, "worker", None) is not None]
     redis = hasattr(node, "reconnects")
-    if redis:
-        up = len(node.names)
-        states = [(["up"], up)]
+    if node is None:
+        states = []
+    elif redis:
+        states = [(["up"], len(node.names))]
     else:
         up = sum(1 for w in node.links if w in node.inbound)
         states = [(["up"], up), (["down"], len(node.links) - up)]
@@ -68,25 +77,24 @@ def cluster_families(node: Any) -> Iterator[Metric]:
     yield _family(GaugeMetricFamily, "remote_sessions", "sessions of each peer in this "
                   "process's replica of the registry", ["peer"],
                   [([_peer(link)], node.registry.count(link.worker)) for link in links])
-    yield CounterMetricFamily(PREFIX + "rerouted_stanzas", "stanzas a peer sent for a "
-                              "session that had left meanwhile, routed again here",
-                              value=node.rerouted)
-    yield CounterMetricFamily(PREFIX + "handed_stanzas", "stanzas handed as they are to "
-                              "their owner (room, service, PEP account) on a peer",
-                              value=node.forwarded_on)
-    if not redis:
-        return
-    yield GaugeMetricFamily(PREFIX + "redis_connected", "1 while this node is registered "
-                            "in Redis", value=1 if node.up else 0)
-    yield CounterMetricFamily(PREFIX + "redis_reconnects", "reconnections to Redis after "
-                              "losing it", value=node.reconnects)
-    yield CounterMetricFamily(PREFIX + "overflow_bounces", "stanzas for a peer answered "
-                              "remote-server-timeout: its pending buffer was full (Redis "
-                              "away too long)", value=node.overflow_bounces)
-    yield CounterMetricFamily(PREFIX + "republished_frames", "published messages that "
-                              "reached no subscriber, kept and tried again",
-                              value=node.republished)
+    yield _value(CounterMetricFamily, "rerouted_stanzas", "stanzas a peer sent for a "
+                 "session that had left meanwhile, routed again here",
+                 None if node is None else node.rerouted)
+    yield _value(CounterMetricFamily, "handed_stanzas", "stanzas handed as they are to "
+                 "their owner (room, service, PEP account) on a peer",
+                 None if node is None else node.forwarded_on)
+    yield _value(GaugeMetricFamily, "redis_connected", "1 while this node is registered in "
+                 "Redis", (1 if node.up else 0) if redis else None)
+    yield _value(CounterMetricFamily, "redis_reconnects", "reconnections to Redis after "
+                 "losing it", node.reconnects if redis else None)
+    yield _value(CounterMetricFamily, "overflow_bounces", "stanzas for a peer answered "
+                 "remote-server-timeout: its pending buffer was full (Redis away too long)",
+                 node.overflow_bounces if redis else None)
+    yield _value(CounterMetricFamily, "republished_frames", "published messages that "
+                 "reached no subscriber, kept and tried again",
+                 node.republished if redis else None)
     yield _family(CounterMetricFamily, "purges", "peer lives declared dead here (announced: "
                   "this node took the dead mark, announced their sessions' end and deleted "
                   "their rows)", ["announced"],
-                  [(["true" if k else "false"], n) for k, n in node.purges.items()])
+                  [(["true" if k else "false"], n) for k, n in node.purges.items()]
+                  if redis else [])
