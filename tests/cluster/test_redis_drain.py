@@ -36,7 +36,7 @@ def test_drained_node_leaves_cleanly(nodes):  # noqa: F811 - the fixture
     enable_resumption(carol)
     n2.knows("carol@localhost/phone", "n1")
 
-    done = subprocess.run([sys.executable, "-m", "xmppd.cli", "drain", "--timeout", "6",
+    done = subprocess.run([sys.executable, "-m", "xmppd.cli", "drain", "--timeout", "10",
                            "--spread", "0.5", "--config", str(n1.config)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "draining: 2 session(s)" in done.stdout, done.stderr

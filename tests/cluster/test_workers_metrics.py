@@ -5,6 +5,9 @@ stanzas."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,6 +60,18 @@ def test_a_scrape_of_either_worker_answers_for_both(tmp_path):
                 assert at(table, "xmppd_stanzas_routed_total", kind="message",
                           outcome="forwarded", worker=me) >= 1
         assert scraped_by and scraped_by <= {"0", "1"}
+
+        # a worker that is gone is left out; the scrape still answers
+        killed = cluster.wait_up()["1"]["pid"]
+        os.kill(killed, signal.SIGKILL)
+        for _attempt in range(20):  # (a connection the dying worker accepted is reset)
+            try:
+                table = scraped(cluster)
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert at(table, "process_resident_memory_bytes", worker="0") > 0
+        cluster.wait_up(pids={killed})  # restarted by the supervisor
         alice.close()
         bob.close()
     finally:
