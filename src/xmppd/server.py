@@ -326,11 +326,9 @@ class Server:
         loop.add_signal_handler(signal.SIGUSR1, drain_asked.set)
         await self.start()
         started.set()
-        if drain_asked.is_set():
+        loop.add_signal_handler(signal.SIGUSR1, self.drain)  # (replaces the one above)
+        if drain_asked.is_set():  # it came while starting
             self.drain()
-        drain_asked.clear()
-        loop.remove_signal_handler(signal.SIGUSR1)
-        loop.add_signal_handler(signal.SIGUSR1, self.drain)
         waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.drained.wait())}
         _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
