@@ -341,12 +341,12 @@ def cmd_drain(config: Config, args: argparse.Namespace) -> int:
         return 1
     print(f"draining: {state['sessions_left']} session(s) asked to reconnect over "
           f"{state['spread_s']:g}s; the server stops within {state['timeout_s']:g}s")
-    if args.wait:
+    if args.wait:  # until the process (the supervisor, with workers) let go of its lock
+        from xmppd.preflight import lock_holder
+
         deadline = time.monotonic() + state["timeout_s"] + 60
         while time.monotonic() < deadline:
-            try:
-                _control(config, "status")
-            except ControlUnavailable:
+            if lock_holder(config.data_dir) is None:
                 print("drained: the server has stopped")
                 return 0
             time.sleep(0.2)
