@@ -21,6 +21,7 @@ RANK = {
     "transport": 3, "c2s": 4, "web": 4, "s2s": 4, "component": 4,
     "core": 5, "modules": 6, "cluster": 6,
     "control": 7, "server": 7, "preflight": 7, "configref": 7, "certcheck": 7, "reload": 7,
+    "drain": 7,
     "cli": 8, "__init__": 0,
     "logs": 0, "metrics": 0,
 }

@@ -327,6 +327,44 @@ def cmd_announce(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(config: Config, args: argparse.Namespace) -> int:
+    """Start a graceful drain of the running server (``xmppd.drain``); it exits by itself
+    once drained.  With ``--wait``, return only then."""
+    import time
+
+    from xmppd.control.client import ControlUnavailable
+
+    try:
+        state = _control(config, "drain", timeout_s=args.timeout, spread_s=args.spread)
+    except ControlUnavailable as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    print(f"draining: {state['sessions_left']} session(s) asked to reconnect over "
+          f"{state['spread_s']:g}s; the server stops within {state['timeout_s']:g}s")
+    if args.wait:  # until the process (the supervisor, with workers) let go of its lock
+        from xmppd.preflight import lock_holder
+
+        deadline = time.monotonic() + state["timeout_s"] + 60
+        while time.monotonic() < deadline:
+            if lock_holder(config.data_dir) is None:
+                print("drained: the server has stopped")
+                return 0
+            time.sleep(0.2)
+        print("xmppd: the server did not stop in time", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     from xmppd.core.config import MAX_WORKERS
 
@@ -371,8 +409,8 @@ def cmd_cluster(config: Config, args: argparse.Namespace) -> int:
     width = max(len("node"), *(len(n["node"]) for n in nodes))
     print(f"{'node':<{width}}  {'epoch':>16}  alive  sessions")
     for n in nodes:
-        print(f"{n['node']:<{width}}  {n['epoch']:>16}  {'yes' if n['alive'] else 'no':<5}  "
-              f"{n['sessions']:>8}")
+        alive = ("draining" if n.get("draining") else "yes") if n["alive"] else "no"
+        print(f"{n['node']:<{width}}  {n['epoch']:>16}  {alive:<5}  {n['sessions']:>8}")
     return 0
 
 
@@ -636,6 +674,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with server.workers > 1)")
     sub.add_parser("reload", parents=[common], help="make the running server read its "
                    "configuration file again (as SIGHUP does)")
+    drain = sub.add_parser("drain", parents=[common], help="stop accepting connections, ask "
+                           "the clients to reconnect elsewhere, then stop (as SIGUSR1 does)")
+    drain.add_argument("--timeout", type=_seconds, metavar="S", help="serve detached "
+                       "sessions awaiting resumption elsewhere at most this long (default: "
+                       "server.drain_timeout_s)")
+    drain.add_argument("--spread", type=_seconds, metavar="S", help="ask the clients to go "
+                       "over this long (default: server.drain_spread_s)")
+    drain.add_argument("--wait", action="store_true", help="return once the server stopped")
     imp = sub.add_parser("import-accounts", parents=[common],
                          help="create accounts from 'user@domain<TAB>password' lines")
     imp.add_argument("file", help="the file to read, or - for stdin")
@@ -690,6 +736,7 @@ COMMANDS = {
     "online": cmd_online,
     "workers": cmd_workers,
     "reload": cmd_reload,
+    "drain": cmd_drain,
     "cert": cmd_cert,
     "announce": cmd_announce,
     "invite": cmd_invite,

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LIVE_FIELDS = frozenset({
     "domains", "log_level", "log_format", "require_encryption", "allow_plain",
     "certificates", "limits", "modules_enabled", "modules_disabled", "modules_options",
+    "drain_timeout_s", "drain_spread_s",  # read when a drain starts
 })
 
 

@@ -19,6 +19,7 @@ from xmppd.c2s.stream import C2SStream
 from xmppd.cluster.node import Node
 from xmppd.cluster.redisnode import RedisNode
 from xmppd.cluster.resp import RedisError
+from xmppd.cluster.scrape import WorkerScrape
 from xmppd.control.commands import commands as control_commands
 from xmppd.control.protocol import socket_path
 from xmppd.control.server import ControlServer
@@ -27,6 +28,7 @@ from xmppd.core.hooks import Hooks
 from xmppd.core.manager import ModuleManager, plan
 from xmppd.core.router import Router
 from xmppd.core.session import Session, Transport
+from xmppd.drain import Drain
 from xmppd.eager import start_eagerly
 from xmppd.jid import JID
 from xmppd.metrics.collector import ServerMetrics
@@ -94,6 +96,10 @@ class Server:
         self._peer_reloads: set[asyncio.Future] = set()
         self._listeners: list[asyncio.AbstractServer] = []
         self.control: ControlServer | None = None
+        #: the drain under way (:mod:`xmppd.drain`), if any
+        self.draining: Drain | None = None
+        self._drain_task: asyncio.Task | None = None
+        self.drained = asyncio.Event()  # set when a drain is over: then stop
         self._stopped = asyncio.Event()
         self.addresses: dict[str, list[tuple[str, int]]] = defaultdict(list)
         # Read at scrape time from the objects above (router, connections, throttle,
@@ -120,14 +126,11 @@ class Server:
         self.modules.load_all(self._modules_planned)
         if not listen:
             return
-        if self.worker is not None:
-            index, count, directory = self.worker
-            self.node = Node(index, count, directory, self.router, self.hooks,
-                             end_session=self._end_session, reload=self._reload_from_peer)
-            await self.node.start()
-            await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
-        elif cfg.cluster_redis:
-            node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session)
+        if cfg.cluster_redis:  # with workers, each is a cluster member of its own
+            node = RedisNode(cfg, self.router, self.hooks, end_session=self._end_session,
+                             worker=self.worker[0] if self.worker else None,
+                             reload=self._reload_from_peer)
+            self._wire_worker(node)
             self.node = node  # (what peers send while it loads them may need it already)
             try:
                 await node.start()
@@ -135,6 +138,13 @@ class Server:
                 self.node = None
                 raise PreflightError(f"cluster.redis: cannot register with Redis at "
                                      f"{cfg.cluster_redis}: {exc or type(exc).__name__}") from None
+        elif self.worker is not None:
+            index, count, directory = self.worker
+            self.node = Node(index, count, directory, self.router, self.hooks,
+                             end_session=self._end_session, reload=self._reload_from_peer)
+            self._wire_worker(self.node)
+            await self.node.start()
+            await self.node.wait_peers(2.0)  # not required: a late peer gets a snapshot
         self._setup_tls()
         self._client_policy = self.client_policy()
         for listener in cfg.c2s:
@@ -160,6 +170,15 @@ class Server:
             else f" as cluster node {cfg.cluster_node}" if cfg.cluster_redis else "",
             ", ".join(cfg.domains), _redact(cfg.storage_url), implementation(),
         )
+
+    def _wire_worker(self, node: Node) -> None:
+        """What a worker's node does for the whole server: a peer's drain, and the other
+        workers' samples in a scrape of this one (:mod:`xmppd.metrics.workers`)."""
+        if self.worker is None:
+            return
+        node.on_drain = self._drain_from_peer
+        self.metrics.worker = str(self.worker[0])
+        self.metrics.gather = WorkerScrape(node, self.metrics.snapshot).gather
 
     @property
     def policy(self) -> ClientPolicy | None:
@@ -234,8 +253,31 @@ class Server:
 
         return close, addresses
 
+    def close_listeners(self) -> None:
+        """Accept no new connection (what is connected stays)."""
+        for srv in self._listeners:
+            srv.close()
+
+    def drain(self, timeout_s: float | None = None, spread_s: float | None = None) -> Drain:
+        """Start a graceful drain (:mod:`xmppd.drain`; defaults: ``server.drain_timeout_s``
+        and ``server.drain_spread_s``); a drain under way is returned as it is."""
+        if self.draining is None:
+            self.draining = Drain(self, self.config.drain_timeout_s if timeout_s is None
+                                  else timeout_s,
+                                  self.config.drain_spread_s if spread_s is None else spread_s)
+            self._drain_task = asyncio.ensure_future(self.draining.run())
+            self._drain_task.add_done_callback(self._drain_done)
+        return self.draining
+
+    def _drain_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the drain failed; stopping now", exc_info=task.exception())
+        self.drained.set()
+
     async def stop(self) -> None:
         """Close every stream with ``<system-shutdown/>`` and the storage cleanly."""
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()  # SIGTERM during a drain: stop now
         await self.hooks.fire("server-stopping", self)
         self.metrics.stop()
         if self.control is not None:
@@ -280,10 +322,20 @@ class Server:
 
         # SIGHUP: reload, once started (installed now: its default action ends the process)
         loop.add_signal_handler(signal.SIGHUP, hangup)
+        # SIGUSR1: drain (xmppd.drain) with the configured times, then stop and exit 0
+        drain_asked = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, drain_asked.set)
         await self.start()
         started.set()
-        await stop.wait()
-        log.info("signal received, shutting down")
+        loop.add_signal_handler(signal.SIGUSR1, self.drain)  # (replaces the one above)
+        if drain_asked.is_set():  # it came while starting
+            self.drain()
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.drained.wait())}
+        _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        log.info("drained, shutting down" if self.drained.is_set()
+                 else "signal received, shutting down")
         await self.stop()
 
     async def reload(self, config: Config | None = None) -> dict[str, Any]:
@@ -371,6 +423,12 @@ class Server:
         """End a local session's stream and unbind it now (another worker's bind won)."""
         session.stream_error(condition, text)
         self.session_ended(session, False)
+
+    def _drain_from_peer(self, args: dict[str, Any]) -> None:
+        """``xmppd drain`` asked worker 0, which tells every worker (its times or None)."""
+        timeout, spread = args.get("timeout_s"), args.get("spread_s")
+        self.drain(float(timeout) if isinstance(timeout, (int, float)) else None,
+                   float(spread) if isinstance(spread, (int, float)) else None)
 
     def _reload_from_peer(self) -> None:
         """Another worker was asked to reload (``xmppd reload``): so is this one."""

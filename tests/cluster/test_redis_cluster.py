@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from support import _creds
 from test_workers import MODULES, Client, available, free_port, subscribe
+from test_workers_metrics import at, scraped
 
 from xmppd.control.client import ControlUnavailable, call
 from xmppd.storage import open_storage
@@ -80,18 +81,19 @@ class XmppNode:
     """``xmppd run`` as cluster node ``name``."""
 
     def __init__(self, tmp: Path, name: str, redis: str, storage: str,
-                 modules: list[str] = MODULES) -> None:
+                 modules: list[str] = MODULES, workers: int = 1) -> None:
         self.tmp, self.name, self.storage = tmp, name, storage
         self.port = free_port()
+        self.http_port = free_port()  # /metrics
         self.data = tmp / "data"
         self.config = tmp / "xmppd.toml"
         self.config.write_text(
             f'[server]\ndomains = ["localhost"]\ndata_dir = "data"\nlog_level = "info"\n'
-            f'storage = "{storage}"\n'
+            f'storage = "{storage}"\nworkers = {workers}\n'
             f'[c2s]\nlisten = ["127.0.0.1:{self.port}"]\ndirect_tls = []\nallow_plain = true\n'
-            f'require_encryption = false\n[http]\nlisten = []\nlisten_tls = []\n'
-            f'[cluster]\nredis = "{redis}"\nnode = "{name}"\n'
-            f'[modules]\nenabled = {modules!r}\n'.replace("'", '"'))
+            f'require_encryption = false\n[http]\nlisten = ["127.0.0.1:{self.http_port}"]\n'
+            f'listen_tls = []\n[cluster]\nredis = "{redis}"\nnode = "{name}"\n'
+            f'[modules]\nenabled = {[*modules, "metrics"]!r}\n'.replace("'", '"'))
         self.log = open(tmp / "xmppd.log", "a")  # noqa: SIM115 - closed in stop()
         self.start()
 
@@ -144,9 +146,11 @@ class XmppNode:
 
 
 def run_nodes(tmp: Path, redis: RedisServer, postgresql_server, names: tuple[str, ...],
-              modules: list[str] = MODULES, users: tuple[str, ...] = USERS):
+              modules: list[str] = MODULES, users: tuple[str, ...] = USERS,
+              workers: dict[str, int] | None = None):
     """A fixture's body: a new database with ``users``, then ``names`` started in that
-    order (the first is the oldest); yields them, stops them (kill -9 ones are fine)."""
+    order (the first is the oldest; ``workers``: how many a node runs, default 1); yields
+    them, stops them (kill -9 ones are fine)."""
     url = postgresql_server.create_database()
 
     async def accounts() -> None:
@@ -160,7 +164,8 @@ def run_nodes(tmp: Path, redis: RedisServer, postgresql_server, names: tuple[str
     try:
         for name in names:
             (tmp / name).mkdir()
-            started.append(XmppNode(tmp / name, name, redis.url, url, modules))
+            started.append(XmppNode(tmp / name, name, redis.url, url, modules,
+                                    (workers or {}).get(name, 1)))
         yield started
     finally:
         for node in started:
@@ -170,8 +175,15 @@ def run_nodes(tmp: Path, redis: RedisServer, postgresql_server, names: tuple[str
 
 
 @pytest.fixture
-def nodes(tmp_path, redis_server, postgresql_server):
-    yield from run_nodes(tmp_path, redis_server, postgresql_server, ("n1", "n2"))
+def n1_workers() -> int:
+    """How many workers node n1 runs (a test module may override it)."""
+    return 1
+
+
+@pytest.fixture
+def nodes(tmp_path, redis_server, postgresql_server, n1_workers):
+    yield from run_nodes(tmp_path, redis_server, postgresql_server, ("n1", "n2"),
+                         workers={"n1": n1_workers})
 
 
 def cluster_status(node: XmppNode) -> str:
@@ -225,6 +237,16 @@ def test_messages_and_presence_across_nodes(nodes):
     lines = {line.split()[0]: line.split() for line in status.splitlines()[1:]}
     assert lines["n1"][1:] == [str(n1.epoch), "yes", "1"], status
     assert lines["n2"][1:] == [str(n2.epoch), "yes", "1"], status
+    # the cluster layer's metrics, peers labelled by node name
+    table = scraped(n1)
+    assert at(table, "xmppd_cluster_peers", state="up") == 1
+    assert at(table, "xmppd_cluster_redis_connected") == 1
+    assert at(table, "xmppd_cluster_remote_sessions", peer="n2") == 1
+    for direction in ("sent", "received"):
+        assert at(table, f"xmppd_cluster_link_{direction}_stanzas_total", peer="n2") >= 3
+        assert at(table, f"xmppd_cluster_link_{direction}_bytes_total", peer="n2") > 0
+    assert at(table, "xmppd_cluster_link_pending_bytes", peer="n2") == 0
+    assert at(table, "xmppd_cluster_overflow_bounces_total") == 0
 
     # bob leaves: alice gets his unavailable presence; a message to him goes offline
     bob.send("</stream:stream>")
@@ -245,6 +267,7 @@ def test_killed_node_is_purged_and_restarts_with_a_new_epoch(nodes):
     log.warning("kill -9 to bob's unavailable presence on the other node: %.1f s", detected)
     print(f"\npurge detected after {detected:.1f} s")
     assert "b2" not in str(n1.control("cluster")["nodes"])
+    assert at(scraped(n1), "xmppd_cluster_purges_total", announced="true") == 1
     alice.send("<message to='bob@localhost' type='chat' id='off1'>"
                "<body>while you were down</body></message>")
     time.sleep(0.5)  # stored (no error comes back: offline storage took it)
@@ -287,6 +310,9 @@ def test_redis_restart_nodes_register_again(nodes, redis_server):
             break
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
+    table = scraped(n1)
+    assert at(table, "xmppd_cluster_redis_reconnects_total") >= 1
+    assert at(table, "xmppd_cluster_redis_connected") == 1
     for c in (alice, bob, carol):
         c.close()
 

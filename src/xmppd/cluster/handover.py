@@ -243,7 +243,7 @@ class HandOvers:
         holding.timer = asyncio.get_running_loop().call_later(DRAIN_S, self.drained, full)
         session.attach(holding)  # type: ignore[arg-type]
         self.holding[full] = session
-        link.control("drain", {"jid": full})
+        link.control("handover-flush", {"jid": full})
 
     def drained(self, full: Any) -> None:
         """The drain marker of ``full`` is back (or its time is up): release the session."""
@@ -266,7 +266,7 @@ class HandOvers:
         forwarded), so it goes back now, after that."""
         link = self.node.links.get(peer)
         if link is not None:
-            link.control("drained", {"jid": full})
+            link.control("handover-flushed", {"jid": full})
 
     def hand_over(self, session: Session, peer: int) -> int:
         """Forward what reaches ``session`` to ``peer`` from now on; its bind stamp (the

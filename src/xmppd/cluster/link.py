@@ -35,8 +35,13 @@ class RecordBuffer:
     def __init__(self) -> None:
         self.buffer = bytearray()
         self._scheduled = False
+        # for the metrics (read at scrape time): stanzas buffered, frames and bytes sent
+        self.stanzas = 0
+        self.frames = 0
+        self.records_bytes = 0
 
     def stanza(self, to: bytes, element: Element) -> None:
+        self.stanzas += 1
         codec.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
         if not self._scheduled:
             self._schedule()
@@ -83,8 +88,6 @@ class PeerLink(RecordBuffer, asyncio.Protocol):
         self._stopped = False
         self._task: asyncio.Task | None = None
         self.connected = asyncio.Event()
-        self.frames = 0
-        self.records_bytes = 0
 
     @property
     def closed(self) -> bool:
@@ -169,11 +172,14 @@ class Inbound(asyncio.Protocol):
         self.epoch: str | None = None
         #: the peer's stanzas are parsed by one stream tokenizer per connection
         self.tokenizer: Any = None
+        self.bytes_in = 0  # for the metrics
+        self.stanzas_in = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         try:
             records = self.decoder.feed(data)
         except codec.CodecError as exc:

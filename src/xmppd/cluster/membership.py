@@ -11,6 +11,8 @@ database number in ``cluster.redis``):
 ``nodes``             hash: node name → the epoch it last registered (status, purge)
 ``sessions:<epoch>``  hash: full JID → the records of one session of that node life (its
                       bind, its shared facts: :mod:`~xmppd.cluster.codec`)
+``draining:<epoch>``  set while that node life drains (``xmppd drain``), expiring after the
+                      drain's timeout plus ``cluster.ttl_s``; deleted when it leaves
 ``dead:<epoch>``      set by the one survivor that purges a node life (``NX``: the lock that
                       makes it the only one announcing the sessions' end); a node that finds
                       its own there was declared dead and takes a new epoch
@@ -73,6 +75,10 @@ def dead_key(epoch: int) -> str:
     return f"{PREFIX}dead:{epoch}"
 
 
+def draining_key(epoch: int) -> str:
+    return f"{PREFIX}draining:{epoch}"
+
+
 def inbox(epoch: int) -> str:
     return f"{PREFIX}to:{epoch}"
 
@@ -87,9 +93,6 @@ def cluster_problems(config: Config) -> list[str]:
         kind = "memory:" if storage.startswith("memory:") else "SQLite"
         problems.append(f"cluster.redis is set but server.storage is {kind}: the nodes must "
                         "share their storage (server.storage = \"postgresql://...\")")
-    if config.workers > 1:
-        problems.append("cluster.redis with server.workers > 1 is not supported yet: run one "
-                        "process per node")
     try:
         planned = [p.cls for p in plan(config)]
     except Exception:  # reported on its own (xmppd check, the server's start)
@@ -107,8 +110,8 @@ def cluster_problems(config: Config) -> list[str]:
 
 
 async def cluster_status(url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Every node Redis knows: name, epoch, alive (its heartbeat holds that epoch), and
-    the sessions of that life.  OSError/RedisError when Redis cannot be asked."""
+    """Every node Redis knows: name, epoch, alive (its heartbeat holds that epoch), the
+    sessions of that life, and whether it is draining.  OSError/RedisError when Redis cannot be asked."""
     host, port, db = redis_address(url)
     conn = await RedisConnection.open(host, port, db, timeout=timeout)
     try:
@@ -116,13 +119,16 @@ async def cluster_status(url: str, timeout: float = 5.0) -> list[dict[str, Any]]
         nodes = sorted((flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2))
         beats = [conn.call("GET", heartbeat_key(name)) for name, _ in nodes]
         counts = [conn.call("HLEN", sessions_key(epoch)) for _, epoch in nodes]
+        drains = [conn.call("EXISTS", draining_key(epoch)) for _, epoch in nodes]
         beats_done = await asyncio.wait_for(asyncio.gather(*beats), timeout)
         counts_done = await asyncio.wait_for(asyncio.gather(*counts), timeout)
+        drains_done = await asyncio.wait_for(asyncio.gather(*drains), timeout)
     finally:
         conn.close()
     return [{"node": name, "epoch": epoch, "alive": beat is not None and int(beat) == epoch,
-             "sessions": count}
-            for (name, epoch), beat, count in zip(nodes, beats_done, counts_done, strict=True)]
+             "sessions": count, "draining": bool(draining)}
+            for (name, epoch), beat, count, draining
+            in zip(nodes, beats_done, counts_done, drains_done, strict=True)]
 
 
 __all__ = ["RedisError", "cluster_problems", "cluster_status"]

@@ -93,6 +93,10 @@ class Node:
         #: the peer whose records are being handled now (a session taken over lets its
         #: old holder's stanzas through first: handover.Holding)
         self.receiving_from: int | None = None
+        #: what a peer's "drain" control runs (``xmppd drain`` asked of worker 0)
+        self.on_drain: Callable[[dict[str, Any]], Any] | None = None
+        #: other control records, by name: ``handler(worker, args)`` (``cluster.scrape``)
+        self.control_handlers: dict[str, Callable[[int, dict[str, Any]], Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -183,6 +187,10 @@ class Node:
             for module, value in shared.items():
                 codec.put_share(buf, full, module, value)
 
+    def workers_up(self) -> dict[int, str]:
+        """The other workers that are up: peer id -> worker number (as a label)."""
+        return {w: str(w) for w in self.inbound if self.links[w].connected.is_set()}
+
     def broadcast_control(self, name: str, args: dict[str, Any]) -> None:
         for link in self.links.values():
             link.control(name, args)
@@ -258,6 +266,7 @@ class Node:
         stanzas = [r[2] for r in records if r[0] == codec.STANZA]
         elements: list[Element] = []
         if stanzas:
+            inbound.stanzas_in += len(stanzas)
             events = inbound.tokenizer.feed(b"".join(stanzas))
             elements = [e for e in events if isinstance(e, Element)]
             if len(elements) != len(stanzas):
@@ -357,10 +366,14 @@ class Node:
             self.requests.requested(worker, args)
         elif name == "reply":
             self.requests.answered(worker, args)
-        elif name == "drain":
+        elif name == "handover-flush":
             self.handovers.drain(worker, args.get("jid"))
-        elif name == "drained":
+        elif name == "handover-flushed":
             self.handovers.drained(args.get("jid"))
+        elif name == "drain" and self.on_drain is not None:
+            self.on_drain(args)
+        elif name in self.control_handlers:
+            self.control_handlers[name](worker, args)
         else:
             log.warning("worker link: unknown control record %r", name)
 

@@ -85,6 +85,7 @@ class NodeLink(RecordBuffer):
     def stanza(self, to: bytes, element: Element) -> None:
         if len(self.buffer) > MAX_PENDING_BYTES:
             self.overflowed += 1
+            self.node.overflow_bounces += 1
             self.node.router.bounce(element, "remote-server-timeout",
                                     "the recipient's node cannot be reached")
             return
@@ -112,6 +113,8 @@ class PeerState:
         self.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
         self.tokenizer.feed(_HEADER)
         self.transport = None
+        self.bytes_in = 0  # for the metrics
+        self.stanzas_in = 0
 
 
 class RedisNode(Node):
@@ -121,10 +124,14 @@ class RedisNode(Node):
     peer_label = "node epoch"
 
     def __init__(self, config: Config, router: Router, hooks: Hooks, *,
-                 end_session: Callable[[Session, str, str | None], None]) -> None:
+                 end_session: Callable[[Session, str, str | None], None],
+                 worker: int | None = None, reload: Callable[[], Any] = lambda: None) -> None:
+        """``worker``: this process's number when the host runs several workers
+        (``server.workers``): each is a member of its own, named ``<node>/<worker>``."""
         super().__init__(0, 1, None, router, hooks,  # type: ignore[arg-type]
-                         end_session=end_session, reload=lambda: None)
-        self.name = config.cluster_node
+                         end_session=end_session, reload=reload)
+        self.host = config.cluster_node
+        self.name = self.host if worker is None else f"{self.host}/{worker}"
         self.address = redis_address(config.cluster_redis)
         self.heartbeat_s = config.cluster_heartbeat_s
         self.ttl_ms = int(config.cluster_ttl_s * 1000)
@@ -145,6 +152,12 @@ class RedisNode(Node):
         self._stopped = False
         self.published = 0  # frames published to peers
         self.republished = 0  # frames that reached nobody, tried again
+        self.draining = False  # mark_draining
+        self._drain_ttl_ms = 0
+        # for the metrics (read at scrape time)
+        self.overflow_bounces = 0  # stanzas answered remote-server-timeout (link overflow)
+        self.reconnects = 0  # to Redis, after losing it
+        self.purges = {True: 0, False: 0}  # peer lives declared dead, by "we announced"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -228,6 +241,8 @@ class RedisNode(Node):
             cmd.send("HSET", m.sessions_key(me), *rows)
         cmd.send("HSET", m.NODES_KEY, self.name, me)
         cmd.send("SET", m.heartbeat_key(self.name), me, "PX", self.ttl_ms)
+        if self.draining:
+            cmd.send("SET", m.draining_key(me), self.name, "PX", self._drain_ttl_ms)
         self._dirty.clear()
         self._bcast.clear()
         join = bytearray()
@@ -251,7 +266,9 @@ class RedisNode(Node):
             codec.put_control(leave, "leave", {"name": self.name})
             cmd.send("EVAL", m.FORGET, 2, m.NODES_KEY, m.sessions_key(self.me), self.name,
                      self.me)
-            cmd.send("DEL", m.heartbeat_key(self.name))
+            for link in self.links.values():  # what this iteration routed to peers goes first
+                link.flush()
+            cmd.send("DEL", m.heartbeat_key(self.name), m.draining_key(self.me))
             cmd.send("PUBLISH", m.REGISTRY_CHANNEL, m.SENDER.pack(self.me) + leave)
         self.up = False
         for link in self.links.values():
@@ -260,10 +277,18 @@ class RedisNode(Node):
             if conn is not None:
                 conn.close()
 
+    def mark_draining(self, timeout_s: float) -> None:
+        """Show this node as draining in ``xmppd cluster status`` (until it leaves, or the
+        drain's end plus a TTL if it dies meanwhile)."""
+        self.draining = True
+        self._drain_ttl_ms = int(timeout_s * 1000) + self.ttl_ms
+        if self.cmd is not None and self.up:  # else set when it registers again
+            self.cmd.send("SET", m.draining_key(self.me), self.name, "PX", self._drain_ttl_ms)
+
     def status(self) -> dict[str, Any]:
         """This node and its live peers: epoch and session count (control ``status``)."""
         out = {self.name: {"up": self.up, "epoch": self.me, "sessions": len(self.registry.local),
-                           "self": True}}
+                           "self": True, **({"draining": True} if self.draining else {})}}
         for name, epoch in sorted(self.names.items()):
             out[name] = {"up": True, "epoch": epoch, "sessions": self.registry.count(epoch)}
         return out
@@ -276,8 +301,18 @@ class RedisNode(Node):
         return out
 
     def broadcast_control(self, name: str, args: dict[str, Any]) -> None:
-        if name != "reload":  # each host reloads its own file
+        if name not in ("reload", "drain"):
             super().broadcast_control(name, args)
+            return
+        for epoch in self.workers_up():  # each host reloads its own file, drains itself
+            self.links[epoch].control(name, args)
+
+    def workers_up(self) -> dict[int, str]:
+        """The live other workers of this host (members named ``<node>/<i>``): epoch ->
+        worker number."""
+        prefix = self.host + "/"
+        return {epoch: name[len(prefix):] for name, epoch in self.names.items()
+                if name.startswith(prefix) and epoch in self.links}
 
     # -- Redis connection -----------------------------------------------------------------------
 
@@ -303,6 +338,7 @@ class RedisNode(Node):
                 except (OSError, RedisError, TimeoutError) as exc:
                     log.debug("cluster: Redis not back yet: %s", exc)
                     continue
+                self.reconnects += 1
                 log.info("cluster: reconnected to Redis; node %s re-registered (epoch %d), "
                          "peers: %s", self.name, self.me,
                          ", ".join(sorted(self.names)) or "none")
@@ -344,6 +380,8 @@ class RedisNode(Node):
             return
         body, link.buffer = link.buffer, bytearray()
         self.published += 1
+        link.frames += 1
+        link.records_bytes += len(body)
         cmd.send("PUBLISH", link.channel, m.SENDER.pack(self.me) + body,
                  callback=lambda reply: self._published(link, body, reply))
 
@@ -447,6 +485,7 @@ class RedisNode(Node):
                 log.debug("cluster: %d records from unknown epoch %d ignored",
                           len(records), sender)
             return
+        peer.bytes_in += len(data)
         if records:
             self._records(peer, records)  # type: ignore[arg-type]
 
@@ -568,6 +607,7 @@ class RedisNode(Node):
                              epoch)
             except RedisError as exc:
                 log.warning("cluster: cannot mark epoch %d dead: %s", epoch, exc)
+        self.purges[announce] += 1
         link = self.links.get(epoch)
         if link is not None:
             link.close()

@@ -5,7 +5,11 @@ its lock, which it holds; the server secret; generated certificates; the databas
 schema), creates the owner-only directory of the workers' sockets, starts N workers
 (``python -m xmppd.cli run --worker I --workers N``, the same interpreter and
 environment), restarts one that dies with a growing delay, forwards SIGHUP (reload) and
-stops them all on SIGTERM/SIGINT.  Worker 0 answers the control socket.
+stops them all on SIGTERM/SIGINT.  Worker 0 answers the control socket.  A drain
+(:mod:`xmppd.drain`): SIGUSR1 is forwarded to every worker; SIGUSR2 (what worker 0 sends
+when ``xmppd drain`` asked it, having told the others itself) only means "they drain";
+either way no worker is restarted from then on, and the supervisor exits 0 once all
+have exited.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Supervisor:
         self.failures: dict[int, int] = {}
         self.ever_ran: set[int] = set()
         self.stopping = asyncio.Event()
+        self.draining = False
         self.status = 0
 
     def command(self, index: int) -> list[str]:
@@ -91,6 +96,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGUSR1, self._drain, True)
+        loop.add_signal_handler(signal.SIGUSR2, self._drain, False)
         tasks = [asyncio.ensure_future(self._keep(i)) for i in range(self.count)]
         await self.stopping.wait()
         log.info("stopping %d workers", self.count)
@@ -107,6 +114,13 @@ class Supervisor:
             task.cancel()
         log.info("xmppd supervisor stopped")
         return self.status
+
+    def _drain(self, forward: bool) -> None:
+        if not self.draining:
+            log.info("the workers drain: none is restarted; stopping after the last")
+        self.draining = True
+        if forward:
+            self._forward(signal.SIGUSR1)
 
     def _forward(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -128,6 +142,9 @@ class Supervisor:
                 await ended
                 return
             code = proc.returncode
+            if self.draining:
+                log.info("worker %d (pid %d) drained (status %s)", index, proc.pid, code)
+                break
             ran = time.monotonic() - started
             how = f"signal {-code}" if code is not None and code < 0 else f"status {code}"
             if index not in self.ever_ran and ran < FIRST_START_S and code == 1:
@@ -145,6 +162,12 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), delay)
             except TimeoutError:
                 pass
+            if self.draining:
+                break
+        # drained (or died while the others drain): the supervisor ends after the last
+        self.procs.pop(index, None)
+        if not self.procs and not self.stopping.is_set():
+            self.stopping.set()
 
 
 def prepare_shared(config: Config) -> Path:

@@ -9,6 +9,8 @@ as from an admin's client (:mod:`xmppd.core.admin`).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -55,14 +57,16 @@ def commands(server: Server) -> dict[str, Command]:
         return {
             "version": __version__,
             "implementation": implementation(),
-            "pid": __import__("os").getpid(),
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - started, 1),
             "domains": list(server.config.domains),
             "sessions": len(server.router.sessions),
             "connections": len(server.streams),
             "modules": sorted(server.modules.loaded),
+            **({} if server.draining is None else {"draining": server.draining.status()}),
             **({} if server.node is None
-               else {"workers" if server.worker is not None else "cluster": server.node.status()}),
+               else {"cluster" if server.config.cluster_redis else "workers":
+                     server.node.status()}),
         }
 
     def online(domain: str | None = None) -> list[str]:
@@ -73,6 +77,11 @@ def commands(server: Server) -> dict[str, Command]:
         """The full JIDs bound on each worker (with several workers)."""
         if server.node is None or server.worker is None:
             raise CommandError("this server runs one process (server.workers = 1)")
+        sessions_by_node = getattr(server.node, "sessions_by_node", None)
+        if sessions_by_node is not None:  # each worker is a cluster member "<node>/<i>"
+            prefix = server.config.cluster_node + "/"
+            return {name[len(prefix):]: jids for name, jids in sessions_by_node().items()
+                    if name.startswith(prefix)}
         out: dict[str, list[str]] = {str(w): [] for w in range(server.node.count)}
         for session in server.router.sessions.all():
             where = getattr(session, "worker", server.node.me)
@@ -123,7 +132,23 @@ def commands(server: Server) -> dict[str, Command]:
             server.node.broadcast_control("reload", {})
         return result
 
-    return {"status": status, "online": online, "kick": kick, "deluser": deluser,
+    def drain(timeout_s: float | None = None, spread_s: float | None = None) -> dict[str, Any]:
+        """Start a graceful drain (:mod:`xmppd.drain`); with workers, of every worker."""
+        for name, value in (("timeout_s", timeout_s), ("spread_s", spread_s)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float)) or value < 0
+                                      or (name == "timeout_s" and value == 0)):
+                raise CommandError(f"drain: {name} must be a positive number of seconds")
+        if server.worker is not None and server.node is not None and server.draining is None:
+            args = {"timeout_s": timeout_s, "spread_s": spread_s}
+            server.node.broadcast_control("drain", args)
+            supervisor = os.getppid()
+            if supervisor > 1:  # it restarts no worker from now on and exits after the last
+                os.kill(supervisor, signal.SIGUSR2)
+        log.warning("drain requested on the control socket")
+        return server.drain(timeout_s, spread_s).status()
+
+    return {"status": status, "online": online, "drain": drain, "kick": kick, "deluser": deluser,
             "password-changed": password_changed, "announce": announce, "invite": invite,
             "reload": reload, "workers": workers, "cluster": cluster}
 

@@ -146,6 +146,14 @@ class Config:
         "(SO_REUSEPORT) under a supervisor that restarts a dead one; 1: one process, no "
         "supervisor. `xmppd run --workers N` overrides it; see README \"Workers\" for the "
         "modules that cannot run in several workers yet", "2"))
+    drain_timeout_s: float = field(default=60.0, metadata=key(
+        "server.drain_timeout_s", "number > 0", "how long a drain (`xmppd drain`, SIGUSR1) "
+        "keeps serving the detached stream-management sessions, waiting for their "
+        "resumption elsewhere, before it ends them and the process exits", "120"))
+    drain_spread_s: float = field(default=5.0, metadata=key(
+        "server.drain_spread_s", "number ≥ 0", "a drain asks its clients to go "
+        "(`<system-shutdown/>`) spread evenly over this long, not all at once (their "
+        "reconnections would hit the other nodes together); at most drain_timeout_s", "10"))
     # [cluster]: nodes on several hosts sharing a Redis (soft state) and a PostgreSQL
     # storage (durable data); see README "Clustering" and xmppd.cluster.redisnode.
     cluster_redis: str = field(default="", metadata=key(
@@ -375,6 +383,13 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         if not 1 <= kw["workers"] <= MAX_WORKERS:
             raise ConfigError(f"server.workers: expected 1 to {MAX_WORKERS}, "
                               f"got {kw['workers']}")
+    for name, least in (("drain_timeout_s", 1e-9), ("drain_spread_s", 0.0)):
+        if name in server:
+            value = server.pop(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+                raise ConfigError(f"server.{name}: expected a "
+                                  f"{'positive' if least else 'non-negative'} number")
+            kw[name] = float(value)
     _no_leftovers(server, "server")
 
     c2s = _table(data, "c2s")

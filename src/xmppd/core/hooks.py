@@ -45,6 +45,8 @@ STOP: Any = _Stop()
 CORE_EVENTS = {
     "server-started": "(server)",
     "server-stopping": "(server)",
+    "server-draining": "(server) -- a drain began (xmppd.drain): the listeners are closed, "
+    "the clients are about to be told to reconnect elsewhere",
     "hosts-changed": "(added: tuple, removed: tuple) -- a reload changed the served domains "
     "(the sessions of removed ones are ended already)",
     "config-reloaded": "(old: Config, new: Config) -- a reload applied a new configuration "

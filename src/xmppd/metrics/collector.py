@@ -9,7 +9,8 @@ OpenMetrics when the scraper's ``Accept`` asks for it).
 What is read (duck-typed, so this package imports nothing above it):
 ``router`` (``delivered``, ``handled``, ``remote``, ``bounced``, ``stanza_errors``,
 ``sessions``), ``connections`` (``traffic`` by stream kind, ``logins``, ``limit_hits``),
-``auth_throttle.limit_hits`` and ``storage.latency``.
+``auth_throttle.limit_hits``, ``storage.latency``, ``draining``, and the cluster layer's
+``node`` (:mod:`xmppd.metrics.cluster`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,10 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from xmppd.metrics.cluster import cluster_families
 from xmppd.metrics.histogram import Histogram
 from xmppd.metrics.lag import LoopLag
+from xmppd.metrics.workers import MergedRegistry, Snapshot, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class ServerMetrics:
         self.gauges: dict[str, Gauge] = {}
         self.lag = LoopLag()
         self._readings: dict[str, Reading] = {}
+        #: with several workers: this one's label, and how the others' snapshots are
+        #: gathered (:mod:`xmppd.metrics.workers`); None: one process
+        self.worker: str | None = None
+        self.gather: Callable[[], Awaitable[dict[str, Snapshot]]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
@@ -110,11 +117,21 @@ class ServerMetrics:
     def readings(self) -> Mapping[str, Reading]:
         return self._readings
 
+    async def snapshot(self) -> Snapshot:
+        """This process's families in a JSON-able form (what another worker asks for)."""
+        await self.refresh()
+        return snapshot(self.registry.collect())
+
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """(exposition text, its content type) for a scraper sending ``accept``."""
+        """(exposition text, its content type) for a scraper sending ``accept``; with
+        several workers, every worker's samples, labelled ``worker``."""
         await self.refresh()
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        if self.gather is None or self.worker is None:
+            return encoder(self.registry), content_type
+        others = await self.gather()
+        merged = MergedRegistry(self.worker, self.registry.collect(), others)
+        return encoder(merged), content_type  # type: ignore[arg-type]
 
 
 class ServerCollector(Collector):
@@ -141,6 +158,9 @@ class ServerCollector(Collector):
                           [("", lag.histogram)])
         yield GaugeMetricFamily(PREFIX + "event_loop_lag_last_seconds",
                                 "how late the last timer ran", value=lag.last)
+        yield GaugeMetricFamily(PREFIX + "draining", "1 once a drain (xmppd drain, "
+                                "SIGUSR1) began", value=0 if source.draining is None else 1)
+        yield from cluster_families(source.node)
         for gauge in self.metrics.gauges.values():
             reading = self.metrics.readings().get(gauge.name)
             if reading is not None:
@@ -176,13 +196,15 @@ def _stanzas(router: Any) -> Iterator[Metric]:
                 for outcome, table in (("delivered", router.delivered),
                                        ("handled", router.handled),
                                        ("remote", router.remote),
+                                       ("forwarded", router.forwarded),
                                        ("bounced", router.bounced))
                 for k, n in list(table.items())]
     yield _counter("stanzas_routed", "stanzas routed by kind and outcome (delivered: to a "
                    "local session, each recipient counted; handled: taken by a module, such "
                    "as presence, a message to a bare JID or to the server, offline storage, "
                    "an IQ the server answers (what the module then delivers is counted as "
-                   "delivered too); remote: to another server or a component; bounced: "
+                   "delivered too); remote: to another server or a component; forwarded: to a "
+                   "session on another worker or node, delivered there; bounced: "
                    "answered with a stanza error)", ["kind", "outcome"], outcomes)
     yield _counter("stanza_errors", "stanza errors the server generated, by condition",
                    ["condition"], router.stanza_errors.items())

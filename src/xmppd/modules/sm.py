@@ -146,9 +146,15 @@ class StreamManagement:
             self.stream.flush()
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
-        if self.stream is not None:
-            self.stream.stream_error(condition, text)  # the stream's close ends us
-        else:  # detached, and replaced by a new session of the same full JID
+        draining = self.manager.draining and condition == "system-shutdown"
+        stream = self.stream
+        if stream is not None:
+            if draining and self.id is not None and self.window > 0:
+                # the drain asks the client to resume elsewhere: kept, detached (the
+                # stream's close then finds itself superseded)
+                self.manager.detach(self)
+            stream.stream_error(condition, text)  # else the stream's close ends us
+        elif not draining:  # detached, and replaced by a new session of the same full JID
             self.manager.end(self)
 
     def send(self, el: Element) -> None:
@@ -315,9 +321,12 @@ class StreamManagementModule(Module):
         self.elsewhere = ResumeElsewhere(self)
         api.on_mirror(self.elsewhere.mirror)
         api.on_ask("resume", self.elsewhere.asked)
+        #: a drain (xmppd.drain) closes streams so that clients resume elsewhere
+        self.draining = False
         api.hook("stream-features", self.features)
         api.hook("stream/element", self.element)
         api.hook("server-stopping", self.stopping)
+        api.hook("server-draining", self.drain)
         api.provide("sm", self)
         api.on_unload(self._unloaded)
 
@@ -574,6 +583,12 @@ class StreamManagementModule(Module):
         if not task.cancelled() and task.exception() is not None:
             self.api.log.error("storing unacknowledged messages failed",
                                exc_info=task.exception())
+
+    def drain(self, server: Any) -> None:
+        """From now on a resumable session told ``system-shutdown`` is detached, not
+        ended (its client resumes it on another node); the drain ends what is still
+        detached when it stops the server."""
+        self.draining = True
 
     async def stopping(self, server: Any) -> None:
         """Shutdown: detached sessions end now, their messages stored before storage
