@@ -8,7 +8,7 @@ import signal
 import time
 
 from support import sm_enable
-from test_redis_cluster import nodes, pair, redis_server  # noqa: F401 - fixtures
+from test_redis_cluster import n1_workers, nodes, pair, redis_server  # noqa: F401 - fixtures
 from test_workers import Client
 from test_workers_sm import SM, bodies, drop, say, try_resume
 
