@@ -181,7 +181,7 @@ def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
                 pos = start + 4
                 size = _U32.unpack_from(buf, start)[0]
                 start, pos = pos, pos + size
-                # a size past the frame's end is caught below: nothing is read past it
+                # a size past the frame's end fails the check below: nothing past it is taken
                 append((STANZA, to, buf[start:pos]))
             elif kind in (BIND, UNBIND, SHARE):
                 (n,) = _U16.unpack_from(buf, pos + 1)
