@@ -6,14 +6,14 @@
 # Element construction without running Element.__init__ (a Python frame per element): the
 # slots are written directly.  Element is a __slots__ class whose __init__ only stores its
 # arguments; if that ever stops being true, _FAST_ELEMENT is False and __init__ is called.
-cdef Py_ssize_t _OFF[7]
+cdef Py_ssize_t _OFF[8]
 cdef bint _FAST_ELEMENT = False
 
 
 cdef int _init_element_slots() except -1:
     global _FAST_ELEMENT
     cdef int k
-    names = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
+    names = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns", "_wire")
     for k, slot in enumerate(names):
         descr = Element.__dict__.get(slot)
         if type(descr).__name__ != "member_descriptor":
@@ -43,6 +43,7 @@ cdef object _element(object name, object ns, object attrs, object children, obje
     _put(o, _OFF[4], lazy)
     _put(o, _OFF[5], raw_inner)
     _put(o, _OFF[6], raw_ns)
+    _put(o, _OFF[7], None)  # _wire: nothing kept yet
     return el
 
 

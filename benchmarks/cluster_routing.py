@@ -168,6 +168,14 @@ def all_pids(proc: subprocess.Popen) -> list[int]:
     return [proc.pid, *(int(p) for p in out.split())]
 
 
+def proc_syscalls(pid: int) -> tuple[int, int]:
+    """(read, write) system calls of ``pid`` so far (/proc/<pid>/io: reads and writes on
+    sockets too, the ones that tell how well output is batched)."""
+    with open(f"/proc/{pid}/io") as fh:
+        fields = dict(line.split(": ") for line in fh.read().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
 def cfg_for(port: int) -> LoginConfig:
     return LoginConfig(host="127.0.0.1", port=port, domain=DOMAIN, password=PASSWORD)
 
@@ -195,11 +203,14 @@ async def measure(pairs: list[tuple[Session, Session]], pids: list[int], redis_p
         flow.sent = args.window
     await asyncio.sleep(args.warmup)
     cpu0 = sum(proc_cpu_s(p) for p in pids)
+    sys0 = [sum(c) for c in zip(*(proc_syscalls(p) for p in pids), strict=True)]
     rcpu0 = proc_cpu_s(redis_pid) if redis_pid else 0.0
     t0, r0 = time.perf_counter(), sum(f.received for f in flows)
     await asyncio.sleep(args.duration)
     t1, r1 = time.perf_counter(), sum(f.received for f in flows)
     cpu = sum(proc_cpu_s(p) for p in pids) - cpu0
+    reads, writes = (sum(c) - c0 for c, c0 in
+                     zip(zip(*(proc_syscalls(p) for p in pids), strict=True), sys0, strict=True))
     rcpu = (proc_cpu_s(redis_pid) - rcpu0) if redis_pid else 0.0
     state.running = False
     await _drain(lambda: sum(f.sent - f.received for f in flows), 10.0)
@@ -209,7 +220,8 @@ async def measure(pairs: list[tuple[Session, Session]], pids: list[int], redis_p
         b.close()
     n = r1 - r0
     return {"delivered": n, "msg_s": n / (t1 - t0), "server_us": cpu / n * 1e6 if n else None,
-            "redis_us": rcpu / n * 1e6 if n else None, "lost": lost}
+            "redis_us": rcpu / n * 1e6 if n else None, "lost": lost,
+            "reads_per_msg": reads / n if n else None, "writes_per_msg": writes / n if n else None}
 
 
 def placement(cfg: Path) -> dict[int, int]:
@@ -284,10 +296,12 @@ def main() -> None:
     finally:
         bench.cleanup()
     ref = results.get("single", {}).get("server_us")
-    print(f"{'mode':<14} {'msg/s':>9} {'server µs/msg':>14} {'redis µs/msg':>13} {'share':>6} {'lost':>5}")
+    print(f"{'mode':<14} {'msg/s':>9} {'server µs/msg':>14} {'redis µs/msg':>13} {'share':>6} {'lost':>5}"
+          f" {'reads/msg':>9} {'writes/msg':>10}")
     for mode, r in results.items():
         share = f"{ref / r['server_us']:.0%}" if ref and r["server_us"] else "-"
-        print(f"{mode:<14} {r['msg_s']:9.0f} {r['server_us']:14.1f} {r['redis_us'] or 0:13.1f} {share:>6} {r['lost']:5d}")
+        print(f"{mode:<14} {r['msg_s']:9.0f} {r['server_us']:14.1f} {r['redis_us'] or 0:13.1f} {share:>6} {r['lost']:5d}"
+              f" {r['reads_per_msg'] or 0:9.2f} {r['writes_per_msg'] or 0:10.2f}")
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"mode": mode, **r, "pairs": args.pairs, "at": time.time()}) + "\n")

@@ -4,9 +4,11 @@
 Measures what a stanza routed to a session on another worker costs on top of a local
 delivery, both ends in one process (no socket, no event loop: the CPU cost only):
 the sender serializes it into the peer's buffer (``Element.to_bytes`` + a STANZA record),
-the buffer becomes one frame per batch; the receiver decodes the frame and parses the
-batch's stanzas with one tokenizer feed.  Stanzas come from a tokenizer, as routed ones do
-(their content bytes are reused).  Run with ``XMPPD_PURE_PYTHON=1`` for the pure twins.
+the buffer becomes one frame per batch; the receiver decodes the frame, parses the
+batch's stanzas with one tokenizer feed and writes each for its recipient (``to_bytes``,
+which returns the bytes that came: ``Element.keep_wire``, as ``Node._records`` does).
+Stanzas come from a tokenizer, as routed ones do (their content bytes are reused).  Run
+with ``XMPPD_PURE_PYTHON=1`` for the pure twins.
 
     PYTHONPATH=src python benchmarks/worker_link.py [--batch 32] [--stanzas 200000]
 """
@@ -39,7 +41,7 @@ def routed_stanzas(n: int) -> list[Element]:
 
 
 def run(stanzas: list[Element], batch: int) -> tuple[float, float]:
-    """(send µs/stanza, receive µs/stanza)."""
+    """(send µs/stanza, receive and write for the recipient µs/stanza)."""
     targets = [f"bob@localhost/r{i % 100}".encode() for i in range(len(stanzas))]
     frames: list[bytes] = []
     start = time.perf_counter()
@@ -58,6 +60,9 @@ def run(stanzas: list[Element], batch: int) -> tuple[float, float]:
         records = decoder.feed(data)
         elements = [e for e in tok.feed(b"".join(r[2] for r in records))
                     if isinstance(e, Element)]
+        for element, record in zip(elements, records, strict=True):
+            element.keep_wire(record[2], CLIENT_NS)
+            element.to_bytes(CLIENT_NS)  # the recipient's stream
         count += len(elements)
     received = time.perf_counter() - start
     assert count == len(stanzas)

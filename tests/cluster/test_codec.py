@@ -72,10 +72,37 @@ def test_an_incomplete_frame_waits_for_the_rest():
 
 
 @pytest.mark.parametrize("body", [b"\x09", b"\x01\x00\x05ab", b"\x03\x00\x01a", b"\x04\x00\x01a\x00\x09",
-                                  b"\x05\x01x\x00\x00\x00\x02[]"])
+                                  b"\x05\x01x\x00\x00\x00\x02[]", b"\x01\x00\x01a\x00\x00\x00\x09<m/>",
+                                  b"\x01\x00\x01a\x00\x00", b"\x01\x00\x02\xff\xfe\x00\x00\x00\x00"])
 def test_malformed_records_are_errors(body):
     with pytest.raises(codec.CodecError):
         codec.FrameDecoder().feed(codec.frame(body))
+
+
+def test_a_stanza_record_cannot_reach_into_the_next_frame():
+    """Its length counts past its frame's end, where the next frame holds enough bytes."""
+    first = codec.frame(b"\x01\x00\x01a\x00\x00\x00\x10<m/>")
+    second = bytearray()
+    codec.put_stanza(second, b"b@c/d", b"<message>" + b"x" * 40 + b"</message>")
+    with pytest.raises(codec.CodecError):
+        codec.FrameDecoder().feed(first + codec.frame(second))
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_records_are_bytes_whatever_they_were_read_from(kind):
+    body = bytearray()
+    codec.put_stanza(body, b"a@b/c", b"<message/>")
+    codec.put_share(body, "a@b/c", "m", codec.XML(b"<presence/>"))
+    wire = codec.frame(body)
+    decoder = codec.FrameDecoder()
+    assert decoder.feed(kind(wire[:3])) == []
+    records = decoder.feed(kind(wire[3:]))
+    assert records == [(codec.STANZA, "a@b/c", b"<message/>"),
+                       (codec.SHARE, "a@b/c", "m", b"<presence/>")]
+    assert type(records[0][2]) is bytes and type(records[1][3]) is codec.XML
+    parsed: list[tuple] = []
+    codec.parse_records(kind(body), 0, len(body), parsed)
+    assert parsed == records and type(parsed[0][2]) is bytes
 
 
 def test_an_oversized_frame_is_refused():

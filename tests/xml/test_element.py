@@ -255,3 +255,59 @@ def test_serialization_round_trips(data, new_from, default_ns):
             out = el.to_bytes(default_ns)
             assert reparse(out, default_ns) == el, out
             assert lxml_reparse(out, default_ns) in (el, None), out
+
+
+# -- bytes kept from a peer worker (keep_wire) ----------------------------------------------
+
+
+def test_kept_bytes_are_written_while_the_element_is_unchanged():
+    tok = _compiled().Tokenizer()
+    sent = b'<message to="b@x/r" type="chat" from="a@x/r"><body>hi</body></message>'
+    (_, msg) = tok.feed(HEADER + sent)
+    kept = b'<message to="b@x/r" type="chat" from="a@x/r"><body>hi</body></message>'
+    msg.keep_wire(kept, C)
+    assert msg.to_bytes(C) is kept
+    assert msg.to_bytes("urn:other") != kept  # another stream's default namespace
+    msg.set("id", "1")  # a hook that changes an attribute
+    assert msg.to_bytes(C) == sent[:-len("><body>hi</body></message>")] + b' id="1"><body>hi</body></message>'
+    msg.keep_wire(kept, C)
+    msg.name = "presence"
+    assert msg.to_bytes(C).startswith(b"<presence ")
+    msg.name = "message"
+    assert msg.to_bytes(C) is kept
+    msg.append_forwardable(Element("x", "urn:x"))  # the content changes
+    assert msg.to_bytes(C).endswith(b'<x xmlns="urn:x"/></message>')
+    msg.keep_wire(kept, C)
+    msg.children.append("more")
+    assert msg.to_bytes(C) == b'<message to="b@x/r" type="chat" from="a@x/r" id="1">' \
+        b'<body>hi</body><x xmlns="urn:x"/>more</message>'
+    msg.keep_wire(kept, C)  # no tokenizer content any more: nothing kept
+    assert msg.to_bytes(C).endswith(b"more</message>")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([None, "x@y/z", "'\"<>&\r\n\t]]>", "é😀"]))
+def test_a_peer_s_bytes_say_what_the_recipient_would_get(data, new_from):
+    """What makes :meth:`Element.keep_wire` sound: the bytes one worker sends (``to_bytes``
+    under ``jabber:client``) mean exactly the element its peer's tokenizer reads from
+    them, so writing them to the recipient instead of serializing that element again
+    changes nothing but, at most, the order of qualified attributes (which the sender
+    kept: a single process would have written these very bytes)."""
+    compiled = _compiled()
+    receiver = compiled.Tokenizer()
+    receiver.feed(HEADER)
+    for mod in (pure, compiled):
+        for el in mod.Tokenizer().feed(data):
+            if not isinstance(el, Element):
+                continue
+            if new_from is not None:
+                el.set("from", new_from)
+            sent = el.to_bytes(C)
+            (got,) = receiver.feed(sent)
+            assert got == el and reparse(sent) == got
+            if not any(key[0] == "{" for key in got.attrs):
+                assert got.to_bytes(C) == sent
+            got.keep_wire(sent, C)
+            if got._raw_inner is not None and got._raw_ns == got.ns:
+                assert got.to_bytes(C) is sent
+            assert reparse(got.to_bytes(C)) == el

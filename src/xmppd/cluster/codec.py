@@ -143,41 +143,46 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[tuple]:
         """The records of every frame completed by ``data``, in order."""
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            if len(buf) < 4 or len(buf) - 4 < int.from_bytes(buf[:4], "big") <= MAX_FRAME:
+                return []  # the first frame is still incomplete: no copy yet
+            data = bytes(buf)
+            buf.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
+        # ``data`` is bytes from here on: its slices are the records' bytes, one copy each
         records: list[tuple] = []
-        pos, end = 0, len(buf)
-        view = memoryview(buf)
-        try:
-            while end - pos >= 4:
-                (size,) = _U32.unpack_from(buf, pos)
-                if size > MAX_FRAME:
-                    raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-                if end - pos - 4 < size:
-                    break
-                parse_records(view, pos + 4, pos + 4 + size, records)
-                pos += 4 + size
-        finally:
-            view.release()
-        if pos:
-            del buf[:pos]
+        pos, end = 0, len(data)
+        while end - pos >= 4:
+            (size,) = _U32.unpack_from(data, pos)
+            if size > MAX_FRAME:
+                raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+            if end - pos - 4 < size:
+                break
+            parse_records(data, pos + 4, pos + 4 + size, records)
+            pos += 4 + size
+        if pos < end:
+            buf += data[pos:]
         return records
 
 
 def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
     """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``."""
+    if type(buf) is not bytes:  # a bytearray or a view: its slices would not be bytes
+        buf = bytes(buf)
+    append = out.append
     try:
         while pos < end:
             kind = buf[pos]
             if kind == STANZA:  # the bulk of the traffic: plain index arithmetic
                 start = pos + 3 + (buf[pos + 1] << 8 | buf[pos + 2])
-                to = str(buf[pos + 3:start], "utf-8")
+                to = buf[pos + 3:start].decode()
                 pos = start + 4
-                size = int.from_bytes(buf[start:pos], "big")
-                xml = bytes(buf[pos:pos + size])  # buf may be a view of a reused buffer
-                if len(xml) != size:
-                    raise CodecError("truncated stanza record")
-                pos += size
-                out.append((STANZA, to, xml))
+                size = _U32.unpack_from(buf, start)[0]
+                start, pos = pos, pos + size
+                # a size past the frame's end fails the check below: nothing past it is taken
+                append((STANZA, to, buf[start:pos]))
             elif kind in (BIND, UNBIND, SHARE):
                 (n,) = _U16.unpack_from(buf, pos + 1)
                 jid = bytes(buf[pos + 3:pos + 3 + n]).decode()

@@ -35,7 +35,7 @@ from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
-from xmppd.xml.stanza import decode_stanza
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
 from xmppd.xml.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -291,6 +291,8 @@ class Node:
                 self.received += 1
                 entry = local.get(record[1])
                 if entry is not None:
+                    # the bytes that came are what the recipient gets: not written again
+                    element.keep_wire(record[2], CLIENT_NS)
                     deliver(entry.session, element)
                 elif not record[1]:
                     self._forwarded(element)

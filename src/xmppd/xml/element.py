@@ -60,7 +60,7 @@ class Element:
     # Python frame per element is most of the cost of building a stanza): keep __init__ a
     # plain store of its arguments, or change _element() in _speedups/tokenizer_build.pxi too.
     # It checks this tuple at import and falls back to calling Element() if it changes.
-    __slots__ = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns")
+    __slots__ = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns", "_wire")
 
     def __init__(
         self,
@@ -80,6 +80,9 @@ class Element:
         self._lazy = lazy
         self._raw_inner = raw_inner
         self._raw_ns = raw_ns
+        #: (raw_inner, default_ns, name, attrs copy, bytes): what a peer sent
+        #: (:meth:`keep_wire`), valid while the first four still hold
+        self._wire: tuple | None = None
 
     # -- children ----------------------------------------------------------------------
 
@@ -249,6 +252,10 @@ class Element:
         """
         raw = self._raw_inner
         if raw is not None and self._raw_ns == self.ns:
+            wire = self._wire
+            if wire is not None and wire[0] is raw and wire[1] == default_ns \
+                    and wire[2] == self.name and wire[3] == self.attrs:
+                return wire[4]  # a stanza from a peer worker, written as it came
             # The forwarding path of every routed stanza: one string, one encode.
             name = self.name
             head = "<" + name if self.ns == default_ns else f'<{name} xmlns="{escape_attr(self.ns)}"'
@@ -259,6 +266,16 @@ class Element:
         out: list[str] = []
         _serialize(self, default_ns, out)
         return "".join(out).encode()
+
+    def keep_wire(self, data: bytes, default_ns: str) -> None:
+        """Remember that ``data`` is this element serialized for a stream whose default
+        namespace is ``default_ns`` (the bytes a peer worker sent, which its tokenizer just
+        parsed): :meth:`to_bytes` returns them while name, attributes and content are
+        unchanged, instead of writing them again.  Only for an element with its tokenizer
+        content (``_raw_inner``): any change of its children drops that."""
+        raw = self._raw_inner
+        if raw is not None and self._raw_ns == self.ns:
+            self._wire = (raw, default_ns, self.name, self.attrs.copy(), data)
 
     def __str__(self) -> str:
         return self.to_bytes().decode()
