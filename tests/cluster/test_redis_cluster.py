@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from support import _creds
-from test_workers import MODULES, Client, available, free_port, subscribe
+from test_workers import MODULES, Client, free_port, online, subscribe
 from test_workers_metrics import at, scraped
 
 from xmppd.control.client import ControlUnavailable, call
@@ -204,11 +204,7 @@ def pair(n1: XmppNode, n2: XmppNode) -> tuple[Client, Client]:
     alice, bob = n1.client("alice", "a1"), n2.client("bob", "b2")
     n2.knows("alice@localhost/a1", "n1")
     n1.knows("bob@localhost/b2", "n2")
-    for c in (alice, bob):
-        c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-        c.read_until("</iq>|<iq[^>]*/>")
-    available(alice)
-    available(bob)
+    online(alice, bob)
     subscribe(n1, alice, "alice", bob, "bob")
     return alice, bob
 

@@ -25,7 +25,7 @@ from test_redis_owners import (
     make_persistent,
     seen_or_read,
 )
-from test_workers import available, subscribe
+from test_workers import online, subscribe
 from test_workers_pep import caps_presence, tune
 
 ROOM = "three@conference.localhost"
@@ -54,10 +54,7 @@ def test_three_nodes_exchange_everything(three):
                            ("carol@localhost/c3", "n3")):
             if where != node.name:
                 node.knows(jid, where)
-    for c in (alice, bob, carol):
-        c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-        c.read_until("</iq>|<iq[^>]*/>")
-        available(c)
+    online(alice, bob, carol)
     subscribe(n1, alice, "alice", bob, "bob")
     subscribe(n2, bob, "bob", carol, "carol")
     subscribe(n3, carol, "carol", alice, "alice")

@@ -22,7 +22,7 @@ from test_redis_cluster import (  # noqa: F401 - fixtures
     redis_server,
 )
 from test_redis_drain import UNAVAILABLE, statuses
-from test_workers import available, subscribe
+from test_workers import online, subscribe
 from test_workers_metrics import at, scraped
 
 
@@ -72,10 +72,7 @@ def test_two_workers_of_a_node_are_two_members(nodes):  # noqa: F811 - the fixtu
     knows(n2, alice_jid, "n1/0")
     knows(n2, carol_jid, "n1/1")
     knows(n1, "bob@localhost/b2", "n2")
-    for client in (alice, bob, carol):
-        client.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-        client.read_until("</iq>|<iq[^>]*/>")
-        available(client)
+    online(alice, bob, carol)
     subscribe(n1, alice, "alice", carol, "carol")
     subscribe(n1, alice, "alice", bob, "bob")
 

@@ -166,6 +166,15 @@ def available(client: RawClient, priority: int = 0) -> None:
     client.read_until(r"<presence[^>]*>.*?</presence>|<presence[^>]*/>")  # its own echo
 
 
+def online(*clients: RawClient) -> None:
+    """Each client asks for its roster (so roster pushes reach it), then is available."""
+    for c in clients:
+        c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        c.read_until("</iq>|<iq[^>]*/>")
+    for c in clients:
+        available(c)
+
+
 def subscribe(cluster: Cluster, a: RawClient, a_user: str, b: RawClient, b_user: str) -> None:
     """``a_user`` subscribes to ``b_user``, who approves (both ways: mutual presence)."""
     for x, x_user, y, y_user in ((a, a_user, b, b_user), (b, b_user, a, a_user)):
@@ -179,12 +188,7 @@ def subscribe(cluster: Cluster, a: RawClient, a_user: str, b: RawClient, b_user:
 def test_routing_across_workers(cluster):
     alice = cluster.client("alice", 0, "a0")
     bob = cluster.client("bob", 1, "b1")
-    # a roster get: roster pushes go to resources that asked, on either worker
-    for c in (alice, bob):
-        c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-        c.read_until("</iq>|<iq[^>]*/>")
-    available(alice)
-    available(bob)
+    online(alice, bob)  # roster pushes go to resources that asked, on either worker
 
     # message to a full JID on the other worker, both ways
     alice.send("<message to='bob@localhost/b1' type='chat' id='m1'><body>hi bob</body></message>")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from support import sm_authenticate, sm_enable
-from test_workers import MODULES, Client, Cluster, available, subscribe
+from test_workers import MODULES, Client, Cluster, available, online, subscribe
 
 SM = "urn:xmpp:sm:3"
 ATTEMPTS = 40
@@ -87,9 +87,7 @@ def landed_on(cluster: Cluster, client: Client, resource: str) -> int:
 def sm_alice(cluster: Cluster, worker: int, bob: Client) -> tuple[Client, str]:
     """alice/a on ``worker``: roster, presence, subscribed to bob both ways, SM enabled."""
     alice = cluster.client("alice", worker, "a")
-    alice.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-    alice.read_until("</iq>|<iq[^>]*/>")
-    available(alice)
+    online(alice)
     subscribe(cluster, alice, "alice", bob, "bob")
     bob.read_until("<presence[^>]*from=.alice@localhost/a.")
     return alice, sm_enable(alice)
