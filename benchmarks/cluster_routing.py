@@ -12,6 +12,8 @@ the servers' CPU time (utime + stime from /proc) over ``--duration`` seconds:
 - ``workers-local`` / ``workers-cross``: ``xmppd run --workers 2``; sessions are placed by
   the kernel, so the generator logs in more accounts than it needs, asks ``xmppd workers``
   where each landed and pairs them on the same worker or across the two;
+- ``workers``: the same two workers, pairs as the kernel placed them (about half of them
+  across): what a deployment sees, for the scaling figure;
 - ``redis-local`` / ``redis-cross``: two nodes on one Redis, both ends of each pair on node
   A, or senders on A and receivers on B.
 
@@ -47,7 +49,7 @@ from provision import provision_xmppd  # noqa: E402
 
 DOMAIN = "localhost"
 PASSWORD = "bench"
-MODES = ("single", "workers-local", "workers-cross", "redis-local", "redis-cross")
+MODES = ("single", "workers", "workers-local", "workers-cross", "redis-local", "redis-cross")
 
 
 def config_text(data_dir: Path, port: int, cluster: str = "") -> str:
@@ -256,7 +258,9 @@ async def run_mode(bench: Bench, mode: str) -> dict[str, Any]:
         for user, session in sessions.items():
             by_worker[where[user]].append(session)
         w0, w1 = by_worker[0], by_worker[1]
-        if mode == "workers-cross":
+        if mode == "workers":
+            pairs = [(sessions[2 * k], sessions[2 * k + 1]) for k in range(n)]
+        elif mode == "workers-cross":
             pairs = list(zip(w0, w1, strict=False))[:n]
         else:
             pairs = (list(zip(w0[0::2], w0[1::2], strict=False)) + list(zip(w1[0::2], w1[1::2], strict=False)))[:n]
