@@ -4,8 +4,10 @@ messages, moderation, invitations, destruction, persistence, and the limits."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import pytest
 from support import connect
 from test_offline import ping
 from test_roster import iq
@@ -351,6 +353,42 @@ def test_persistent_room_survives_restart(make_server, tmp_path):
     assert "Kept" in info and "muc_persistent" in info
     got = iq(bob, "<query xmlns='urn:xmpp:mam:2'/>", "mam", to=ROOM)
     assert "before-restart" in got
+
+
+def test_room_changes_are_answered_once_stored(server):
+    """An owner's configuration (and an admin's affiliation change) is acknowledged only
+    after the room's write to storage is done: a crash after the answer loses nothing."""
+    muc = server.server.modules.loaded["muc"].module
+    store = muc.store
+    gate: list[asyncio.Event] = []
+    real_set = store.set
+
+    async def slow_set(*args, **kwargs):
+        if gate:
+            await gate[0].wait()
+        return await real_set(*args, **kwargs)
+
+    alice = connect(server, "alice")
+    create(alice, config=field("persistentroom", "1"))
+    store.set = slow_set
+    try:
+        server.call(_hold(gate))
+        member = f"<query xmlns='{ADMIN}'><item affiliation='member' jid='bob@localhost'/></query>"
+        alice.send(f"<iq type='set' id='m' to='{ROOM}'>{member}</iq>")
+        with pytest.raises(TimeoutError):  # not yet stored: not yet answered
+            alice.read_until("<iq[^>]*id=.m.", timeout=0.5)
+        server.call(_release(gate))
+        assert "type=\"result\"" in alice.read_until("<iq[^>]*id=.m.[^>]*/>|</iq>")
+    finally:
+        store.set = real_set
+
+
+async def _hold(gate: list) -> None:
+    gate.append(asyncio.Event())
+
+
+async def _release(gate: list) -> None:
+    gate.pop().set()
 
 
 def test_limits_creation_rate_rooms_per_user(make_server):

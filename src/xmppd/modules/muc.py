@@ -222,7 +222,24 @@ class MUC(Module):
     # -- storage --------------------------------------------------------------------------------
 
     def save(self, room: Room) -> None:
-        self.api.spawn(self.store.set(room.jid, "room", room.to_dict()))
+        """Store ``room``; an owner or admin IQ that changed it is answered once this write
+        is done (:meth:`iq`), so an acknowledged change survives a crash."""
+        write = asyncio.ensure_future(self.store.set(room.jid, "room", room.to_dict()))
+        room.saving = write
+        write.add_done_callback(lambda done: self._saved(room, done))
+
+    def _saved(self, room: Room, write: asyncio.Future) -> None:
+        if room.saving is write:
+            room.saving = None
+        if not write.cancelled() and write.exception() is not None:
+            self.api.log.error("storing room %s failed", room.jid, exc_info=write.exception())
+
+    async def _when_saved(self, write: asyncio.Future, result: Element) -> Element:
+        try:
+            await asyncio.shield(write)
+        except Exception:  # logged by _saved
+            raise StanzaError("internal-server-error", "the room could not be stored") from None
+        return result
 
     def unsave(self, room: Room) -> None:
         self.api.spawn(self.store.delete_owner(room.jid))
@@ -434,6 +451,8 @@ class MUC(Module):
         if handler is None:
             raise StanzaError("service-unavailable")
         result = handler(self, room, stanza, real, payload)
+        if not inspect.isawaitable(result) and room.saving is not None and itype == "set":
+            result = self._when_saved(room.saving, result)  # acknowledged once stored
         if inspect.isawaitable(result):
             return self._finish_iq(result, stanza)
         self.api.send(result)

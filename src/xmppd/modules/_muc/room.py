@@ -12,6 +12,7 @@ anyone else gets ``item-not-found``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -92,6 +93,8 @@ class Room:
         self.config = config
         self.creator = creator
         self.locked = locked
+        #: the room's write to storage in flight, if any (MUC.save)
+        self.saving: asyncio.Future | None = None
         self.affiliations: dict[str, str] = {}
         self.occupants: dict[str, Occupant] = {}
         self.by_real: dict[str, Occupant] = {}
