@@ -47,6 +47,20 @@ def test_module_gauges_are_reported_and_removed_on_unload(run):
     run(body)
 
 
+def test_module_counters_are_counters(run):
+    async def body(server: Server) -> None:
+        sm = server.modules.loaded["sm"].module
+        sm.elsewhere.handed = 3
+        text, _ = await server.metrics.render()
+        family = families(text)["xmppd_sm_moved_sessions"]
+        assert family.type == "counter"
+        assert {(s.name, s.labels["direction"], s.value) for s in family.samples
+                if s.name.endswith("_total")} == {
+            ("xmppd_sm_moved_sessions_total", "out", 3), ("xmppd_sm_moved_sessions_total", "in", 0)}
+
+    run(body)
+
+
 def test_a_gauge_that_fails_is_left_out_alone(run, caplog):
     async def body(server: Server) -> None:
         def broken() -> int:

@@ -80,7 +80,6 @@ class Node:
         self.pids: dict[int, int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._unhook: list[Callable[[], None]] = []
-        self.forwarded = 0  # stanzas sent to other workers
         self.received = 0  # stanzas received from them
         self.rerouted = 0  # received for a session gone meanwhile, routed again
         self.forwarded_on = 0  # stanzas handed as they are to their owner worker

@@ -164,6 +164,11 @@ class ModuleAPI:
         coroutine function (a storage count).  Removed on unload."""
         self._undo.append(self._core.metrics.add_gauge(name, doc, read, labels))
 
+    def counter(self, name: str, doc: str, read: Callable[[], Any],
+                labels: tuple[str, ...] = ()) -> None:
+        """As :meth:`gauge`, for a count that only grows: ``xmppd_<name>_total``."""
+        self._undo.append(self._core.metrics.add_gauge(name, doc, read, labels, counter=True))
+
     def count_limit(self, name: str) -> None:
         """A limit of this module fired (``name``: its config key, as in the log line)."""
         self._core.connections.limit(name)

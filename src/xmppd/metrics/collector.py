@@ -57,6 +57,7 @@ class Gauge:
     doc: str
     read: Callable[[], Any]
     labels: tuple[str, ...] = ()
+    counter: bool = False  # a count that only grows (exposed as ``xmppd_<name>_total``)
 
 
 class ServerMetrics:
@@ -77,11 +78,12 @@ class ServerMetrics:
         PlatformCollector(registry=self.registry)  # python_info
 
     def add_gauge(self, name: str, doc: str, read: Callable[[], Any],
-                  labels: Iterable[str] = ()) -> Callable[[], None]:
-        """Report ``xmppd_<name>`` from ``read()`` at each scrape; returns its removal."""
+                  labels: Iterable[str] = (), counter: bool = False) -> Callable[[], None]:
+        """Report ``xmppd_<name>`` from ``read()`` at each scrape (``counter``: a count
+        that only grows, ``xmppd_<name>_total``); returns its removal."""
         if name in self.gauges:
             raise KeyError(f"metric {PREFIX}{name} is reported already")
-        gauge = self.gauges[name] = Gauge(name, doc, read, tuple(labels))
+        gauge = self.gauges[name] = Gauge(name, doc, read, tuple(labels), counter)
 
         def remove() -> None:
             if self.gauges.get(name) is gauge:
@@ -246,7 +248,11 @@ def _histograms(name: str, doc: str, label: str | None,
     return family
 
 
-def _gauge_family(gauge: Gauge, reading: Reading) -> GaugeMetricFamily:
+def _gauge_family(gauge: Gauge, reading: Reading) -> Metric:
+    if gauge.counter:
+        if not gauge.labels:
+            return CounterMetricFamily(PREFIX + gauge.name, gauge.doc, value=float(reading))
+        return _counter(gauge.name, gauge.doc, list(gauge.labels), dict(reading).items())
     if not gauge.labels:
         return GaugeMetricFamily(PREFIX + gauge.name, gauge.doc, value=float(reading))
     return _gauge(gauge.name, gauge.doc, list(gauge.labels), dict(reading).items())

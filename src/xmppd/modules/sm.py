@@ -319,6 +319,10 @@ class StreamManagementModule(Module):
         self.offline_work: set[asyncio.Future] = set()
         # sessions held by other workers or nodes (found through their shared ids)
         self.elsewhere = ResumeElsewhere(self)
+        api.counter("sm_moved_sessions", "stream-management sessions resumed on another "
+                    "worker or node (out: handed over from here; in: taken over here)",
+                    lambda: {"out": self.elsewhere.handed, "in": self.elsewhere.taken},
+                    ("direction",))
         api.on_mirror(self.elsewhere.mirror)
         api.on_ask("resume", self.elsewhere.asked)
         #: a drain (xmppd.drain) closes streams so that clients resume elsewhere
