@@ -177,7 +177,7 @@ def test_header_limits(make_server):
     assert c.response()[0] == 414
     c = HTTPClient(srv.http_port)  # a header that never ends is cut off too
     c.send(b"GET / HTTP/1.1\r\nX-Big: ")
-    for _ in range(4):
+    for _ in range(2):  # past the 1024 bytes: answered and closed (more would race that)
         c.send(b"y" * 512)
     assert c.response()[0] == 431
 
