@@ -351,6 +351,16 @@ def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     return value
 
 
+def _number(table: dict[str, Any], key: str, where: str, zero_ok: bool = False) -> float:
+    """Pop ``key``: a number above zero (or at least zero, with ``zero_ok``)."""
+    value = table.pop(key)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or value < 0 or (value == 0 and not zero_ok)):
+        raise ConfigError(f"{where}{key}: expected a {'non-negative' if zero_ok else 'positive'} "
+                          "number")
+    return float(value)
+
+
 def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed TOML; unknown keys are errors."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
@@ -383,13 +393,9 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         if not 1 <= kw["workers"] <= MAX_WORKERS:
             raise ConfigError(f"server.workers: expected 1 to {MAX_WORKERS}, "
                               f"got {kw['workers']}")
-    for name, least in (("drain_timeout_s", 1e-9), ("drain_spread_s", 0.0)):
+    for name, zero_ok in (("drain_timeout_s", False), ("drain_spread_s", True)):
         if name in server:
-            value = server.pop(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-                raise ConfigError(f"server.{name}: expected a "
-                                  f"{'positive' if least else 'non-negative'} number")
-            kw[name] = float(value)
+            kw[name] = _number(server, name, "server.", zero_ok)
     _no_leftovers(server, "server")
 
     c2s = _table(data, "c2s")
@@ -457,10 +463,8 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Config:
         )
     for key in ("timeout_s", "idle_timeout_s", "max_queue", "dns_timeout_s"):
         if key in s2s:
-            value = s2s.pop(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"s2s.{key}: expected a positive number")
-            kw[f"s2s_{key}"] = int(value) if key == "max_queue" else float(value)
+            value = _number(s2s, key, "s2s.")
+            kw[f"s2s_{key}"] = int(value) if key == "max_queue" else value
     routes = s2s.pop("routes", {})
     kw["s2s_routes"] = {}
     for domain, target in routes.items():
@@ -528,10 +532,7 @@ def _cluster(table: dict[str, Any]) -> dict[str, Any]:
         kw["cluster_node"] = name
     for name in ("heartbeat_s", "ttl_s", "purge_check_s"):
         if name in table:
-            value = table.pop(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"cluster.{name}: expected a positive number")
-            kw[f"cluster_{name}"] = float(value)
+            kw[f"cluster_{name}"] = _number(table, name, "cluster.")
     if "allow_local_storage" in table:
         kw["cluster_allow_local_storage"] = _take(table, "allow_local_storage", bool,
                                                   "cluster.")
