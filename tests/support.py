@@ -9,8 +9,10 @@ import hmac
 import os
 import re
 import secrets
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -102,6 +104,18 @@ class ServerThread:
 
 
 _CREDS_CACHE: dict[str, dict] = {}
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM ``proc`` (an ``xmppd run``) and wait for it; killed if it is still there
+    after ``timeout`` seconds (or the wait failed).  Its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _creds(password: str) -> dict:

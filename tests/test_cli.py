@@ -7,7 +7,6 @@ import base64
 import datetime
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support import RawClient
+from support import RawClient, stop_process
 
 import xmppd
 from xmppd.transport.tls import generate_self_signed
@@ -77,13 +76,9 @@ class RunningServer:
                 time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(15)
+            return stop_process(self.proc, 15)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
             self.proc.communicate()
 
 

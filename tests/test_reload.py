@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import RawClient, _creds
+from support import RawClient, _creds, stop_process
 
 from xmppd.control.client import ControlFailed, call
 from xmppd.control.protocol import socket_path
@@ -408,13 +408,9 @@ class Running:
         raise AssertionError(f"no {text!r} in the log: {self.lines}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(15)
+            stop_process(self.proc, 15)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
             self._reader.join(5)
 
 

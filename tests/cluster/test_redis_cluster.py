@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import _creds
+from support import _creds, stop_process
 from test_workers import MODULES, Client, free_port, online, subscribe
 from test_workers_metrics import at, scraped
 
@@ -136,13 +136,7 @@ class XmppNode:
         return (self.tmp / "xmppd.log").read_text()[-6000:]
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+        return stop_process(self.proc, 30)
 
 
 def run_nodes(tmp: Path, redis: RedisServer, postgresql_server, names: tuple[str, ...],

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import RawClient, _creds
+from support import RawClient, _creds, stop_process
 
 from xmppd.control.client import ControlUnavailable, call
 from xmppd.storage import open_storage
@@ -142,13 +142,9 @@ class Cluster:
         return (self.tmp / "xmppd.log").read_text()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(30)
+            return stop_process(self.proc, 30)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
             self.log.close()
 
 
