@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from worker_link import HEADER, routed_stanzas
 
@@ -111,6 +112,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_port(port: int, proc: subprocess.Popen, log: Path | None = None,
+              timeout: float = 30.0) -> None:
+    """Until something listens on loopback ``port``; exits if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}): {log.read_text() if log else ''}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listening on {port} after {timeout} s")
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
+    """A throwaway ``redis-server`` on a free loopback port, no persistence: (process, URL)."""
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server",
+                             "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", directory],
+                            stdout=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stanzas", type=int, default=100_000)
@@ -120,13 +146,8 @@ def main() -> None:
     proc = None
     url = args.redis
     if url is None:
-        port, tmp = free_port(), tempfile.mkdtemp()
-        proc = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server",
-                                 "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
-        url = f"redis://127.0.0.1:{port}/0"
+        tmp = tempfile.mkdtemp()
+        proc, url = start_redis(tmp)
     stanzas = routed_stanzas(args.stanzas)
     print(f"{args.stanzas} stanzas, implementation {implementation()}")
     try:

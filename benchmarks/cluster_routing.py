@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster_link import free_port  # noqa: E402
+from cluster_link import free_port, start_redis, wait_port  # noqa: E402
 from loadgen.client import LoginConfig, Session  # noqa: E402
 from loadgen.workloads import _drain, _Flow, _message, _RunState, login_many, proc_cpu_s  # noqa: E402
 from provision import provision_xmppd  # noqa: E402
@@ -123,13 +123,8 @@ class Bench:
         return port, cfg, proc
 
     def start_redis(self) -> str:
-        port = free_port()
-        self.redis = subprocess.Popen(
-            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.work)],
-            stdout=subprocess.DEVNULL)
-        wait_port(port, self.redis, None)
-        return f"redis://127.0.0.1:{port}/0"
+        self.redis, url = start_redis(str(self.work))
+        return url
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -148,20 +143,6 @@ class Bench:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.work, ignore_errors=True)
-
-
-def wait_port(port: int, proc: subprocess.Popen, log: Path | None, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}): {log.read_text() if log else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listening on {port} after {timeout} s")
 
 
 def all_pids(proc: subprocess.Popen) -> list[int]:
