@@ -93,6 +93,20 @@ def sm_alice(cluster: Cluster, worker: int, bob: Client) -> tuple[Client, str]:
     return alice, sm_enable(alice)
 
 
+def detached_alice(cluster: Cluster, alice_on: int, bob_on: int, word: str) -> tuple[Client, str]:
+    """bob (available) on ``bob_on``; alice with SM on ``alice_on`` gets ``word`` from him
+    (unacknowledged), then loses her connection: her session is detached there.  Returns
+    bob and alice's SM id."""
+    bob = cluster.client("bob", bob_on, "b")
+    available(bob)
+    alice, previd = sm_alice(cluster, alice_on, bob)
+    say(bob, "alice@localhost/a", word)
+    alice.read_until(f"{word}</body></message>")
+    drop(alice)
+    time.sleep(0.3)
+    return bob, previd
+
+
 def say(sender: Client, to: str, *texts: str) -> None:
     sender.send("".join(f"<message to='{to}' type='chat'><body>{t}</body></message>"
                         for t in texts))
@@ -198,14 +212,8 @@ def ping_self(client: Client) -> str:
 
 
 def test_resumption_failures_across_workers(cluster):
-    bob = cluster.client("bob", 1, "b")
-    available(bob)
-    alice, previd = sm_alice(cluster, 0, bob)
+    bob, previd = detached_alice(cluster, 0, 1, "f1")
     full = "alice@localhost/a"
-    say(bob, full, "f1")
-    alice.read_until("f1</body></message>")
-    drop(alice)
-    time.sleep(0.3)
 
     # another account's id, on the other worker: item-not-found, as for an unknown id
     for attempt in range(ATTEMPTS):
@@ -241,14 +249,8 @@ def test_resumption_failures_across_workers(cluster):
 
 
 def test_holder_that_does_not_answer_keeps_the_session(cluster):
-    bob = cluster.client("bob", 0, "b")
-    available(bob)
-    alice, previd = sm_alice(cluster, 1, bob)
+    bob, previd = detached_alice(cluster, 1, 0, "s1")
     full = "alice@localhost/a"
-    say(bob, full, "s1")
-    alice.read_until("s1</body></message>")
-    drop(alice)
-    time.sleep(0.3)
     holder = cluster.control("status")["workers"]["1"]["pid"]
     os.kill(holder, signal.SIGSTOP)
     try:
