@@ -7,6 +7,7 @@ import os
 
 import pytest
 from hypothesis import settings
+from support import PURE_TWINS
 
 # CI runs the property tests with a fixed derivation of examples per test, so that a run is
 # repeatable (a failure found there reproduces); developers get fresh random examples.
@@ -14,10 +15,6 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-
-#: The pure twin of each compiled module.
-PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure",
-              "wsframe": "xmppd.web._wsframe_pure"}
 
 
 def _load_impls(name: str) -> list:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import importlib
 import os
 import re
 import secrets
@@ -104,6 +105,22 @@ class ServerThread:
 
 
 _CREDS_CACHE: dict[str, dict] = {}
+
+
+#: The pure twin of each compiled module (``xmppd._speedups.<name>``).
+PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure",
+              "wsframe": "xmppd.web._wsframe_pure"}
+
+
+def twins(name: str) -> tuple[Any, Any]:
+    """The pure module of ``name`` and the compiled one (None when it is not built), for
+    the differential tests that run both side by side."""
+    pure = importlib.import_module(PURE_TWINS[name])
+    try:
+        compiled = importlib.import_module(f"xmppd._speedups.{name}")
+    except ImportError:  # depends on the build
+        compiled = None
+    return pure, compiled
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> int:

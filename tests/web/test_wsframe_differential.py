@@ -5,19 +5,14 @@ identical to feeding everything at once."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import twins
 
 from xmppd.web._wsbase import WebSocketError
 
-pure = importlib.import_module("xmppd.web._wsframe_pure")
-try:
-    compiled = importlib.import_module("xmppd._speedups.wsframe")
-except ImportError:  # pragma: no cover - depends on the build
-    compiled = None
+pure, compiled = twins("wsframe")
 
 pytestmark = pytest.mark.skipif(compiled is None, reason="compiled frame codec not built")
 

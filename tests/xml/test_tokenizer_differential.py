@@ -7,19 +7,14 @@ and identical to feeding the whole input at once.
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import twins
 
 from xmppd.xml.events import TokenizerError
 
-pure = importlib.import_module("xmppd.xml._tokenizer_pure")
-try:
-    compiled = importlib.import_module("xmppd._speedups.tokenizer")
-except ImportError:  # pragma: no cover - depends on the build
-    compiled = None
+pure, compiled = twins("tokenizer")
 
 pytestmark = pytest.mark.skipif(compiled is None, reason="compiled tokenizer not built")
 

@@ -9,19 +9,14 @@ serializations the same way, whatever the order in which their parts are touched
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import twins
 
 from xmppd.xml.element import Element
 
-pure = importlib.import_module("xmppd.xml._tokenizer_pure")
-try:
-    compiled = importlib.import_module("xmppd._speedups.tokenizer")
-except ImportError:  # pragma: no cover - depends on the build
-    compiled = None
+pure, compiled = twins("tokenizer")
 
 pytestmark = pytest.mark.skipif(compiled is None, reason="compiled tokenizer not built")
 
