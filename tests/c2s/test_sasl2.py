@@ -200,14 +200,17 @@ def test_sasl2_scram_with_bind2_binds_without_restart(env):
     assert env.policy.routed[-1].get("from") == str(session.jid)
 
 
-def test_sasl2_without_bind_restarts_for_legacy_binding(env):
+def test_sasl2_without_bind_gets_features_at_once_for_legacy_binding(env):
     client = env.client()
     client.header()
     out = scram2(client)
     assert "<authorization-identifier>juliet@localhost</authorization-identifier>" in out
     assert "<bound" not in out
-    out = client.header()
-    assert "urn:ietf:params:xml:ns:xmpp-bind" in out and "urn:xmpp:sasl:2" not in out
+    # XEP-0388 §2.6.3: no stream restart; the features follow the <success/> at once
+    assert not client.io.restarted
+    features = out[out.index("</success>"):]
+    assert "<stream:features" in features and "urn:ietf:params:xml:ns:xmpp-bind" in features
+    assert "urn:xmpp:sasl:2" not in features
     client.feed("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                 "<resource>x</resource></bind></iq>")
     assert str(client.io.session.jid) == "juliet@localhost/x"

@@ -151,7 +151,7 @@ def _preauth_features(
         for t in cb_types:
             cb.subelement("channel-binding", attrs={"type": t})
     if mechs and sasl2_key is not None:
-        feats.append(sasl2.feature(provider, mechs, sasl2_key[1], sm=False))
+        feats.append(sasl2.feature(provider, mechs, sasl2_key[1]))
     for ns in register:  # XEP-0077 in-band registration, XEP-0445 invitations
         feats.subelement("register", ns)
     return features_bytes(feats)
@@ -246,12 +246,18 @@ class ClientNegotiation:
             data = _PREAUTH_FEATURES[key] = _preauth_features(*key, provider=provider)
         self.io.send_bytes(data)
 
-    def _features(self) -> Element:
+    def _features(self, bound: bool = False) -> Element:
         feats = Element("features", STREAM_NS, {}, [])
-        feats.subelement("bind", BIND_NS)
-        feats.subelement("session", SESSION_NS).subelement("optional")
+        if not bound:
+            feats.subelement("bind", BIND_NS)
+            feats.subelement("session", SESSION_NS).subelement("optional")
         self.policy.stream_features(self.io, feats)
         return feats
+
+    def authenticated_features(self, bound: bool) -> bytes:
+        """The features after a SASL2 success (no restart): those of a stream whose
+        resource is ``bound`` already (XEP-0386) or is still to bind."""
+        return features_bytes(self._features(bound))
 
     def _new_sasl(self) -> SASLServer:
         policy = self.policy

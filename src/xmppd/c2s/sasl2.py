@@ -6,8 +6,12 @@ binding included) plus the XEP-0484 FAST ``HT-*`` token mechanisms, in the
 service (:class:`SASL2Provider`): the module owns the options, the FAST token store and the
 inline features (carbons, stream management), so c2s imports no module.
 
-After ``<success/>``: with an inline ``<bind/>`` the resource is bound at once and the stream
-is not restarted; without it the stream restarts and the client binds as in RFC 6120.
+After ``<success/>`` the stream is not restarted (XEP-0388 §2.6.3): the features of the
+authenticated stream follow at once.  With an inline ``<bind/>`` the resource is already
+bound; without it the client binds as in RFC 6120, on the same stream.  An inline XEP-0198
+``<resume/>`` is tried first: resumed, the ``<success/>`` carries ``<resumed/>`` and the
+stream carries on where the old one stopped (no features); refused, it carries ``<failed/>``
+and the ``<bind/>`` is processed as if there had been no ``<resume/>``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +38,7 @@ log = logging.getLogger("xmppd.c2s")
 
 SASL2_NS = "urn:xmpp:sasl:2"
 BIND2_NS = "urn:xmpp:bind:0"
+SM_NS = "urn:xmpp:sm:3"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 MAX_AGENT_ID = 128
 MAX_TAG = 64
@@ -49,6 +55,12 @@ class SASL2Provider(TokenStore, Protocol):
     def bind2_inline(self, stream: Any, session: Any, bind: Element) -> bytes:
         """Enable what ``bind`` asks for on the new session; the answers for ``<bound/>``."""
 
+    def resume_inline(self, stream: Any, resume: Element,
+                      reply: Callable[[bytes], None]) -> Awaitable | None:
+        """Resume the XEP-0198 session ``resume`` names on ``stream`` (authenticated, not
+        bound); ``reply`` gets the ``<resumed/>`` or ``<failed/>`` (it writes a
+        ``<resumed/>`` at once, before the session's unacknowledged stanzas are re-sent)."""
+
     async def fast_issue(self, username: str, domain: str, agent: str) -> tuple[str, str]:
         """A new token for (account, agent): ``(token, expiry as XEP-0082 datetime)``."""
 
@@ -63,6 +75,7 @@ class Request:
     mech: Any  # SASLServer or TokenAuth
     agent: str | None = None
     bind: Element | None = None
+    resume: Element | None = None  # XEP-0198 inline resumption
     request_token: str | None = None
     invalidate: bool = False
 
@@ -74,8 +87,8 @@ def failure_bytes(condition: str, text: str | None = None) -> bytes:
     return f"<failure xmlns='{SASL2_NS}'>{body}</failure>".encode()
 
 
-def feature(provider: SASL2Provider, mechs: tuple[str, ...], fast_mechs: tuple[str, ...],
-            sm: bool) -> Element:
+def feature(provider: SASL2Provider, mechs: tuple[str, ...],
+            fast_mechs: tuple[str, ...]) -> Element:
     """``<authentication/>`` with its mechanisms and the inline features."""
     auth = Element("authentication", SASL2_NS, {}, [])
     for name in mechs:
@@ -91,8 +104,8 @@ def feature(provider: SASL2Provider, mechs: tuple[str, ...], fast_mechs: tuple[s
         fast = inline.subelement("fast", FAST_NS)
         for name in fast_mechs:
             fast.subelement("mechanism", text=name)
-    if sm:
-        inline.subelement("sm", "urn:xmpp:sm:3")
+    if SM_NS in features:  # stream management resumes inline (XEP-0198 §10.2)
+        inline.subelement("sm", SM_NS)
     return auth
 
 
@@ -169,6 +182,7 @@ def _authenticate(neg: ClientNegotiation, provider: SASL2Provider, el: Element):
     token_req = el.find("request-token", FAST_NS)
     req = Request(
         mechanism=mechanism, mech=mech, agent=agent, bind=el.find("bind", BIND2_NS),
+        resume=el.find("resume", SM_NS),
         request_token=None if token_req is None or not provider.fast
         else token_req.get("mechanism", ""),
         invalidate=fast is not None and fast.get("invalidate") in ("true", "1"),
@@ -236,6 +250,18 @@ async def _succeeded(neg: ClientNegotiation, req: Request, result: Any) -> None:
             token_xml = (f"<token xmlns='{FAST_NS}' expiry='{escape_attr(expiry)}' "
                          f"token='{escape_attr(token)}'/>")
     io.authenticated()
+
+    def success(identifier: str, inline: str) -> bytes:
+        return (f"<success xmlns='{SASL2_NS}'>{''.join(parts)}<authorization-identifier>"
+                f"{escape_text(identifier)}</authorization-identifier>{inline}{token_xml}"
+                f"</success>").encode()
+
+    failed_xml = ""
+    if req.resume is not None and provider is not None:
+        answer = await _resume(io, provider, req.resume, success)
+        if answer is None:
+            return  # resumed (its <success/> written) or the stream ended
+        failed_xml = answer  # refused: bind as if there had been no <resume/>
     session = None
     bound_xml = ""
     identifier = f"{username}@{domain}"
@@ -255,13 +281,30 @@ async def _succeeded(neg: ClientNegotiation, req: Request, result: Any) -> None:
             identifier = str(jid)
             inner = b"" if provider is None else provider.bind2_inline(io, session, req.bind)
             bound_xml = f"<bound xmlns='{BIND2_NS}'>{inner.decode()}</bound>"
-    parts.append(f"<authorization-identifier>{escape_text(identifier)}"
-                 f"</authorization-identifier>")
-    io.send_bytes(f"<success xmlns='{SASL2_NS}'>{''.join(parts)}{bound_xml}{token_xml}"
-                  f"</success>".encode())
+    io.send_bytes(success(identifier, failed_xml + bound_xml))
+    # no stream restart: the authenticated stream's features follow (bind, unless bound)
+    io.send_bytes(neg.authenticated_features(bound=session is not None))
     if session is None:
-        io.restart_stream()
         return
     log.info("c2s session bound (bind2): jid=%s", session.jid)
     policy.bound(session)
 
+
+async def _resume(io: Any, provider: SASL2Provider, resume: Element,
+                  success: Callable[[str, str], bytes]) -> str | None:
+    """XEP-0198 resumption inline: None once resumed (``success`` written before the
+    re-sent stanzas) or when the stream ended (e.g. an ``h`` too high); else the
+    ``<failed/>`` for the ``<success/>``."""
+    answers: list[bytes] = []
+
+    def reply(data: bytes) -> None:
+        answers.append(data)
+        if data.startswith(b"<resumed"):
+            io.send_bytes(success(str(io.session.jid), data.decode()))
+
+    pending = provider.resume_inline(io, resume, reply)
+    if pending is not None:
+        await pending
+    if not answers or answers[0].startswith(b"<resumed"):
+        return None
+    return answers[0].decode()

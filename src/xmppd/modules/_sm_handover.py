@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from xmppd.jid import JID, JIDError
@@ -82,8 +83,9 @@ class ResumeElsewhere:
     # -- the new side: ask the holder ------------------------------------------------------------
 
     def resume(self, stream: Any, previd: str, h: int, account: tuple[str, str],
-               remote: Any) -> asyncio.Future:
-        """Ask ``remote``'s process for the session; the stream waits for the future."""
+               remote: Any, send: Callable[[bytes], None]) -> asyncio.Future:
+        """Ask ``remote``'s process for the session; the stream waits for the future
+        (``send`` writes the ``<resumed/>`` or ``<failed/>``)."""
         module, api = self.module, self.api
         done = asyncio.get_running_loop().create_future()
         timeout = module.handover_timeout
@@ -99,7 +101,7 @@ class ResumeElsewhere:
                     api.log.exception("unreadable session state from %s", holder)
                     sm = None
                 if sm is not None and not late and not stream.closed:
-                    module.resumed_here(stream, sm, holder)
+                    module.resumed_here(stream, sm, holder, send)
                 elif sm is not None:
                     api.log.info("sm session %s taken over from %s after its client left: "
                                  "detached here", sm.session.jid, holder)
@@ -107,14 +109,15 @@ class ResumeElsewhere:
             if late:
                 return
             if not (isinstance(answer, dict) and "jid" in answer):
-                self._failed(stream, answer, holder)
+                self._failed(stream, answer, holder, send)
             if not done.done():
                 done.set_result(True)
 
         api.ask(holder, "resume", args, timeout, answered)
         return done
 
-    def _failed(self, stream: Any, answer: Any, holder: int) -> None:
+    def _failed(self, stream: Any, answer: Any, holder: int,
+                send: Callable[[bytes], None]) -> None:
         module = self.module
         if isinstance(answer, dict) and answer.get("error") == "handled-count-too-high":
             module.count_too_high(stream, int(answer.get("h", 0)), int(answer.get("sent", 0)))
@@ -122,7 +125,7 @@ class ResumeElsewhere:
         if answer is None:
             self.api.log.info("sm resume refused: holder %s not reachable in time", holder)
         h = answer.get("h") if isinstance(answer, dict) else None
-        stream.send_bytes(module.failed_bytes("item-not-found", h if isinstance(h, int) else None))
+        send(module.failed_bytes("item-not-found", h if isinstance(h, int) else None))
 
     def adopt(self, previd: str, state: dict[str, Any], policy: Any, holder: int) -> Any:
         """Bind the session described by ``state`` here, detached; its StreamManagement."""

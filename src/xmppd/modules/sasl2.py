@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +88,16 @@ class SASL2(Module):
                 if sm is not None:
                     out += sm.enable_inline(stream, child)
         return out
+
+    def resume_inline(self, stream: Any, resume: Element,
+                      reply: Callable[[bytes], None]) -> Awaitable | None:
+        """XEP-0198 resumption inside ``<authenticate/>`` (done by the ``sm`` service)."""
+        sm = self.api.service("sm")
+        if sm is None:  # not offered then; a client that tries anyway gets a clear no
+            reply(f"<failed xmlns='{SM_NS}'><feature-not-implemented "
+                  f"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>".encode())
+            return None
+        return sm.resume(stream, resume, reply)
 
     # -- FAST tokens ----------------------------------------------------------------------
 

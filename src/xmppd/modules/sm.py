@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from xmppd.c2s.negotiation import stream_extension
@@ -347,7 +347,8 @@ class StreamManagementModule(Module):
         return True
 
     def features(self, stream: Any, feats: Element) -> None:
-        feats.subelement("sm", SM_NS)
+        if getattr(stream, "sm", None) is None:  # not when enabled already (Bind2 inline)
+            feats.subelement("sm", SM_NS)
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -414,10 +415,15 @@ class StreamManagementModule(Module):
         self.api.log.debug("sm enabled for %s (resumable: %s)", session.jid, resume)
         return f"<enabled xmlns='{SM_NS}'{attrs}/>".encode()
 
-    def resume(self, stream: Any, el: Element) -> Awaitable | None:
+    def resume(self, stream: Any, el: Element,
+               reply: Callable[[bytes], None] | None = None) -> Awaitable | None:
+        """``<resume/>`` on an authenticated, unbound ``stream``; ``reply`` gets the
+        ``<resumed/>`` or ``<failed/>`` (default: written to the stream; SASL2 puts them in
+        its ``<success/>``, XEP-0198 §10.2)."""
+        send = stream.send_bytes if reply is None else reply
         negotiation = getattr(stream, "negotiation", None)
         if negotiation is None or getattr(stream, "session", None) is not None:
-            stream.send_bytes(failed("unexpected-request"))  # only instead of binding
+            send(failed("unexpected-request"))  # only instead of binding
             return None
         previd = el.get("previd") or ""
         h = parse_h(el.get("h"))
@@ -427,28 +433,29 @@ class StreamManagementModule(Module):
             remote = self.elsewhere.holder(previd)
             if remote is not None and (remote.jid.localpart, remote.jid.domain) == account:
                 if h is None:
-                    stream.send_bytes(failed("bad-request"))
+                    send(failed("bad-request"))
                     return None
-                return self.elsewhere.resume(stream, previd, h, account, remote)
+                return self.elsewhere.resume(stream, previd, h, account, remote, send)
         if sm is None or sm.ended or previd in self.elsewhere.claimed or \
                 (sm.session.jid.localpart, sm.session.jid.domain) != account:
             # Another account's id is answered exactly like an unknown one: no leak.
             gone = self.expired.get(previd)
             known = gone is not None and gone[0] == account and sm is None
-            stream.send_bytes(failed("item-not-found", gone[1] if known else None))
+            send(failed("item-not-found", gone[1] if known else None))
             return None
         if h is None:
-            stream.send_bytes(failed("bad-request"))
+            send(failed("bad-request"))
             return None
         if not sm.acknowledged(h):
             self._count_too_high(stream, h, sm)
             return None
         if sm.session._pending:  # <resumed h/> acknowledges too: wait for durability
-            return self._resume_when_settled(stream, sm)
-        self._resumed(stream, sm)
+            return self._resume_when_settled(stream, sm, send)
+        self._resumed(stream, sm, send)
         return None
 
-    async def _resume_when_settled(self, stream: Any, sm: StreamManagement) -> None:
+    async def _resume_when_settled(self, stream: Any, sm: StreamManagement,
+                                   send: Callable[[bytes], None]) -> None:
         claimed = self.elsewhere.claimed
         claimed.add(sm.id)  # a resume through another process meanwhile loses
         try:
@@ -456,9 +463,9 @@ class StreamManagementModule(Module):
         finally:
             claimed.discard(sm.id)
         if sm.ended or stream.closed or self.resumable.get(sm.id) is not sm:
-            stream.send_bytes(failed("item-not-found"))
+            send(failed("item-not-found"))
             return
-        self._resumed(stream, sm)
+        self._resumed(stream, sm, send)
 
     # -- resumption of a session held by another worker or node (_sm_handover.py) --------------
 
@@ -467,12 +474,14 @@ class StreamManagementModule(Module):
     def new_sm(self, stream: Any, resumable: bool, window: float, **kw: Any) -> StreamManagement:
         return StreamManagement(self, stream, resumable, window, **kw)
 
-    def resumed_here(self, stream: Any, sm: StreamManagement, holder: int) -> None:
+    def resumed_here(self, stream: Any, sm: StreamManagement, holder: int,
+                     send: Callable[[bytes], None]) -> None:
         """A session taken over from ``holder``: attach it to ``stream``."""
         self.api.log.info("sm session %s taken over from %s", sm.session.jid, holder)
-        self._resumed(stream, sm)
+        self._resumed(stream, sm, send)
 
-    def _resumed(self, stream: Any, sm: StreamManagement) -> None:
+    def _resumed(self, stream: Any, sm: StreamManagement,
+                 send: Callable[[bytes], None]) -> None:
         old = sm.stream
         if sm.timer is not None:
             sm.timer.cancel()
@@ -481,7 +490,7 @@ class StreamManagementModule(Module):
         sm.requested = False
         stream.sm = sm
         stream.bound(sm.session)
-        stream.send_bytes(f"<resumed xmlns='{SM_NS}' previd='{sm.id}' h='{sm.h_in}'/>".encode())
+        send(f"<resumed xmlns='{SM_NS}' previd='{sm.id}' h='{sm.h_in}'/>".encode())
         for el in sm.queue:  # not counted again: they keep their sequence numbers
             stream.send(el)
         if sm.queue:
