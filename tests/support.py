@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xmppd.c2s.sasl import derive_all
+from xmppd.component.stream import handshake_digest
 from xmppd.core.config import Config, Listener, load
 from xmppd.server import Server
 from xmppd.web import _wsframe_pure as wsframe
@@ -232,6 +233,31 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+COMPONENT_HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+    "xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>"
+)
+
+
+class RawComponent(RawClient):
+    """A raw XEP-0114 external component."""
+
+    def open(self, to: str) -> str:
+        self.send(COMPONENT_HEADER.format(to=to))
+        header = self.read_until(r"<stream:stream[^>]*>|</stream:error>")
+        match = re.search(r" id=['\"]([^'\"]+)", header)
+        return match.group(1) if match else ""
+
+    def connect(self, to: str, secret: str) -> None:
+        stream_id = self.open(to)
+        self.send(f"<handshake>{handshake_digest(stream_id, secret)}</handshake>")
+        self.read_until("<handshake/>")
+
+
+def component_port(srv) -> int:
+    return srv.server.addresses["component"][0][1]
 
 
 def sm_authenticate(client: RawClient, user: str, password: str = "secret") -> str:

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from support import RawClient
+from support import RawClient, RawComponent, component_port
 
 from xmppd.component.stream import handshake_digest
 from xmppd.core.config import Listener
-
-HEADER = (
-    "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
-    "xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>"
-)
-
-
-class RawComponent(RawClient):
-    def open(self, to: str) -> str:
-        self.send(HEADER.format(to=to))
-        header = self.read_until(r"<stream:stream[^>]*>|</stream:error>")
-        match = re.search(r" id=['\"]([^'\"]+)", header)
-        return match.group(1) if match else ""
-
-    def connect(self, to: str, secret: str) -> None:
-        stream_id = self.open(to)
-        self.send(f"<handshake>{handshake_digest(stream_id, secret)}</handshake>")
-        self.read_until("<handshake/>")
 
 
 @pytest.fixture
@@ -34,10 +14,6 @@ def server(make_server):
     return make_server(users={"alice": "secret"}, allow_plain=True,
                        components={"echo.localhost": "s3cret", "bridge": "other"},
                        component_listeners=(Listener("127.0.0.1", 0),))
-
-
-def component_port(srv) -> int:
-    return srv.server.addresses["component"][0][1]
 
 
 def login(srv) -> RawClient:

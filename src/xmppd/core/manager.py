@@ -34,7 +34,7 @@ DEFAULT_MODULES = (
     "disco", "ping", "version", "time", "s2s", "component",
     "message", "roster", "presence", "offline", "blocking", "csi", "sm", "keepalive",
     "carbons", "muc", "pep", "vcard", "private", "pubsub", "contact", "sasl2",
-    "adhoc", "admin_commands", "register",
+    "push", "adhoc", "admin_commands", "register",
     "bosh", "upload", "extdisco", "metrics",
     "websocket", "hostmeta",
 )

@@ -143,7 +143,7 @@ class ResumeElsewhere:
         api.share(session, previd)
         states = state.get("states")
         api.import_session(session, states if isinstance(states, dict) else {})
-        module.detach(sm)
+        module.detach(sm, notify=False)  # taken over to be resumed here at once
         self.taken += 1
         return sm
 

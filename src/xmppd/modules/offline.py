@@ -127,6 +127,9 @@ class Offline(Module):
             api.count_limit("max_offline_messages")
             api.log.info("limit max_offline_messages (%d) reached for %s", limit, target)
             return False
+        push = api.service("push")
+        if push is not None:  # stored (committed): the woken phone will find it
+            push.offline(target, stanza)
         # A session may have become available while we were writing; it already fetched
         # the store, so hand it this message now.
         presence = api.service("presence")

@@ -173,6 +173,10 @@ class StreamManagement:
                 manager.api.log.info("limit modules.sm.max_queue (%d) reached for detached %s",
                                      manager.max_queue, self.session.jid)
                 manager.end(self)
+                return
+            push = manager.api.service("push")
+            if push is not None:  # the client's app may be asleep: wake it (XEP-0357)
+                push.detached(self.session, [el])
             return
         stream.send(el)
         if len(queue) > manager.max_queue:
@@ -501,11 +505,16 @@ class StreamManagementModule(Module):
 
     # -- detach, expire, end ------------------------------------------------------------------
 
-    def detach(self, sm: StreamManagement) -> None:
+    def detach(self, sm: StreamManagement, notify: bool = True) -> None:
+        """The session's connection is gone: wait ``sm.window`` for a resumption
+        (``notify``: push notifications for what is unacknowledged, XEP-0357)."""
         sm.stream = None
         if sm.timer is not None:
             sm.timer.cancel()
         sm.timer = self.loop.call_later(sm.window, self.expire, sm)
+        push = self.api.service("push")
+        if notify and push is not None and sm.queue:  # the app may not have shown them
+            push.detached(sm.session, sm.queue)
         self.api.log.info("sm detached: jid=%s unacknowledged=%d window=%gs",
                           sm.session.jid, len(sm.queue), sm.window)
 
