@@ -6,7 +6,6 @@ values checked to have moved."""
 from __future__ import annotations
 
 import base64
-import re
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import RawClient, connect
+from support import RawClient, RawComponent, component_port, connect
 
 from xmppd.component.stream import handshake_digest
 from xmppd.core.config import ConfigError, Limits, Listener
@@ -248,20 +247,12 @@ def test_federation_counts_links_logins_and_remote_stanzas(make_server):
 def test_component_handshakes_and_connected_components(make_server):
     srv = make_server(components={"echo.localhost": "s3cret"},
                       component_listeners=(Listener("127.0.0.1", 0),))
-    port = srv.server.addresses["component"][0][1]
-    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
-              "xmlns:stream='http://etherx.jabber.org/streams' to='echo.localhost'>")
-
-    def handshake(secret: str) -> RawClient:
-        comp = RawClient(port)
-        comp.send(header)
-        stream_id = re.search(r" id=['\"]([^'\"]+)", comp.read_until(r"<stream:stream[^>]*>"))
-        comp.send(f"<handshake>{handshake_digest(stream_id.group(1), secret)}</handshake>")
-        return comp
-
-    assert "not-authorized" in handshake("wrong").read_closed()
-    good = handshake("s3cret")
-    good.read_until("<handshake/>")
+    wrong = RawComponent(component_port(srv))
+    stream_id = wrong.open("echo.localhost")
+    wrong.send(f"<handshake>{handshake_digest(stream_id, 'wrong')}</handshake>")
+    assert "not-authorized" in wrong.read_closed()
+    good = RawComponent(component_port(srv))  # kept open: counted as connected
+    good.connect("echo.localhost", "s3cret")
     found = samples(scrape(srv)[0])
     for outcome in ("success", "failure"):
         assert value(found, "xmppd_logins_total", kind="component", mechanism="handshake",
