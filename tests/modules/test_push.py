@@ -203,3 +203,32 @@ def test_enable_limits_and_only_for_ones_own_account(make_server):
     bob.send("<iq type='get' id='disco' to='bob@localhost'>"
              "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
     assert PUSH in bob.read_until("</iq>")
+
+
+def test_what_is_important():
+    from xmppd.modules.push import important
+    from xmppd.xml.stanza import decode_stanza
+
+    def msg(xml: str) -> bool:
+        return important(decode_stanza(xml.encode()))
+
+    assert msg("<message type='chat'><body>hi</body></message>")
+    assert msg("<message type='groupchat'><body>hi all</body></message>")
+    assert msg("<message><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>")
+    assert msg("<message><propose xmlns='urn:xmpp:jingle-message:0' id='c'/></message>")
+    assert msg("<message><x xmlns='jabber:x:conference' jid='r@muc.example'/></message>")
+    assert msg("<message><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:"
+               "forward:0'><message type='chat'><body>x</body></message></forwarded>"
+               "</received></message>")
+    assert not msg("<message><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:"
+                   "forward:0'><message type='chat'><body>x</body></message></forwarded>"
+                   "</sent></message>")
+    assert not msg("<message type='chat'><active xmlns='http://jabber.org/protocol/"
+                   "chatstates'/></message>")
+    assert not msg("<message><received xmlns='urn:xmpp:receipts' id='m1'/></message>")
+    assert not msg("<message type='groupchat'><subject>topic</subject></message>")
+    assert not msg("<message type='groupchat'><x xmlns='http://jabber.org/protocol/muc#user'/>"
+                   "</message>")
+    assert not msg("<message type='headline'><body>news</body></message>")
+    assert not msg("<message type='error'><body>x</body></message>")
+    assert not msg("<presence/>")

@@ -17,10 +17,11 @@ concerned; what the app server does with it is its business):
   resource); the ``sm`` module calls :meth:`Push.detached`, also when a session detaches
   with important stanzas unacknowledged.
 
-Important, as in Prosody's ``mod_cloud_notify``: a message (not ``groupchat``, ``headline``
-or ``error``) with a body, an end-to-end encrypted payload (OMEMO), a call proposal
-(XEP-0353) or a MUC invitation, or a carbon of such a message received by another resource.
-Chat states and receipts alone do not wake anyone.
+Important, as in Prosody's ``mod_cloud_notify``: a message (not ``headline`` or ``error``)
+with a body, an end-to-end encrypted payload (OMEMO), a call proposal (XEP-0353) or a MUC
+invitation, or a carbon of such a message received by another resource; of a room's
+``groupchat`` messages (queued for a detached session that sits in the room), those with a
+body.  Chat states, receipts and subjects alone do not wake anyone.
 
 What the notification tells the app server (``urn:xmpp:push:summary``): ``message-count``
 (messages pushed since the account last bound a resource) always; the sender and the body
@@ -65,12 +66,14 @@ ID_PREFIX = "push:"
 
 def important(stanza: Element) -> bool:
     """A stanza worth a push notification (see the module docstring)."""
-    if stanza.name != "message" or stanza.get("type", "normal") in (
-            "groupchat", "headline", "error"):
+    kind = stanza.get("type", "normal")
+    if stanza.name != "message" or kind in ("headline", "error"):
         return False
     for child in stanza.elements():
         if child.name == "body" and child.ns == stanza.ns:
             return True
+        if kind == "groupchat":  # a room's chatter: only what has a body
+            continue
         if (child.name, child.ns) in IMPORTANT:
             return True
         if child.name == "received" and child.ns == CARBONS_NS:  # another resource got it
