@@ -61,6 +61,8 @@ class XML(bytes):
 
 def put_stanza(out: bytearray, to: bytes, xml: bytes) -> None:
     """A STANZA record for the session ``to`` (its full JID, UTF-8)."""
+    if len(to) > 0xFFFF or len(xml) > 0xFFFFFFFF:
+        raise CodecError(f"stanza record too large ({len(to)}-byte JID, {len(xml)}-byte XML)")
     out += _HEAD_STANZA.pack(STANZA, len(to))
     out += to
     out += _U32.pack(len(xml))
@@ -168,14 +170,16 @@ class FrameDecoder:
 
 
 def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
-    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``."""
+    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``; CodecError
+    (the records before the bad one appended) if they are malformed."""
     if type(buf) is not bytes:  # a bytearray or a view: its slices would not be bytes
         buf = bytes(buf)
+    if pos < 0 or end > len(buf):
+        raise CodecError("frame bounds outside the buffer")
     append = out.append
     try:
         while pos < end:
-            kind = buf[pos]
-            if kind == STANZA:  # the bulk of the traffic: plain index arithmetic
+            if buf[pos] == STANZA:  # the bulk of the traffic: plain index arithmetic
                 start = pos + 3 + (buf[pos + 1] << 8 | buf[pos + 2])
                 to = buf[pos + 3:start].decode()
                 pos = start + 4
@@ -183,46 +187,63 @@ def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
                 start, pos = pos, pos + size
                 # a size past the frame's end fails the check below: nothing past it is taken
                 append((STANZA, to, buf[start:pos]))
-            elif kind in (BIND, UNBIND, SHARE):
-                (n,) = _U16.unpack_from(buf, pos + 1)
-                jid = bytes(buf[pos + 3:pos + 3 + n]).decode()
-                pos += 3 + n
-                if kind == BIND:
-                    worker, stamp = _BIND_TAIL.unpack_from(buf, pos)
-                    pos += _BIND_TAIL.size
-                    out.append((BIND, jid, worker, stamp))
-                elif kind == UNBIND:
-                    (worker,) = _U64.unpack_from(buf, pos)
-                    pos += 8
-                    out.append((UNBIND, jid, worker))
-                else:
-                    m = buf[pos]
-                    module = bytes(buf[pos + 1:pos + 1 + m]).decode()
-                    pos += 1 + m
-                    value, pos = _value(buf, pos)
-                    out.append((SHARE, jid, module, value))
-            elif kind == CONTROL:
-                n = buf[pos + 1]
-                name = bytes(buf[pos + 2:pos + 2 + n]).decode()
-                pos += 2 + n
-                (size,) = _U32.unpack_from(buf, pos)
-                pos += 4
-                body = bytes(buf[pos:pos + size])
-                if len(body) != size:
-                    raise CodecError("truncated control record")
-                pos += size
-                args = json.loads(body)
-                if not isinstance(args, dict):
-                    raise CodecError("control arguments are not an object")
-                out.append((CONTROL, name, args))
             else:
-                raise CodecError(f"unknown record kind {kind}")
+                pos = _record(buf, pos, out)
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, CodecError):
             raise
         raise CodecError(f"malformed record: {exc}") from None
     if pos != end:
         raise CodecError("a record runs past the end of its frame")
+
+
+def parse_record(buf: bytes, pos: int, out: list[tuple]) -> int:
+    """Append the one record at ``buf[pos]`` that is not a STANZA (the compiled twin's
+    :func:`parse_records` reads those here: they are rare); where it ends.  CodecError if
+    it is malformed."""
+    try:
+        return _record(buf, pos, out)
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"malformed record: {exc}") from None
+
+
+def _record(buf: bytes, pos: int, out: list[tuple]) -> int:
+    kind = buf[pos]
+    if kind in (BIND, UNBIND, SHARE):
+        (n,) = _U16.unpack_from(buf, pos + 1)
+        jid = bytes(buf[pos + 3:pos + 3 + n]).decode()
+        pos += 3 + n
+        if kind == BIND:
+            worker, stamp = _BIND_TAIL.unpack_from(buf, pos)
+            out.append((BIND, jid, worker, stamp))
+            return pos + _BIND_TAIL.size
+        if kind == UNBIND:
+            (worker,) = _U64.unpack_from(buf, pos)
+            out.append((UNBIND, jid, worker))
+            return pos + 8
+        m = buf[pos]
+        module = bytes(buf[pos + 1:pos + 1 + m]).decode()
+        pos += 1 + m
+        value, pos = _value(buf, pos)
+        out.append((SHARE, jid, module, value))
+        return pos
+    if kind == CONTROL:
+        n = buf[pos + 1]
+        name = bytes(buf[pos + 2:pos + 2 + n]).decode()
+        pos += 2 + n
+        (size,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        body = bytes(buf[pos:pos + size])
+        if len(body) != size:
+            raise CodecError("truncated control record")
+        args = json.loads(body)
+        if not isinstance(args, dict):
+            raise CodecError("control arguments are not an object")
+        out.append((CONTROL, name, args))
+        return pos + size
+    raise CodecError(f"unknown record kind {kind}")
 
 
 def _value(buf: Any, pos: int) -> tuple[Any, int]:
