@@ -27,8 +27,16 @@ attack, but it must not be read as something else).
 from __future__ import annotations
 
 import json
+import logging
+import re
 import struct
 from typing import Any
+
+from xmppd.xml.element import Element
+from xmppd.xml.events import TokenizerError
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
+
+log = logging.getLogger(__name__)
 
 STANZA, BIND, UNBIND, SHARE, CONTROL = 1, 2, 3, 4, 5
 
@@ -265,3 +273,82 @@ def _value(buf: Any, pos: int) -> tuple[Any, int]:
             raise CodecError("truncated value")
         return (XML(data) if tag == _XML else data.decode()), pos + size
     raise CodecError(f"unknown value type {tag}")
+
+
+# -- a STANZA record's element, from its start tag ---------------------------------------------
+
+#: What :meth:`Element.to_bytes` writes for a ``jabber:client`` stanza with plain attributes:
+#: ASCII names, one space before each ``name="value"``, values without ``<`` or control
+#: characters.  Anything else (a namespaced attribute, another namespace...) is parsed.
+_NAME = rb"[A-Za-z_][A-Za-z0-9_.\-]*"
+_START = re.compile(rb"<(" + _NAME + rb")((?: " + _NAME + rb'="[^"<\x00-\x1f]*")*)(/?)>')
+_ATTR = re.compile(rb" (" + _NAME + rb')="([^"]*)"')
+_VALUE = re.compile(rb"(?:[^&]|&(?:amp|lt|gt|quot|#9|#10|#13);)*")
+_REF = re.compile(rb"&(amp|lt|gt|quot|#9|#10|#13);")
+_REFS = {b"amp": b"&", b"lt": b"<", b"gt": b">", b"quot": b'"', b"#9": b"\t", b"#10": b"\n",
+         b"#13": b"\r"}
+
+
+def stanza_element(data: bytes) -> Element | None:
+    """The ``jabber:client`` element a peer's STANZA record carries, built from its start
+    tag alone (no validating pass over what our own peer's serializer wrote): its content
+    stays the record's bytes, decoded when first read; :meth:`Element.to_bytes` returns
+    ``data`` itself while the element is unchanged.  None when the bytes are not in the
+    form :meth:`Element.to_bytes` writes for a stanza with plain attributes (the caller
+    parses them then)."""
+    m = _START.match(data)
+    if m is None:
+        return None
+    name = m.group(1)
+    if m.group(3):
+        if m.end() != len(data):
+            return None
+        inner = b""
+    else:
+        close = b"</" + name + b">"
+        if len(data) < m.end() + len(close) or not data.endswith(close):
+            return None
+        inner = data[m.end():len(data) - len(close)]
+    attrs: dict[str, str] = {}
+    for key, value in _ATTR.findall(m.group(2)):
+        if key[:3].lower() == b"xml":  # xmlns, and names XML reserves
+            return None
+        if b"&" in value:
+            if _VALUE.fullmatch(value) is None:
+                return None
+            value = _REF.sub(lambda r: _REFS[r.group(1)], value)
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            return None
+        attr = key.decode()
+        if attr in attrs:
+            return None  # twice the same attribute
+        attrs[attr] = text
+    element = Element(name.decode(), CLIENT_NS, attrs, lazy=StanzaContent(data) if inner else None,
+                      raw_inner=inner, raw_ns=CLIENT_NS)
+    element._wire = (inner, CLIENT_NS, element.name, attrs.copy(), data)
+    return element
+
+
+class StanzaContent:
+    """The children of an element :func:`stanza_element` built: its bytes parsed (with
+    the validating tokenizer) when first read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> list[Element | str]:
+        return stanza_content(self.data)
+
+
+def stanza_content(data: bytes) -> list[Element | str]:
+    """The children of the stanza ``data`` (parsed and checked by the tokenizer)."""
+    try:
+        return decode_stanza(data)._kids()
+    except (ValueError, TokenizerError):
+        # our own peer's serializer wrote it: a bug there, not input to answer
+        log.error("cluster: a peer sent a stanza whose content does not parse: %r", data[:200])
+        return []

@@ -170,8 +170,6 @@ class Inbound(asyncio.Protocol):
         #: set by the hello record: (worker, epoch)
         self.worker: int | None = None
         self.epoch: str | None = None
-        #: the peer's stanzas are parsed by one stream tokenizer per connection
-        self.tokenizer: Any = None
         self.bytes_in = 0  # for the metrics
         self.stanzas_in = 0
 

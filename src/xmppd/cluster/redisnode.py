@@ -38,11 +38,10 @@ from typing import TYPE_CHECKING, Any
 from xmppd.cluster import codec, frames
 from xmppd.cluster import membership as m
 from xmppd.cluster.link import RecordBuffer
-from xmppd.cluster.node import _HEADER, Node
+from xmppd.cluster.node import Node
 from xmppd.cluster.resp import RedisConnection, RedisError
 from xmppd.core.config import redis_address
 from xmppd.xml.stanza import decode_stanza
-from xmppd.xml.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from xmppd.core.config import Config
@@ -110,8 +109,6 @@ class PeerState:
         self.worker = epoch
         self.epoch = str(epoch)
         self.name = name
-        self.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
-        self.tokenizer.feed(_HEADER)
         self.transport = None
         self.bytes_in = 0  # for the metrics
         self.stanzas_in = 0
