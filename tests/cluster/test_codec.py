@@ -37,7 +37,7 @@ def put(buf: bytearray, record: tuple, impl=codec) -> None:
         codec.put_control(buf, *record[1:])
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(records, max_size=8), max_size=5), st.integers(1, 50))
 def test_records_round_trip_however_the_bytes_are_split(clustercodec_impl, frames, chunk):
     wire = b""
@@ -130,7 +130,7 @@ CONTENT = st.sampled_from([[], ["hi & <bye>"], [Element("body", CLIENT_NS, {}, [
                            [Element("x", "urn:y", {"{urn:z}a": "1"}, [Element("i", "urn:y")]), "t"]])
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["message", "presence", "iq"]), PLAIN, CONTENT,
        st.sampled_from([None, "en"]))
 def test_a_serialized_stanza_is_built_from_its_start_tag(clustercodec_impl, name, attrs, content,
