@@ -53,6 +53,13 @@ def wsframe_impl(request):
     return import_impl(request.param)
 
 
+@pytest.fixture(params=_load_impls("clustercodec"))
+def clustercodec_impl(request):
+    """The cluster links' STANZA codec (``put_stanza``, ``parse_records``, ``FrameDecoder``),
+    once per implementation (ids ``pure``: ``xmppd.cluster.codec``, and ``compiled``)."""
+    return import_impl(request.param)
+
+
 # -- a real server on ephemeral loopback ports ------------------------------------------------
 
 from support import ServerThread  # noqa: E402

@@ -110,7 +110,8 @@ _CREDS_CACHE: dict[str, dict] = {}
 
 #: The pure twin of each compiled module (``xmppd._speedups.<name>``).
 PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure",
-              "wsframe": "xmppd.web._wsframe_pure"}
+              "wsframe": "xmppd.web._wsframe_pure",
+              "clustercodec": "xmppd.cluster.codec"}
 
 
 def twins(name: str) -> tuple[Any, Any]:

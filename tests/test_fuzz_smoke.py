@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ("tokenizer", "jid", "sasl", "wsframe")
+HARNESSES = ("tokenizer", "jid", "sasl", "wsframe", "clustercodec")
 
 
 def harness(name: str) -> ModuleType:
@@ -152,6 +152,40 @@ def test_wsframe_harness_catches_a_divergent_twin(monkeypatch) -> None:
     mod.test_one_input(mod.encode(pure.encode_frame(1, b"<a/>", True, b"abcd")))
     with pytest.raises(AssertionError):
         mod.test_one_input(mod.encode(pure.encode_frame(1, b"<a/>")))
+
+
+_RECORD_TOKENS = [b"\x00\x00\x00", b"\x01\x00\x05a@b/c", b"\x00\x00\x00\x0b", b"<presence/>",
+                  b'<message to="a@b/c">', b"</message>", b'<iq id="&amp;"/>', b"\x02", b"\x05",
+                  b"\xc3\xa9", b"\xff", b" xml:lang=\"en\""]
+
+
+@SMOKE
+@given(cuts=st.binary(min_size=4, max_size=4),
+       frames=st.lists(st.lists(st.sampled_from(_RECORD_TOKENS), max_size=8).map(b"".join),
+                       max_size=4))
+def test_clustercodec_generated(cuts: bytes, frames: list[bytes]) -> None:
+    mod = harness("clustercodec")
+    mod.test_one_input(mod.encode(b"".join(len(f).to_bytes(4, "big") + f for f in frames), cuts))
+
+
+def test_clustercodec_harness_catches_a_divergent_twin(monkeypatch) -> None:
+    mod = harness("clustercodec")
+    pure = mod.codec
+
+    def lenient(data: bytes):  # builds what the serializer never writes
+        return pure.stanza_element(data.replace(b"xml:lang", b"lang"))
+
+    fake = ModuleType("fake_clustercodec")
+    fake.FrameDecoder, fake.parse_records = pure.FrameDecoder, pure.parse_records
+    fake.stanza_element = lenient
+    monkeypatch.setitem(mod.IMPLS, "fake", fake)
+    body = bytearray()
+    pure.put_stanza(body, b"a@b/c", b'<message to="a@b/c"/>')
+    mod.test_one_input(mod.encode(pure.frame(body)))
+    body = bytearray()
+    pure.put_stanza(body, b"a@b/c", b'<message xml:lang="en"/>')
+    with pytest.raises(AssertionError):
+        mod.test_one_input(mod.encode(pure.frame(body)))
 
 
 def test_tokenizer_harness_catches_a_divergent_twin(monkeypatch) -> None:

@@ -34,7 +34,7 @@ def test_public_tokenizer_is_the_active_implementation():
 
 
 @pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid",
-                                    "xmppd._speedups.wsframe"])
+                                    "xmppd._speedups.wsframe", "xmppd._speedups.clustercodec"])
 def test_required_extensions_are_importable(module):
     """Fails (never skips) when XMPPD_REQUIRE_EXTENSIONS=1 and a compiled module is missing:
     a silent fallback to pure Python is a performance bug."""
@@ -52,6 +52,17 @@ def test_public_frame_codec_is_the_active_implementation():
     except ImportError:
         expected = "xmppd.web._wsframe_pure"
     assert xmppd.web.wsframe.FrameDecoder.__module__ == expected
+
+
+def test_public_cluster_codec_is_the_active_implementation():
+    import xmppd.cluster.frames
+
+    expected = "xmppd.cluster.codec" if PURE_PYTHON else "xmppd._speedups.clustercodec"
+    try:
+        importlib.import_module("xmppd._speedups.clustercodec")
+    except ImportError:
+        expected = "xmppd.cluster.codec"
+    assert xmppd.cluster.frames.stanza_element.__module__ == expected
 
 
 def test_pure_python_forced_in_a_subprocess():

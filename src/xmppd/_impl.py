@@ -40,6 +40,7 @@ def choose(name: str, pure: str) -> ModuleType:
 def implementation() -> str:
     """A short description of the active implementation, for ``--version`` and logs."""
     # Import the public modules so that every choice has been made.
+    import xmppd.cluster.frames  # noqa: F401
     import xmppd.jid  # noqa: F401
     import xmppd.web.wsframe  # noqa: F401
     import xmppd.xml.tokenizer  # noqa: F401

@@ -27,8 +27,16 @@ attack, but it must not be read as something else).
 from __future__ import annotations
 
 import json
+import logging
+import re
 import struct
 from typing import Any
+
+from xmppd.xml.element import Element
+from xmppd.xml.events import TokenizerError
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
+
+log = logging.getLogger(__name__)
 
 STANZA, BIND, UNBIND, SHARE, CONTROL = 1, 2, 3, 4, 5
 
@@ -61,6 +69,8 @@ class XML(bytes):
 
 def put_stanza(out: bytearray, to: bytes, xml: bytes) -> None:
     """A STANZA record for the session ``to`` (its full JID, UTF-8)."""
+    if len(to) > 0xFFFF or len(xml) > 0xFFFFFFFF:
+        raise CodecError(f"stanza record too large ({len(to)}-byte JID, {len(xml)}-byte XML)")
     out += _HEAD_STANZA.pack(STANZA, len(to))
     out += to
     out += _U32.pack(len(xml))
@@ -168,14 +178,16 @@ class FrameDecoder:
 
 
 def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
-    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``."""
+    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``; CodecError
+    (the records before the bad one appended) if they are malformed."""
     if type(buf) is not bytes:  # a bytearray or a view: its slices would not be bytes
         buf = bytes(buf)
+    if pos < 0 or end > len(buf):
+        raise CodecError("frame bounds outside the buffer")
     append = out.append
     try:
         while pos < end:
-            kind = buf[pos]
-            if kind == STANZA:  # the bulk of the traffic: plain index arithmetic
+            if buf[pos] == STANZA:  # the bulk of the traffic: plain index arithmetic
                 start = pos + 3 + (buf[pos + 1] << 8 | buf[pos + 2])
                 to = buf[pos + 3:start].decode()
                 pos = start + 4
@@ -183,46 +195,63 @@ def parse_records(buf: Any, pos: int, end: int, out: list[tuple]) -> None:
                 start, pos = pos, pos + size
                 # a size past the frame's end fails the check below: nothing past it is taken
                 append((STANZA, to, buf[start:pos]))
-            elif kind in (BIND, UNBIND, SHARE):
-                (n,) = _U16.unpack_from(buf, pos + 1)
-                jid = bytes(buf[pos + 3:pos + 3 + n]).decode()
-                pos += 3 + n
-                if kind == BIND:
-                    worker, stamp = _BIND_TAIL.unpack_from(buf, pos)
-                    pos += _BIND_TAIL.size
-                    out.append((BIND, jid, worker, stamp))
-                elif kind == UNBIND:
-                    (worker,) = _U64.unpack_from(buf, pos)
-                    pos += 8
-                    out.append((UNBIND, jid, worker))
-                else:
-                    m = buf[pos]
-                    module = bytes(buf[pos + 1:pos + 1 + m]).decode()
-                    pos += 1 + m
-                    value, pos = _value(buf, pos)
-                    out.append((SHARE, jid, module, value))
-            elif kind == CONTROL:
-                n = buf[pos + 1]
-                name = bytes(buf[pos + 2:pos + 2 + n]).decode()
-                pos += 2 + n
-                (size,) = _U32.unpack_from(buf, pos)
-                pos += 4
-                body = bytes(buf[pos:pos + size])
-                if len(body) != size:
-                    raise CodecError("truncated control record")
-                pos += size
-                args = json.loads(body)
-                if not isinstance(args, dict):
-                    raise CodecError("control arguments are not an object")
-                out.append((CONTROL, name, args))
             else:
-                raise CodecError(f"unknown record kind {kind}")
+                pos = _record(buf, pos, out)
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, CodecError):
             raise
         raise CodecError(f"malformed record: {exc}") from None
     if pos != end:
         raise CodecError("a record runs past the end of its frame")
+
+
+def parse_record(buf: bytes, pos: int, out: list[tuple]) -> int:
+    """Append the one record at ``buf[pos]`` that is not a STANZA (the compiled twin's
+    :func:`parse_records` reads those here: they are rare); where it ends.  CodecError if
+    it is malformed."""
+    try:
+        return _record(buf, pos, out)
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"malformed record: {exc}") from None
+
+
+def _record(buf: bytes, pos: int, out: list[tuple]) -> int:
+    kind = buf[pos]
+    if kind in (BIND, UNBIND, SHARE):
+        (n,) = _U16.unpack_from(buf, pos + 1)
+        jid = bytes(buf[pos + 3:pos + 3 + n]).decode()
+        pos += 3 + n
+        if kind == BIND:
+            worker, stamp = _BIND_TAIL.unpack_from(buf, pos)
+            out.append((BIND, jid, worker, stamp))
+            return pos + _BIND_TAIL.size
+        if kind == UNBIND:
+            (worker,) = _U64.unpack_from(buf, pos)
+            out.append((UNBIND, jid, worker))
+            return pos + 8
+        m = buf[pos]
+        module = bytes(buf[pos + 1:pos + 1 + m]).decode()
+        pos += 1 + m
+        value, pos = _value(buf, pos)
+        out.append((SHARE, jid, module, value))
+        return pos
+    if kind == CONTROL:
+        n = buf[pos + 1]
+        name = bytes(buf[pos + 2:pos + 2 + n]).decode()
+        pos += 2 + n
+        (size,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        body = bytes(buf[pos:pos + size])
+        if len(body) != size:
+            raise CodecError("truncated control record")
+        args = json.loads(body)
+        if not isinstance(args, dict):
+            raise CodecError("control arguments are not an object")
+        out.append((CONTROL, name, args))
+        return pos + size
+    raise CodecError(f"unknown record kind {kind}")
 
 
 def _value(buf: Any, pos: int) -> tuple[Any, int]:
@@ -244,3 +273,82 @@ def _value(buf: Any, pos: int) -> tuple[Any, int]:
             raise CodecError("truncated value")
         return (XML(data) if tag == _XML else data.decode()), pos + size
     raise CodecError(f"unknown value type {tag}")
+
+
+# -- a STANZA record's element, from its start tag ---------------------------------------------
+
+#: What :meth:`Element.to_bytes` writes for a ``jabber:client`` stanza with plain attributes:
+#: ASCII names, one space before each ``name="value"``, values without ``<`` or control
+#: characters.  Anything else (a namespaced attribute, another namespace...) is parsed.
+_NAME = rb"[A-Za-z_][A-Za-z0-9_.\-]*"
+_START = re.compile(rb"<(" + _NAME + rb")((?: " + _NAME + rb'="[^"<\x00-\x1f]*")*)(/?)>')
+_ATTR = re.compile(rb" (" + _NAME + rb')="([^"]*)"')
+_VALUE = re.compile(rb"(?:[^&]|&(?:amp|lt|gt|quot|#9|#10|#13);)*")
+_REF = re.compile(rb"&(amp|lt|gt|quot|#9|#10|#13);")
+_REFS = {b"amp": b"&", b"lt": b"<", b"gt": b">", b"quot": b'"', b"#9": b"\t", b"#10": b"\n",
+         b"#13": b"\r"}
+
+
+def stanza_element(data: bytes) -> Element | None:
+    """The ``jabber:client`` element a peer's STANZA record carries, built from its start
+    tag alone (no validating pass over what our own peer's serializer wrote): its content
+    stays the record's bytes, decoded when first read; :meth:`Element.to_bytes` returns
+    ``data`` itself while the element is unchanged.  None when the bytes are not in the
+    form :meth:`Element.to_bytes` writes for a stanza with plain attributes (the caller
+    parses them then)."""
+    m = _START.match(data)
+    if m is None:
+        return None
+    name = m.group(1)
+    if m.group(3):
+        if m.end() != len(data):
+            return None
+        inner = b""
+    else:
+        close = b"</" + name + b">"
+        if len(data) < m.end() + len(close) or not data.endswith(close):
+            return None
+        inner = data[m.end():len(data) - len(close)]
+    attrs: dict[str, str] = {}
+    for key, value in _ATTR.findall(m.group(2)):
+        if key[:3].lower() == b"xml":  # xmlns, and names XML reserves
+            return None
+        if b"&" in value:
+            if _VALUE.fullmatch(value) is None:
+                return None
+            value = _REF.sub(lambda r: _REFS[r.group(1)], value)
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            return None
+        attr = key.decode()
+        if attr in attrs:
+            return None  # twice the same attribute
+        attrs[attr] = text
+    element = Element(name.decode(), CLIENT_NS, attrs, lazy=StanzaContent(data) if inner else None,
+                      raw_inner=inner, raw_ns=CLIENT_NS)
+    element._wire = (inner, CLIENT_NS, element.name, attrs.copy(), data)
+    return element
+
+
+class StanzaContent:
+    """The children of an element :func:`stanza_element` built: its bytes parsed (with
+    the validating tokenizer) when first read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> list[Element | str]:
+        return stanza_content(self.data)
+
+
+def stanza_content(data: bytes) -> list[Element | str]:
+    """The children of the stanza ``data`` (parsed and checked by the tokenizer)."""
+    try:
+        return decode_stanza(data)._kids()
+    except (ValueError, TokenizerError):
+        # our own peer's serializer wrote it: a bug there, not input to answer
+        log.error("cluster: a peer sent a stanza whose content does not parse: %r", data[:200])
+        return []

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xmppd.cluster import codec
+from xmppd.cluster import codec, frames
 from xmppd.xml.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class RecordBuffer:
 
     def stanza(self, to: bytes, element: Element) -> None:
         self.stanzas += 1
-        codec.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
+        frames.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
         if not self._scheduled:
             self._schedule()
 
@@ -71,7 +71,7 @@ class RecordBuffer:
         """Empty the buffer into the records it holds."""
         body, self.buffer = self.buffer, bytearray()
         records: list[tuple] = []
-        codec.parse_records(body, 0, len(body), records)
+        frames.parse_records(body, 0, len(body), records)
         return records
 
 
@@ -163,15 +163,13 @@ class Inbound(asyncio.Protocol):
 
     def __init__(self, on_records: Callable[[Inbound, list[tuple]], None],
                  on_lost: Callable[[Inbound], None]) -> None:
-        self.decoder = codec.FrameDecoder()
+        self.decoder = frames.FrameDecoder()
         self.on_records = on_records
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         #: set by the hello record: (worker, epoch)
         self.worker: int | None = None
         self.epoch: str | None = None
-        #: the peer's stanzas are parsed by one stream tokenizer per connection
-        self.tokenizer: Any = None
         self.bytes_in = 0  # for the metrics
         self.stanzas_in = 0
 

@@ -4,8 +4,9 @@ session registry, and what it does with the records its peers send.
 One stanza's way to a session on another worker: the router delivers to a
 :class:`~xmppd.cluster.registry.RemoteSession` (the sender's worker has run the hooks that
 decide, e.g. §8.5 for a bare JID, from its replica), which serializes it into the link's
-buffer; at the end of the iteration the buffer goes out as one frame; the peer parses the
-frame's stanzas with one tokenizer feed and delivers each to its local session
+buffer; at the end of the iteration the buffer goes out as one frame; the peer builds each
+stanza from its start tag (:func:`~xmppd.cluster.frames.stanza_element`: the content stays
+the bytes that came, which the recipient gets as they are) and delivers it to its local session
 (:meth:`xmppd.core.router.Router.deliver`: ``stanza/inbound`` hooks such as CSI run there).
 A stanza whose session has gone meanwhile is routed again from its ``to`` (another
 resource, or offline storage): never delivered twice, never dropped.
@@ -28,15 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xmppd.cluster import codec
+from xmppd.cluster import codec, frames
 from xmppd.cluster.handover import HandOvers, Requests
 from xmppd.cluster.link import Inbound, PeerLink
 from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
 from xmppd.xml.element import Element
+from xmppd.xml.events import TokenizerError
 from xmppd.xml.stanza import CLIENT_NS, decode_stanza
-from xmppd.xml.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from xmppd.core.hooks import Hooks
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+_STANZA = codec.STANZA
 
 
 #: How long a "data changed" broadcast waits for the peers' acknowledgements.
@@ -54,6 +55,18 @@ CHANGE_TIMEOUT_S = 2.0
 def socket_file(directory: Path, worker: int) -> Path:
     """Where worker ``worker`` listens for its peers."""
     return directory / f"worker-{worker}.sock"
+
+
+def _parse_stanza(peer: int, data: bytes) -> Element | None:
+    """A STANZA record's XML that is not in the serializer's plain form (a namespaced
+    attribute...): parsed and checked by the tokenizer; None (logged) if it does not parse."""
+    try:
+        element = decode_stanza(data)
+    except (ValueError, TokenizerError) as exc:
+        log.error("peer %d sent a stanza that does not parse (%s): dropped", peer, exc)
+        return None
+    element.keep_wire(data, CLIENT_NS)
+    return element
 
 
 class Node:
@@ -262,36 +275,30 @@ class Node:
             records = records[1:]
         worker = inbound.worker
         assert worker is not None
-        stanzas = [r[2] for r in records if r[0] == codec.STANZA]
-        elements: list[Element] = []
-        if stanzas:
-            inbound.stanzas_in += len(stanzas)
-            events = inbound.tokenizer.feed(b"".join(stanzas))
-            elements = [e for e in events if isinstance(e, Element)]
-            if len(elements) != len(stanzas):
-                log.error("worker %d sent %d stanzas that parse to %d elements",
-                          worker, len(stanzas), len(elements))
-                return
-        next_element = iter(elements).__next__
-        local = self.registry.local
-        deliver = self.router.deliver
         outer, self.receiving_from = self.receiving_from, worker
         try:
-            self._apply(worker, records, next_element, local, deliver)
+            self._apply(worker, inbound, records)
         finally:
             self.receiving_from = outer
 
-    def _apply(self, worker: int, records: list[tuple], next_element: Callable[[], Element],
-               local: dict, deliver: Callable[[Session, Element], None]) -> None:
+    def _apply(self, worker: int, inbound: Inbound, records: list[tuple]) -> None:
+        local = self.registry.local
+        deliver = self.router.deliver
+        stanza_element = frames.stanza_element
+        received = 0
         for record in records:
             kind = record[0]
-            if kind == codec.STANZA:
-                element = next_element()
-                self.received += 1
+            if kind == _STANZA:
+                # built from its start tag: the content stays the bytes that came (what
+                # the recipient gets, not written again), parsed only if someone reads it
+                element = stanza_element(record[2])
+                if element is None:
+                    element = _parse_stanza(worker, record[2])
+                    if element is None:
+                        continue
+                received += 1
                 entry = local.get(record[1])
                 if entry is not None:
-                    # the bytes that came are what the recipient gets: not written again
-                    element.keep_wire(record[2], CLIENT_NS)
                     deliver(entry.session, element)
                 elif not record[1]:
                     self._forwarded(element)
@@ -307,6 +314,8 @@ class Node:
                 self._mirror(worker, record[1], record[2], record[3])
             elif kind == codec.CONTROL:
                 self._control(worker, record[1], record[2])
+        inbound.stanzas_in += received
+        self.received += received
 
     def _hello_from(self, inbound: Inbound, args: dict[str, Any]) -> None:
         worker, epoch = args.get("worker"), args.get("epoch")
@@ -323,8 +332,6 @@ class Node:
                 old.transport.close()
             self._peer_gone(worker, "restarted")
         inbound.worker, inbound.epoch = worker, str(epoch)
-        inbound.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
-        inbound.tokenizer.feed(_HEADER)
         self.inbound[worker] = inbound
         self.epochs[worker] = str(epoch)
         pid = args.get("pid")

@@ -35,14 +35,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xmppd.cluster import codec
+from xmppd.cluster import codec, frames
 from xmppd.cluster import membership as m
 from xmppd.cluster.link import RecordBuffer
-from xmppd.cluster.node import _HEADER, Node
+from xmppd.cluster.node import Node
 from xmppd.cluster.resp import RedisConnection, RedisError
 from xmppd.core.config import redis_address
 from xmppd.xml.stanza import decode_stanza
-from xmppd.xml.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from xmppd.core.config import Config
@@ -110,8 +109,6 @@ class PeerState:
         self.worker = epoch
         self.epoch = str(epoch)
         self.name = name
-        self.tokenizer = Tokenizer(max_stanza_size=codec.MAX_FRAME)
-        self.tokenizer.feed(_HEADER)
         self.transport = None
         self.bytes_in = 0  # for the metrics
         self.stanzas_in = 0
@@ -399,7 +396,7 @@ class RedisNode(Node):
 
     def _reroute_records(self, body: bytes | bytearray) -> None:
         records: list[tuple] = []
-        codec.parse_records(body, 0, len(body), records)
+        frames.parse_records(body, 0, len(body), records)
         for record in records:
             if record[0] == codec.STANZA:
                 with contextlib.suppress(ValueError):
@@ -468,7 +465,7 @@ class RedisNode(Node):
             return  # our own broadcast, or a life that was declared dead (fenced)
         records: list[tuple] = []
         try:
-            codec.parse_records(data, 8, len(data), records)
+            frames.parse_records(data, 8, len(data), records)
         except codec.CodecError as exc:
             log.error("cluster: unreadable message from epoch %d: %s", sender, exc)
             return

@@ -1,0 +1,382 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled STANZA records of the cluster links, the twin of ``xmppd.cluster.codec``.
+
+The pure module is the specification: same records from the same bytes, however they are
+split, and a ``CodecError`` (with the records before the bad one appended) where it raises
+one.  Only what every routed stanza pays is here: :func:`put_stanza` (one resize and two
+copies instead of two ``struct`` packs and four appends), :func:`parse_records` (a STANZA
+record read with pointer arithmetic; the rare other kinds go to the pure
+``codec.parse_record``) and :class:`FrameDecoder` (frames cut from the received chunk
+without a Python-level loop) and :func:`stanza_element` (the receiver's element built from
+the start tag our own peer's serializer wrote, in one pass over it).
+"""
+
+cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint32_t
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.string cimport memcmp, memcpy
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyObject* PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n) except NULL
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    unsigned char* PyUnicode_1BYTE_DATA(object o)
+
+from xmppd.cluster.codec import MAX_FRAME as _MAX_FRAME
+from xmppd.cluster.codec import CodecError, parse_record, stanza_content
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS
+
+__all__ = ["FrameDecoder", "parse_records", "put_stanza", "stanza_element"]
+
+cdef Py_ssize_t MAX_FRAME = _MAX_FRAME
+cdef unsigned char STANZA = 1
+
+
+cdef inline uint32_t _u32(const unsigned char* p) noexcept:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+def put_stanza(bytearray out, to, xml) -> None:
+    """A STANZA record for the session ``to`` (its full JID, UTF-8)."""
+    cdef bytes t = to if type(to) is bytes else bytes(to)
+    cdef bytes x = xml if type(xml) is bytes else bytes(xml)
+    cdef Py_ssize_t lt = PyBytes_GET_SIZE(t), lx = PyBytes_GET_SIZE(x)
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(out)
+    cdef unsigned char* p
+    if lt > 0xFFFF or lx > <Py_ssize_t>0xFFFFFFFF:
+        raise CodecError(f"stanza record too large ({lt}-byte JID, {lx}-byte XML)")
+    PyByteArray_Resize(out, n + 7 + lt + lx)
+    p = <unsigned char*>PyByteArray_AS_STRING(out) + n
+    p[0] = STANZA
+    p[1] = <unsigned char>(lt >> 8)
+    p[2] = <unsigned char>lt
+    memcpy(p + 3, PyBytes_AS_STRING(t), lt)
+    p += 3 + lt
+    p[0] = <unsigned char>(lx >> 24)
+    p[1] = <unsigned char>(lx >> 16)
+    p[2] = <unsigned char>(lx >> 8)
+    p[3] = <unsigned char>lx
+    memcpy(p + 4, PyBytes_AS_STRING(x), lx)
+
+
+cdef int _parse(bytes data, Py_ssize_t pos, Py_ssize_t end, list out) except -1:
+    """``parse_records`` on bytes whose bounds are checked (0 <= pos, end <= len)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), start, stop, size
+    cdef object to
+    while pos < end:
+        if p[pos] != STANZA:
+            pos = parse_record(data, pos, out)
+            continue
+        if pos + 3 > n:
+            raise CodecError("malformed record: a truncated stanza record")
+        start = pos + 3 + (p[pos + 1] << 8 | p[pos + 2])
+        # the pure twin decodes the slice, which stops at the buffer's end
+        to = PyUnicode_DecodeUTF8(<const char*>p + pos + 3, (start if start < n else n) - pos - 3,
+                                  NULL) if start > pos + 3 else ""
+        if start + 4 > n:
+            raise CodecError("malformed record: a truncated stanza record")
+        size = _u32(p + start)
+        start += 4
+        pos = start + size
+        # a size past the frame's end fails the check below: nothing past it is taken
+        stop = pos if pos < n else n
+        out.append((1, to, PyBytes_FromStringAndSize(<const char*>p + start, stop - start)))
+    if pos != end:
+        raise CodecError("a record runs past the end of its frame")
+    return 0
+
+
+def parse_records(buf, Py_ssize_t pos, Py_ssize_t end, list out) -> None:
+    """Append the records in ``buf[pos:end]`` (one frame's body) to ``out``; CodecError
+    (the records before the bad one appended) if they are malformed."""
+    cdef bytes data = buf if type(buf) is bytes else bytes(buf)
+    if pos < 0 or end > PyBytes_GET_SIZE(data):
+        raise CodecError("frame bounds outside the buffer")
+    try:
+        _parse(data, pos, end, out)
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"malformed record: {exc}") from None
+
+
+cdef class FrameDecoder:
+    """Bytes in, records out; keeps an incomplete frame until the rest arrives."""
+
+    cdef bytearray _buf
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def feed(self, data) -> list:
+        """The records of every frame completed by ``data``, in order."""
+        cdef bytearray buf = self._buf
+        cdef bytes chunk
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos = 0, end, size, have
+        cdef list records = []
+        if PyByteArray_GET_SIZE(buf):
+            buf += data
+            have = PyByteArray_GET_SIZE(buf)
+            if have < 4:
+                return records
+            size = _u32(<const unsigned char*>PyByteArray_AS_STRING(buf))
+            if have - 4 < size <= MAX_FRAME:
+                return records  # the first frame is still incomplete: no copy yet
+            chunk = bytes(buf)
+            del buf[:]
+        else:
+            chunk = data if type(data) is bytes else bytes(data)
+        # ``chunk`` is bytes from here on: its slices are the records' bytes, one copy each
+        p = <const unsigned char*>PyBytes_AS_STRING(chunk)
+        end = PyBytes_GET_SIZE(chunk)
+        try:
+            while end - pos >= 4:
+                size = _u32(p + pos)
+                if size > MAX_FRAME:
+                    raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+                if end - pos - 4 < size:
+                    break
+                _parse(chunk, pos + 4, pos + 4 + size, records)
+                pos += 4 + size
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"malformed record: {exc}") from None
+        if pos < end:
+            buf += chunk[pos:]
+        return records
+
+
+# -- a STANZA record's element, from its start tag ---------------------------------------------
+
+cdef inline bint _name_start(unsigned char c) noexcept:
+    return (0x41 <= c <= 0x5A) or (0x61 <= c <= 0x7A) or c == 0x5F
+
+
+cdef inline bint _name_char(unsigned char c) noexcept:
+    return _name_start(c) or (0x30 <= c <= 0x39) or c == 0x2E or c == 0x2D
+
+
+cdef inline Py_ssize_t _name_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """The end of the name at ``i`` (``i`` itself: no name there)."""
+    if i >= n or not _name_start(p[i]):
+        return i
+    i += 1
+    while i < n and _name_char(p[i]):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _ref(const unsigned char* p, Py_ssize_t i, Py_ssize_t e,
+                            unsigned char* out) noexcept:
+    """The length of the reference ``&...;`` at ``i`` (before ``e``) that the serializer
+    writes, its character in ``out``; 0 for any other."""
+    cdef Py_ssize_t k = e - i
+    if k >= 5 and memcmp(p + i, b"&amp;", 5) == 0:
+        out[0] = 0x26
+        return 5
+    if k >= 4 and memcmp(p + i, b"&lt;", 4) == 0:
+        out[0] = 0x3C
+        return 4
+    if k >= 4 and memcmp(p + i, b"&gt;", 4) == 0:
+        out[0] = 0x3E
+        return 4
+    if k >= 6 and memcmp(p + i, b"&quot;", 6) == 0:
+        out[0] = 0x22
+        return 6
+    if k >= 4 and memcmp(p + i, b"&#9;", 4) == 0:
+        out[0] = 0x09
+        return 4
+    if k >= 5 and memcmp(p + i, b"&#10;", 5) == 0:
+        out[0] = 0x0A
+        return 5
+    if k >= 5 and memcmp(p + i, b"&#13;", 5) == 0:
+        out[0] = 0x0D
+        return 5
+    return 0
+
+
+cdef object _value(const unsigned char* p, Py_ssize_t s, Py_ssize_t e, bint refs):
+    """The attribute value ``p[s:e]`` as str, references replaced; None if it holds one the
+    serializer does not write, or is not UTF-8."""
+    cdef bytearray buf
+    cdef unsigned char* q
+    cdef Py_ssize_t i = s, k, m = 0
+    cdef unsigned char c
+    if not refs:
+        try:
+            return PyUnicode_DecodeUTF8(<const char*>p + s, e - s, NULL)
+        except UnicodeDecodeError:
+            return None
+    buf = bytearray(e - s)
+    q = <unsigned char*>PyByteArray_AS_STRING(buf)
+    while i < e:
+        if p[i] == 0x26:
+            k = _ref(p, i, e, &c)
+            if k == 0:
+                return None
+            q[m] = c
+            i += k
+        else:
+            q[m] = p[i]
+            i += 1
+        m += 1
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>q, m, NULL)
+    except UnicodeDecodeError:
+        return None
+
+
+# Element's slots, written directly (Element.__init__ only stores its arguments): a Python
+# frame per stanza is what this module is here to save.  Checked at import; if the slots
+# change, _FAST is False and attributes are set one by one.
+cdef tuple _SLOTS = ("name", "ns", "attrs", "_children", "_lazy", "_raw_inner", "_raw_ns", "_wire")
+cdef Py_ssize_t _OFF[8]
+cdef bint _FAST = False
+
+
+cdef _find_slots():
+    global _FAST
+    for k, slot in enumerate(_SLOTS):
+        descr = Element.__dict__.get(slot)
+        if type(descr).__name__ != "member_descriptor":
+            return
+        _OFF[k] = (<PyMemberDescrObject*>descr).d_member.offset
+    _FAST = getattr(Element, "__slots__", None) == _SLOTS
+
+
+_find_slots()
+
+
+cdef object _new_element(str name, dict attrs, object lazy, bytes inner, tuple wire):
+    cdef PyObject* o
+    cdef int k
+    values = (name, CLIENT_NS, attrs, None, lazy, inner, CLIENT_NS, wire)
+    if not _FAST:
+        element = Element.__new__(Element)
+        for k in range(8):
+            setattr(element, _SLOTS[k], values[k])
+        return element
+    o = PyType_GenericAlloc(<PyTypeObject*>Element, 0)  # (a new reference, owned below)
+    element = <object>o
+    Py_DECREF(element)
+    for k in range(8):
+        Py_INCREF(values[k])
+        (<PyObject**>((<char*>o) + _OFF[k]))[0] = <PyObject*>values[k]
+    return element
+
+
+@cython.final
+@cython.freelist(64)
+cdef class StanzaContent:
+    """The children of an element :func:`stanza_element` built: its bytes parsed (with
+    the validating tokenizer) when first read (``xmppd.cluster.codec.stanza_content``)."""
+
+    cdef readonly bytes data
+
+    def __call__(self):
+        return stanza_content(self.data)
+
+
+# Names the serializer writes on every stanza: the same str objects each time (their hash
+# is computed once), not a new decode per stanza.
+cdef str _MESSAGE = "message", _PRESENCE = "presence", _IQ = "iq"
+cdef str _TO = "to", _FROM = "from", _TYPE = "type", _ID = "id"
+
+
+cdef str _name(const unsigned char* p, Py_ssize_t n):
+    """An ASCII name (checked by the caller)."""
+    if n == 2 and p[0] == 0x74 and p[1] == 0x6F:
+        return _TO
+    if n == 2 and p[0] == 0x69 and p[1] == 0x64:
+        return _ID
+    if n == 4 and memcmp(p, b"from", 4) == 0:
+        return _FROM
+    if n == 4 and memcmp(p, b"type", 4) == 0:
+        return _TYPE
+    if n == 7 and memcmp(p, b"message", 7) == 0:
+        return _MESSAGE
+    if n == 8 and memcmp(p, b"presence", 8) == 0:
+        return _PRESENCE
+    if n == 2 and p[0] == 0x69 and p[1] == 0x71:
+        return _IQ
+    text = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_1BYTE_DATA(text), p, n)
+    return text
+
+
+def stanza_element(bytes data):
+    """The ``jabber:client`` element a peer's STANZA record carries, built from its start
+    tag alone; None when the bytes are not in the form the serializer writes (see the pure
+    twin, ``xmppd.cluster.codec.stanza_element``)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, ks, ke, vs, body, tail
+    cdef unsigned char c, high
+    cdef bint refs
+    cdef dict attrs = {}
+    cdef StanzaContent lazy = None
+    if n < 3 or p[0] != 0x3C:
+        return None
+    ne = _name_end(p, 1, n)
+    if ne == 1:
+        return None
+    i = ne
+    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
+        ks = i + 1
+        ke = _name_end(p, ks, n)
+        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
+            return None
+        vs = i = ke + 2
+        refs = False
+        high = 0
+        while i < n:
+            c = p[i]
+            if c == 0x22:
+                break
+            if c < 0x20 or c == 0x3C:
+                return None
+            if c == 0x26:
+                refs = True
+            high |= c
+            i += 1
+        if i >= n:
+            return None
+        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
+                and (p[ks + 2] | 0x20) == 0x6C:
+            return None  # xmlns, and names XML reserves
+        if high < 0x80 and not refs:  # ASCII: no decoder
+            value = PyUnicode_New(i - vs, 127)
+            memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
+        else:
+            value = _value(p, vs, i, refs)
+            if value is None:
+                return None
+        key = _name(p + ks, ke - ks)
+        if key in attrs:
+            return None  # twice the same attribute
+        attrs[key] = value
+        i += 1
+    if i < n and p[i] == 0x2F:
+        if i + 2 != n or p[i + 1] != 0x3E:
+            return None
+        inner = b""
+    else:
+        if i >= n or p[i] != 0x3E:
+            return None
+        body = i + 1
+        tail = n - (ne - 1) - 3  # where "</name>" must start
+        if tail < body or p[tail] != 0x3C or p[tail + 1] != 0x2F or p[n - 1] != 0x3E \
+                or memcmp(p + tail + 2, p + 1, ne - 1) != 0:
+            return None
+        inner = PyBytes_FromStringAndSize(<const char*>p + body, tail - body)
+        if tail > body:
+            lazy = StanzaContent.__new__(StanzaContent)
+            lazy.data = data
+    name = _name(p + 1, ne - 1)
+    return _new_element(name, attrs, lazy, inner, (inner, CLIENT_NS, name, attrs.copy(), data))

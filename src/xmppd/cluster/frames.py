@@ -1,0 +1,16 @@
+"""The hot half of the cluster frame codec (STANZA records, frame decoding, the element a
+STANZA record carries): compiled when available, else the pure functions of :mod:`xmppd.cluster.codec`, its specification.
+
+The rest of the codec (BIND, UNBIND, SHARE and CONTROL records, :func:`codec.frame`) is
+used from :mod:`~xmppd.cluster.codec` directly.
+"""
+
+from xmppd._impl import choose
+
+_impl = choose("clustercodec", "xmppd.cluster.codec")
+FrameDecoder = _impl.FrameDecoder
+parse_records = _impl.parse_records
+put_stanza = _impl.put_stanza
+stanza_element = _impl.stanza_element
+
+__all__ = ["FrameDecoder", "parse_records", "put_stanza", "stanza_element"]
