@@ -53,6 +53,13 @@ def aggregate(workload: str, infos: list[dict[str, Any]], results: list[dict[str
         out = {"logins_per_s": ok / elapsed if elapsed else 0.0, "ok": ok,
                "errors": sum(r["errors"] for r in results), "elapsed_s": elapsed,
                "pbkdf2_runs_untimed": sum(i.get("pbkdf2_runs", 0) for i in infos)}
+        own = sum(r.get("generator_cpu_s", 0.0) for r in results)
+        if ok and own:  # what the generator could do on one core of its own: its ceiling
+            out["generator_cpu_us_per_login"] = own * 1e6 / ok
+            out["generator_ceiling_per_s"] = ok / own
+        cpu = [r["server_cpu_s"] for r in results if r.get("server_cpu_s") is not None]
+        if cpu and ok:  # /proc ticks are 10 ms: meaningful over thousands of logins
+            out["server_cpu_us_per_login"] = max(cpu) * 1e6 / ok
         out.update({f"login_{k}_ms": v for k, v in percentiles(times).items()})
         samples = [e for r in results for e in r["error_samples"]]
         if samples:
