@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--sessions", type=int, default=2000)
     s.add_argument("-c", "--concurrency", type=int, default=100)
     s.add_argument("--presence", action="store_true")
+    s.add_argument("--roster", action="store_true",
+                   help="a client's whole login: roster get (then --presence) after bind, result awaited")
     s.add_argument("--no-warm", action="store_true", help="skip the untimed warm-up login per account")
 
     for name, text in (("throughput", "closed loop, W messages in flight per sender"),
@@ -160,7 +162,7 @@ SINGLE = ("mam-page", "fanout", "pep-presence", "muc", "muc-join", "upload")
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     keys = {
-        "logins": ("sessions", "concurrency", "presence"),
+        "logins": ("sessions", "concurrency", "presence", "roster"),
         "throughput": ("pairs", "window", "duration", "warmup", "body_size"),
         "latency": ("pairs", "rate", "duration", "warmup", "body_size"),
         "memory": ("sessions", "concurrency", "sm", "csi"),
@@ -221,7 +223,7 @@ def _specs(args: argparse.Namespace) -> list[WorkerSpec]:
         presence = not args.no_presence if args.workload == "memory" else args.presence
     sm = getattr(args, "sm", False) or args.workload == "resume"
     cfg = LoginConfig(host=args.host, port=args.port, domain=args.domain, password=args.password,
-                      tls=args.tls, presence=presence, mechanism=args.mechanism, timeout=args.timeout,
+                      tls=args.tls, presence=presence, roster=getattr(args, "roster", False), mechanism=args.mechanism, timeout=args.timeout,
                       sm=sm, sm_resume=args.workload == "resume" or (sm and args.workload == "memory"),
                       carbons=args.carbons, csi=getattr(args, "csi", False),
                       websocket=args.websocket, bosh=args.bosh)
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             def on_ready(infos: list[dict[str, Any]]) -> None:
                 time.sleep(args.settle)
                 memory["rss_attached_kib"] = rss_kib(pid)
-    if args.workload == "throughput":  # server CPU per message: a figure noise hides less
+    if args.workload in ("throughput", "logins"):  # server CPU per message/login: noise hides it less
         pid = find_pid_by_port(args.port)
         for spec in specs:
             spec.extra["server_pid"] = pid

@@ -356,3 +356,53 @@ def test_summary_rows_bosh_and_upload() -> None:
                           {"put_mb_per_s": 100.0, "get_mb_per_s": 200.0, "rss_growth_kib": 500})])
     assert "bosh=/http-bind" in text and "0.25x" in text  # BOSH row apart from the TCP one
     assert "10.00x" in text and "get_mb_per_s" in text and "rss_growth_kib" in text
+
+
+def test_logins_report_the_generators_own_ceiling(stub: int, tmp_path: Path) -> None:
+    res = _run(stub, tmp_path, "logins", "-n", "40", "-c", "10", "--roster", "--presence")["results"]
+    assert res["ok"] == 40 and res["errors"] == 0
+    # CPU per login from process times (coarse ticks): present and consistent, never timed
+    assert res["generator_cpu_us_per_login"] > 0
+    assert res["generator_ceiling_per_s"] * res["generator_cpu_us_per_login"] == pytest.approx(1e6)
+    assert "server_cpu_us_per_login" in res  # the stub found by its port
+
+
+def test_xmppd_logins_with_roster_and_presence(xmppd: int, tmp_path: Path) -> None:
+    record = _xrun(xmppd, tmp_path, "logins", "-n", "12", "-c", "4", "--roster", "--presence")
+    assert record["results"]["ok"] == 12 and record["results"]["errors"] == 0
+    assert record["params"]["roster"] is True
+
+
+def test_logins_fail_when_the_roster_get_fails(make_server, tmp_path: Path) -> None:
+    # Without the roster module the server answers the roster get with an error: --roster
+    # really asks, and checks the answer.
+    from xmppd.core.config import Limits
+
+    srv = make_server(users={f"user{i}": "bench" for i in range(3)}, require_encryption=False,
+                      modules_enabled=("disco", "ping", "message"),
+                      limits=Limits(rate_limit_bytes_per_s=0))
+    rc = load.main(["--port", str(srv.port), "--json", str(tmp_path / "r.jsonl"),
+                    "logins", "-n", "3", "-c", "3", "--roster", "--no-warm"])
+    res = json.loads((tmp_path / "r.jsonl").read_text())["results"]
+    assert rc == 1 and res["errors"] == 3 and res["ok"] == 0
+    assert "roster get failed" in res["error_samples"][0]
+
+
+def test_login_timeout_from_the_pools_watchdog(tmp_path: Path) -> None:
+    # A listener that accepts and never answers: every login must end as a timeout error
+    # (one watchdog for the pool, no timer per login), not hang.
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / "load.py"), "--port", str(port), "--timeout", "1",
+             "--json", str(tmp_path / "t.jsonl"), "logins", "-n", "3", "-c", "3", "--no-warm"],
+            capture_output=True, text=True, timeout=30,
+        )
+    finally:
+        silent.close()
+    res = json.loads((tmp_path / "t.jsonl").read_text())["results"]
+    assert proc.returncode == 1 and res["errors"] == 3 and res["ok"] == 0
+    assert "login timeout" in res["error_samples"][0]

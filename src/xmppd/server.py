@@ -379,6 +379,7 @@ class Server:
             unbind=self.session_ended,
             route=self.route_from_client,
             stream_features=partial(self.hooks.fire_sync, "stream-features"),
+            features_key=partial(self.hooks.handler_key, "stream-features"),
             connections=self.connections,
             stream_element=partial(self.hooks.fire_maybe_async, "stream/element"),
             services=self.services,

@@ -40,8 +40,7 @@ def bind2_with_sm(server, user: str = "bob") -> tuple[RawClient, str, str]:
     jid = re.search(r"<authorization-identifier>([^<]+)<", out).group(1)
     previd = re.search(r"<enabled xmlns='urn:xmpp:sm:3' id='([^']+)'", out).group(1)
     features = client.read_until("</stream:features>|<stream:features/>")
-    # the features of a bound stream with SM on: neither bind nor sm offered again
-    assert "xmpp-bind" not in features and SM not in features
+    assert "xmpp-bind" not in features  # the features of a bound stream: no bind
     return client, jid, previd
 
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -112,6 +112,10 @@ class ClientPolicy:
     #: What modules provide each other (``ModuleAPI.provide``): c2s looks up ``sasl2``
     #: (XEP-0388/0386/0484, :class:`xmppd.c2s.sasl2.SASL2Provider`) when a client connects.
     services: Mapping[str, Any] | None = None
+    #: ``() -> hashable``: what the post-authentication features depend on (the server
+    #: passes its ``stream-features`` handlers); with it they are serialized once per value
+    #: instead of built and serialized for every login.
+    features_key: Callable[[], Hashable] | None = None
 
 
 class StreamIO(Protocol):
@@ -159,6 +163,10 @@ def _preauth_features(
 
 #: Serialized pre-authentication features by (starttls, required, mechanisms, cb types).
 _PREAUTH_FEATURES: dict[tuple, bytes] = {}
+#: Serialized post-authentication features by ``ClientPolicy.features_key()``.  A reload
+#: that changes the handlers adds a key; the old ones (holding old handlers) are dropped.
+_BOUND_FEATURES: dict[Hashable, bytes] = {}
+_BOUND_FEATURES_MAX = 8
 
 
 def _sasl_failure(condition: str, text: str | None = None) -> bytes:
@@ -223,7 +231,7 @@ class ClientNegotiation:
         if self.username is None:
             self._send_preauth_features()
         else:
-            self.io.send_bytes(features_bytes(self._features()))
+            self.io.send_bytes(self._bound_features())
 
     def _send_preauth_features(self) -> None:
         """STARTTLS and SASL mechanisms: the same few variants for every connection, so
@@ -245,6 +253,20 @@ class ClientNegotiation:
         if data is None:
             data = _PREAUTH_FEATURES[key] = _preauth_features(*key, provider=provider)
         self.io.send_bytes(data)
+
+    def _bound_features(self) -> bytes:
+        """Bind, session and what the modules add: the same for every login while the
+        modules' handlers stay the same, so serialized once per set of handlers."""
+        key_of = self.policy.features_key
+        if key_of is None:
+            return features_bytes(self._features())
+        key = key_of()
+        data = _BOUND_FEATURES.get(key)
+        if data is None:
+            if len(_BOUND_FEATURES) >= _BOUND_FEATURES_MAX:
+                _BOUND_FEATURES.clear()
+            data = _BOUND_FEATURES[key] = features_bytes(self._features())
+        return data
 
     def _features(self, bound: bool = False) -> Element:
         feats = Element("features", STREAM_NS, {}, [])

@@ -51,7 +51,8 @@ CORE_EVENTS = {
     "(the sessions of removed ones are ended already)",
     "config-reloaded": "(old: Config, new: Config) -- a reload applied a new configuration "
     "(api.config is the new one): refresh what was built from the old",
-    "stream-features": "(session, features: Element) -- add elements to the features",
+    "stream-features": "(session, features: Element) -- add elements to the features "
+    "(the same elements for every stream: c2s serializes them once per set of handlers)",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",
     "session-share": "(session, module: str, value) -- a module published a fact about a "
@@ -141,6 +142,11 @@ class Hooks:
         handlers.append(entry)
         handlers.sort(key=lambda e: (e[0], e[1]), reverse=True)
         return lambda: handlers.remove(entry) if entry in handlers else None
+
+    def handler_key(self, name: str) -> tuple[Handler, ...]:
+        """The handlers of ``name`` as a hashable value: what a result that depends on
+        nothing but them (the ``stream-features`` elements) can be cached under."""
+        return tuple(h for _p, _s, h in self._events.get(name, ()))
 
     def has(self, name: str) -> bool:
         return bool(self._events.get(name))

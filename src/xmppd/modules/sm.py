@@ -351,8 +351,9 @@ class StreamManagementModule(Module):
         return True
 
     def features(self, stream: Any, feats: Element) -> None:
-        if getattr(stream, "sm", None) is None:  # not when enabled already (Bind2 inline)
-            feats.subelement("sm", SM_NS)
+        # offered also after a Bind2 login that enabled it inline: the features must be
+        # the same for every stream (c2s caches them); a second <enable/> is refused
+        feats.subelement("sm", SM_NS)
 
     # -- the protocol -----------------------------------------------------------------------
 
