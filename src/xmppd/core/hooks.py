@@ -252,10 +252,10 @@ class Hooks:
         gate = self._gates.get(name)
         if gate is None:
             return False
-        need = gate[0]
+        need, payloads, encoded = gate
         if need and self.quiet.get(bare, 0) & need != need:
             return False
-        if gate[1] and stanza.carries(gate[1], gate[2]):
+        if payloads and stanza.carries(payloads, encoded):
             return False
         self.skipped[name] += 1
         return True

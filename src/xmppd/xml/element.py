@@ -192,9 +192,11 @@ class Element:
         if self.ns in namespaces:
             return True  # children that inherit it leave no trace in the bytes
         raw = self._raw_inner
-        if raw is not None and self._raw_ns == self.ns and b"&" not in raw:
+        # find(), not "in": a bytes "in" first tries its operand as an integer, and the
+        # TypeError it formats and clears costs more than the search
+        if raw is not None and self._raw_ns == self.ns and raw.find(b"&") < 0:
             for ns in encoded:
-                if ns in raw:
+                if raw.find(ns) >= 0:
                     return True
             return False
         for kid in self._kids():
