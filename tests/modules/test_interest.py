@@ -173,6 +173,23 @@ def test_an_undeclared_handler_turns_the_gate_off_until_removed():
         hooks.hook("stanza/inbound", print, interest=Interest(account=True))
 
 
+def test_handlers_need_not_be_hashable():
+    class Unhashable:
+        __hash__ = None
+
+        def handle(self, *args):
+            return False
+
+    hooks, bare = Hooks(), JID("alice@localhost")
+    plain = Element("message", CLIENT_NS)
+    undo = hooks.hook("stanza/inbound", Unhashable().handle, interest=Interest(("urn:p",)))
+    assert hooks.idle("stanza/inbound", plain, bare)
+    hooks.hook("stanza/inbound", Unhashable().handle)
+    assert not hooks.idle("stanza/inbound", plain, bare)
+    undo()
+    assert hooks.handlers("stanza/inbound")
+
+
 def test_quiet_marks_go_with_the_last_session_and_the_module(server):
     alice = connect(server, "alice", "a")
     bare = JID("alice@localhost")

@@ -132,8 +132,9 @@ class Hooks:
         self._iq: dict[tuple[str, str, str, str], Handler] = {}
         self._declared: dict[str, int] = {}  # module event -> how many modules declared it
         self._seq = 0
-        #: (interest, quiet bit) of handlers that declared one, by handler entry
-        self._interests: dict[tuple, tuple[Interest, int]] = {}
+        #: (interest, quiet bit) of handlers that declared one, by their entry's sequence
+        #: number (not the entry: a handler need not be hashable)
+        self._interests: dict[int, tuple[Interest, int]] = {}
         #: event -> its gate, for events whose handlers all declared an interest
         self._gates: dict[str, Gate] = {n: (0, frozenset(), ()) for n in CORE_EVENTS}
         #: bare JID -> the quiet bits of the modules that declared the account quiet (only
@@ -194,13 +195,13 @@ class Hooks:
         handlers.append(entry)
         handlers.sort(key=lambda e: (e[0], e[1]), reverse=True)
         if interest is not None:
-            self._interests[entry] = (interest, bit if interest.account else 0)
+            self._interests[entry[1]] = (interest, bit if interest.account else 0)
         self._regate(name)
 
         def unhook() -> None:
             if entry in handlers:
                 handlers.remove(entry)
-                self._interests.pop(entry, None)
+                self._interests.pop(entry[1], None)
                 if self._events.get(name) is handlers:
                     self._regate(name)
 
@@ -210,7 +211,7 @@ class Hooks:
         """The gate of ``name`` from its handlers' interests (none: one handler has none)."""
         bits, payloads = 0, frozenset()
         for entry in self._events[name]:
-            declared = self._interests.get(entry)
+            declared = self._interests.get(entry[1])
             if declared is None:
                 self._gates.pop(name, None)
                 return
