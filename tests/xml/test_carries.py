@@ -20,7 +20,8 @@ CANDIDATES = ("urn:d0", "urn:d1", "urn:p1:0", "urn:stream-level", "urn:q", "urn:
 CHILDREN = st.sampled_from([
     "<x xmlns='urn:c:2'/>", "<x xmlns='urn&#58;c:2'/>", "<x xmlns='urn:c&#x3A;2'>t</x>",
     "<q:x/>", "<s:x/>", "<body>urn:c:2</body>", "<y xmlns='urn:d0'><x xmlns='urn:c:2'/></y>",
-    "<body>a &amp; b</body>", "<![CDATA[<x xmlns='urn:c:2'/>]]>",
+    "<body>a &amp; b</body>", "<![CDATA[<x xmlns='urn:c:2'/>]]>", "<body>a=b</body>",
+    "<x a='1'/>", "<body/>",
 ])
 
 
@@ -58,6 +59,8 @@ def test_answered_from_the_bytes_without_building_children():
     el = parse(compiled, b"<message to='b@x/r'><body>hi</body><x xmlns='urn:c:2'/></message>")
     assert carries(el, frozenset({"urn:c:2"})) and not carries(el, frozenset({"urn:d0"}))
     assert el._children is None  # nothing was built
+    plain = parse(compiled, b"<message><body>no attribute, no declaration</body></message>")
+    assert not carries(plain, frozenset({"urn:c:2"})) and plain._children is None
     referenced = parse(compiled, b"<message><x xmlns='urn&#58;c:2'/></message>")
     assert carries(referenced, frozenset({"urn:c:2"}))
     changed = parse(compiled, b"<message><body>hi</body></message>")
