@@ -3,6 +3,7 @@ received on one client stream to bytes written on another (tokenizer, the ``from
 the router, the modules' hooks, the recipient's output batching).
 
     PYTHONPATH=src python benchmarks/hotpath.py [--messages 200000] [--runs 7] [--mam]
+                                                [--pairs 1]
 
 Two :class:`~xmppd.c2s.stream.C2SStream` over in-memory transports log in (PLAIN) and bind
 with the default modules loaded; then one feeds ``<message/>``s to the other's full JID, one
@@ -13,6 +14,8 @@ it tells a change to the path (e.g. counting for the metrics) apart from noise:
 run it under two ``PYTHONPATH``s alternately.  ``--mam``: the ``mam`` module loaded too,
 on SQLite storage (the CPU time counts the writer thread's: every message is archived
 twice, ``--burst`` messages per loop iteration, and the run waits for the last write).
+``--pairs P``: P senders, each to its own recipient, one message each per loop iteration
+(P recipients flushed per iteration, as on a busy server).
 """
 
 from __future__ import annotations
@@ -100,12 +103,14 @@ def runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def main(messages: int, runs: int, mam: bool = False, burst: int = 1) -> None:
-    best = await measure(messages, runs, mam, burst)
+async def main(messages: int, runs: int, mam: bool = False, burst: int = 1,
+               pairs: int = 1) -> None:
+    best = await measure(messages, runs, mam, burst, pairs)
     print(f"{best * 1e9:.0f} ns per message (best of {runs} runs of {messages})")
 
 
-async def measure(messages: int, runs: int, mam: bool = False, burst: int = 1) -> float:
+async def measure(messages: int, runs: int, mam: bool = False, burst: int = 1,
+                  pairs: int = 1) -> float:
     """The best run's CPU seconds per routed message."""
     with tempfile.TemporaryDirectory() as tmp:
         extra = {"modules_enabled": (*DEFAULT_MODULES, "mam")} if mam else {}
@@ -113,30 +118,39 @@ async def measure(messages: int, runs: int, mam: bool = False, burst: int = 1) -
                      limits=Limits(rate_limit_bytes_per_s=0), **extra)
         server = Server(cfg)
         await server.storage.open()
-        for user in ("alice", "bob"):
-            await server.storage.create_account(user, "localhost", derive_all("bench"))
+        users = ("alice", "bob") if pairs == 1 else [f"u{i}" for i in range(2 * pairs)]
+        credentials = derive_all("bench")
+        for user in users:
+            await server.storage.create_account(user, "localhost", credentials)
         await server.start(listen=False)
         policy = server.client_policy()
-        alice, _ = await login(policy, "alice", 1)
-        _bob, to_bob = await login(policy, "bob", 2)
-        message = (b"<message to='bob@localhost/r' type='chat'><body>"
-                   + b"x" * 64 + b"</body></message>")
+        senders, receivers = [], []
+        for i in range(pairs):
+            senders.append((await login(policy, users[2 * i], 2 * i + 1))[0])
+            receivers.append((await login(policy, users[2 * i + 1], 2 * i + 2))[1])
+        body = b"@localhost/r' type='chat'><body>" + b"x" * 64 + b"</body></message>"
+        feeds = [(s.data_received, b"<message to='" + users[2 * i + 1].encode() + body)
+                 for i, s in enumerate(senders)]
+        message = feeds[0][1]
         best = float("inf")
         for _ in range(runs):
-            before = to_bob.written
+            before = sum(r.written for r in receivers)
             started = time.process_time()
-            for _ in range(messages // burst):
-                for _ in range(burst):
-                    alice.data_received(message)
-                await asyncio.sleep(0)  # the recipient's flush: one write per message
+            for _ in range(messages // (burst * pairs)):
+                for feed, data in feeds:
+                    for _ in range(burst):
+                        feed(data)
+                await asyncio.sleep(0)  # the recipients' flush: one write each
             if mam:
-                await server.storage.open_store("mam", "archive").count("bob@localhost")
+                await server.storage.open_store("mam", "archive").count(f"{users[1]}@localhost")
                 archive = server.modules.loaded["mam"].module
                 if archive.last_write is not None:
                     await asyncio.wait([archive.last_write])
             elapsed = time.process_time() - started
-            assert to_bob.written - before >= messages * len(message), "messages were lost"
-            best = min(best, elapsed / messages)
+            sent = messages // (burst * pairs) * burst * pairs
+            written = sum(r.written for r in receivers) - before
+            assert written >= sent * len(message), "messages were lost"
+            best = min(best, elapsed / sent)
         server.modules.unload_all()
         await server.storage.close()
         return best
@@ -148,6 +162,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--mam", action="store_true", help="archive every message (SQLite)")
     parser.add_argument("--burst", type=int, default=1, help="messages per loop iteration")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="sender/recipient pairs, each sending once per loop iteration")
     args = parser.parse_args()
     with runner() as loop_runner:
-        loop_runner.run(main(args.messages, args.runs, args.mam, args.burst))
+        loop_runner.run(main(args.messages, args.runs, args.mam, args.burst, args.pairs))

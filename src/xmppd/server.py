@@ -466,7 +466,7 @@ class Server:
             "message/outbound" if name == "message"
             else "presence/outbound" if name == "presence" else "iq/outbound"
         )
-        if self.hooks.has(event):
+        if not self.hooks.idle(event, stanza, session.bare):
             result = self.hooks.fire_maybe_async(event, stanza, session)
             if result is True:
                 return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from xmppd.transport.connections import Traffic
 from xmppd.transport.stream import XMLStream
 from xmppd.xml.element import Element
 from xmppd.xml.events import StreamOpen
@@ -52,7 +53,8 @@ class EchoStream(XMLStream):
 
     def __init__(self, **kw) -> None:
         super().__init__(max_stanza_size=kw.get("max_stanza_size", 10_000), max_depth=10,
-                         max_attrs=10, max_output_buffer=kw.get("max_output_buffer", 1000))
+                         max_attrs=10, max_output_buffer=kw.get("max_output_buffer", 1000),
+                         traffic=kw.get("traffic"))
         self.handled: list[str] = []
         self.release = asyncio.Event()
 
@@ -92,6 +94,42 @@ def test_output_is_batched_per_loop_iteration():
         assert transport.writes == []
         await _settle()
         assert len(transport.writes) == 1 and transport.output.count(b"<message") == 3
+
+    asyncio.run(main())
+
+
+class FailingTransport(FakeTransport):
+    def write(self, data: bytes) -> None:
+        raise OSError("gone")
+
+
+def test_one_callback_per_iteration_flushes_every_stream_with_output(caplog):
+    async def main():
+        traffic = Traffic("c2s")
+        pairs = [open_stream(traffic=traffic) for _ in range(3)]
+        await _settle()
+        (a, ta), (b, tb), (c, tc) = pairs
+        for t in (ta, tb, tc):
+            t.writes.clear()
+        a.send(Element("message", "jabber:client", {"id": "1"}))
+        b.send(Element("message", "jabber:client", {"id": "2"}))
+        a.send(Element("message", "jabber:client", {"id": "3"}))
+        assert traffic.unflushed == [a, b]  # one list, one callback: not one per stream
+        await asyncio.sleep(0)
+        assert traffic.unflushed is None
+        assert len(ta.writes) == 1 and ta.output.count(b"<message") == 2
+        assert len(tb.writes) == 1 and tc.writes == []
+        # a transport that fails to write does not keep the others' output back
+        failing = FailingTransport()
+        a.transport = failing
+        a.send(Element("message", "jabber:client", {"id": "4"}))
+        c.send(Element("message", "jabber:client", {"id": "5"}))
+        await asyncio.sleep(0)
+        assert b'id="5"' in tc.output and "flushing output" in caplog.text
+        a.transport = ta
+        a.send(Element("message", "jabber:client", {"id": "6"}))  # queued again
+        await asyncio.sleep(0)
+        assert b'id="6"' in ta.output
 
     asyncio.run(main())
 

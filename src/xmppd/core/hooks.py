@@ -15,6 +15,13 @@ Handlers may be plain functions or coroutines; the ``maybe_async`` variants run 
 synchronously until one returns an awaitable, so the common all-synchronous case costs no
 coroutine or task.
 
+A handler on a stanza event may declare its :class:`Interest`: which payloads (namespaces of
+the stanza's direct children) make it act, and whether it acts for any account its module has
+not declared *quiet* (:meth:`Hooks.set_quiet`).  When every handler of an event declared one
+and none applies, :meth:`Hooks.idle` says so and the router skips the chain: the common
+message (no payload a module cares about, between accounts with no block list, no carbons,
+no inactive client) is delivered without running a line of module code.
+
 IQ payload handlers are kept apart, keyed by (type, namespace, element name), the way
 Prosody's ``iq-get/host/<xmlns>:<name>`` events work but without building names from strings.
 """
@@ -23,7 +30,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,28 @@ class _Stop:
 
 #: Returned by a fold handler to end the chain; the fold then returns it too.
 STOP: Any = _Stop()
+
+
+@dataclass(frozen=True)
+class Interest:
+    """When a stanza-event handler can act (:meth:`Hooks.hook`): only for a stanza with a
+    direct child in one of ``payloads``, or, with ``account``, for a stanza whose account
+    (the sender's on ``*/outbound`` events, the recipient's on ``message/full`` and
+    ``stanza/inbound``) its module has not declared quiet.  Otherwise the handler must be a
+    no-op (return False, change nothing): the router may then not call it at all."""
+
+    payloads: frozenset[str] = frozenset()
+    account: bool = False
+
+    def __init__(self, payloads: Iterable[str] = (), account: bool = False) -> None:
+        object.__setattr__(self, "payloads", frozenset(payloads))
+        object.__setattr__(self, "account", account)
+
+
+#: What the router checks before firing an event all of whose handlers declared an
+#: interest: the quiet bits every account must carry, the payload namespaces (and their
+#: UTF-8 bytes, for the raw content check).
+Gate = tuple[int, frozenset[str], tuple[bytes, ...]]
 
 #: Events the core fires, with the arguments each receives.
 CORE_EVENTS = {
@@ -102,13 +133,27 @@ class Hooks:
         self._iq: dict[tuple[str, str, str, str], Handler] = {}
         self._declared: dict[str, int] = {}  # module event -> how many modules declared it
         self._seq = 0
+        #: (interest, quiet bit) of handlers that declared one, by their entry's sequence
+        #: number (not the entry: a handler need not be hashable)
+        self._interests: dict[int, tuple[Interest, int]] = {}
+        #: event -> its gate, for events whose handlers all declared an interest
+        self._gates: dict[str, Gate] = {n: (0, frozenset(), ()) for n in CORE_EVENTS}
+        #: bare JID -> the quiet bits of the modules that declared the account quiet (only
+        #: bound accounts: the session table drops the entry with the account's last session)
+        self.quiet: dict[Any, int] = {}
+        self._bits = 0
+        #: event -> how many times :meth:`idle` let it be skipped (read by tests; one
+        #: increment per skip is the whole cost)
+        self.skipped: defaultdict[str, int] = defaultdict(int)
 
     def declare(self, name: str) -> Callable[[], None]:
         """Declare an event a module fires itself; returns the undo, which removes the
         event (and whatever still hooks it) once every module that declared it undid it."""
         if name in CORE_EVENTS:
             raise KeyError(f"{name!r} is a core event")
-        self._events.setdefault(name, [])
+        if name not in self._events:
+            self._events[name] = []
+            self._gates[name] = (0, frozenset(), ())
         self._declared[name] = self._declared.get(name, 0) + 1
         done = False
 
@@ -121,6 +166,7 @@ class Hooks:
             if not self._declared[name]:
                 del self._declared[name]
                 del self._events[name]
+                self._gates.pop(name, None)
 
         return undeclare
 
@@ -132,16 +178,47 @@ class Hooks:
         """The handlers of ``name``, in the order they run."""
         return [h for _p, _s, h in self._events.get(name, ())]
 
-    def hook(self, name: str, handler: Handler, priority: int = 0) -> Callable[[], None]:
-        """Run ``handler`` on ``name``; returns a function that removes it again."""
+    def hook(
+        self, name: str, handler: Handler, priority: int = 0, *,
+        interest: Interest | None = None, bit: int = 0,
+    ) -> Callable[[], None]:
+        """Run ``handler`` on ``name``; returns a function that removes it again.
+
+        With ``interest`` the handler promises to be a no-op outside it (``bit``: its
+        module's quiet bit, :meth:`new_bit`, for ``interest.account``)."""
         if name not in self._events:
             raise KeyError(f"unknown event {name!r}")
+        if interest is not None and interest.account and not bit:
+            raise ValueError("an interest in accounts needs the module's quiet bit")
         self._seq += 1
         entry = (priority, -self._seq, handler)
         handlers = self._events[name]
         handlers.append(entry)
         handlers.sort(key=lambda e: (e[0], e[1]), reverse=True)
-        return lambda: handlers.remove(entry) if entry in handlers else None
+        if interest is not None:
+            self._interests[entry[1]] = (interest, bit if interest.account else 0)
+        self._regate(name)
+
+        def unhook() -> None:
+            if entry in handlers:
+                handlers.remove(entry)
+                self._interests.pop(entry[1], None)
+                if self._events.get(name) is handlers:
+                    self._regate(name)
+
+        return unhook
+
+    def _regate(self, name: str) -> None:
+        """The gate of ``name`` from its handlers' interests (none: one handler has none)."""
+        bits, payloads = 0, frozenset()
+        for entry in self._events[name]:
+            declared = self._interests.get(entry[1])
+            if declared is None:
+                self._gates.pop(name, None)
+                return
+            bits |= declared[1]
+            payloads |= declared[0].payloads
+        self._gates[name] = (bits, payloads, tuple(ns.encode() for ns in sorted(payloads)))
 
     def handler_key(self, name: str) -> tuple[Handler, ...]:
         """The handlers of ``name`` as a hashable value: what a result that depends on
@@ -150,6 +227,45 @@ class Hooks:
 
     def has(self, name: str) -> bool:
         return bool(self._events.get(name))
+
+    # -- interests: skipping what cannot act ---------------------------------------------------
+
+    def new_bit(self) -> int:
+        """A quiet bit for one loaded module (never reused: a stale mark cannot apply to
+        a module loaded later)."""
+        self._bits += 1
+        return 1 << (self._bits - 1)
+
+    def set_quiet(self, bare: Any, bit: int, quiet: bool) -> None:
+        """Declare (or no longer) that the module with ``bit`` has nothing to do for the
+        stanzas of account ``bare`` beyond its declared payloads."""
+        marks = self.quiet
+        old = marks.get(bare, 0)
+        new = old | bit if quiet else old & ~bit
+        if new:
+            marks[bare] = new
+        elif old:
+            del marks[bare]
+
+    def forget_bit(self, bit: int) -> None:
+        """A module unloaded: its quiet marks go."""
+        marks = self.quiet
+        for bare in [b for b, v in marks.items() if v & bit]:
+            self.set_quiet(bare, bit, False)
+
+    def idle(self, name: str, stanza: Any, bare: Any) -> bool:
+        """True when no handler of ``name`` can act on ``stanza`` for account ``bare``
+        (each declared an interest this does not meet): the event need not fire."""
+        gate = self._gates.get(name)
+        if gate is None:
+            return False
+        need, payloads, encoded = gate
+        if need and self.quiet.get(bare, 0) & need != need:
+            return False
+        if payloads and stanza.carries(payloads, encoded):
+            return False
+        self.skipped[name] += 1
+        return True
 
     def fire_sync(self, name: str, *args: Any) -> bool:
         """Fire with synchronous handlers only (a coroutine handler is scheduled, not awaited)."""

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from xmppd.core import admin
+from xmppd.core.hooks import Interest
 from xmppd.eager import start_eagerly
 from xmppd.jid import jid_or_none
 from xmppd.xml.element import Element
@@ -55,6 +56,7 @@ class ModuleAPI:
         self._tasks: set[asyncio.Future] = set()
         self._stores: dict[str, Any] = {}
         self._uses_state = False
+        self._quiet_bit = 0  # this module's quiet marks (ModuleAPI.quiet), once it has any
 
     # -- the core, narrowly ------------------------------------------------------------------
 
@@ -188,9 +190,40 @@ class ModuleAPI:
 
     # -- hooks and events ----------------------------------------------------------------------
 
-    def hook(self, event: str, handler: Callable[..., Any], priority: int = 0) -> None:
-        """Run ``handler`` on ``event`` (higher ``priority`` first)."""
-        self._undo.append(self._core.hooks.hook(event, handler, priority))
+    def hook(
+        self, event: str, handler: Callable[..., Any], priority: int = 0, *,
+        interest: Interest | None = None,
+    ) -> None:
+        """Run ``handler`` on ``event`` (higher ``priority`` first).  With ``interest`` the
+        handler promises to do nothing outside it (no payload of it in the stanza, and,
+        with ``interest.account``, an account this module declared quiet: :meth:`quiet`),
+        so that the router may skip it (see :class:`~xmppd.core.hooks.Interest`)."""
+        bit = self._bit() if interest is not None and interest.account else 0
+        self._undo.append(self._core.hooks.hook(event, handler, priority,
+                                                interest=interest, bit=bit))
+
+    def _bit(self) -> int:
+        if not self._quiet_bit:
+            hooks = self._core.hooks
+            bit = self._quiet_bit = hooks.new_bit()
+            self._undo.append(lambda: hooks.forget_bit(bit))
+        return self._quiet_bit
+
+    def quiet(self, bare: Any, quiet: bool = True) -> None:
+        """Declare that this module's ``interest=Interest(account=True)`` handlers have
+        nothing to do for account ``bare`` (a bound account: the mark goes with its last
+        session), or no longer.  Declare it only where that is sure, and withdraw it
+        before it stops being true: a quiet account's stanzas skip those handlers."""
+        if quiet and not self._core.router.sessions.count(bare):
+            return
+        self._core.hooks.set_quiet(bare, self._bit(), quiet)
+
+    def quiet_without_state(self, bare: Any) -> None:
+        """Account ``bare`` is quiet for this module while none of its sessions holds this
+        module's state (creating the state, :meth:`state`, ends it at once)."""
+        slot = self.slot
+        self.quiet(bare, slot is None or all(
+            s.get_state(slot) is None for s in self._core.router.sessions.resources(bare)))
 
     def declare(self, event: str) -> None:
         """Declare an event this module fires (removed on unload unless another module
@@ -340,6 +373,8 @@ class ModuleAPI:
             value = factory()
             session.set_state(slot, value)
             self._uses_state = True
+            if self._quiet_bit:  # the account is no longer quiet for this module
+                self._core.hooks.set_quiet(session.bare, self._quiet_bit, False)
         return value
 
     def share(self, session: Session, value: Any) -> None:
@@ -558,6 +593,7 @@ class ModuleAPI:
             task.cancel()
         self._tasks.clear()
         self._stores.clear()
+        self._quiet_bit = 0
         if self._uses_state:
             for session in self._core.router.sessions.all():
                 if session.get_state(self.slot) is not None:

@@ -33,7 +33,10 @@ class SessionTable:
     """Bound sessions by full JID, and by bare JID (the resources of an account, in bind
     order)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: dict[JID, int] | None = None) -> None:
+        #: the modules' quiet marks by account (Hooks.quiet): dropped with the account's
+        #: last session, so that a mark never outlives what it was declared about
+        self._quiet = {} if quiet is None else quiet
         # A tuple per account, replaced on bind and unbind (rare), not a dict: an account
         # has a handful of resources at most, and a one-entry dict costs four times a
         # one-entry tuple on every idle session.
@@ -75,6 +78,7 @@ class SessionTable:
             self._by_bare[bare] = others
         else:
             del self._by_bare[bare]
+            self._quiet.pop(bare, None)
         return True
 
     def all(self) -> Iterable[Session]:
@@ -93,7 +97,7 @@ class Router:
         # One set for the server's lifetime, changed in place by a reload (set_hosts):
         # whoever keeps a reference to it (client policy, modules) sees the new domains.
         self.hosts: set[str] = set(hosts)
-        self.sessions = SessionTable()
+        self.sessions = SessionTable(hooks.quiet)
         # Outcomes by stanza name, read by xmppd.metrics at scrape time.  One defaultdict
         # increment per stanza is the whole cost on the hot path (a message to a full JID
         # counts once, as delivered): no lock, no label lookup, no total at the entry.
@@ -169,7 +173,11 @@ class Router:
         name = stanza.name
         if name == "message":
             if session is not None:
-                result = self.hooks.fire_maybe_async("message/full", stanza, origin, session)
+                hooks = self.hooks
+                if hooks.idle("message/full", stanza, session.bare):
+                    self.deliver(session, stanza)  # no module can act on it: skip them
+                    return None
+                result = hooks.fire_maybe_async("message/full", stanza, origin, session)
                 if result is False:  # the hot path: no hook took it, deliver (no closure)
                     self.deliver(session, stanza)
                     return None
@@ -266,7 +274,9 @@ class Router:
             session.transport.send(stanza)
             return
         self.delivered[stanza.name] += 1
-        if self.hooks.fire_sync("stanza/inbound", stanza, session) is False:
+        hooks = self.hooks
+        if hooks.idle("stanza/inbound", stanza, session.bare) \
+                or hooks.fire_sync("stanza/inbound", stanza, session) is False:
             session.transport.send(stanza)
 
     def bounce(

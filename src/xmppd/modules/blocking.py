@@ -20,11 +20,11 @@ the cache (it is synchronous): it is the last line, for IQs to full JIDs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Set
+from collections.abc import Callable, Set
 from typing import Any
 
 from xmppd.core.module import Module
-from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.moduleapi import Interest, ModuleAPI
 from xmppd.jid import JID, jid_or_none
 from xmppd.storage.stores import UNCHANGED, KeyValueStore
 from xmppd.xml.element import Element
@@ -119,11 +119,17 @@ async def remove_from_list(
 class BlockLists:
     """Block lists, cached for accounts with bound sessions (the rest read from the store)."""
 
-    def __init__(self, store: KeyValueStore, sessions: Any, hosts: Set[str]) -> None:
+    def __init__(
+        self, store: KeyValueStore, sessions: Any, hosts: Set[str],
+        quiet: Callable[[JID, bool], None] | None = None,
+    ) -> None:
         self.store = store
         self.sessions = sessions
         self.hosts = hosts
         self.cache: dict[JID, frozenset[str]] = {}
+        #: told whether an account's cached list is the empty one (its stanzas then need
+        #: no filtering), whenever the cache changes
+        self.quiet = quiet or (lambda bare, quiet: None)
         #: bumped by every reload: a read that started before one must not be cached
         self.generation = 0
 
@@ -139,6 +145,7 @@ class BlockLists:
         items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
         if self.sessions.count(bare) and generation == self.generation:
             self.cache[bare] = items
+            self.quiet(bare, items is _EMPTY)
         return items
 
     async def reload(self, bare: JID) -> None:
@@ -153,6 +160,7 @@ class BlockLists:
             self.cache[bare] = items
         else:
             self.cache.pop(bare, None)
+        self.quiet(bare, bare in self.cache and items is _EMPTY)
 
     def blocks(self, owner: JID | None, other: JID | None) -> bool | Any:
         """``owner`` (a local account) has blocked ``other``: a bool when the list is
@@ -184,17 +192,22 @@ class Blocking(Module):
         self.api = api
         self.router = api.router
         self.store = api.open_store("keyvalue")
-        self.lists = BlockLists(self.store, api.router.sessions, api.hosts)
+        self.lists = BlockLists(self.store, api.router.sessions, api.hosts, api.quiet)
         self.cache = self.lists.cache
         api.iq_handler("get", BLOCKING_NS, "blocklist", self.get, to="bare")
         api.iq_handler("set", BLOCKING_NS, "block", self.block, to="bare")
         api.iq_handler("set", BLOCKING_NS, "unblock", self.unblock, to="bare")
         api.add_feature(BLOCKING_NS)
+        # On the message path the filters act only for an account whose cached list is
+        # not the empty one (quiet otherwise: BlockLists tells api.quiet on every change).
+        filters = Interest(account=True)
         for event in ("message/outbound", "presence/outbound", "iq/outbound"):
-            api.hook(event, self.outbound, priority=100)
+            api.hook(event, self.outbound, priority=100,
+                     interest=filters if event == "message/outbound" else None)
         for event in ("message/bare", "message/full", "presence/bare", "presence/full"):
-            api.hook(event, self.inbound, priority=100)
-        api.hook("stanza/inbound", self.inbound_sync, priority=100)
+            api.hook(event, self.inbound, priority=100,
+                     interest=filters if event == "message/full" else None)
+        api.hook("stanza/inbound", self.inbound_sync, priority=100, interest=filters)
         api.hook("route/remote", self.remote, priority=100)
         api.hook("resource-bound", self.bound)
         # after the presence module's unavailable broadcast (priority 0), which still filters

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from xmppd.core.module import Module
-from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.moduleapi import Interest, ModuleAPI
 from xmppd.jid import JID, jid_or_none
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS, StanzaError, own_account, reply
@@ -112,12 +112,20 @@ class Carbons(Module):
             api.iq_handler("set", CARBONS_NS, "enable", self.enable, to=to)
             api.iq_handler("set", CARBONS_NS, "disable", self.disable, to=to)
         # Forgeries are removed before anything else looks at the message (archive too).
-        api.hook("message/full", self.unforge, priority=1000)
+        # What each handler needs to see (the router skips it otherwise): a wrapper or
+        # <private/> is a child in CARBONS_NS; copies are made only for an account with a
+        # carbons-enabled session (quiet otherwise: set at bind and disable, ended by
+        # every enable, ModuleAPI.state).
+        wrappers = Interest(payloads=(CARBONS_NS,))
+        api.hook("message/full", self.unforge, priority=1000, interest=wrappers)
         api.hook("message/bare", self.unforge, priority=1000)
         # After blocking (100) and the archive (50), which may refuse or stamp the message.
-        api.hook("message/full", self.received_full, priority=40)
+        api.hook("message/full", self.received_full, priority=40,
+                 interest=Interest(account=True))
         api.hook(DELIVERED_EVENT, self.received_bare)
-        api.hook("message/outbound", self.sent, priority=40)
+        api.hook("message/outbound", self.sent, priority=40,
+                 interest=Interest(payloads=(CARBONS_NS,), account=True))
+        api.hook("resource-bound", lambda session: api.quiet_without_state(session.bare))
         api.provide("carbons", self)  # XEP-0386 inline enable (modules/sasl2.py)
         # Which sessions of other workers enabled carbons (their copies are made here too).
         api.on_mirror(self.mirror)
@@ -142,6 +150,7 @@ class Carbons(Module):
     def disable(self, iq: Element, origin: Any, payload: Element) -> Element:
         session = self._session(iq, origin)
         self.api.drop_state(session)
+        self.api.quiet_without_state(session.bare)
         self.api.share(session, None)
         return reply(iq)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from xmppd.core.module import Module, Option
-from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.moduleapi import Interest, ModuleAPI
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
@@ -93,7 +93,10 @@ class ClientStateIndication(Module):
         api.hook("stream-features", self.features)
         api.hook("stream/element", self.element)
         # after filters such as blocking (priority 100): only what will really be sent waits
-        api.hook("stanza/inbound", self.inbound, priority=-100)
+        # Skipped by the router for an account with no inactive session (quiet: set at
+        # bind and at <active/>, ended by <inactive/> creating the state).
+        api.hook("stanza/inbound", self.inbound, priority=-100, interest=Interest(account=True))
+        api.hook("resource-bound", lambda session: api.quiet_without_state(session.bare))
         api.on_unload(self.flush_all)  # runs first on unload: nothing held is lost
         api.on_handover(self.export, self.restore)
 
@@ -148,6 +151,7 @@ class ClientStateIndication(Module):
         held = self.api.peek_state(session)
         if held is not None:
             self.api.drop_state(session)
+            self.api.quiet_without_state(session.bare)
             self._send_held(session, held)
 
     def flush_all(self) -> None:

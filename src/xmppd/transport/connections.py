@@ -54,7 +54,7 @@ class Traffic:
     name -> times it fired) is shared by every kind of one server."""
 
     __slots__ = ("kind", "opened", "closed", "bytes_in", "bytes_out", "stream_errors",
-                 "limit_hits")
+                 "limit_hits", "unflushed")
 
     def __init__(self, kind: str, limit_hits: dict[str, int] | None = None) -> None:
         self.kind = kind
@@ -64,10 +64,22 @@ class Traffic:
         self.bytes_out = 0
         self.stream_errors: dict[str, int] = {}  # condition -> stream errors we sent
         self.limit_hits = {} if limit_hits is None else limit_hits
+        #: the streams of this kind with output waiting for the end of the loop iteration
+        #: (XMLStream.send_bytes): one callback flushes them all, not one per stream
+        self.unflushed: list[Any] | None = None
 
     def limit(self, name: str) -> None:
         """The limit ``name`` (its config key) fired."""
         count(self.limit_hits, name)
+
+    def flush_all(self) -> None:
+        """Write what each waiting stream buffered in this loop iteration (one write each)."""
+        streams, self.unflushed = self.unflushed, None
+        for stream in streams or ():
+            try:
+                stream.flush()
+            except Exception:  # one failing transport must not keep the others unflushed
+                log.exception("flushing output to %s", address_text(stream.peer))
 
 
 class Connections:

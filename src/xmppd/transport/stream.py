@@ -89,7 +89,7 @@ class XMLStream(asyncio.Protocol):
     # do not declare __slots__ get a __dict__ as usual.
     __slots__ = (
         "tokenizer", "transport", "loop", "peer", "stream_id", "max_output_buffer",
-        "header_sent", "closed", "_closing", "_out", "_flush_handle", "_busy", "_inbox",
+        "header_sent", "closed", "_closing", "_out", "_flush_queued", "_busy", "_inbox",
         "_restart", "_reset", "_restarts", "_pending_error", "_close_timer", "_write_paused",
         "rate_limit", "rate_burst", "_tokens", "_tokens_at", "_rate_timer", "_rate_logged",
         "secure", "connections", "close_reason", "_auth_timer", "_preauth", "heard",
@@ -135,7 +135,7 @@ class XMLStream(asyncio.Protocol):
         self.closed = False
         self._closing = False
         self._out: list[bytes] | None = None  # created by the first send after a flush
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_queued = False  # in traffic.unflushed: flushed at the iteration's end
         self._busy = False
         self._inbox: list[bytes] | None = None  # input waiting its turn, when there is any
         self._restart = False
@@ -199,9 +199,7 @@ class XMLStream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.traffic.closed += 1
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._flush_queued = False  # still in the flush list: its flush finds it closed
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -519,11 +517,23 @@ class XMLStream(asyncio.Protocol):
             self._out = [data]
         else:
             out.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self.flush)
+        if not self._flush_queued:
+            self._queue_flush()
+
+    def _queue_flush(self) -> None:
+        """Flush at the end of this loop iteration: one callback flushes every stream of
+        this kind that has output (Traffic.flush_all), not a callback (a Handle) each."""
+        self._flush_queued = True
+        traffic = self.traffic
+        waiting = traffic.unflushed
+        if waiting is None:
+            traffic.unflushed = [self]
+            self.loop.call_soon(traffic.flush_all)
+        else:
+            waiting.append(self)
 
     def flush(self) -> None:
-        self._flush_handle = None
+        self._flush_queued = False
         out = self._out
         if not out or self.transport is None or self.closed:
             return

@@ -195,8 +195,8 @@ class WebSocketC2S(C2SStream):
         else:
             out.append(head)
             out.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self.flush)
+        if not self._flush_queued:
+            self._queue_flush()
 
     def send_bytes(self, data: bytes) -> None:
         if self.closed or self._closing:
@@ -217,8 +217,8 @@ class WebSocketC2S(C2SStream):
             self._out = [data]
         else:
             out.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self.flush)
+        if not self._flush_queued:
+            self._queue_flush()
 
     def _control(self, op: int, payload: bytes) -> None:
         if not self.closed and not self._closing:
