@@ -103,3 +103,18 @@ def test_sasl2_without_bind_then_legacy_bind_on_the_same_stream(make_server):
                 "<resource>legacy</resource></bind></iq>")
     assert "bob@localhost/legacy" in client.read_until("</iq>")
     assert 'type="result"' in ping(client)
+
+
+def test_carbons_enabled_inline_in_bind2_copy_to_that_session(make_server):
+    server = sm_server(make_server)
+    phone, out = sasl2_login(server, "bob", "",
+                             "<tag>phone</tag><enable xmlns='urn:xmpp:carbons:2'/>")
+    phone.read_until("</stream:features>|<stream:features/>")
+    desktop = RawClient(server.port)
+    desktop.login("bob", "secret", resource="desktop")
+    alice = RawClient(server.port)
+    alice.login("alice", "secret", resource="r")
+    say(alice, "bob@localhost/desktop", "to the desktop")
+    assert "to the desktop" in desktop.read_until("</message>")
+    copy = phone.read_until("</message></forwarded></received></message>")
+    assert "<received xmlns=\"urn:xmpp:carbons:2\"" in copy and "to the desktop" in copy
