@@ -401,11 +401,18 @@ modules:
             raise
 
     def register(self, user: str, password: str, domain: str | None = None) -> None:
-        done = subprocess.run(self._ctl("register", user, domain or self.domain, password),
-                              cwd=self.dir, env=self.env, capture_output=True, text=True,
-                              timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"ejabberdctl register: {done.stdout} {done.stderr}")
+        # Its listeners open before Mnesia has created every table: on a busy machine the
+        # first commands can find the password table missing ("no_exists"); wait for it.
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(self._ctl("register", user, domain or self.domain, password),
+                                  cwd=self.dir, env=self.env, capture_output=True, text=True,
+                                  timeout=60)
+            if done.returncode == 0:
+                return
+            if "no_exists" not in done.stdout + done.stderr or time.monotonic() > deadline:
+                raise RuntimeError(f"ejabberdctl register: {done.stdout} {done.stderr}")
+            time.sleep(0.5)
 
     def log(self, since: int = 0) -> str:
         """The log, from byte offset ``since`` (see :meth:`log_size`)."""
