@@ -15,6 +15,7 @@ from support import sm_enable as enable
 
 from xmppd.core.session import Session
 from xmppd.jid import JID
+from xmppd.transport.connections import AuthThrottle, Connections
 
 SM = "urn:xmpp:sm:3"
 USERS = {"alice": "secret", "bob": "secret"}
@@ -115,3 +116,29 @@ class RawTransport:
     closed = False
     peer = None
     heard = None
+
+
+def test_open_streams_and_trusted_logins_are_kept_in_compact_tables():
+    """A set's table is far larger than a dict's for the same keys (it grows fourfold):
+    the open streams and the trusted (address, username) logins, one entry per client."""
+    conns = Connections(0)
+    throttle = AuthThrottle()
+    streams = [Peer(("198.51.100.1", 4000 + i)) for i in range(5000)]
+    for i, stream in enumerate(streams):
+        assert conns.opened(stream)
+        throttle.succeeded(stream.peer, f"user{i}")
+    assert list(conns.streams) == streams  # every open stream, in order
+    assert sys.getsizeof(conns.streams) < sys.getsizeof(set(conns.streams)) * 0.75
+    trusted = throttle._trusted
+    assert len(trusted) == 5000
+    assert sys.getsizeof(trusted) < sys.getsizeof(set(trusted)) * 0.75
+    for stream in streams:
+        conns.closed(stream)
+    assert not conns.streams
+
+
+class Peer:
+    evictable = True
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
