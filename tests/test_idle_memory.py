@@ -13,6 +13,7 @@ from support import RawClient
 from support import sm_authenticate as authenticate
 from support import sm_enable as enable
 
+from xmppd.core.router import SessionTable
 from xmppd.core.session import Session
 from xmppd.jid import JID
 from xmppd.transport.connections import AuthThrottle, Connections
@@ -142,3 +143,21 @@ class Peer:
 
     def __init__(self, peer: tuple[str, int]) -> None:
         self.peer = peer
+
+
+def test_an_account_with_one_session_is_kept_without_a_tuple():
+    table = SessionTable()
+    phone = Session(BOB, RawTransport())
+    laptop = Session(JID("bob@localhost/laptop"), RawTransport())
+    assert table.add(phone) is None
+    assert table._by_bare[phone.bare] is phone  # not (phone,): 64 bytes less
+    assert table.count(phone.bare) == 1 and table.resources(phone.bare) == [phone]
+    table.add(laptop)
+    assert table.count(phone.bare) == 2 and set(table.all()) == {phone, laptop}
+    replacement = Session(BOB, RawTransport())
+    assert table.add(replacement) is phone  # same full JID: takes its place
+    assert table.resources(phone.bare) == [replacement, laptop]
+    assert table.remove(laptop) and table._by_bare[phone.bare] is replacement
+    assert not table.remove(phone)  # displaced already
+    assert table.remove(replacement)
+    assert table.count(phone.bare) == 0 and list(table.all()) == [] and len(table) == 0
