@@ -139,6 +139,12 @@ cdef enum:
 
 # -- the tokenizer --------------------------------------------------------------------------
 
+# The pending input of every tokenizer with none: an idle connection holds no bytearray of
+# its own (56 bytes each).  Never mutated: input is appended to ``_pend`` only when it is
+# not empty (``feed``'s direct path makes a new one otherwise), and one emptied by an
+# event is replaced by this again.
+cdef bytearray _NO_PEND = bytearray()
+
 cdef class Tokenizer:
     """Incremental XMPP stream tokenizer (compiled); see ``xmppd.xml._tokenizer_pure``."""
 
@@ -273,6 +279,8 @@ cdef class Tokenizer:
                 self._pend = bytearray(data[last:])
         elif last:
             del self._pend[:last]
+            if PyByteArray_GET_SIZE(self._pend) == 0:
+                self._pend = _NO_PEND
         if last:
             self._shift(last)
         if self._ck_kind != K_STAG and self._att != NULL:  # idle: keep it small
@@ -306,7 +314,7 @@ cdef class Tokenizer:
     # -- state ----------------------------------------------------------------------------
 
     cdef void _new_stream(self):
-        self._pend = bytearray()
+        self._pend = _NO_PEND
         self._head = b""
         self._fed = 0
         self._pos = 0

@@ -107,8 +107,8 @@ class Server:
         self.metrics = ServerMetrics(self)
 
     @property
-    def streams(self) -> set[Any]:
-        """Every open stream (client, server and component)."""
+    def streams(self) -> dict[Any, None]:
+        """Every open stream (client, server and component): the keys, in opening order."""
         return self.connections.streams
 
     # -- start and stop -----------------------------------------------------------------------

@@ -50,6 +50,7 @@ class C2SStream(XMLStream):
     default_ns = CLIENT_NS
     kind = "c2s"
     evictable = True  # an idle unauthenticated client makes room for a new one
+    keeps_stream_id = False  # nothing in c2s reads the id once the header is sent
 
     __slots__ = ("policy", "negotiation", "session", "size_limit_name", "sm")
 

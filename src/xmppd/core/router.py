@@ -37,33 +37,52 @@ class SessionTable:
         #: the modules' quiet marks by account (Hooks.quiet): dropped with the account's
         #: last session, so that a mark never outlives what it was declared about
         self._quiet = {} if quiet is None else quiet
-        # A tuple per account, replaced on bind and unbind (rare), not a dict: an account
-        # has a handful of resources at most, and a one-entry dict costs four times a
-        # one-entry tuple on every idle session.
-        self._by_bare: dict[JID, tuple[Session, ...]] = {}
+        # Per account its one session, or a tuple of its sessions when it has several;
+        # replaced on bind and unbind (rare).  Not a dict: an account has a handful of
+        # resources at most, and a one-entry dict costs four times a one-entry tuple; and
+        # not a 1-tuple for the usual single resource: 64 bytes less per idle account.
+        self._by_bare: dict[JID, Session | tuple[Session, ...]] = {}
         # The hot path (a stanza to a full JID) must not build a bare JID per lookup.
         self._by_full: dict[JID, Session] = {}
 
     def get(self, full: JID) -> Session | None:
         return self._by_full.get(full)
 
+    def _of(self, bare: JID) -> tuple[Session, ...]:
+        entry = self._by_bare.get(bare)
+        if entry is None:
+            return ()
+        return entry if type(entry) is tuple else (entry,)  # type: ignore[return-value]
+
+    def _set(self, bare: JID, sessions: tuple[Session, ...]) -> None:
+        if len(sessions) > 1:
+            self._by_bare[bare] = sessions
+        elif sessions:
+            self._by_bare[bare] = sessions[0]
+        else:
+            del self._by_bare[bare]
+            self._quiet.pop(bare, None)  # the account's last session: its marks go too
+
     def resources(self, bare: JID) -> list[Session]:
-        return list(self._by_bare.get(bare, ()))
+        return list(self._of(bare))
 
     def count(self, bare: JID) -> int:
-        return len(self._by_bare.get(bare, ()))
+        entry = self._by_bare.get(bare)
+        if entry is None:
+            return 0
+        return len(entry) if type(entry) is tuple else 1  # type: ignore[arg-type]
 
     def add(self, session: Session) -> Session | None:
         """Bind ``session``; returns the session it displaced (same full JID), if any."""
         jid, bare = session.jid, session.bare
         old = self._by_full.get(jid)
-        current = self._by_bare.get(bare, ())
+        current = self._of(bare)
         # Keyed by the session's own bare JID, not a fresh ``jid.bare``: one bare JID object
         # per idle session instead of two.
         if old is None:
-            self._by_bare[bare] = (*current, session)
+            self._set(bare, (*current, session))
         else:  # the new session takes the old one's place
-            self._by_bare[bare] = tuple(session if s is old else s for s in current)
+            self._set(bare, tuple(session if s is old else s for s in current))
         self._by_full[jid] = session
         return old
 
@@ -73,17 +92,15 @@ class SessionTable:
             return False
         del self._by_full[jid]
         bare = session.bare
-        others = tuple(s for s in self._by_bare[bare] if s is not session)
-        if others:
-            self._by_bare[bare] = others
-        else:
-            del self._by_bare[bare]
-            self._quiet.pop(bare, None)
+        self._set(bare, tuple(s for s in self._of(bare) if s is not session))
         return True
 
     def all(self) -> Iterable[Session]:
-        for resources in list(self._by_bare.values()):
-            yield from resources
+        for entry in list(self._by_bare.values()):
+            if type(entry) is tuple:
+                yield from entry
+            else:
+                yield entry  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self._by_full)

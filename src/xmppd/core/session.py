@@ -159,7 +159,9 @@ class Session:
         if states is None:
             states = self._states = [None] * (slot + 1)
         elif slot >= len(states):
-            states.extend([None] * (slot + 1 - len(states)))
+            # a new list of the exact size: extend() would over-allocate room that an idle
+            # session never fills (up to 64 bytes)
+            states = self._states = states + [None] * (slot + 1 - len(states))
         states[slot] = value
 
     def __repr__(self) -> str:

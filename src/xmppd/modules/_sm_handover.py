@@ -135,7 +135,7 @@ class ResumeElsewhere:
         sm = module.new_sm(None, True, float(state["window"]), session=None, policy=policy,
                            previd=previd)
         sm.h_in, sm.h_out, sm.acked = (int(state[k]) & MASK for k in ("h_in", "h_out", "acked"))
-        sm.queue = queue
+        sm.queue = queue or ()
         session = api.adopt_session(jid, sm, int(state["stamp"]), holder)
         sm.session = session
         module.resumable[previd] = sm
@@ -203,7 +203,7 @@ class ResumeElsewhere:
         queue += [el.to_bytes(CLIENT_NS).decode() for el in sm.queue[sent:]]
         del module.resumable[sm.id]
         sm.ended = True
-        sm.queue = []
+        sm.queue = ()
         if sm.waiters is not None:  # the stanzas are the new holder's to deliver now
             for _base, offsets, _ids, future in sm.waiters:
                 if not future.done():

@@ -132,7 +132,9 @@ class VCard(Module):
     def presence(self, stanza: Element, session: Any) -> Any:
         if stanza.get("type") is not None or stanza.find("x", UPDATE_NS) is not None:
             return None
-        bare = str(session.jid.bare)
+        # the text the session's bare JID already holds: a cache entry per account
+        # costs no string of its own
+        bare = session.bare.full
         known = self.hashes.get(bare)
         if known is not None:
             self.stamp(stanza, known)

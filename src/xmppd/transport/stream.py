@@ -83,6 +83,10 @@ class XMLStream(asyncio.Protocol):
     size_limit_name = "max_stanza_size_bytes"
     #: The stream kind its counters are kept under (the ``kind`` label of the metrics).
     kind = "xml"
+    #: Is :attr:`stream_id` read after the header went out (dialback keys, the component
+    #: handshake)?  A client stream never reads it: it keeps "" instead of a 65-byte string
+    #: for as long as the client stays connected.
+    keeps_stream_id = True
 
     # Slots: a server holds one stream per idle client, and a dict of this many attributes
     # (past the shared-key limit) would cost more than a kilobyte each.  Subclasses that
@@ -552,8 +556,10 @@ class XMLStream(asyncio.Protocol):
         self, from_: str | None, to: str | None = None, *, version: bool = True, **extra: str
     ) -> None:
         """Open our side of the stream, with a new stream id each time (RFC 6120 §4.7.3)."""
-        self.stream_id = new_stream_id()
-        self.send_bytes(stream_header(self.default_ns, self.stream_id, from_, to,
+        stream_id = new_stream_id()
+        if self.keeps_stream_id:
+            self.stream_id = stream_id
+        self.send_bytes(stream_header(self.default_ns, stream_id, from_, to,
                                       version=version, **extra))
         self.header_sent = True
 

@@ -231,8 +231,7 @@ class WebSocketC2S(C2SStream):
 
     def send_header(self, from_: str | None, to: str | None = None, *, version: bool = True,
                     **extra: str) -> None:
-        self.stream_id = new_stream_id()
-        self.send_bytes(open_bytes(self.stream_id, from_))
+        self.send_bytes(open_bytes(new_stream_id(), from_))  # not kept: see C2SStream
         self.header_sent = True
 
     # -- what the negotiation asks of the shell -------------------------------------------------
