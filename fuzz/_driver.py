@@ -10,6 +10,7 @@ corpus, so the same command works everywhere (with far less coverage guidance).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import random
 import signal
@@ -18,9 +19,25 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 FUZZ_DIR = Path(__file__).resolve().parent
 CORPUS_DIR = FUZZ_DIR / "corpus"
+
+
+def twins(pure: Any, compiled: str) -> dict[str, Any]:
+    """``{"pure": pure, "compiled": xmppd._speedups.<compiled>}``; without the compiled
+    twin when it is not built (then only the invariants are checked), unless
+    ``XMPPD_REQUIRE_EXTENSIONS`` is set."""
+    impls = {"pure": pure}
+    try:
+        impls["compiled"] = importlib.import_module(f"xmppd._speedups.{compiled}")
+    except ImportError:
+        from xmppd._impl import REQUIRE_EXTENSIONS
+
+        if REQUIRE_EXTENSIONS:
+            raise
+    return impls
 
 
 class FuzzInput:

@@ -18,28 +18,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import FuzzInput, instrumented, main, pieces, split_points  # noqa: E402
+from _driver import FuzzInput, instrumented, main, pieces, split_points, twins  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
     from xmppd.cluster import codec
     from xmppd.xml.stanza import CLIENT_NS
 
 
-def _compiled():
-    try:
-        from xmppd._speedups import clustercodec
-    except ImportError:
-        from xmppd._impl import REQUIRE_EXTENSIONS
-
-        if REQUIRE_EXTENSIONS:
-            raise
-        return None
-    return clustercodec
-
-
-IMPLS = {"pure": codec}
-if (_c := _compiled()) is not None:
-    IMPLS["compiled"] = _c
+IMPLS = twins(codec, "clustercodec")
 
 
 def encode(wire: bytes, cuts: bytes = b"\0\0\0\0") -> bytes:

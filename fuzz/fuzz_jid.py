@@ -15,27 +15,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import FuzzInput, instrumented, main  # noqa: E402
+from _driver import FuzzInput, instrumented, main, twins  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
     from xmppd.jid import _pure as _jid_pure
 
 
-def _compiled():
-    try:
-        from xmppd._speedups import jid
-    except ImportError:
-        from xmppd._impl import REQUIRE_EXTENSIONS
-
-        if REQUIRE_EXTENSIONS:
-            raise
-        return None
-    return jid
-
-
-IMPLS = {"pure": _jid_pure}
-if (_c := _compiled()) is not None:
-    IMPLS["compiled"] = _c
+IMPLS = twins(_jid_pure, "jid")
 
 OPS = ("jid", "localpart", "domainpart", "resourcepart", "normalize", "from_parts",
        "with_resource", "jid-twice")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import FuzzInput, instrumented, main, pieces, split_points  # noqa: E402
+from _driver import FuzzInput, instrumented, main, pieces, split_points, twins  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
     from xmppd.xml import _tokenizer_pure
@@ -35,22 +35,7 @@ with instrumented(__name__ == "__main__"):
     )
 
 
-def _compiled():
-    """The compiled twin, or None when it is not built (then only invariants are checked)."""
-    try:
-        from xmppd._speedups import tokenizer
-    except ImportError:
-        from xmppd._impl import REQUIRE_EXTENSIONS
-
-        if REQUIRE_EXTENSIONS:
-            raise
-        return None
-    return tokenizer
-
-
-IMPLS = {"pure": _tokenizer_pure}
-if (_c := _compiled()) is not None:
-    IMPLS["compiled"] = _c
+IMPLS = twins(_tokenizer_pure, "tokenizer")
 
 # Small limits make policy-violation reachable within -max_len bytes.
 STANZA_SIZES = (MAX_STANZA_SIZE, 48, 200, 1000)

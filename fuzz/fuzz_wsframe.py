@@ -16,28 +16,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import FuzzInput, instrumented, main  # noqa: E402
+from _driver import FuzzInput, instrumented, main, twins  # noqa: E402
 
 with instrumented(__name__ == "__main__"):
     from xmppd.web import _wsframe_pure
     from xmppd.web._wsbase import CLOSE, TEXT, WebSocketError, check_close_payload
 
 
-def _compiled():
-    try:
-        from xmppd._speedups import wsframe
-    except ImportError:
-        from xmppd._impl import REQUIRE_EXTENSIONS
-
-        if REQUIRE_EXTENSIONS:
-            raise
-        return None
-    return wsframe
-
-
-IMPLS = {"pure": _wsframe_pure}
-if (_c := _compiled()) is not None:
-    IMPLS["compiled"] = _c
+IMPLS = twins(_wsframe_pure, "wsframe")
 
 SIZES = (0, 1, 125, 126, 200, 65535, 65536, 1 << 20)
 
