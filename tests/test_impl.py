@@ -22,15 +22,20 @@ def _run(code: str, **env: str) -> str:
     return out.stdout.strip()
 
 
-def test_public_tokenizer_is_the_active_implementation():
-    import xmppd.xml.tokenizer
-
-    expected = "xmppd.xml._tokenizer_pure" if PURE_PYTHON else "xmppd._speedups.tokenizer"
+@pytest.mark.parametrize(("public", "name", "compiled", "pure"), [
+    ("xmppd.xml.tokenizer", "Tokenizer", "xmppd._speedups.tokenizer",
+     "xmppd.xml._tokenizer_pure"),
+    ("xmppd.web.wsframe", "FrameDecoder", "xmppd._speedups.wsframe", "xmppd.web._wsframe_pure"),
+    ("xmppd.cluster.frames", "stanza_element", "xmppd._speedups.clustercodec",
+     "xmppd.cluster.codec"),
+])
+def test_public_names_are_the_active_implementation(public, name, compiled, pure):
+    expected = pure if PURE_PYTHON else compiled
     try:
-        importlib.import_module("xmppd._speedups.tokenizer")
+        importlib.import_module(compiled)
     except ImportError:
-        expected = "xmppd.xml._tokenizer_pure"
-    assert xmppd.xml.tokenizer.Tokenizer.__module__ == expected
+        expected = pure
+    assert getattr(importlib.import_module(public), name).__module__ == expected
 
 
 @pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid",
@@ -41,28 +46,6 @@ def test_required_extensions_are_importable(module):
     if not REQUIRE_EXTENSIONS:
         pytest.skip("XMPPD_REQUIRE_EXTENSIONS is not set")
     importlib.import_module(module)
-
-
-def test_public_frame_codec_is_the_active_implementation():
-    import xmppd.web.wsframe
-
-    expected = "xmppd.web._wsframe_pure" if PURE_PYTHON else "xmppd._speedups.wsframe"
-    try:
-        importlib.import_module("xmppd._speedups.wsframe")
-    except ImportError:
-        expected = "xmppd.web._wsframe_pure"
-    assert xmppd.web.wsframe.FrameDecoder.__module__ == expected
-
-
-def test_public_cluster_codec_is_the_active_implementation():
-    import xmppd.cluster.frames
-
-    expected = "xmppd.cluster.codec" if PURE_PYTHON else "xmppd._speedups.clustercodec"
-    try:
-        importlib.import_module("xmppd._speedups.clustercodec")
-    except ImportError:
-        expected = "xmppd.cluster.codec"
-    assert xmppd.cluster.frames.stanza_element.__module__ == expected
 
 
 def test_pure_python_forced_in_a_subprocess():
