@@ -299,21 +299,20 @@ class Session(asyncio.Protocol):
         else:
             self._finish()
 
-    def _on_carbons(self, match: re.Match[bytes]) -> None:
+    def _iq_result(self, match: re.Match[bytes], failed: str) -> None:
+        """The answer to a login step's IQ: a result (counted towards h), else ``failed``."""
         reply = match.group(0)
         if b"type='result'" not in reply and b'type="result"' not in reply:
-            raise XmppError(f"carbons refused for {self.user}: {reply[:200]!r}")
+            raise XmppError(f"{failed} for {self.user}: {reply[:200]!r}")
         if self.cfg.sm:
             self.h_base += 1  # the iq result counts towards h
         self._finish()
 
+    def _on_carbons(self, match: re.Match[bytes]) -> None:
+        self._iq_result(match, "carbons refused")
+
     def _on_roster(self, match: re.Match[bytes]) -> None:
-        reply = match.group(0)
-        if b"type='result'" not in reply and b'type="result"' not in reply:
-            raise XmppError(f"roster get failed for {self.user}: {reply[:200]!r}")
-        if self.cfg.sm:
-            self.h_base += 1  # the iq result counts towards h
-        self._finish()
+        self._iq_result(match, "roster get failed")
 
     def _on_resume(self, match: re.Match[bytes]) -> None:
         if match.group(1) != b"resumed":
