@@ -45,42 +45,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_link import free_port, start_redis, wait_port  # noqa: E402
 from loadgen.client import LoginConfig, Session  # noqa: E402
 from loadgen.workloads import _drain, _Flow, _message, _RunState, login_many, proc_cpu_s  # noqa: E402
-from provision import provision_xmppd  # noqa: E402
+from provision import provision_xmppd, xmppd_config  # noqa: E402
 
 DOMAIN = "localhost"
 PASSWORD = "bench"
 MODES = ("single", "workers", "workers-local", "workers-cross", "redis-local", "redis-cross")
-
-
-def config_text(data_dir: Path, port: int, cluster: str = "") -> str:
-    from xmppd.core.manager import DEFAULT_MODULES
-
-    modules = ", ".join(f'"{m}"' for m in DEFAULT_MODULES)
-    return f"""
-[server]
-domains = ["{DOMAIN}"]
-data_dir = "{data_dir}"
-log_level = "warning"
-
-[c2s]
-listen = ["127.0.0.1:{port}"]
-direct_tls = []
-require_encryption = false
-allow_plain = true
-
-[http]
-listen = []
-listen_tls = []
-
-[limits]
-max_preauth_connections_per_ip = 1000000
-auth_failed_usernames_per_ip_per_min = 1000000
-rate_limit_bytes_per_s = 0
-
-[modules]
-enabled = [{modules}]
-{cluster}
-"""
 
 
 def cluster_section(redis_url: str, node: str) -> str:
@@ -103,7 +72,7 @@ class Bench:
         self.accounts = 3 * args.pairs
         self.template = self.work / "template"
         cfg = self.work / "template.toml"
-        cfg.write_text(config_text(self.template, free_port()))
+        cfg.write_text(xmppd_config(self.template, free_port(), DOMAIN))
         provision_xmppd(str(cfg), [f"user{i}@{DOMAIN}" for i in range(self.accounts)], PASSWORD)
 
     def node(self, name: str, cluster: str = "", workers: int = 1) -> tuple[int, Path, subprocess.Popen]:
@@ -113,7 +82,7 @@ class Bench:
         shutil.copytree(self.template, data)
         port = free_port()
         cfg = self.work / f"{name}.toml"
-        cfg.write_text(config_text(data, port, cluster))
+        cfg.write_text(xmppd_config(data, port, DOMAIN, cluster))
         argv = [sys.executable, "-m", "xmppd.cli", "--config", str(cfg), "run"]
         if workers > 1:
             argv += ["--workers", str(workers)]

@@ -32,28 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cluster_link import free_port, wait_port  # noqa: E402
-from provision import provision_xmppd  # noqa: E402
+from provision import provision_xmppd, xmppd_config  # noqa: E402
 
 #: feature set -> (load.py options, ``memory`` workload options)
 SETS = {"plain": ([], []), "mobile": (["--carbons"], ["--sm", "--csi"])}
-
-CONFIG = """\
-[server]
-domains = ["localhost"]
-data_dir = "{data}"
-log_level = "warning"
-[c2s]
-listen = ["127.0.0.1:{port}"]
-require_encryption = false
-allow_plain = true
-[http]
-listen = []
-listen_tls = []
-[limits]
-max_preauth_connections_per_ip = 1000000
-auth_failed_usernames_per_ip_per_min = 1000000
-rate_limit_bytes_per_s = 0
-"""
 
 # Run as the server under --trace: snapshots on request (a file appears), so that the
 # measured process is the server itself and nothing else runs in it.
@@ -83,7 +65,7 @@ class Bench:
         self.server_cpu, self.load_cpu = server_cpu, load_cpu
         self.port = free_port()
         self.config = work / "xmppd.toml"
-        self.config.write_text(CONFIG.format(data=work / "data", port=self.port))
+        self.config.write_text(xmppd_config(work / "data", self.port))
         provision_xmppd(str(self.config), [f"user{i}@localhost" for i in range(sessions)], "bench")
 
     def _pinned(self, cpu: str | None, argv: list[str]) -> list[str]:

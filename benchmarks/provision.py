@@ -137,6 +137,41 @@ def _provision_xmppd_in_process(config_path: str, jids: list[str], password: str
     return asyncio.run(run())
 
 
+def xmppd_config(data_dir: object, port: int, domain: str = "localhost", extra: str = "") -> str:
+    """A benchmark server's TOML: c2s on loopback ``port`` without TLS requirements, no
+    direct TLS or HTTP listeners, the default modules, the per-address limits out of the
+    way of a generator with thousands of connections from one address; ``extra`` appended
+    (a ``[cluster]`` table)."""
+    from xmppd.core.manager import DEFAULT_MODULES
+
+    modules = ", ".join(f'"{m}"' for m in DEFAULT_MODULES)
+    return f"""
+[server]
+domains = ["{domain}"]
+data_dir = "{data_dir}"
+log_level = "warning"
+
+[c2s]
+listen = ["127.0.0.1:{port}"]
+direct_tls = []
+require_encryption = false
+allow_plain = true
+
+[http]
+listen = []
+listen_tls = []
+
+[limits]
+max_preauth_connections_per_ip = 1000000
+auth_failed_usernames_per_ip_per_min = 1000000
+rate_limit_bytes_per_s = 0
+
+[modules]
+enabled = [{modules}]
+{extra}
+"""
+
+
 def provision_xmppd(config_path: str, users: Iterable[str], password: str, *, xmppd: str | None = None,
                     bulk: bool = True) -> int:
     """Create accounts with ``xmppd --config CONFIG import-accounts -``.
