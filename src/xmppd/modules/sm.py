@@ -179,9 +179,7 @@ class StreamManagement:
                                      manager.max_queue, self.session.jid)
                 manager.end(self)
                 return
-            push = manager.api.service("push")
-            if push is not None:  # the client's app may be asleep: wake it (XEP-0357)
-                push.detached(self.session, [el])
+            manager.wake(self.session, [el])  # the client's app may be asleep
             return
         stream.send(el)
         if len(queue) > manager.max_queue:
@@ -520,11 +518,17 @@ class StreamManagementModule(Module):
         if sm.timer is not None:
             sm.timer.cancel()
         sm.timer = self.loop.call_later(sm.window, self.expire, sm)
-        push = self.api.service("push")
-        if notify and push is not None and sm.queue:  # the app may not have shown them
-            push.detached(sm.session, sm.queue)
+        if notify and sm.queue:  # the app may not have shown them
+            self.wake(sm.session, sm.queue)
         self.api.log.info("sm detached: jid=%s unacknowledged=%d window=%gs",
                           sm.session.jid, len(sm.queue), sm.window)
+
+    def wake(self, session: Any, stanzas: list[Element]) -> None:
+        """``stanzas`` wait for the detached ``session``: XEP-0357 push notifications,
+        when the ``push`` module is loaded, wake the client's app."""
+        push = self.api.service("push")
+        if push is not None:
+            push.detached(session, stanzas)
 
     def expire(self, sm: StreamManagement) -> None:
         sm.timer = None
