@@ -41,6 +41,7 @@ from typing import Any
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
 from xmppd.jid import JID, JIDError
+from xmppd.modules._forms import DATA_NS, single, submitted
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import StanzaError, decode_stanza, encode_stanza, own_account, reply
 
@@ -48,7 +49,6 @@ PUSH_NS = "urn:xmpp:push:0"
 SUMMARY_NS = "urn:xmpp:push:summary"
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
-DATA_NS = "jabber:x:data"
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
 #: payloads that make a message worth waking a phone for, besides a body
@@ -135,7 +135,7 @@ class Push(Module):
         form = payload.find("x", DATA_NS)
         options = None
         if form is not None:
-            if _form_type(form) != PUBLISH_OPTIONS:
+            if single(submitted(form), "FORM_TYPE") != PUBLISH_OPTIONS:
                 raise StanzaError("bad-request", "the form must be pubsub#publish-options")
             options = encode_stanza(form).decode()
             if len(options) > MAX_FORM:
@@ -253,9 +253,3 @@ class Push(Module):
             if rec.get("jid") == service and node_tag(rec.get("node", "")) == tag:
                 await self.store.delete(owner, key)
 
-
-def _form_type(form: Element) -> str | None:
-    for field in form.findall("field", DATA_NS):
-        if field.get("var") == "FORM_TYPE":
-            return field.findtext("value", DATA_NS)
-    return None
