@@ -40,7 +40,9 @@ def bind2_with_sm(server, user: str = "bob") -> tuple[RawClient, str, str]:
     jid = re.search(r"<authorization-identifier>([^<]+)<", out).group(1)
     previd = re.search(r"<enabled xmlns='urn:xmpp:sm:3' id='([^']+)'", out).group(1)
     features = client.read_until("</stream:features>|<stream:features/>")
-    assert "xmpp-bind" not in features  # the features of a bound stream: no bind
+    # the features of a bound stream with SM on: neither bind nor sm offered again (a
+    # client seeing sm would try to resume or enable on this stream, and be refused)
+    assert "xmpp-bind" not in features and SM not in features
     return client, jid, previd
 
 

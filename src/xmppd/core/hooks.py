@@ -83,7 +83,8 @@ CORE_EVENTS = {
     "config-reloaded": "(old: Config, new: Config) -- a reload applied a new configuration "
     "(api.config is the new one): refresh what was built from the old",
     "stream-features": "(session, features: Element) -- add elements to the features "
-    "(the same elements for every stream: c2s serializes them once per set of handlers)",
+    "(the same elements for every stream not yet bound: c2s serializes those once per set "
+    "of handlers; a bound stream's, after a XEP-0386 login, are built each time)",
     "resource-bound": "(session)",
     "session-closed": "(session, abrupt: bool)",
     "session-share": "(session, module: str, value) -- a module published a fact about a "

@@ -356,9 +356,11 @@ class StreamManagementModule(Module):
         return True
 
     def features(self, stream: Any, feats: Element) -> None:
-        # offered also after a Bind2 login that enabled it inline: the features must be
-        # the same for every stream (c2s caches them); a second <enable/> is refused
-        feats.subelement("sm", SM_NS)
+        # Not after a Bind2 login that enabled it inline: a client seeing it offered again
+        # tries to resume or enable on the bound stream (xmpp.js does), is refused, and
+        # gives up stream management for the session.
+        if getattr(stream, "sm", None) is None:
+            feats.subelement("sm", SM_NS)
 
     # -- the protocol -----------------------------------------------------------------------
 
