@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from array import array
 
 _POOL_BYTES = 4096
 _lock = threading.Lock()
@@ -17,9 +18,14 @@ _pool = b""
 _pos = 0
 
 
+#: 64-bit random numbers, taken with ``pop()`` (atomic: no lock)
+_numbers = array("Q")
+
+
 def _reset() -> None:
     global _pool, _pos
     _pool, _pos = b"", 0
+    del _numbers[:]
 
 
 os.register_at_fork(after_in_child=_reset)
@@ -34,3 +40,13 @@ def random_bytes(n: int) -> bytes:
             _pool, pos = os.urandom(max(_POOL_BYTES, n)), 0
         _pos = pos + n
         return _pool[pos:pos + n]
+
+
+def random_u64() -> int:
+    """A random integer in ``[0, 2**64)`` (cheaper than ``random_bytes`` then a
+    conversion: one per archived message)."""
+    try:
+        return _numbers.pop()
+    except IndexError:  # two threads may both refill: more numbers, none given twice
+        _numbers.frombytes(os.urandom(_POOL_BYTES))
+        return _numbers.pop()

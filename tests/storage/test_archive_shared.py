@@ -55,7 +55,7 @@ def test_shared_appends_are_stored_in_order_with_their_ids(make_storage):
     run_storage(make_storage, body)
 
 
-def test_shared_append_failure_is_reported_not_raised(make_storage):
+def test_memory_shared_append_failure_is_reported_not_raised():
     async def body(s: Storage) -> None:
         arch = s.open_store("mam", "archive")
         await arch.append(J, b"first", stamp=1.0, id="dup")
@@ -63,14 +63,32 @@ def test_shared_append_failure_is_reported_not_raised(make_storage):
                   arch.start_append_shared(J, b"fine", stamp=2.0, id="ok"),
                   arch.start_append_shared(R, b"other owner", stamp=2.0, id="dup")]
         await asyncio.gather(*writes)
-        distinct = {id(w): w for w in writes}.values()  # SQLite: one future for the three
-        failures = [f for w in distinct for f in w.result()]
+        failures = [f for w in writes for f in w.result()]
         assert len(failures) == 1 and failures[0][:2] == (J, "dup")
         assert isinstance(failures[0][2], ItemExists)
         assert [i.data for i in await arch.query(J)] == [b"first", b"fine"]
         assert await arch.count(J) == 2 and await arch.count(R) == 1
 
-    run_storage(make_storage, body)
+    run_storage(MemoryStorage, body)
+
+
+def test_sqlite_duplicate_shared_append_is_kept_out_by_the_merge(tmp_path, caplog):
+    """Staged appends are checked when merged: a duplicate id (never one of new_item_id's)
+    leaves the earlier item, is not counted, and is logged."""
+    async def main() -> None:
+        async with SQLiteStorage(tmp_path / "d.sqlite") as s:
+            arch = s.open_store("mam", "archive")
+            await arch.append(J, b"first", stamp=1.0, id="dup")
+            writes = [arch.start_append_shared(J, b"again", stamp=2.0, id="dup"),
+                      arch.start_append_shared(J, b"fine", stamp=2.0, id="ok"),
+                      arch.start_append_shared(R, b"other owner", stamp=2.0, id="dup")]
+            assert await asyncio.gather(*writes) == [[]] * 3  # durable, checked later
+            assert [i.data for i in await arch.query(J)] == [b"first", b"fine"]
+            assert await arch.count(J) == 2 and await arch.count(R) == 1
+            assert await s.integrity_check() == []
+
+    asyncio.run(main())
+    assert "item 'dup' of juliet@example.com was already stored" in caplog.text
 
 
 @pytest.mark.parametrize("kwargs, exc", [
@@ -160,20 +178,20 @@ def test_memory_shared_append_uses_the_default(tmp_path):
     asyncio.run(main())
 
 
-def test_sqlite_failure_in_a_later_insert_keeps_the_earlier_rows(tmp_path):
+def test_sqlite_duplicate_in_a_later_merge_insert_keeps_the_other_rows(tmp_path):
     async def main() -> None:
         async with SQLiteStorage(tmp_path / "f.sqlite") as s:
             arch = s.open_store("mam", "archive")
-            await arch.append(R, b"old", stamp=1.0, id="taken")
+            await arch.append(J, b"old", stamp=1.0, id="taken")
             ids = [new_item_id() for _ in range(2500)]
-            ids[1500] = "taken"  # in the second INSERT (1024 rows each)
-            writes = [arch.start_append_shared(R if i == 1500 else J, b"%d" % i, stamp=2.0,
-                                               id=item_id) for i, item_id in enumerate(ids)]
-            failures = await writes[0]
-            assert [f[:2] for f in failures] == [(R, "taken")]
-            assert await arch.count(J) == 2499 and await arch.count(R) == 1
-            mine = await arch.query(J)
-            assert [i.data for i in mine] == [b"%d" % i for i in range(2500) if i != 1500]
+            ids[1500] = "taken"  # in the merge's second INSERT (1024 rows each)
+            writes = [arch.start_append_shared(J, b"%d" % i, stamp=2.0, id=item_id)
+                      for i, item_id in enumerate(ids)]
+            assert await writes[0] == []
+            mine = await arch.query(J)  # merges: the duplicate is uncounted from then on
+            assert [i.data for i in mine] == [b"old"] + [b"%d" % i for i in range(2500)
+                                                         if i != 1500]
+            assert await arch.count(J) == 2500
             assert await s.integrity_check() == []
 
     asyncio.run(main())

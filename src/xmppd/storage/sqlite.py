@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -43,7 +44,14 @@ from typing import Any, TypeVar
 
 from xmppd.storage.base import AccountExists, Storage, StorageError, check_credentials
 from xmppd.storage.credentials import ScramCredentials
-from xmppd.storage.sqlite_append import append_batch, append_shared_batch
+from xmppd.storage.sqlite_append import append_batch
+from xmppd.storage.sqlite_staging import (
+    MERGE_ROWS,
+    has_staged,
+    merge_staged,
+    stage_shared_batch,
+    staged_rows,
+)
 from xmppd.storage.sqlite_stores import (
     SQLiteArchiveStore,
     SQLiteKeyValueStore,
@@ -261,8 +269,19 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     # 6: retention walks the owners on archive_by_owner_stamp instead: one index less to
     # write per archived item (~10 % of an append's cost)
     ("DROP INDEX archive_by_stamp",),
+    # 7: shared archive appends are staged, a batch a row, and merged in bulk
+    # (xmppd.storage.sqlite_staging)
+    (
+        """CREATE TABLE archive_staged (
+            seq INTEGER PRIMARY KEY,
+            n INTEGER NOT NULL,
+            rows BLOB NOT NULL
+        )""",
+    ),
 )
 
+
+log = logging.getLogger("xmppd.storage")
 
 @dataclass
 class _Job:
@@ -338,6 +357,10 @@ class SQLiteStorage(Storage):
         self.multi_process = False
         #: writer jobs of archive appends (each a batch of them)
         self.append_batches = 0
+        #: items staged since the last merge (the writer thread's count; a merge is due
+        #: at MERGE_ROWS), and merges run
+        self._staged = 0
+        self.merges = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -379,6 +402,8 @@ class SQLiteStorage(Storage):
         if thread is None:
             return
         self._flush_appends()  # appends started before close() are written
+        with contextlib.suppress(StorageError):  # else they stay staged, as after a crash
+            await self._call(self.merge, write=True)
         self._closing = True
         if self._reader is not None:
             self._reader.close()
@@ -454,6 +479,7 @@ class SQLiteStorage(Storage):
             error = exc if isinstance(exc, StorageError) else StorageError(f"{self.path}: {exc}")
             loop.call_soon_threadsafe(_settle, ready, None, error)
             return
+        self._staged = staged_rows(conn)
         loop.call_soon_threadsafe(_settle, ready, None, None)
         try:
             stop = False
@@ -510,6 +536,26 @@ class SQLiteStorage(Storage):
         for job, result, error in outcomes:
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
                 job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+        if self._staged >= MERGE_ROWS:  # after the batch's outcomes: they need not wait
+            self._merge_in_own_transaction(conn)
+
+    def merge(self, conn: sqlite3.Connection) -> None:
+        """Merge the staged archive items (on this thread, in the caller's transaction):
+        what every job that reads or changes ``archive`` does first."""
+        if merge_staged(conn):
+            self.merges += 1
+        self._staged = 0
+
+    def _merge_in_own_transaction(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self.merge(conn)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception:  # staged items stay staged: the next read's merge tries again
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("%s: merging the staged archive items failed", self.path)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         if self._thread is None or self._closing:
@@ -561,14 +607,23 @@ class SQLiteStorage(Storage):
         if shared is not None:
             flat = self._flat
             self._flat, self._shared = [], None
-            self._submit_appends(shared.get_loop(), lambda conn: append_shared_batch(conn, flat),
+            self._submit_appends(shared.get_loop(), lambda conn: self._stage(conn, flat),
                                  lambda done: _settle_shared(shared, done))
         batch = self._appends
         if batch:
             self._appends = []
             self._submit_appends(batch[0].future.get_loop(),
-                                 lambda conn: append_batch(conn, batch),
+                                 lambda conn: self._append_batch(conn, batch),
                                  lambda done: _settle_appends(batch, done))
+
+    def _stage(self, conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
+        self._staged += stage_shared_batch(conn, flat)
+        return []  # a duplicate id is found by the merge (see sqlite_staging)
+
+    def _append_batch(self, conn: sqlite3.Connection, batch: list[Append]) -> list[Any]:
+        if any(not a.generated or a.replace for a in batch):
+            self.merge(conn)  # their ids are checked against every stored item
+        return append_batch(conn, batch)
 
     def _submit_appends(
         self,
@@ -648,6 +703,7 @@ class SQLiteStorage(Storage):
             cur = conn.execute(  # credentials: ON DELETE CASCADE
                 "DELETE FROM accounts WHERE domain = ? AND username = ?", (domain, username)
             )
+            self.merge(conn)
             delete_user_rows(conn, owner)  # per-module stores, in the same transaction
             return cur.rowcount > 0
 
@@ -666,6 +722,7 @@ class SQLiteStorage(Storage):
         check_user_owner(owner)
 
         def delete(conn: sqlite3.Connection) -> None:
+            self.merge(conn)
             delete_user_rows(conn, owner)
 
         await self._call(delete, write=True)
@@ -738,7 +795,14 @@ class SQLiteStorage(Storage):
 
     async def namespaces(self, kind: str) -> list[str]:
         table = "archive" if check_kind(kind) == "archive" else "kv"
+        if table == "archive":
+            await self.merge_staged()
         return await self._call(lambda conn: namespaces_of(conn, table), write=False)
+
+    async def merge_staged(self) -> None:
+        """Merge the staged archive items, if any (before a read of ``archive``)."""
+        if await self._read(has_staged):
+            await self._call(self.merge, write=True)
 
     async def store_versions(self) -> dict[str, int]:
         return dict(await self._call(lambda conn: conn.execute(

@@ -1,27 +1,25 @@
-"""The archive's write path in :class:`~xmppd.storage.sqlite.SQLiteStorage`, run on the
-connection thread inside the group-committed transaction: one batch of appends at a time
-(:func:`append_batch` for appends that each carry a future, :func:`append_shared_batch` for
-those that share their batch's), in multi-row INSERTs, with the ``archive_counts`` rows kept
-in step.  The tables are described in :mod:`xmppd.storage.sqlite_stores`.
+"""The archive's write path in :class:`~xmppd.storage.sqlite.SQLiteStorage` for appends
+that each carry a future (``start_append``), run on the connection thread inside the
+group-committed transaction: one batch of appends at a time, in multi-row INSERTs, with the
+``archive_counts`` rows kept in step.  The appends that share their batch's future are
+staged instead (:mod:`xmppd.storage.sqlite_staging`).  The tables are described in
+:mod:`xmppd.storage.sqlite_stores`.
 """
 
 from __future__ import annotations
 
-import functools
 import sqlite3
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from xmppd.storage.stores import (
     Append,
-    AppendFailure,
     ArchiveItem,
     ItemExists,
     new_item_id,
 )
 
-__all__ = ["adjust_count", "append_batch", "append_shared_batch", "stored_count"]
+__all__ = ["add_counts", "adjust_count", "append_batch", "stored_count"]
 
 
 def adjust_count(conn: sqlite3.Connection, ns: str, owner: str, delta: int) -> None:
@@ -92,74 +90,7 @@ def append_batch(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
     return outcomes
 
 
-def append_shared_batch(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
-    """Run the shared appends ``flat`` (six values per append, the ``INSERT``'s columns in
-    order) in the caller's transaction; returns the failures.
-
-    No Python per row here (this thread holds the GIL for that): multi-row ``INSERT``s take
-    slices of the list as their parameters, the counts come from C-level ``Counter``.  A
-    constraint failure (an id already stored) undoes only its own statement (statements
-    are atomic; no savepoint needed): the rows from there on are run one by one.
-    """
-    done = 0
-    try:
-        for rows in _chunk_rows(len(flat) // 6, _max_rows(conn)):
-            conn.execute(_insert_rows(rows), flat[done * 6:(done + rows) * 6])
-            done += rows
-    except sqlite3.IntegrityError:
-        failures = _append_shared_one_by_one(conn, flat[done * 6:])
-    else:
-        failures = []
-    _add_counts(conn, Counter(zip(flat[0:done * 6:6], flat[1:done * 6:6], strict=True)))
-    return failures
-
-
-#: The most rows one shared-append INSERT takes (6 * 1024 bound parameters: under SQLite's
-#: default limit since 3.32, 32766; see _max_rows for older ones).
-_MAX_ROWS = 1024
-
-
-def _max_rows(conn: sqlite3.Connection) -> int:
-    return min(_MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
-
-
-def _chunk_rows(n: int, most: int) -> list[int]:
-    """``n`` rows as INSERT sizes: ``most`` at a time, then the rest in one.
-
-    Why few and big: the writer thread releases the GIL for every statement and must get
-    it back from a busy event loop, which gives it up only every switch interval (5 ms):
-    a batch's latency, and so how soon stream management may acknowledge, is counted in
-    statements.  The rest's statement is prepared afresh more often than not (a fraction
-    of a millisecond per batch, not per row).
-    """
-    sizes = [most] * (n // most)
-    if n % most:
-        sizes.append(n % most)
-    return sizes
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_rows(n: int) -> str:
-    return _INSERT.replace("(?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?)"] * n))
-
-
-def _append_shared_one_by_one(conn: sqlite3.Connection, flat: list[Any]) -> list[AppendFailure]:
-    failures: list[AppendFailure] = []
-    added: Counter[tuple[str, str]] = Counter()
-    for at in range(0, len(flat), 6):
-        row = flat[at:at + 6]
-        try:
-            conn.execute(_INSERT, row)
-        except sqlite3.IntegrityError:  # a statement of one row: nothing to roll back
-            failures.append((row[1], row[2], ItemExists(f"{row[1]!r} already has an item"
-                                                        f" {row[2]!r}")))
-        else:
-            added[row[0], row[1]] += 1
-    _add_counts(conn, added)
-    return failures
-
-
-def _add_counts(conn: sqlite3.Connection, added: Mapping[tuple[str, str], int]) -> None:
+def add_counts(conn: sqlite3.Connection, added: Mapping[tuple[str, str], int]) -> None:
     """Add to ``archive_counts``: one multi-row upsert per 150 owners."""
     counts = list(added.items())
     for at in range(0, len(counts), _ROWS_PER_INSERT):
@@ -202,7 +133,7 @@ def _append_fast(conn: sqlite3.Connection, batch: Sequence[Append]) -> list[Any]
     for i in kept:
         seq += 1
         outcomes[i] = seq
-    _add_counts(conn, added)
+    add_counts(conn, added)
     return outcomes
 
 

@@ -12,6 +12,8 @@ Tables (migration 3 of :data:`xmppd.storage.sqlite.MIGRATIONS`), shared by all n
   write below (never write ``archive`` without it): unfiltered ``count()`` and the
   ``limit`` of ``append()`` read one row instead of counting an owner's archive.
 * ``store_versions (ns, version)``: each namespace's own schema version.
+* ``archive_staged (seq, n, rows)``: batches of shared appends not yet in ``archive``
+  (migration 7; :mod:`xmppd.storage.sqlite_staging`), merged before ``archive`` is read.
 
 Writes run on the connection thread in the group-committed transaction (each in its own
 savepoint); point reads and pages of at most :data:`PAGE_READ_MAX` items run on the
@@ -314,6 +316,26 @@ class SQLiteKeyValueStore(_SQLiteStore, KeyValueStore):
 
 
 class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
+    # Every read or change of ``archive`` sees the staged items: merged first (see
+    # xmppd.storage.sqlite_staging).  What reads only ``archive_counts`` goes without.
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        merge = self._storage.merge
+
+        def merged_first(conn: sqlite3.Connection) -> T:
+            merge(conn)
+            return fn(conn)
+
+        return await self._storage._call(merged_first, write=True)
+
+    async def _scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        await self._storage.merge_staged()
+        return await self._storage._call(fn, write=False)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        await self._storage.merge_staged()
+        return await self._storage._read(fn)
+
     def _anchor(self, conn: sqlite3.Connection, owner: str, id: str | None) -> int | None:
         if id is None:
             return None
@@ -436,7 +458,8 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
         check_owner(owner)
         wanted = check_filters(with_jid, after_id, before_id, ids)
         if (with_jid, start, end, after_id, before_id, wanted) == (None,) * 6:
-            return await self._read(lambda conn: stored_count(conn, self.namespace, owner))
+            return await self._storage._read(
+                lambda conn: stored_count(conn, self.namespace, owner))
 
         def read(conn: sqlite3.Connection) -> int:
             low = self._anchor(conn, owner, after_id)
@@ -531,7 +554,7 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
             )
             return [r[0] for r in rows]
 
-        return await self._scan(read)
+        return await self._storage._call(read, write=False)  # archive_counts only
 
     async def size(self) -> tuple[int, int]:
         def read(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -541,7 +564,7 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
             ).fetchone()
             return owners, items
 
-        return await self._scan(read)
+        return await self._storage._call(read, write=False)  # archive_counts only
 
     async def delete_owner(self, owner: str) -> int:
         check_owner(owner)

@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from xmppd.randompool import random_bytes
+from xmppd.randompool import random_u64
 from xmppd.storage.base import StorageError
 
 __all__ = [
@@ -202,9 +202,11 @@ def new_item_id() -> str:
     item's time anyway; the random half keeps ids made after a clock step back unique.
     """
     global _last_id_us
-    us = max(time.time_ns() // 1000, _last_id_us + 1)
+    us = time.time_ns() // 1000
+    if us <= _last_id_us:
+        us = _last_id_us + 1
     _last_id_us = us
-    raw = (us & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + random_bytes(6)
+    raw = ((us & 0xFFFF_FFFF_FFFF) << 48 | random_u64() >> 16).to_bytes(12, "big")
     return b2a_base64(raw, newline=False).translate(_SORTED_B64).decode()
 
 

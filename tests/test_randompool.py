@@ -1,0 +1,30 @@
+"""The pooled random source: numbers in range, never repeated from one pool, a fresh pool
+in a forked child."""
+
+from __future__ import annotations
+
+import os
+
+from xmppd import randompool
+from xmppd.randompool import random_bytes, random_u64
+
+
+def test_random_u64_spans_its_range_and_refills():
+    numbers = [random_u64() for _ in range(3 * randompool._POOL_BYTES // 8)]  # refills twice
+    assert all(0 <= n < 2**64 for n in numbers)
+    assert len(set(numbers)) == len(numbers)  # a repeat would mean a pool given twice
+    assert max(numbers) >= 2**63 and min(numbers) < 2**63
+
+
+def test_forked_child_does_not_reuse_the_parents_pool():
+    random_u64(), random_bytes(1)  # both pools filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, random_u64().to_bytes(8, "big") + random_bytes(8))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16)
+    os.close(read), os.close(write)
+    assert int.from_bytes(child[:8], "big") != random_u64()
+    assert child[8:] != random_bytes(8)
