@@ -168,3 +168,26 @@ def test_merge_keeps_each_owners_order(tmp_path, owners):
             assert [i.data for i in page] == [b"%d" % owners, b"%d" % (2 * owners)]
 
     asyncio.run(main())
+
+
+def test_a_namespace_is_merged_only_when_its_own_items_are_read(tmp_path):
+    path = tmp_path / "n.sqlite"
+
+    async def main() -> None:
+        async with SQLiteStorage(path) as s:
+            mam, pep = s.open_store("mam", "archive"), s.open_store("pep", "archive")
+            writes = [mam.start_append_shared(J, b"m", stamp=1.0, id=new_item_id()),
+                      pep.start_append_shared(J, b"p1", stamp=1.0, id=new_item_id()),
+                      mam.start_append_shared(R, b"m", stamp=1.0, id=new_item_id()),
+                      pep.start_append_shared(J, b"p2", stamp=2.0, id=new_item_id())]
+            assert writes[0] is writes[3] and await writes[0] == []
+            assert staged(path) == 4
+            assert [i.data for i in await pep.query(J)] == [b"p1", b"p2"]
+            assert staged(path) == 2  # mam's stay staged
+            await pep.append(J, b"p3", stamp=3.0, id="own")  # its own id: pep's merged only
+            assert staged(path) == 2
+            assert [i.data for i in await pep.query(J)] == [b"p1", b"p2", b"p3"]
+            assert await mam.count(J) == 1 and staged(path) == 2
+            assert [i.data for i in await mam.query(R)] == [b"m"] and staged(path) == 0
+
+    asyncio.run(main())

@@ -274,6 +274,7 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE archive_staged (
             seq INTEGER PRIMARY KEY,
+            ns TEXT NOT NULL,
             n INTEGER NOT NULL,
             rows BLOB NOT NULL
         )""",
@@ -539,12 +540,14 @@ class SQLiteStorage(Storage):
         if self._staged >= MERGE_ROWS:  # after the batch's outcomes: they need not wait
             self._merge_in_own_transaction(conn)
 
-    def merge(self, conn: sqlite3.Connection) -> None:
-        """Merge the staged archive items (on this thread, in the caller's transaction):
-        what every job that reads or changes ``archive`` does first."""
-        if merge_staged(conn):
+    def merge(self, conn: sqlite3.Connection, ns: str | None = None) -> None:
+        """Merge the staged archive items (``ns``'s, or all) on this thread, in the
+        caller's transaction: what every job that reads or changes ``archive`` does
+        first."""
+        merged = merge_staged(conn, ns)
+        if merged:
             self.merges += 1
-        self._staged = 0
+        self._staged = 0 if ns is None else max(0, self._staged - merged)
 
     def _merge_in_own_transaction(self, conn: sqlite3.Connection) -> None:
         try:
@@ -621,8 +624,8 @@ class SQLiteStorage(Storage):
         return []  # a duplicate id is found by the merge (see sqlite_staging)
 
     def _append_batch(self, conn: sqlite3.Connection, batch: list[Append]) -> list[Any]:
-        if any(not a.generated or a.replace for a in batch):
-            self.merge(conn)  # their ids are checked against every stored item
+        for ns in {a.ns for a in batch if not a.generated or a.replace}:
+            self.merge(conn, ns)  # their ids are checked against every stored item
         return append_batch(conn, batch)
 
     def _submit_appends(
@@ -799,10 +802,11 @@ class SQLiteStorage(Storage):
             await self.merge_staged()
         return await self._call(lambda conn: namespaces_of(conn, table), write=False)
 
-    async def merge_staged(self) -> None:
-        """Merge the staged archive items, if any (before a read of ``archive``)."""
-        if await self._read(has_staged):
-            await self._call(self.merge, write=True)
+    async def merge_staged(self, ns: str | None = None) -> None:
+        """Merge the staged archive items (``ns``'s, or all), if any: before a read of
+        ``archive``."""
+        if await self._read(lambda conn: has_staged(conn, ns)):
+            await self._call(lambda conn: self.merge(conn, ns), write=True)
 
     async def store_versions(self) -> dict[str, int]:
         return dict(await self._call(lambda conn: conn.execute(

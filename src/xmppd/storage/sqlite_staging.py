@@ -21,7 +21,8 @@ The rules that keep the archive exact:
 * everything else that reads or changes ``archive`` merges first: the writer thread's
   jobs call :func:`merge_staged` in their transaction, the loop-thread reads ask
   :func:`has_staged` first (``archive_staged`` is shared by every process writing the
-  file, so a worker sees its siblings' staged rows too);
+  file, so a worker sees its siblings' staged rows too); batches are staged per
+  namespace, so that reading PEP items or a room's history does not merge ``mam``'s;
 * uniqueness of ``(ns, owner, id)`` is checked by the merge: shared appends take their
   ids from :func:`~xmppd.storage.stores.new_item_id` (time-ordered and random, unique by
   construction); a duplicate all the same is kept out of the archive and logged, the
@@ -60,44 +61,60 @@ def staged_rows(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COALESCE(SUM(n), 0) FROM archive_staged").fetchone()[0]
 
 
-def has_staged(conn: sqlite3.Connection) -> bool:
-    """Whether a merge is due before ``archive`` is read."""
-    return conn.execute("SELECT 1 FROM archive_staged LIMIT 1").fetchone() is not None
+def has_staged(conn: sqlite3.Connection, ns: str | None = None) -> bool:
+    """Whether a merge is due before ``archive`` (``ns``'s items, or any) is read."""
+    if ns is None:
+        return conn.execute("SELECT 1 FROM archive_staged LIMIT 1").fetchone() is not None
+    return conn.execute("SELECT 1 FROM archive_staged WHERE ns = ? LIMIT 1",
+                        (ns,)).fetchone() is not None
 
 
 def stage_shared_batch(conn: sqlite3.Connection, flat: list[Any]) -> int:
     """Stage the shared appends ``flat`` (six values per append, the ``archive`` columns
-    after ``seq``) in the caller's transaction; returns how many.
+    after ``seq``) in the caller's transaction, a row per namespace; returns how many.
 
-    No Python per row: ``marshal`` and a C-level ``Counter`` over slices do the work (this
-    thread holds the GIL for Python).
+    No Python per row when the batch is of one namespace (as ``mam``'s are): ``marshal``
+    and a C-level ``Counter`` over slices do the work (this thread holds the GIL for
+    Python).
     """
     n = len(flat) // 6
     if not n:
         return 0
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'archive'").fetchone()
-    first = (row[0] if row is not None else 0) + 1
-    conn.execute("INSERT INTO archive_staged (seq, n, rows) VALUES (?, ?, ?)",
-                 (first, n, marshal.dumps(flat)))
+    last = row[0] if row is not None else 0
+    namespaces = flat[0::6]
+    if namespaces.count(namespaces[0]) == n:
+        groups = [(namespaces[0], flat)]
+    else:  # by namespace, each in its order: a read of one merges only its own
+        by_ns: dict[str, list[Any]] = {}
+        for at in range(0, len(flat), 6):
+            by_ns.setdefault(flat[at], []).extend(flat[at:at + 6])
+        groups = list(by_ns.items())
+    for ns, values in groups:
+        conn.execute("INSERT INTO archive_staged (seq, ns, n, rows) VALUES (?, ?, ?, ?)",
+                     (last + 1, ns, len(values) // 6, marshal.dumps(values)))
+        last += len(values) // 6
     # Later items, staged or not, come after these: AUTOINCREMENT counts from here.
     if row is None:
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('archive', ?)",
-                     (first + n - 1,))
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('archive', ?)", (last,))
     else:
-        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'archive'",
-                     (first + n - 1,))
-    add_counts(conn, Counter(zip(flat[0::6], flat[1::6], strict=True)))
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'archive'", (last,))
+    add_counts(conn, Counter(zip(namespaces, flat[1::6], strict=True)))
     return n
 
 
-def merge_staged(conn: sqlite3.Connection) -> int:
-    """Move every staged item into ``archive`` (in the caller's transaction); returns how
-    many were staged.
+def merge_staged(conn: sqlite3.Connection, ns: str | None = None) -> int:
+    """Move the staged items (``ns``'s, or all) into ``archive``, in the caller's
+    transaction; returns how many were staged.
 
     Rows go in owner by owner (seq order within each): the four owner-keyed indexes then
     take them in key order, and a page many at a time.
     """
-    batches = conn.execute("SELECT seq, n, rows FROM archive_staged ORDER BY seq").fetchall()
+    if ns is None:
+        batches = conn.execute("SELECT seq, n, rows FROM archive_staged ORDER BY seq").fetchall()
+    else:
+        batches = conn.execute("SELECT seq, n, rows FROM archive_staged WHERE ns = ?"
+                               " ORDER BY seq", (ns,)).fetchall()
     if not batches:
         return 0
     rows = [row for first, n, blob in batches for row in _rows(first, n, blob)]
@@ -110,7 +127,10 @@ def merge_staged(conn: sqlite3.Connection) -> int:
             conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
     except sqlite3.IntegrityError:  # a duplicate id: this chunk undone (statements are atomic)
         _merge_one_by_one(conn, rows[done:])
-    conn.execute("DELETE FROM archive_staged")
+    if ns is None:
+        conn.execute("DELETE FROM archive_staged")
+    else:
+        conn.execute("DELETE FROM archive_staged WHERE ns = ?", (ns,))
     return len(rows)
 
 

@@ -12,8 +12,9 @@ Tables (migration 3 of :data:`xmppd.storage.sqlite.MIGRATIONS`), shared by all n
   write below (never write ``archive`` without it): unfiltered ``count()`` and the
   ``limit`` of ``append()`` read one row instead of counting an owner's archive.
 * ``store_versions (ns, version)``: each namespace's own schema version.
-* ``archive_staged (seq, n, rows)``: batches of shared appends not yet in ``archive``
-  (migration 7; :mod:`xmppd.storage.sqlite_staging`), merged before ``archive`` is read.
+* ``archive_staged (seq, ns, n, rows)``: batches of shared appends not yet in ``archive``
+  (migration 7; :mod:`xmppd.storage.sqlite_staging`), merged before their namespace's
+  items are read.
 
 Writes run on the connection thread in the group-committed transaction (each in its own
 savepoint); point reads and pages of at most :data:`PAGE_READ_MAX` items run on the
@@ -320,20 +321,20 @@ class SQLiteArchiveStore(_SQLiteStore, ArchiveStore):
     # xmppd.storage.sqlite_staging).  What reads only ``archive_counts`` goes without.
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        merge = self._storage.merge
+        merge, ns = self._storage.merge, self.namespace
 
         def merged_first(conn: sqlite3.Connection) -> T:
-            merge(conn)
+            merge(conn, ns)
             return fn(conn)
 
         return await self._storage._call(merged_first, write=True)
 
     async def _scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        await self._storage.merge_staged()
+        await self._storage.merge_staged(self.namespace)
         return await self._storage._call(fn, write=False)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        await self._storage.merge_staged()
+        await self._storage.merge_staged(self.namespace)
         return await self._storage._read(fn)
 
     def _anchor(self, conn: sqlite3.Connection, owner: str, id: str | None) -> int | None:
