@@ -1,6 +1,6 @@
 """The per-module stores of :class:`~xmppd.storage.sqlite.SQLiteStorage`.
 
-Tables (migration 3 of :data:`xmppd.storage.sqlite.MIGRATIONS`), shared by all namespaces:
+Tables (migration 3 of :data:`xmppd.storage.sqlite_schema.MIGRATIONS`), shared by all namespaces:
 
 * ``kv (ns, owner, key, value)``: ``value`` is JSON text; primary key ``(ns, owner, key)``.
 * ``archive (seq, ns, owner, id, stamp, with_jid, data)``: ``seq`` is the AUTOINCREMENT
