@@ -17,7 +17,8 @@ one of our domains or accounts is removed from every message a client or peer se
 
 Durability without waiting: an archive write is started (``start_append_shared``: the
 SQLite backend writes the appends of one event-loop iteration as one batch, one
-transaction, with one future for all of them) and not awaited; the serialized message is
+transaction, with one future for all of them, staged as one row and merged into the
+archive in bulk later) and not awaited; the serialized message is
 shared by the sender's and the recipient's archives while the stanza is unchanged in
 between; for a local sender it is ``session.track``-ed, so stream management can
 acknowledge once it is durable.  What
