@@ -161,3 +161,29 @@ def test_an_account_with_one_session_is_kept_without_a_tuple():
     assert not table.remove(phone)  # displaced already
     assert table.remove(replacement)
     assert table.count(phone.bare) == 0 and list(table.all()) == [] and len(table) == 0
+
+
+def test_looking_into_a_childless_element_leaves_no_child_list():
+    """vCard's stamp looks for an <x/> in each presence, which is then kept for the
+    session: the look must not leave an empty list (56 bytes) in it."""
+    from xmppd.xml.element import Element
+
+    el = Element("presence", "jabber:client", {}, None)
+    assert el.find("x", "vcard-temp:x:update") is None
+    assert el._children is None
+    el.subelement("x", "vcard-temp:x:update")
+    assert el.find("x", "vcard-temp:x:update") is not None
+
+
+def test_resumption_ids_are_128_random_bits(server):
+    import base64
+
+    ids = set()
+    for _ in range(3):
+        bob = RawClient(server.port)
+        bob.login("bob", "secret", resource="phone")
+        previd = enable(bob)
+        assert len(base64.urlsafe_b64decode(previd + "==")) == 16
+        ids.add(previd)
+        bob.close()
+    assert len(ids) == 3
