@@ -187,3 +187,55 @@ def test_resumption_ids_are_128_random_bits(server):
         ids.add(previd)
         bob.close()
     assert len(ids) == 3
+
+
+HEADER = (b"<stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_streams_with_the_same_header_keep_their_declarations_apart(pure):
+    """The compiled tokenizer shares one namespace scope between the streams whose headers
+    declared the same: a declaration in one stream's stanza is never seen by another."""
+    if pure:
+        from xmppd.xml._tokenizer_pure import Tokenizer
+    else:
+        Tokenizer = pytest.importorskip("xmppd._speedups.tokenizer").Tokenizer
+    from xmppd.xml.events import TokenizerError
+
+    a, b = Tokenizer(65536, 64, 64), Tokenizer(65536, 64, 64)
+    a.feed(HEADER)
+    b.feed(HEADER)
+    assert a.feed(b"<presence xmlns:foo='urn:foo'><foo:x/>") == []  # foo in scope in a
+    with pytest.raises(TokenizerError) as failed:
+        b.feed(b"<presence><foo:x/></presence>")
+    assert failed.value.condition == "bad-namespace-prefix"
+    [el] = a.feed(b"</presence>")
+    assert el.children[0].ns == "urn:foo"
+    with pytest.raises(TokenizerError):  # foo ended with a's stanza
+        a.feed(b"<presence><foo:x/></presence>")
+    c = Tokenizer(65536, 64, 64)
+    c.feed(HEADER)
+    [el] = c.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")  # a default declaration too
+    assert el.ns == "urn:xmpp:sm:3"
+    [el] = c.feed(b"<message><body>hi</body></message>")
+    assert el.ns == "jabber:client" and el.children[0].ns == "jabber:client"
+
+
+def test_idle_tokenizers_share_the_scope_of_a_common_header():
+    compiled = pytest.importorskip("xmppd._speedups.tokenizer")
+    tokenizers = [compiled.Tokenizer(65536, 64, 64) for _ in range(50)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for t in tokenizers:
+            t.feed(HEADER)
+            t.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")  # a declaration, popped again
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    here = tracemalloc.Filter(True, __file__)
+    grown = [s for s in after.filter_traces([here]).compare_to(
+        before.filter_traces([here]), "lineno") if s.size_diff > 0]
+    # a scope list of each tokenizer's own would count one (and its items) per tokenizer
+    assert sum(s.count_diff for s in grown) < len(tokenizers) // 2, grown
