@@ -239,3 +239,29 @@ def test_idle_tokenizers_share_the_scope_of_a_common_header():
         before.filter_traces([here]), "lineno") if s.size_diff > 0]
     # a scope list of each tokenizer's own would count one (and its items) per tokenizer
     assert sum(s.count_diff for s in grown) < len(tokenizers) // 2, grown
+
+
+def test_an_inactive_session_holding_nothing_keeps_the_shared_marker(server):
+    from xmppd.modules.csi import NOTHING_HELD
+
+    bob = RawClient(server.port)
+    bob.login("bob", "secret", resource="phone")
+    bob.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    bob.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    bob.read_until('id="p1"')
+
+    async def state():
+        srv = server.server
+        return srv.modules.api("csi").peek_state(srv.router.sessions.get(BOB))
+    assert server.call(state()) is NOTHING_HELD  # no object of its own
+    alice = RawClient(server.port)
+    alice.login("alice", "secret", resource="pc")
+    alice.send(f"<message to='{BOB}' type='chat'><active "
+               "xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    alice.send("<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.read_until('id="p2"')
+    assert len(server.call(state())) == 1  # held: now a queue of its own
+    bob.send("<active xmlns='urn:xmpp:csi:0'/>")
+    assert "chatstates" in bob.read_until("</message>")
+    alice.close()
+    bob.close()
