@@ -25,7 +25,8 @@ Speed comes from these choices:
 * names and namespaces come from a bounded cache keyed by their bytes, attribute values
   from another (one-off values cannot evict names), so repeated strings are not decoded
   or allocated again;
-* idle state is a handful of integers, the stream's namespace scope and an empty buffer.
+* idle state is a handful of integers, a namespace scope shared by the streams with the
+  same header, and an empty buffer.
 
 The source is one extension module in several files, joined by ``include`` (textual, so
 cdef inline functions stay inline; Cython allows it only at module level, so the scanning
@@ -144,6 +145,9 @@ cdef enum:
 # not empty (``feed``'s direct path makes a new one otherwise), and one emptied by an
 # event is replaced by this again.
 cdef bytearray _NO_PEND = bytearray()
+# The namespace scope before a stream header: shared, like the scope a header leaves (see
+# _own_scope in tokenizer_tags.pxi); a declaration copies it first.
+cdef list _NO_SCOPE = []
 
 cdef class Tokenizer:
     """Incremental XMPP stream tokenizer (compiled); see ``xmppd.xml._tokenizer_pure``."""
@@ -162,6 +166,8 @@ cdef class Tokenizer:
     cdef bint _bom_ok
     cdef Py_ssize_t _depth    # open elements, the stream element included
     cdef list _scope
+    # the shared scope the stream header left (see _own_scope): _scope while it is that
+    cdef list _hdr_scope
     cdef object _default      # the default namespace in scope
     cdef str _root_qname       # interned: idle tokenizers share it
     # open elements below the stream element: (qname start, qname length, scope length)
@@ -181,6 +187,7 @@ cdef class Tokenizer:
     cdef int _ck_phase
     cdef Py_ssize_t _ck_pos
     cdef int _ck_aux
+    cdef bint _stz_self       # (the stanza being read: here, it fills _ck_aux's padding)
     # where the scan of a partial reference or end tag at _hint_at may resume
     cdef Py_ssize_t _hint_at
     cdef Py_ssize_t _hint
@@ -188,7 +195,6 @@ cdef class Tokenizer:
     # the stanza being read
     cdef Py_ssize_t _stz_inner
     cdef Py_ssize_t _stz_scope
-    cdef bint _stz_self
     cdef object _stz_name
     cdef object _stz_ns
     cdef object _stz_attrs
@@ -322,7 +328,7 @@ cdef class Tokenizer:
         self._phase = PH_PROLOG0
         self._bom_ok = True
         self._depth = 0
-        self._scope = []
+        self._scope = self._hdr_scope = _NO_SCOPE
         self._default = ""
         self._root_qname = None
         self._ck_kind = K_NONE
@@ -354,7 +360,7 @@ cdef class Tokenizer:
 
     cdef int _fail(self, int code, str text, list events) except -1:
         self._error = TokenizerError(_CONDITIONS[code], text, events)
-        self._scope = []
+        self._scope = self._hdr_scope = _NO_SCOPE
         raise self._error
 
     cdef inline int _err(self, int code, str text):

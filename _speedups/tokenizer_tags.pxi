@@ -360,6 +360,35 @@ cdef tuple _header_decl(bytes prefix, str uri):
     return key
 
 
+# The whole scope a stream header leaves (nearly every client stream's: the default
+# namespace and the streams prefix) is one list shared by the tokenizers whose header
+# declared the same, instead of a list and its item array per connection (~90 bytes of
+# every idle session).  Shared lists are never changed: a declaration in a stanza first
+# copies the scope (_own_scope), and the stanza's end, popping back to the header's
+# declarations, returns to the shared list (_pop_scope).  Bounded as above: emptied when
+# full (a list still in use stays with its tokenizers).
+cdef dict _HEADER_SCOPES = {}
+cdef Py_ssize_t _MAX_HEADER_SCOPES = 64
+
+
+cdef list _shared_scope(list scope):
+    cdef tuple key = tuple(scope)
+    shared = _HEADER_SCOPES.get(key)
+    if shared is not None:
+        return <list>shared
+    if len(_HEADER_SCOPES) >= _MAX_HEADER_SCOPES:
+        _HEADER_SCOPES.clear()
+    _HEADER_SCOPES[key] = scope
+    return scope
+
+
+cdef inline list _own_scope(Tokenizer self):
+    """The scope, made this tokenizer's own before a declaration is pushed onto it."""
+    if self._scope is self._hdr_scope:
+        self._scope = list(self._scope)
+    return self._scope
+
+
 cdef object _resolve(Tokenizer self, const unsigned char* p, Py_ssize_t s, Py_ssize_t col):
     """The URI bound to prefix ``p[s:col]``, or None; notes prefixes a stanza's
     content borrows from outside it (its raw bytes are then not self-contained)."""
@@ -432,6 +461,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
                 return self._err(E_PREFIX, "reserved prefix or namespace")
             if value and _has_space(value):
                 return self._err(E_BADNS, "namespace name contains whitespace")
+            scope = _own_scope(self)
             if hdr is not None:  # the stream header
                 hdr[prefix.decode()] = value
                 scope.append(_header_decl(prefix, value))
@@ -484,6 +514,7 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
         self._last = e
         events.append(StreamOpen(name, ns, attrs, hdr))
         self._root_qname = _istr(p + s, self._tag_name_end - s)
+        self._scope = self._hdr_scope = _shared_scope(scope)
         self._depth = 1
         if self._tag_empty:
             events.append(StreamClose())
@@ -526,6 +557,10 @@ cdef inline int _pop_scope(Tokenizer self, Py_ssize_t sc0) except -1:
     if PyList_GET_SIZE(self._scope) > sc0:
         while PyList_GET_SIZE(self._scope) > sc0:
             self._scope.pop()
+        # Only the header's declarations left (they head every scope of the stream):
+        # back to its shared list, the copy is dropped.
+        if sc0 == PyList_GET_SIZE(self._hdr_scope):
+            self._scope = self._hdr_scope
         self._default = _default_ns(self._scope, "")
     return 0
 

@@ -161,3 +161,107 @@ def test_an_account_with_one_session_is_kept_without_a_tuple():
     assert not table.remove(phone)  # displaced already
     assert table.remove(replacement)
     assert table.count(phone.bare) == 0 and list(table.all()) == [] and len(table) == 0
+
+
+def test_looking_into_a_childless_element_leaves_no_child_list():
+    """vCard's stamp looks for an <x/> in each presence, which is then kept for the
+    session: the look must not leave an empty list (56 bytes) in it."""
+    from xmppd.xml.element import Element
+
+    el = Element("presence", "jabber:client", {}, None)
+    assert el.find("x", "vcard-temp:x:update") is None
+    assert el._children is None
+    el.subelement("x", "vcard-temp:x:update")
+    assert el.find("x", "vcard-temp:x:update") is not None
+
+
+def test_resumption_ids_are_128_random_bits(server):
+    import base64
+
+    ids = set()
+    for _ in range(3):
+        bob = RawClient(server.port)
+        bob.login("bob", "secret", resource="phone")
+        previd = enable(bob)
+        assert len(base64.urlsafe_b64decode(previd + "==")) == 16
+        ids.add(previd)
+        bob.close()
+    assert len(ids) == 3
+
+
+HEADER = (b"<stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_streams_with_the_same_header_keep_their_declarations_apart(pure):
+    """The compiled tokenizer shares one namespace scope between the streams whose headers
+    declared the same: a declaration in one stream's stanza is never seen by another."""
+    if pure:
+        from xmppd.xml._tokenizer_pure import Tokenizer
+    else:
+        Tokenizer = pytest.importorskip("xmppd._speedups.tokenizer").Tokenizer
+    from xmppd.xml.events import TokenizerError
+
+    a, b = Tokenizer(65536, 64, 64), Tokenizer(65536, 64, 64)
+    a.feed(HEADER)
+    b.feed(HEADER)
+    assert a.feed(b"<presence xmlns:foo='urn:foo'><foo:x/>") == []  # foo in scope in a
+    with pytest.raises(TokenizerError) as failed:
+        b.feed(b"<presence><foo:x/></presence>")
+    assert failed.value.condition == "bad-namespace-prefix"
+    [el] = a.feed(b"</presence>")
+    assert el.children[0].ns == "urn:foo"
+    with pytest.raises(TokenizerError):  # foo ended with a's stanza
+        a.feed(b"<presence><foo:x/></presence>")
+    c = Tokenizer(65536, 64, 64)
+    c.feed(HEADER)
+    [el] = c.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")  # a default declaration too
+    assert el.ns == "urn:xmpp:sm:3"
+    [el] = c.feed(b"<message><body>hi</body></message>")
+    assert el.ns == "jabber:client" and el.children[0].ns == "jabber:client"
+
+
+def test_idle_tokenizers_share_the_scope_of_a_common_header():
+    compiled = pytest.importorskip("xmppd._speedups.tokenizer")
+    tokenizers = [compiled.Tokenizer(65536, 64, 64) for _ in range(50)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for t in tokenizers:
+            t.feed(HEADER)
+            t.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")  # a declaration, popped again
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    here = tracemalloc.Filter(True, __file__)
+    grown = [s for s in after.filter_traces([here]).compare_to(
+        before.filter_traces([here]), "lineno") if s.size_diff > 0]
+    # a scope list of each tokenizer's own would count one (and its items) per tokenizer
+    assert sum(s.count_diff for s in grown) < len(tokenizers) // 2, grown
+
+
+def test_an_inactive_session_holding_nothing_keeps_the_shared_marker(server):
+    from xmppd.modules.csi import NOTHING_HELD
+
+    bob = RawClient(server.port)
+    bob.login("bob", "secret", resource="phone")
+    bob.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    bob.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    bob.read_until('id="p1"')
+
+    async def state():
+        srv = server.server
+        return srv.modules.api("csi").peek_state(srv.router.sessions.get(BOB))
+    assert server.call(state()) is NOTHING_HELD  # no object of its own
+    alice = RawClient(server.port)
+    alice.login("alice", "secret", resource="pc")
+    alice.send(f"<message to='{BOB}' type='chat'><active "
+               "xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    alice.send("<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.read_until('id="p2"')
+    assert len(server.call(state())) == 1  # held: now a queue of its own
+    bob.send("<active xmlns='urn:xmpp:csi:0'/>")
+    assert "chatstates" in bob.read_until("</message>")
+    alice.close()
+    bob.close()

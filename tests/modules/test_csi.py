@@ -31,7 +31,7 @@ def held(server, full: str = ALICE) -> list[str] | None:
         srv = server.server
         session = srv.router.sessions.get(JID(full))
         state = srv.modules.api("csi").peek_state(session)
-        return None if state is None else [str(s) for s in (state.queue or {}).values()]
+        return None if state is None else [str(s) for s in (state or {}).values()]
 
     return server.call(look())
 

@@ -547,6 +547,13 @@ class ModuleAPI:
         if self.slot is not None:
             session.set_state(self.slot, None)
 
+    def set_state(self, session: Session, value: Any) -> None:
+        """Replace this module's state on ``session``, made before by :meth:`state` (a
+        module whose state changes form: a shared marker, then an object of its own)."""
+        if self.slot is None:
+            raise RuntimeError("set_state before state(): no state slot yet")
+        session.set_state(self.slot, value)
+
     # -- services and stores -------------------------------------------------------------------
 
     def provide(self, name: str, service: Any) -> None:

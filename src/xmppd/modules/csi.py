@@ -60,14 +60,11 @@ def hold_key(stanza: Element) -> tuple[str, ...] | None:
     return ("chatstate", sender, thread) if state else None
 
 
-class Held:
-    """An inactive session's queue: key -> stanza, in the order of the latest arrival."""
-
-    __slots__ = ("queue",)
-
-    def __init__(self) -> None:
-        # Made by the first stanza held: most inactive sessions of an idle server hold none.
-        self.queue: dict[tuple[str, ...], Element] | None = None
+#: The state of an inactive session: what it holds, key -> stanza in the order of the
+#: latest arrival; or, until the first stanza is held (most inactive sessions of an idle
+#: server hold none), this one shared empty tuple instead of an object per session.
+Held = dict[tuple[str, ...], Element]
+NOTHING_HELD: tuple[()] = ()
 
 
 class ClientStateIndication(Module):
@@ -109,7 +106,7 @@ class ClientStateIndication(Module):
         if el.ns != CSI_NS or session is None:  # CSI is about a bound session
             return False
         if el.name == "inactive":
-            self.api.state(session, Held)
+            self.api.state(session, tuple)  # NOTHING_HELD, unless something is held
             return True
         if el.name == "active":
             self.flush(session)
@@ -122,14 +119,17 @@ class ClientStateIndication(Module):
             return False
         key = hold_key(stanza)
         if key is None:
-            self._send_held(session, held)
+            if held:
+                self.api.set_state(session, NOTHING_HELD)
+                self._send_held(session, held)
             return False  # the router sends it, after what was held
-        queue = held.queue
-        if queue is None:
-            queue = held.queue = {}
-        queue.pop(key, None)  # a superseded entry goes; the new one queues at the end
-        queue[key] = stanza
-        if len(queue) > self.max_held:
+        if not held:
+            held = {}
+            self.api.set_state(session, held)
+        held.pop(key, None)  # a superseded entry goes; the new one queues at the end
+        held[key] = stanza
+        if len(held) > self.max_held:
+            self.api.set_state(session, NOTHING_HELD)
             self._send_held(session, held)
         return True
 
@@ -142,7 +142,7 @@ class ClientStateIndication(Module):
         return True
 
     def restore(self, session: Any, value: Any) -> None:
-        self.api.state(session, Held)
+        self.api.state(session, tuple)
 
     # -- flushing ----------------------------------------------------------------------------
 
@@ -159,10 +159,9 @@ class ClientStateIndication(Module):
             self.flush(session)
 
     @staticmethod
-    def _send_held(session: Any, held: Held) -> None:
-        queue = held.queue
-        if queue:
-            held.queue = None
+    def _send_held(session: Any, held: Held | tuple[()]) -> None:
+        """Send what was held (no longer the session's state: it holds nothing now)."""
+        if held:
             send = session.send
-            for stanza in queue.values():
+            for stanza in held.values():  # type: ignore[union-attr]
                 send(stanza)

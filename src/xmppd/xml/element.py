@@ -161,9 +161,16 @@ class Element:
 
     def find(self, name: str, ns: str | None = None) -> Element | None:
         """The first child element ``name`` in ``ns`` (default: this element's namespace)."""
+        kids = self._children
+        if kids is None:
+            if self._lazy is None:
+                # No children: looking must not leave an empty list behind (a stored
+                # presence is looked into once, then kept for the session's lifetime).
+                return None
+            kids = self._kids()
         if ns is None:
             ns = self.ns
-        for kid in self._kids():
+        for kid in kids:
             if not isinstance(kid, str) and kid.name == name and kid.ns == ns:
                 return kid
         return None
