@@ -526,7 +526,8 @@ class XMLStream(asyncio.Protocol):
 
     def _queue_flush(self) -> None:
         """Flush at the end of this loop iteration: one callback flushes every stream of
-        this kind that has output (Traffic.flush_all), not a callback (a Handle) each."""
+        this kind that has output (Traffic.flush_all), not a callback (a Handle) each.
+        (Inlined in C2SStream.send: change both.)"""
         self._flush_queued = True
         traffic = self.traffic
         waiting = traffic.unflushed
@@ -539,13 +540,14 @@ class XMLStream(asyncio.Protocol):
     def flush(self) -> None:
         self._flush_queued = False
         out = self._out
-        if not out or self.transport is None or self.closed:
+        transport = self.transport
+        if not out or transport is None or self.closed:
             return
         data = b"".join(out) if len(out) > 1 else out[0]
         self._out = None
-        self.transport.write(data)
+        transport.write(data)
         self.traffic.bytes_out += len(data)
-        if self.transport.get_write_buffer_size() > self.max_output_buffer:
+        if transport.get_write_buffer_size() > self.max_output_buffer:
             self.traffic.limit("max_output_buffer_bytes")
             log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
                         " disconnecting", self.max_output_buffer, address_text(self.peer))
