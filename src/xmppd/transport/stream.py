@@ -182,7 +182,8 @@ class XMLStream(asyncio.Protocol):
             return
         if self._preauth:  # the longest idle unauthenticated connection goes first
             self.connections.active(self)
-        if self._busy or self._inbox or self._held():
+        # self._held() inlined: this runs for every read
+        if self._busy or self._inbox or self._rate_timer is not None or self._write_paused:
             if self._inbox is None:
                 self._inbox = [data]
             else:
@@ -293,7 +294,8 @@ class XMLStream(asyncio.Protocol):
             transport.resume_reading()
 
     def _held(self) -> bool:
-        """Input must wait: the rate limit is in force, or the peer is not reading."""
+        """Input must wait: the rate limit is in force, or the peer is not reading.
+        (Inlined in data_received: change both.)"""
         return self._rate_timer is not None or self._write_paused
 
     def _kick(self) -> None:
@@ -404,7 +406,10 @@ class XMLStream(asyncio.Protocol):
             event = events[i]
             i += 1
             try:
-                result = self._dispatch(event)
+                # an element (not a header, not a WebSocket subclass's frame) goes to
+                # handle_element without the _dispatch frame: the stanza path
+                result = self.handle_element(event) if type(event) is Element \
+                    else self._dispatch(event)
                 if type(result) is CoroutineType:
                     result = start_eagerly(result)
             except StreamErrorCondition as exc:
