@@ -41,7 +41,7 @@ def client_element(stream: Any, el: Element) -> Awaitable | None:
         return sm.handle(stream, el)
     if el.ns != CLIENT_NS:
         return stream_extension(stream.policy, stream, el)
-    return client_stanza(el, session, stream.policy.route, stream.send)
+    return client_stanza(el, session, stream.policy.route, stream)
 
 
 class C2SStream(XMLStream):
