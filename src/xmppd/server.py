@@ -472,7 +472,6 @@ class Server:
                 need, need_to, payloads, encoded = gate
                 if (not need or hooks.quiet.get(session.bare, 0) & need == need) and \
                         not (payloads and stanza.carries(payloads, encoded)):
-                    hooks.skipped["message/outbound"] += 1
                     return self.router.route_quiet_message(stanza, session, need_to)
             event = "message/outbound"
         else:

@@ -25,7 +25,7 @@ EVENTS = ("message/outbound", "message/full", "stanza/inbound")
 
 def skipped(server) -> dict[str, int]:
     async def read() -> dict[str, int]:
-        return {e: server.server.hooks.skipped[e] for e in EVENTS}
+        return {e: server.server.hooks.skips(e) for e in EVENTS}
     return server.call(read())
 
 

@@ -160,6 +160,9 @@ class Hooks:
         #: event -> how many times :meth:`idle` let it be skipped (read by tests; one
         #: increment per skip is the whole cost)
         self.skipped: defaultdict[str, int] = defaultdict(int)
+        #: messages that passed :attr:`message_gate` whole (Router.route_quiet_message):
+        #: a skip of each of its three events, counted once (:meth:`skips`)
+        self.skipped_all = 0
 
     def declare(self, name: str) -> Callable[[], None]:
         """Declare an event a module fires itself; returns the undo, which removes the
@@ -294,6 +297,11 @@ class Hooks:
             return False
         self.skipped[name] += 1
         return True
+
+    def skips(self, name: str) -> int:
+        """How many times the chain of ``name`` was skipped (:meth:`idle`, or with the
+        other chains of :attr:`message_gate` at once)."""
+        return self.skipped[name] + (self.skipped_all if name in MESSAGE_EVENTS else 0)
 
     def fire_sync(self, name: str, *args: Any) -> bool:
         """Fire with synchronous handlers only (a coroutine handler is scheduled, not awaited)."""

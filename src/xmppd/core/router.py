@@ -174,26 +174,26 @@ class Router:
         payloads of :attr:`Hooks.message_gate` (its ``message/outbound`` chain was
         skipped); ``need``: the recipient's quiet bits in that gate.  To a local full JID
         whose account is quiet for them, it is delivered here with no other call (the
-        hot path), counted as each of the two chains skipped, as :meth:`_to_full` and
-        :meth:`deliver` would have; anything else takes the general way."""
+        hot path), counted once as a skip of all three chains (:attr:`Hooks.skipped_all`);
+        anything else takes the general way, its outbound chain counted as skipped."""
+        hooks = self.hooks
         to = stanza.attrs.get("to")
         try:
             target = JID(to) if to is not None else None
         except JIDError as exc:
+            hooks.skipped["message/outbound"] += 1
             self.bounce(stanza, "jid-malformed", str(exc))
             return None
         if target is not None and target.resource is not None \
                 and target.localpart is not None and target.domain in self.hosts:
             session = self.sessions._by_full.get(target)
-            if session is not None and not session.remote:
-                hooks = self.hooks
-                if not need or hooks.quiet.get(session.bare, 0) & need == need:
-                    skipped = hooks.skipped
-                    skipped["message/full"] += 1
-                    self.delivered["message"] += 1
-                    skipped["stanza/inbound"] += 1
-                    session.transport.send(stanza)
-                    return None
+            if session is not None and not session.remote and \
+                    (not need or hooks.quiet.get(session.bare, 0) & need == need):
+                hooks.skipped_all += 1
+                self.delivered["message"] += 1
+                session.transport.send(stanza)
+                return None
+        hooks.skipped["message/outbound"] += 1
         return self._route_to(stanza, origin, target)
 
     def _to_own_account(self, stanza: Element, origin: Session | None) -> Awaitable | None:
