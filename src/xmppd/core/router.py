@@ -195,11 +195,12 @@ class Router:
             hooks.skipped["message/outbound"] += 1
             self.bounce(stanza, "jid-malformed", str(exc))
             return None
-        if target is not None and target.resource is not None \
-                and target.localpart is not None and target.domain in self.hosts:
+        if target is not None:
+            # A session's JID is a full JID with a localpart: only such a target finds
+            # one (and no JID property, which slices a new string, is read to know it)
             session = self.sessions._by_full.get(target)
-            if session is not None and not session.remote and \
-                    (not need or hooks.quiet.get(session.bare, 0) & need == need):
+            if session is not None and not session.remote and target.domain in self.hosts \
+                    and (not need or hooks.quiet.get(session.bare, 0) & need == need):
                 hooks.skipped_all += 1  # also its count as delivered (deliveries())
                 session.transport.send(stanza)
                 return None
