@@ -462,12 +462,22 @@ class Server:
     def route_from_client(self, stanza: Element, session: Any) -> Awaitable | None:
         """A stanza from a bound local session: outbound hooks, then the router."""
         name = stanza.name
-        event = (
-            "message/outbound" if name == "message"
-            else "presence/outbound" if name == "presence" else "iq/outbound"
-        )
-        if not self.hooks.idle(event, stanza, session.bare):
-            result = self.hooks.fire_maybe_async(event, stanza, session)
+        hooks = self.hooks
+        if name == "message":
+            gate = hooks.message_gate
+            if gate is not None:
+                # The payload check once for the three chains on the way (outbound, full,
+                # inbound), the sender's quiet bits here, the recipient's in the router;
+                # a message that fails either is checked chain by chain as before
+                need, need_to, payloads, encoded = gate
+                if (not need or hooks.quiet.get(session.bare, 0) & need == need) and \
+                        not (payloads and stanza.carries(payloads, encoded)):
+                    return self.router.route_quiet_message(stanza, session, need_to)
+            event = "message/outbound"
+        else:
+            event = "presence/outbound" if name == "presence" else "iq/outbound"
+        if not hooks.idle(event, stanza, session.bare):
+            result = hooks.fire_maybe_async(event, stanza, session)
             if result is True:
                 return None
             if result is not False:

@@ -109,7 +109,7 @@ class Client:
                 elif type(event) is StreamClose:
                     continue
                 elif io.session is not None:
-                    result = client_stanza(event, io.session, self.policy.route, io.send)
+                    result = client_stanza(event, io.session, self.policy.route, io)
                 else:
                     result = self.negotiation.handle_element(event)
                 if result is not None:

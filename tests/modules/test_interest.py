@@ -25,7 +25,7 @@ EVENTS = ("message/outbound", "message/full", "stanza/inbound")
 
 def skipped(server) -> dict[str, int]:
     async def read() -> dict[str, int]:
-        return {e: server.server.hooks.skipped[e] for e in EVENTS}
+        return {e: server.server.hooks.skips(e) for e in EVENTS}
     return server.call(read())
 
 
@@ -109,7 +109,8 @@ def test_an_inactive_client_ends_the_quiet_until_active(server):
     before = skipped(server)
     chat(alice, "bob@localhost/b", "s1", state)
     assert len(wait_held(server, 1, "bob@localhost/b")) == 1  # CSI held it: it ran
-    assert "stanza/inbound" not in grew(before, skipped(server))
+    # alice (the sender) is quiet: her chain was skipped, bob's ran
+    assert grew(before, skipped(server)) == {"message/outbound", "message/full"}
     bob.send(f"<active xmlns='{CSI}'/>")
     assert "s1" in bob.read_until("id=.s1.[^>]*>.*?</message>")
 
@@ -171,6 +172,26 @@ def test_an_undeclared_handler_turns_the_gate_off_until_removed():
     assert not hooks.idle("message/full", plain, bare) and not hooks.quiet
     with pytest.raises(ValueError):
         hooks.hook("stanza/inbound", print, interest=Interest(account=True))
+
+
+def test_the_message_gate_folds_the_three_chains_and_follows_them():
+    hooks = Hooks()
+    assert hooks.message_gate == (0, 0, frozenset(), ())  # no handlers: nothing can act
+    out, full, inbound = hooks.new_bit(), hooks.new_bit(), hooks.new_bit()
+    hooks.hook("message/outbound", print, interest=Interest(("urn:a",), account=True), bit=out)
+    hooks.hook("message/full", print, interest=Interest(("urn:b",), account=True), bit=full)
+    undo = hooks.hook("stanza/inbound", print, interest=Interest(account=True), bit=inbound)
+    assert hooks.message_gate == (out, full | inbound, frozenset({"urn:a", "urn:b"}),
+                                  (b"urn:a", b"urn:b"))
+    undo()
+    assert hooks.message_gate == (out, full, frozenset({"urn:a", "urn:b"}),
+                                  (b"urn:a", b"urn:b"))
+    undo = hooks.hook("stanza/inbound", print)  # no interest: each chain checked alone
+    assert hooks.message_gate is None
+    undo()
+    assert hooks.message_gate is not None
+    hooks.hook("presence/outbound", print)  # not on a message's way
+    assert hooks.message_gate is not None
 
 
 def test_handlers_need_not_be_hashable():

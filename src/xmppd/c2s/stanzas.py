@@ -14,7 +14,7 @@ This is the routing hot path: one plain function, no object per session or per s
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from xmppd.c2s.negotiation import BIND_NS, SESSION_NS
 from xmppd.jid import JID, JIDError
@@ -28,11 +28,16 @@ if TYPE_CHECKING:
 Route = Callable[["Element", "Session"], "Awaitable | None"]
 
 
-def client_stanza(
-    el: Element, session: Session, route: Route, send: Callable[[Element], None]
-) -> Awaitable | None:
+class Sender(Protocol):
+    """Where answers to a client go (its stream)."""
+
+    def send(self, element: Element) -> None: ...
+
+
+def client_stanza(el: Element, session: Session, route: Route, stream: Sender) -> Awaitable | None:
     """Check and stamp a stanza from ``session``'s client, then ``route`` it; answers that
-    do not leave the stream (an IQ error, the session IQ) go back through ``send``."""
+    do not leave the stream (an IQ error, the session IQ) go back through ``stream.send``
+    (the stream, not its bound method: no method object made per stanza)."""
     name = el.name
     if el.ns != CLIENT_NS or name not in STANZA_NAMES:
         raise StreamErrorCondition("unsupported-stanza-type", f"<{name}/> is not a stanza")
@@ -47,7 +52,7 @@ def client_stanza(
         if claimed != full and claimed != session.bare:
             raise StreamErrorCondition("invalid-from", "'from' is not this session")
     attrs["from"] = full.full
-    if name == "iq" and not _iq_ok(el, send):
+    if name == "iq" and not _iq_ok(el, stream.send):
         return None
     return route(el, session)
 

@@ -72,6 +72,16 @@ class Interest:
 #: UTF-8 bytes, for the raw content check).
 Gate = tuple[int, frozenset[str], tuple[bytes, ...]]
 
+#: The gates of the three events on a message's way from a client to a local full JID in
+#: one: the sender's quiet bits (``message/outbound``), the recipient's (``message/full``
+#: and ``stanza/inbound``), then the union of their payloads (as in :data:`Gate`).  A
+#: message that meets none of it would be skipped by each of the three :meth:`Hooks.idle`
+#: checks; one that meets some of it is checked event by event.
+MessageGate = tuple[int, int, frozenset[str], tuple[bytes, ...]]
+
+#: The events folded into :attr:`Hooks.message_gate`.
+MESSAGE_EVENTS = ("message/outbound", "message/full", "stanza/inbound")
+
 #: Events the core fires, with the arguments each receives.
 CORE_EVENTS = {
     "server-started": "(server)",
@@ -143,9 +153,16 @@ class Hooks:
         #: bound accounts: the session table drops the entry with the account's last session)
         self.quiet: dict[Any, int] = {}
         self._bits = 0
+        #: the three gates a message from a local client to a local full JID passes
+        #: (``message/outbound``, ``message/full``, ``stanza/inbound``) folded into one
+        #: (:meth:`_fold_message_gates`), or None when one of them has no gate
+        self.message_gate: MessageGate | None = self._fold_message_gates()
         #: event -> how many times :meth:`idle` let it be skipped (read by tests; one
         #: increment per skip is the whole cost)
         self.skipped: defaultdict[str, int] = defaultdict(int)
+        #: messages that passed :attr:`message_gate` whole (Router.route_quiet_message):
+        #: a skip of each of its three events, counted once (:meth:`skips`)
+        self.skipped_all = 0
 
     def declare(self, name: str) -> Callable[[], None]:
         """Declare an event a module fires itself; returns the undo, which removes the
@@ -216,10 +233,23 @@ class Hooks:
             declared = self._interests.get(entry[1])
             if declared is None:
                 self._gates.pop(name, None)
+                if name in MESSAGE_EVENTS:
+                    self.message_gate = None
                 return
             bits |= declared[1]
             payloads |= declared[0].payloads
         self._gates[name] = (bits, payloads, tuple(ns.encode() for ns in sorted(payloads)))
+        if name in MESSAGE_EVENTS:
+            self.message_gate = self._fold_message_gates()
+
+    def _fold_message_gates(self) -> MessageGate | None:
+        gates = [self._gates.get(name) for name in MESSAGE_EVENTS]
+        if None in gates:
+            return None
+        out, full, inbound = gates
+        payloads = out[1] | full[1] | inbound[1]
+        return (out[0], full[0] | inbound[0], payloads,
+                tuple(ns.encode() for ns in sorted(payloads)))
 
     def handler_key(self, name: str) -> tuple[Handler, ...]:
         """The handlers of ``name`` as a hashable value: what a result that depends on
@@ -267,6 +297,11 @@ class Hooks:
             return False
         self.skipped[name] += 1
         return True
+
+    def skips(self, name: str) -> int:
+        """How many times the chain of ``name`` was skipped (:meth:`idle`, or with the
+        other chains of :attr:`message_gate` at once)."""
+        return self.skipped[name] + (self.skipped_all if name in MESSAGE_EVENTS else 0)
 
     def fire_sync(self, name: str, *args: Any) -> bool:
         """Fire with synchronous handlers only (a coroutine handler is scheduled, not awaited)."""

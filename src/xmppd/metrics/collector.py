@@ -195,7 +195,7 @@ def _sessions(router: Any) -> Iterator[Metric]:
 
 def _stanzas(router: Any) -> Iterator[Metric]:
     outcomes = [((k, outcome), n)
-                for outcome, table in (("delivered", router.delivered),
+                for outcome, table in (("delivered", router.deliveries()),
                                        ("handled", router.handled),
                                        ("remote", router.remote),
                                        ("forwarded", router.forwarded),

@@ -217,7 +217,7 @@ class StreamManagement:
         if el.ns != CLIENT_NS:
             return stream_extension(self.policy, stream, el)
         self.h_in = (self.h_in + 1) & MASK
-        return client_stanza(el, self.session, self.policy.route, self.send)
+        return client_stanza(el, self.session, self.policy.route, self)
 
     def ack_request(self) -> Awaitable | None:
         """Answer ``<r/>`` once the stanzas counted so far are durable."""

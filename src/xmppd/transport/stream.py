@@ -182,7 +182,8 @@ class XMLStream(asyncio.Protocol):
             return
         if self._preauth:  # the longest idle unauthenticated connection goes first
             self.connections.active(self)
-        if self._busy or self._inbox or self._held():
+        # self._held() inlined: this runs for every read
+        if self._busy or self._inbox or self._rate_timer is not None or self._write_paused:
             if self._inbox is None:
                 self._inbox = [data]
             else:
@@ -293,7 +294,8 @@ class XMLStream(asyncio.Protocol):
             transport.resume_reading()
 
     def _held(self) -> bool:
-        """Input must wait: the rate limit is in force, or the peer is not reading."""
+        """Input must wait: the rate limit is in force, or the peer is not reading.
+        (Inlined in data_received: change both.)"""
         return self._rate_timer is not None or self._write_paused
 
     def _kick(self) -> None:
@@ -404,7 +406,10 @@ class XMLStream(asyncio.Protocol):
             event = events[i]
             i += 1
             try:
-                result = self._dispatch(event)
+                # an element (not a header, not a WebSocket subclass's frame) goes to
+                # handle_element without the _dispatch frame: the stanza path
+                result = self.handle_element(event) if type(event) is Element \
+                    else self._dispatch(event)
                 if type(result) is CoroutineType:
                     result = start_eagerly(result)
             except StreamErrorCondition as exc:
@@ -526,7 +531,8 @@ class XMLStream(asyncio.Protocol):
 
     def _queue_flush(self) -> None:
         """Flush at the end of this loop iteration: one callback flushes every stream of
-        this kind that has output (Traffic.flush_all), not a callback (a Handle) each."""
+        this kind that has output (Traffic.flush_all), not a callback (a Handle) each.
+        (Inlined in C2SStream.send: change both.)"""
         self._flush_queued = True
         traffic = self.traffic
         waiting = traffic.unflushed
@@ -539,13 +545,14 @@ class XMLStream(asyncio.Protocol):
     def flush(self) -> None:
         self._flush_queued = False
         out = self._out
-        if not out or self.transport is None or self.closed:
+        transport = self.transport
+        if not out or transport is None or self.closed:
             return
         data = b"".join(out) if len(out) > 1 else out[0]
         self._out = None
-        self.transport.write(data)
+        transport.write(data)
         self.traffic.bytes_out += len(data)
-        if self.transport.get_write_buffer_size() > self.max_output_buffer:
+        if transport.get_write_buffer_size() > self.max_output_buffer:
             self.traffic.limit("max_output_buffer_bytes")
             log.warning("limit max_output_buffer_bytes (%d) reached for %s: peer not reading;"
                         " disconnecting", self.max_output_buffer, address_text(self.peer))

@@ -296,7 +296,10 @@ class Element:
             head += _attrs_text(self.attrs)
             if not raw:
                 return (head + "/>").encode()
-            return b"".join(((head + ">").encode(), raw, ("</" + name + ">").encode()))
+            end = _END_TAGS.get(name)
+            if end is None:
+                end = _end_tag(name)
+            return (head + ">").encode() + raw + end
         out: list[str] = []
         _serialize(self, default_ns, out)
         return "".join(out).encode()
@@ -321,6 +324,18 @@ class Element:
 #: pays a miss now and then); ~0.4 MB at most.
 _FRAGMENTS: dict[str, dict[str, str]] = {"to": {}, "from": {}, "type": {}}
 _MAX_FRAGMENTS = 2048
+
+
+#: ``</name>`` as bytes by element name, for the forwarding path of :meth:`Element.to_bytes`
+#: (stanza names, mostly; emptied when full, as the fragments)
+_END_TAGS: dict[str, bytes] = {}
+
+
+def _end_tag(name: str) -> bytes:
+    if len(_END_TAGS) >= _MAX_FRAGMENTS:
+        _END_TAGS.clear()
+    end = _END_TAGS[name] = ("</" + name + ">").encode()
+    return end
 
 
 def _attrs_text(attrs: dict[str, str]) -> str:
