@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from xmppd.c2s.negotiation import ClientNegotiation, ClientPolicy, _addr, stream_extension
 from xmppd.c2s.stanzas import client_stanza
-from xmppd.transport.stream import XMLStream, limits_kwargs
+from xmppd.transport.stream import XMLStream, limits_kwargs, plain_send
 from xmppd.transport.tls import channel_bindings
 from xmppd.xml.stanza import CLIENT_NS
 
@@ -132,6 +132,7 @@ class C2SStream(XMLStream):
     #: client_element itself, not a method that calls it: one Python frame less per stanza
     handle_element = client_element
 
+    @plain_send  # as XMLStream.send: broadcasts write their shared bytes (_fanout)
     def send(self, element: Element) -> None:
         # XMLStream.send, send_bytes and _queue_flush in one frame: every stanza a TCP
         # client receives comes this way (the WebSocket subclass has its own)

@@ -3,8 +3,8 @@ PEP notifications).
 
 A :class:`Broadcast` holds a stanza without ``to`` and its bytes split where ``to`` goes:
 ``head + to + tail``.  :meth:`Deliverer.deliver` writes those bytes straight into a local
-client stream's output buffer when the session is carried by a plain
-:class:`~xmppd.transport.stream.XMLStream` in ``jabber:client`` (the common case); any other
+client stream's output buffer when the session's stream sends with a ``send`` marked
+:func:`~xmppd.transport.stream.plain_send`, in ``jabber:client`` (the common case); any other
 transport (stream management's queue, a remote occupant, a future WebSocket) gets an
 element of its own, so nothing that keeps stanzas ever sees the shared one change.
 
@@ -18,11 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from xmppd.jid import JID
-from xmppd.transport.stream import XMLStream
 from xmppd.xml.element import Element, escape_attr
 from xmppd.xml.stanza import CLIENT_NS
-
-_STREAM_SEND = XMLStream.send
 
 
 class Target:
@@ -75,7 +72,8 @@ class Deliverer:
             return
         transport = session.transport
         send = transport.send
-        if getattr(send, "__func__", None) is _STREAM_SEND and transport.default_ns == CLIENT_NS:
+        if getattr(getattr(send, "__func__", None), "plain_send", False) \
+                and transport.default_ns == CLIENT_NS:
             transport.send_bytes(bc.head + target.to_bytes + bc.tail)
         else:
             send(stanza.copy())

@@ -47,7 +47,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STREAM_ERRORS_NS", "StreamErrorCondition", "XMLStream", "limits_kwargs"]
+__all__ = ["STREAM_ERRORS_NS", "StreamErrorCondition", "XMLStream", "limits_kwargs", "plain_send"]
+
+
+def plain_send(method: Any) -> Any:
+    """Mark a stream's ``send`` as one that only serializes the element and buffers its
+    bytes (``send_bytes``), keeping nothing: a broadcast (``modules/_fanout.py``) may then
+    write its bytes, serialized once for every recipient, with ``send_bytes`` instead.
+    An override that frames, queues or keeps stanzas (WebSocket, BOSH, stream management's
+    wrapper) is unmarked, and gets an element of its own."""
+    method.plain_send = True
+    return method
 
 
 def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = False) -> dict:
@@ -511,6 +521,7 @@ class XMLStream(asyncio.Protocol):
 
     # -- output -----------------------------------------------------------------------------
 
+    @plain_send
     def send(self, element: Element) -> None:
         self.send_bytes(element.to_bytes(self.default_ns))
 
