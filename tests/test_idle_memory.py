@@ -40,6 +40,20 @@ def message(client: RawClient, body: str) -> None:
     client.send(f"<message to='{BOB}' type='chat'><body>{body}</body></message>")
 
 
+def allocated_here(run) -> list[tracemalloc.StatisticDiff]:
+    """What ``run()`` left allocated by this file's lines (tracemalloc, by line)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        run()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    here = tracemalloc.Filter(True, __file__)
+    return [s for s in after.filter_traces([here]).compare_to(
+        before.filter_traces([here]), "lineno") if s.size_diff > 0]
+
+
 def test_an_acknowledged_queue_is_the_shared_empty_one_and_fills_again(server):
     bob = RawClient(server.port)
     bob.login("bob", "secret", resource="phone")
@@ -85,19 +99,13 @@ def test_an_idle_tokenizer_holds_no_pending_buffer_of_its_own():
     for t in tokenizers:
         t.feed(b"<stream:stream xmlns='jabber:client' "
                b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
+    def feed_all() -> None:
         for t in tokenizers:  # a stanza in two reads: buffered between them, then consumed
             assert t.feed(b"<presence><show>away</sh") == []
             assert len(t.feed(b"ow></presence>")) == 1
             t.restart()  # a new stream starts with nothing pending either
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
-    here = tracemalloc.Filter(True, __file__)
-    grown = [s for s in after.filter_traces([here]).compare_to(
-        before.filter_traces([here]), "lineno") if s.size_diff > 0]
+
+    grown = allocated_here(feed_all)
     # nothing per tokenizer stays (the new stream's empty scope list comes from the free
     # list); a bytearray of each tokenizer's own would count one per tokenizer
     assert sum(s.count_diff for s in grown) < len(tokenizers) // 2, grown
@@ -225,18 +233,12 @@ def test_streams_with_the_same_header_keep_their_declarations_apart(pure):
 def test_idle_tokenizers_share_the_scope_of_a_common_header():
     compiled = pytest.importorskip("xmppd._speedups.tokenizer")
     tokenizers = [compiled.Tokenizer(65536, 64, 64) for _ in range(50)]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
+    def feed_all() -> None:
         for t in tokenizers:
             t.feed(HEADER)
             t.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")  # a declaration, popped again
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
-    here = tracemalloc.Filter(True, __file__)
-    grown = [s for s in after.filter_traces([here]).compare_to(
-        before.filter_traces([here]), "lineno") if s.size_diff > 0]
+
+    grown = allocated_here(feed_all)
     # a scope list of each tokenizer's own would count one (and its items) per tokenizer
     assert sum(s.count_diff for s in grown) < len(tokenizers) // 2, grown
 
