@@ -36,16 +36,7 @@ async def writes(path: Path, n: int = 5000) -> None:
         store = storage.open_store(NS, "archive")
         data = encode_stanza(message("bob@example.com", "hello " * 8, **{"from": "a@x/r"}))
         before = storage.commits
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _round in range(n // 500):  # as routing does: a few hundred per loop iteration
-            for _ in range(500):
-                shared = store.start_append_shared("w@example.com", data, stamp=time.time(),
-                                                   with_jid="bob@example.com", id=new_item_id())
-            await asyncio.sleep(0)
-        await shared
-        await storage.merge_staged()  # staged, then merged: both count
-        shared_rate = n // 500 * 500 / (time.perf_counter() - t0)
-        shared_cpu = (time.process_time() - c0) / (n // 500 * 500) * 1e6
+        shared_rate, shared_cpu = await _shared(storage, store, data, n, owners=1)
         shared_commits = storage.commits - before
         before = storage.commits
         t0, c0 = time.perf_counter(), time.process_time()
@@ -65,7 +56,7 @@ async def writes(path: Path, n: int = 5000) -> None:
         for _ in range(n // 10):
             await store.append("w@example.com", data, stamp=time.time(), with_jid="b@x")
         serial = n // 10 / (time.perf_counter() - t0)
-        spread = await _spread(storage, store, data)
+        spread = await _shared(storage, store, data, 40_000, owners=200)
         print(f"archive writes/s, start_append_shared (mam): {shared_rate:10.0f}"
               f"  ({shared_commits} commits for {n // 500 * 500}; {shared_cpu:.1f} us CPU each)")
         print(f"  the same over 200 owners, merges included:  {spread[0]:10.0f}"
@@ -76,11 +67,12 @@ async def writes(path: Path, n: int = 5000) -> None:
         print(f"archive writes/s, one commit each:           {serial:10.0f}")
 
 
-async def _spread(storage: SQLiteStorage, store, data: bytes, n: int = 40_000,
-                  owners: int = 200) -> tuple[float, float]:
-    """Shared appends over many owners (each routed message archived for two of them), the
-    staged items' merges included (~16 000 items each, and the rest at the end): writes/s
-    and CPU µs per item."""
+async def _shared(storage: SQLiteStorage, store, data: bytes, n: int,
+                  owners: int) -> tuple[float, float]:
+    """``n`` shared appends (as ``mam`` makes them), 500 per loop iteration as routing does,
+    round robin over ``owners`` (each routed message is archived for two), the staged items'
+    merges included (~16 000 items each, and the rest at the end): writes/s and CPU µs per
+    item."""
     t0, c0 = time.perf_counter(), time.process_time()
     for round_ in range(n // 500):
         for i in range(500):
