@@ -62,8 +62,8 @@ class ClientStream(XMLStream):
     default_ns = "jabber:client"
 
 
-def client_stream() -> tuple[XMLStream, CountingTransport]:
-    stream = ClientStream(max_stanza_size=1 << 20, max_depth=64, max_attrs=64,
+def client_stream(cls: type[XMLStream] = ClientStream) -> tuple[XMLStream, CountingTransport]:
+    stream = cls(max_stanza_size=1 << 20, max_depth=64, max_attrs=64,
                        max_output_buffer=1 << 30)
     counter = CountingTransport()
     stream.transport = counter  # type: ignore[assignment]

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             def on_ready(infos: list[dict[str, Any]]) -> None:
                 time.sleep(args.settle)
                 memory["rss_attached_kib"] = rss_kib(pid)
-    if args.workload in ("throughput", "logins"):  # server CPU per message/login: noise hides it less
+    if args.workload in ("throughput", "logins", "fanout", "muc"):  # server CPU per stanza/login: noise hides it less
         pid = find_pid_by_port(args.port)
         for spec in specs:
             spec.extra["server_pid"] = pid

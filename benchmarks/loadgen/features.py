@@ -449,10 +449,13 @@ async def run_fanout(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict
     for _ in range(x["window"]):
         _publish(st)
     await asyncio.sleep(spec.warmup)
+    pid = x.get("server_pid")
+    cpu0 = proc_cpu_s(pid) if pid else 0.0
     t0, n0, c0 = time.perf_counter(), st.total, st.completed
     st.record_from = time.monotonic_ns()
     await asyncio.sleep(spec.duration)
     t1, n1, c1 = time.perf_counter(), st.total, st.completed
+    cpu = proc_cpu_s(pid) - cpu0 if pid else None
     st.running = False
     drain = time.perf_counter()
     while st.completed < st.next_item and time.perf_counter() - drain < spec.drain_timeout:
@@ -463,7 +466,7 @@ async def run_fanout(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict
         s.close()
     return {"delivered": n1 - n0, "items_done": c1 - c0, "window_s": t1 - t0, "published": st.next_item,
             "received": st.total, "lost": max(0, expected - st.total), "drain_s": drain_s,
-            "latencies_ns": st.samples, "subscribers": st.subs}
+            "latencies_ns": st.samples, "subscribers": st.subs, "server_cpu_s": cpu}
 
 
 # -- pep-presence ----------------------------------------------------------------------------
@@ -751,9 +754,12 @@ async def run_muc(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict[st
     now = time.monotonic_ns()
     for t in all_talkers:
         t.record_from = now
+    pid = spec.extra.get("server_pid")
+    cpu0 = proc_cpu_s(pid) if pid else 0.0
     t0, n0 = time.perf_counter(), sum(c.count for c in counters)
     await asyncio.sleep(spec.duration)
     t1, n1 = time.perf_counter(), sum(c.count for c in counters)
+    cpu = proc_cpu_s(pid) - cpu0 if pid else None
     for t in all_talkers:
         t.running = False
     drain = time.perf_counter()
@@ -764,7 +770,7 @@ async def run_muc(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict[st
     for s in sessions:
         s.close()
     return {"delivered": n1 - n0, "window_s": t1 - t0, "sent": sent, "echoed": echoed, "lost": sent - echoed,
-            "drain_s": drain_s, "latencies_ns": [v for t in all_talkers for v in t.samples]}
+            "drain_s": drain_s, "latencies_ns": [v for t in all_talkers for v in t.samples], "server_cpu_s": cpu}
 
 
 async def run_muc_join(spec: WorkerSpec, ready: Ready, go: Awaitable[Any]) -> dict[str, Any]:

@@ -104,6 +104,12 @@ def _kib_per(after: int | None, before: int | None, n: int) -> float | None:
     return (after - before) * 1024 / n
 
 
+def _cpu_per(r: dict[str, Any], n: int) -> float | None:
+    """Server CPU µs per delivered stanza over the timed window (None without a pid)."""
+    cpu = r.get("server_cpu_s")
+    return cpu * 1e6 / n if cpu is not None and n else None
+
+
 def _aggregate_feature(workload: str, r: dict[str, Any]) -> dict[str, Any]:
     """Figures of the single-process feature workloads (loadgen/features.py)."""
     out: dict[str, Any] = {}
@@ -127,6 +133,7 @@ def _aggregate_feature(workload: str, r: dict[str, Any]) -> dict[str, Any]:
                "items_per_s": r["items_done"] / r["window_s"] if r["window_s"] else 0.0}
         out.update({f"publish_{k}_ms": v for k, v in percentiles(lat).items()})
         out.update({k: r[k] for k in ("subscribers", "published", "received", "lost", "drain_s")})
+        out["server_cpu_us_per_notification"] = _cpu_per(r, r["delivered"])
     elif workload == "pep-presence":
         n = r["sessions"]
         out = {"bytes_per_user": _kib_per(r["rss_full_kib"], r["rss_before_kib"], n),
@@ -142,6 +149,7 @@ def _aggregate_feature(workload: str, r: dict[str, Any]) -> dict[str, Any]:
         out = {"msgs_per_s": r["delivered"] / r["window_s"] if r["window_s"] else 0.0}
         out.update({f"{k}_ms": v for k, v in percentiles(lat).items()})
         out.update({k: r[k] for k in ("delivered", "sent", "echoed", "lost", "drain_s")})
+        out["server_cpu_us_per_delivery"] = _cpu_per(r, r["delivered"])
     elif workload == "upload":
         mb = r["size"] / 1e6
         puts, gets = r["put_s"], r["get_s"]

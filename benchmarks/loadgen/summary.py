@@ -29,8 +29,8 @@ _DEFAULTS = {"features": "plain", "sm": False, "carbons": False, "websocket": ""
 _EXTRA = {"latency": ("p90_ms", "p99_ms", "max_ms", "rate_sustained"),
           "throughput": ("lost", "server_cpu_us_per_msg", "http_requests_per_msg"),
           "logins": ("errors",), "mam-page": ("p99_ms", "queries_per_s"),
-          "resume": ("errors", "detached_bytes_per_session"), "fanout": ("publish_p99_ms", "lost"),
-          "pep-presence": ("cpu_us_per_presence", "presences_per_s", "errors"), "muc": ("p99_ms", "lost"),
+          "resume": ("errors", "detached_bytes_per_session"), "fanout": ("server_cpu_us_per_notification", "publish_p99_ms", "lost"),
+          "pep-presence": ("cpu_us_per_presence", "presences_per_s", "errors"), "muc": ("server_cpu_us_per_delivery", "p99_ms", "lost"),
           "muc-join": ("errors", "join_p99_ms"),
           "upload": ("get_mb_per_s", "rss_growth_kib", "errors"),
           "memory": ("held",)}

@@ -119,6 +119,23 @@ def test_service_use_cases_and_errors(server):
     assert "item-not-found" in items(bob, "live", "i10")
 
 
+def test_a_subscriber_who_blocks_the_service_hears_nothing_until_unblocked(server):
+    """Notifications skip the ``stanza/inbound`` chain only for recipients every handler
+    declared quiet: a block list ends that, so blocking still drops them (XEP-0191)."""
+    alice, bob, carol = (connect(server, n, n[0]) for n in ("alice", "bob", "carol"))
+    create(alice, "feed")
+    for client, name in ((bob, "bob"), (carol, "carol")):
+        assert 'subscription="subscribed"' in sub(client, "feed", f"{name}@localhost/{name[0]}")
+    block = "<{0} xmlns='urn:xmpp:blocking'><item jid='pubsub.localhost'/></{0}>"
+    assert 'type="result"' in iq(bob, block.format("block"), "b1")
+    publish(alice, "feed", "<e xmlns='urn:e'>1</e>", "i1", to=SVC)
+    assert len(events(ping(carol))) == 1 and events(ping(bob)) == []
+    assert 'type="result"' in iq(bob, block.format("unblock"), "b2")
+    publish(alice, "feed", "<e xmlns='urn:e'>2</e>", "i2", "p2", to=SVC)
+    got = events(ping(bob))
+    assert len(got) == 1 and "<e xmlns=\"urn:e\">2</e>" in got[0]
+
+
 def test_service_subscription_limit(make_server):
     srv = make_server(users={"alice": "secret", "bob": "secret"}, allow_plain=True,
                       modules_options={"pubsub": {"max_subscriptions": 1}})

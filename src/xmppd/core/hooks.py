@@ -298,6 +298,19 @@ class Hooks:
         self.skipped[name] += 1
         return True
 
+    def need(self, name: str, stanza: Any) -> int | None:
+        """The quiet bits an account must carry for ``name`` to be skipped for ``stanza``,
+        or None when it must fire for every account (a handler declared no interest, or
+        one wants a payload the stanza carries).  :meth:`idle` in two halves, for a
+        broadcast: the payload is checked once, the account per recipient."""
+        gate = self._gates.get(name)
+        if gate is None:
+            return None
+        need, payloads, encoded = gate
+        if payloads and stanza.carries(payloads, encoded):
+            return None
+        return need
+
     def skips(self, name: str) -> int:
         """How many times the chain of ``name`` was skipped (:meth:`idle`, or with the
         other chains of :attr:`message_gate` at once)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from xmppd.core.module import Module
 from xmppd.jid import JID, JIDError
-from xmppd.modules._fanout import Broadcast, Deliverer, Target
+from xmppd.modules._fanout import Broadcast, Deliverer
 from xmppd.randompool import random_bytes
 from xmppd.storage.stores import ItemNotFound
 from xmppd.xml.element import Element
@@ -453,16 +453,9 @@ class PubSubBase(Collections, Module):
         msg = Element("message", CLIENT_NS, {"from": service, "type": "headline",
                                             "id": random_bytes(6).hex()}, [])
         msg.subelement("event", EVENT_NS).append(content)
-        broadcast = Broadcast(msg)
         if self._deliverer is None:
             self._deliverer = Deliverer(self.api.router)
-        deliver = self._deliverer.deliver
-        for to in recipients:
-            try:
-                target = Target(to)
-            except JIDError:  # stored before validation got stricter: nobody to tell
-                continue
-            deliver(broadcast, target)
+        self._deliverer.deliver_all(Broadcast(msg), recipients)
 
     def notify_item(self, service: str, node: str, record: dict[str, Any], item: Item,
                     recipients: Iterable[str]) -> None:
