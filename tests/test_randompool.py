@@ -28,3 +28,18 @@ def test_forked_child_does_not_reuse_the_parents_pool():
     os.close(read), os.close(write)
     assert int.from_bytes(child[:8], "big") != random_u64()
     assert child[8:] != random_bytes(8)
+
+
+def test_a_forked_child_and_its_parent_refill_with_different_bytes():
+    """Both refill after the fork: OpenSSL's generator must not give them the same."""
+    read, write = os.pipe()
+    pid = os.fork()
+    randompool._reset()  # in both: the next numbers come from a refill
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, random_u64().to_bytes(8, "big") + random_bytes(8))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16)
+    os.close(read), os.close(write)
+    assert int.from_bytes(child[:8], "big") != random_u64()
+    assert child[8:] != random_bytes(8)
