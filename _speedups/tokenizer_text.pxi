@@ -24,6 +24,9 @@ cdef int _content(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                 return R_PARTIAL
             c = p[i + 1]
             if c == 0x2F:
+                if self._depth > 2 and _inner_end(self, p, n):
+                    i = self._pos
+                    continue
                 r = _end_tag(self, p, n, events)
                 if r != R_OK:
                     return r
@@ -55,7 +58,10 @@ cdef int _content(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                 r = _scan_stag(self, p, n)
                 if r != R_OK:
                     return r
-            r = _start_tag(self, p, events)
+            # inside a stanza, a plain tag needs no Python object: its own path
+            r = _inner_tag(self, p) if self._depth >= 2 else -1
+            if r == -1:
+                r = _start_tag(self, p, events)
             if r != R_OK:
                 return r
             if self._phase != PH_CONTENT:
