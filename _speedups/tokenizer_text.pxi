@@ -134,15 +134,20 @@ cdef int _text(Tokenizer self, const unsigned char* p, Py_ssize_t i, Py_ssize_t 
                 return self._err(E_NWF, "text outside a stanza")
             i += 1
             continue
-        k = _mb_len(p + i, n - i)
-        if k == 0:
-            return self._err(E_NWF, "invalid UTF-8")
-        if k < 0:
-            self._pos = i
-            return R_PARTIAL
-        if ws_only:
-            return self._err(E_NWF, "text outside a stanza")
-        i += k
+        # A run of non-ASCII characters (a word in most scripts) is read here, not with a
+        # block scan per character.
+        while True:
+            k = _mb_len(p + i, n - i)
+            if k == 0:
+                return self._err(E_NWF, "invalid UTF-8")
+            if k < 0:
+                self._pos = i
+                return R_PARTIAL
+            if ws_only:
+                return self._err(E_NWF, "text outside a stanza")
+            i += k
+            if i >= n or p[i] < 0x80:
+                break
     self._pos = i
     return R_OK
 
