@@ -1,5 +1,6 @@
 # The element builder: Element construction without ``__init__``, the unchecking builder
-# that decodes a stanza's validated inner bytes, and the lazy ``children`` callable.
+# that decodes a stanza's validated inner bytes, the lazy ``children`` callable, and the
+# ``Element.children`` accessor in C.
 #
 # Included by tokenizer.pyx (textual include: one module, cdef inline functions stay inline).
 
