@@ -15,6 +15,8 @@ Speed comes from these choices:
 * runs of bytes that need no work (character data, attribute values) are skipped 16 at a
   time (SSE2; 8 at a time with SWAR on other little-endian targets), and the byte a scan
   stops at is judged by the byte-class tables, so the rules live in one place;
+* inside a stanza a plain start tag (no prefix, no declaration but a plain default one)
+  and the end tag of the open element are checked without touching a Python object;
 * inside a stanza nothing is built while validating; the stanza's envelope (name, ns,
   attrs) is built from its start tag, and its children are decoded lazily from the
   validated bytes (``raw_inner``) by an unchecking builder, when the inner content declares
@@ -41,7 +43,7 @@ methods are module-level functions on ``Tokenizer self``, called directly):
 * ``tokenizer_decode.pxi``: decoding validated bytes (the name and value caches,
   attribute values, character data) and namespace scopes;
 * ``tokenizer_build.pxi``: Element construction, the lazy children builder (lazy nested
-  elements too);
+  elements too), the C ``Element.children`` accessor;
 * ``tokenizer_prolog.pxi``: prolog and epilog, XML declaration, comments, PIs;
 * ``tokenizer_text.pxi``: the content loop, character data, CDATA sections;
 * ``tokenizer_tags.pxi``: the start-tag and attribute scanner, stanza envelopes, end tags.

@@ -1,5 +1,6 @@
 # The element builder: Element construction without ``__init__``, the unchecking builder
-# that decodes a stanza's validated inner bytes, and the lazy ``children`` callable.
+# that decodes a stanza's validated inner bytes, the lazy ``children`` callable, and the
+# ``Element.children`` accessor in C.
 #
 # Included by tokenizer.pyx (textual include: one module, cdef inline functions stay inline).
 
@@ -20,6 +21,60 @@ cdef int _init_element_slots() except -1:
             return 0
         _OFF[k] = (<PyMemberDescrObject*>descr).d_member.offset
     _FAST_ELEMENT = getattr(Element, "__slots__", None) == names
+    _install_children()
+    return 0
+
+
+# ``Element.children`` is read once per element by every tree walk (and by hasattr):
+# as a Python property, a frame each time, more than a slot read costs.  The same
+# accessor in C replaces it, unless pure Python is forced (the pure twins then run with
+# element.py as written, even where a differential test imports this module).
+cdef inline void _set_slot(object el, Py_ssize_t off, object value):
+    cdef PyObject** slot = <PyObject**>((<char*><PyObject*>el) + off)
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
+cdef object _PY_CHILDREN = None  # element.py's property: for elements with an unset slot
+
+
+cdef inline bint _slots_set(object el):
+    cdef char* o = <char*><PyObject*>el
+    return (<PyObject**>(o + _OFF[3]))[0] != NULL and (<PyObject**>(o + _OFF[4]))[0] != NULL
+
+
+def _children_get(el):
+    """The mutable child list; using it drops the raw form kept for forwarding."""
+    if not _slots_set(el):
+        return _PY_CHILDREN.fget(el)
+    _set_slot(el, _OFF[5], None)
+    kids = <object>(<PyObject**>((<char*><PyObject*>el) + _OFF[3]))[0]
+    if kids is None:
+        lazy = <object>(<PyObject**>((<char*><PyObject*>el) + _OFF[4]))[0]
+        kids = lazy() if lazy is not None else []
+        _set_slot(el, _OFF[3], kids)
+        _set_slot(el, _OFF[4], None)
+    return kids
+
+
+def _children_set(el, value):
+    _set_slot(el, _OFF[5], None)
+    _set_slot(el, _OFF[4], None)
+    _set_slot(el, _OFF[3], value)
+
+
+cdef int _install_children() except -1:
+    global _PY_CHILDREN
+    from xmppd._impl import PURE_PYTHON
+    prop = Element.__dict__.get("children")
+    if PURE_PYTHON or not _FAST_ELEMENT or type(prop) is not property or _PY_CHILDREN is not None:
+        return 0
+    _PY_CHILDREN = prop
+    compiled = property(_children_get, _children_set, None, prop.__doc__)
+    compiled.__set_name__(Element, "children")
+    Element.children = compiled
     return 0
 
 

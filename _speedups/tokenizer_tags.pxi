@@ -402,6 +402,47 @@ cdef object _resolve(Tokenizer self, const unsigned char* p, Py_ssize_t s, Py_ss
         self._stz_self = False
     return (<tuple>self._scope[k])[1]
 
+cdef int _inner_tag(Tokenizer self, const unsigned char* p) except -2:
+    """A complete start tag inside a stanza (depth >= 2) with no prefix anywhere and no
+    declaration but plain ``xmlns='...'`` values: ``_start_tag``'s checks in its order,
+    with no Python object touched (nothing is built there).  -1: anything else, and
+    ``_start_tag`` takes the tag from the start (nothing has been changed yet)."""
+    cdef Py_ssize_t natt = self._natt, k, j, s, ln, depth = self._depth, tag_start = self._pos
+    cdef Py_ssize_t* a = self._att
+    cdef int r
+    if self._tag_colon >= 0 or natt > 16:
+        return -1
+    for k in range(natt):
+        if a[5 * k + 2] >= 0:
+            return -1
+        s = a[5 * k]
+        ln = a[5 * k + 1] - s
+        for j in range(k):
+            if a[5 * j + 1] - a[5 * j] == ln and p[a[5 * j]] == p[s] \
+                    and memcmp(p + a[5 * j], p + s, ln) == 0:
+                return self._err(E_NWF, "duplicate attribute")
+        if self._tag_refs:
+            r = _check_value(p, a[5 * k + 3], a[5 * k + 4])
+            if r:
+                return self._err(r, "bad reference in an attribute value")
+        if ln == 5 and memcmp(p + s, b"xmlns", 5) == 0:
+            r = _check_default_decl(p, a[5 * k + 3], a[5 * k + 4], self._tag_end)
+            if r == E_BADNS:
+                return self._err(E_BADNS, "namespace name contains whitespace")
+            if r == E_PREFIX:
+                return self._err(E_PREFIX, "reserved prefix or namespace")
+            if r != R_OK:
+                return -1  # a value to decode: _start_tag's way
+    if natt > self.max_attrs:
+        return self._err(E_POLICY, "too many attributes")
+    if depth > self.max_depth:
+        return self._err(E_POLICY, "elements nested too deeply")
+    self._pos = self._tag_end
+    if self._tag_empty:
+        return R_OK
+    return _push_frame(self, tag_start + 1, PyList_GET_SIZE(self._scope))
+
+
 cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except -1:
     """A complete start tag: expat's storeAtts checks in its order, then the pure
     twin's limits, then the event or the element frame."""
@@ -538,19 +579,24 @@ cdef int _start_tag(Tokenizer self, const unsigned char* p, list events) except 
         if PyList_GET_SIZE(scope) > sc0:  # rare: a declaration on an empty element
             _pop_scope(self, sc0)
         return R_OK
-    # push a frame for the open element
-    k = depth - 1
+    return _push_frame(self, s, sc0)
+
+cdef int _push_frame(Tokenizer self, Py_ssize_t s, Py_ssize_t sc0) except -1:
+    """Open the element whose qname starts at ``s`` (the scope was ``sc0`` long before
+    its tag): a frame for its end tag."""
+    cdef Py_ssize_t k = self._depth - 1, cap
+    cdef Py_ssize_t* a
     if k >= self._fr_cap:
-        j = self._fr_cap * 2 + 16
-        a = <Py_ssize_t*>PyMem_Realloc(self._fr, 3 * j * sizeof(Py_ssize_t))
+        cap = self._fr_cap * 2 + 16
+        a = <Py_ssize_t*>PyMem_Realloc(self._fr, 3 * cap * sizeof(Py_ssize_t))
         if a == NULL:
             raise MemoryError()
         self._fr = a
-        self._fr_cap = j
+        self._fr_cap = cap
     self._fr[3 * k] = s
     self._fr[3 * k + 1] = self._tag_name_end - s
     self._fr[3 * k + 2] = sc0
-    self._depth = depth + 1
+    self._depth += 1
     return R_OK
 
 cdef inline int _pop_scope(Tokenizer self, Py_ssize_t sc0) except -1:
@@ -563,6 +609,21 @@ cdef inline int _pop_scope(Tokenizer self, Py_ssize_t sc0) except -1:
             self._scope = self._hdr_scope
         self._default = _default_ns(self._scope, "")
     return 0
+
+cdef inline int _inner_end(Tokenizer self, const unsigned char* p, Py_ssize_t n) except -1:
+    """The end tag at ``_pos`` of an element inside a stanza's content (depth > 2) when it
+    is exactly ``</qname>`` of the open element (its bytes are the start tag's, checked
+    then): 1 when taken, 0 for ``_end_tag`` to scan (anything else: errors, partial)."""
+    cdef Py_ssize_t i = self._pos + 2, k = 3 * (self._depth - 2)
+    cdef Py_ssize_t ql = self._fr[k + 1]
+    if i + ql >= n or p[i + ql] != 0x3E or memcmp(p + self._fr[k], p + i, ql) != 0:
+        return 0
+    self._depth -= 1
+    self._pos = i + ql + 1
+    if PyList_GET_SIZE(self._scope) > self._fr[k + 2]:
+        _pop_scope(self, self._fr[k + 2])
+    return 1
+
 
 cdef int _end_tag(Tokenizer self, const unsigned char* p, Py_ssize_t n, list events) except -1:
     """The end tag at ``_pos`` (expat's scanEndTag), matched against the open element."""

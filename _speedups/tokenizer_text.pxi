@@ -24,6 +24,9 @@ cdef int _content(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                 return R_PARTIAL
             c = p[i + 1]
             if c == 0x2F:
+                if self._depth > 2 and _inner_end(self, p, n):
+                    i = self._pos
+                    continue
                 r = _end_tag(self, p, n, events)
                 if r != R_OK:
                     return r
@@ -55,7 +58,10 @@ cdef int _content(Tokenizer self, const unsigned char* p, Py_ssize_t n, list eve
                 r = _scan_stag(self, p, n)
                 if r != R_OK:
                     return r
-            r = _start_tag(self, p, events)
+            # inside a stanza, a plain tag needs no Python object: its own path
+            r = _inner_tag(self, p) if self._depth >= 2 else -1
+            if r == -1:
+                r = _start_tag(self, p, events)
             if r != R_OK:
                 return r
             if self._phase != PH_CONTENT:
@@ -128,15 +134,20 @@ cdef int _text(Tokenizer self, const unsigned char* p, Py_ssize_t i, Py_ssize_t 
                 return self._err(E_NWF, "text outside a stanza")
             i += 1
             continue
-        k = _mb_len(p + i, n - i)
-        if k == 0:
-            return self._err(E_NWF, "invalid UTF-8")
-        if k < 0:
-            self._pos = i
-            return R_PARTIAL
-        if ws_only:
-            return self._err(E_NWF, "text outside a stanza")
-        i += k
+        # A run of non-ASCII characters (a word in most scripts) is read here, not with a
+        # block scan per character.
+        while True:
+            k = _mb_len(p + i, n - i)
+            if k == 0:
+                return self._err(E_NWF, "invalid UTF-8")
+            if k < 0:
+                self._pos = i
+                return R_PARTIAL
+            if ws_only:
+                return self._err(E_NWF, "text outside a stanza")
+            i += k
+            if i >= n or p[i] < 0x80:
+                break
     self._pos = i
     return R_OK
 

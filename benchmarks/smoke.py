@@ -30,7 +30,6 @@ import base64
 import importlib
 import json
 import platform
-import pyexpat
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import bench_muc  # noqa: E402
 import hotpath  # noqa: E402
 import pubsub_fanout  # noqa: E402
+import tokenizer_ir  # noqa: E402
 from loadgen.scram import ScramClient  # noqa: E402
 
 from benchmarks.corpus import chunks, stream_bytes  # noqa: E402
@@ -82,12 +82,7 @@ def tokenizer(seconds: float) -> dict[str, float]:
 
     def run_pyexpat() -> float:
         started = time.perf_counter()
-        parser = pyexpat.ParserCreate(namespace_separator="\x01")
-        parser.StartElementHandler = lambda name, attrs: None
-        parser.EndElementHandler = lambda name: None
-        parser.CharacterDataHandler = lambda text: None
-        for piece in pieces:
-            parser.Parse(piece, False)
+        tokenizer_ir.expat(pieces)
         return time.perf_counter() - started
 
     compiled = _module("xmppd._speedups.tokenizer")

@@ -94,6 +94,8 @@ class Element:
             self._lazy = None
         return kids
 
+    # The compiled tokenizer puts the same accessor, in C, in place of this property
+    # (_install_children in _speedups/tokenizer_build.pxi): change both together.
     @property
     def children(self) -> list[Element | str]:
         """The mutable child list; using it drops the raw form kept for forwarding."""
