@@ -178,12 +178,30 @@ def test_clustercodec_harness_catches_a_divergent_twin(monkeypatch) -> None:
     fake = ModuleType("fake_clustercodec")
     fake.FrameDecoder, fake.parse_records = pure.FrameDecoder, pure.parse_records
     fake.stanza_element = lenient
+    fake.plain_stanza = pure.plain_stanza
     monkeypatch.setitem(mod.IMPLS, "fake", fake)
     body = bytearray()
     pure.put_stanza(body, b"a@b/c", b'<message to="a@b/c"/>')
     mod.test_one_input(mod.encode(pure.frame(body)))
     body = bytearray()
     pure.put_stanza(body, b"a@b/c", b'<message xml:lang="en"/>')
+    with pytest.raises(AssertionError):
+        mod.test_one_input(mod.encode(pure.frame(body)))
+
+
+def test_clustercodec_harness_catches_a_divergent_plain_stanza(monkeypatch) -> None:
+    mod = harness("clustercodec")
+    pure = mod.codec
+    fake = ModuleType("fake_clustercodec")
+    fake.FrameDecoder, fake.parse_records = pure.FrameDecoder, pure.parse_records
+    fake.stanza_element = pure.stanza_element
+    fake.plain_stanza = lambda data, encoded: pure.stanza_element(data) is not None  # no content check
+    monkeypatch.setitem(mod.IMPLS, "fake", fake)
+    body = bytearray()
+    pure.put_stanza(body, b"a@b/c", b'<message to="a@b/c"><body>hi</body></message>')
+    mod.test_one_input(mod.encode(pure.frame(body)))
+    body = bytearray()
+    pure.put_stanza(body, b"a@b/c", b'<message to="a@b/c"><x xmlns="urn:x"/></message>')
     with pytest.raises(AssertionError):
         mod.test_one_input(mod.encode(pure.frame(body)))
 
