@@ -330,73 +330,122 @@ cdef str _name(const unsigned char* p, Py_ssize_t n):
     return text
 
 
+cdef enum:
+    _SPANS = 16  # attributes whose names plain_stanza keeps for the duplicate check
+    _NOT_PLAIN = -1
+    _TOO_MANY = -2
+
+
+cdef Py_ssize_t _attributes(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+                            dict attrs) except -3:
+    """Walk the attributes of a start tag from ``i`` (the end of its name) in the
+    serializer's form: where they end, or _NOT_PLAIN.  Each goes into ``attrs``, decoded;
+    with None, they are only checked (_TOO_MANY: more than _SPANS to check for twins)."""
+    cdef Py_ssize_t ks, ke, vs, k
+    cdef Py_ssize_t starts[_SPANS]
+    cdef Py_ssize_t ends[_SPANS]
+    cdef int count = 0
+    cdef unsigned char c
+    cdef bint refs, high
+    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
+        ks = i + 1
+        ke = _name_end(p, ks, n)
+        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
+            return _NOT_PLAIN
+        vs = i = ke + 2
+        refs = high = False
+        while i < n:
+            c = _VAL[p[i]]
+            if c:
+                if c == _QUOTE:
+                    break
+                if c == _BAD:
+                    return _NOT_PLAIN
+                if c == _AMP:
+                    refs = True
+                else:
+                    high = True
+            i += 1
+        if i >= n:
+            return _NOT_PLAIN
+        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
+                and (p[ks + 2] | 0x20) == 0x6C:
+            return _NOT_PLAIN  # xmlns, and names XML reserves
+        if attrs is None:
+            if (high or refs) and _value(p, vs, i, refs) is None:
+                return _NOT_PLAIN
+            if count == _SPANS:
+                return _TOO_MANY
+            for k in range(count):
+                if ends[k] - starts[k] == ke - ks and memcmp(p + starts[k], p + ks, ke - ks) == 0:
+                    return _NOT_PLAIN  # twice the same attribute
+            starts[count] = ks
+            ends[count] = ke
+            count += 1
+        else:
+            if not high and not refs:  # ASCII: no decoder
+                value = PyUnicode_New(i - vs, 127)
+                memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
+            else:
+                value = _value(p, vs, i, refs)
+                if value is None:
+                    return _NOT_PLAIN
+            key = _name(p + ks, ke - ks)
+            if key in attrs:
+                return _NOT_PLAIN  # twice the same attribute
+            attrs[key] = value
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _open_name(const unsigned char* p, Py_ssize_t n) noexcept:
+    """The end of the element's name after its ``<``; -1 if there is none."""
+    if n < 3 or p[0] != 0x3C:
+        return -1
+    cdef Py_ssize_t ne = _name_end(p, 1, n)
+    return -1 if ne == 1 else ne
+
+
+cdef Py_ssize_t _content(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+                         Py_ssize_t ne, Py_ssize_t* tail) noexcept:
+    """Where the content starts after the attributes' end ``i`` (``ne``: the end of the
+    element's name), its end in ``tail`` (both ``n`` for an empty element ``.../>``); -1
+    if the element does not end as the serializer ends it."""
+    if i < n and p[i] == 0x2F:
+        if i + 2 != n or p[i + 1] != 0x3E:
+            return -1
+        tail[0] = n
+        return n
+    if i >= n or p[i] != 0x3E:
+        return -1
+    tail[0] = n - (ne - 1) - 3  # where "</name>" must start
+    if tail[0] < i + 1 or p[tail[0]] != 0x3C or p[tail[0] + 1] != 0x2F or p[n - 1] != 0x3E \
+            or memcmp(p + tail[0] + 2, p + 1, ne - 1) != 0:
+        return -1
+    return i + 1
+
+
 def stanza_element(bytes data):
     """The ``jabber:client`` element a peer's STANZA record carries, built from its start
     tag alone; None when the bytes are not in the form the serializer writes (see the pure
     twin, ``xmppd.cluster.codec.stanza_element``)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, ks, ke, vs, body, tail
-    cdef unsigned char c, high
-    cdef bint refs
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
     cdef dict attrs = {}
     cdef StanzaContent lazy = None
-    if n < 3 or p[0] != 0x3C:
+    ne = _open_name(p, n)
+    if ne < 0:
         return None
-    ne = _name_end(p, 1, n)
-    if ne == 1:
+    i = _attributes(p, n, ne, attrs)
+    if i < 0:
         return None
-    i = ne
-    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
-        ks = i + 1
-        ke = _name_end(p, ks, n)
-        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
-            return None
-        vs = i = ke + 2
-        refs = False
-        high = 0
-        while i < n:
-            c = p[i]
-            if c == 0x22:
-                break
-            if c < 0x20 or c == 0x3C:
-                return None
-            if c == 0x26:
-                refs = True
-            high |= c
-            i += 1
-        if i >= n:
-            return None
-        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
-                and (p[ks + 2] | 0x20) == 0x6C:
-            return None  # xmlns, and names XML reserves
-        if high < 0x80 and not refs:  # ASCII: no decoder
-            value = PyUnicode_New(i - vs, 127)
-            memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
-        else:
-            value = _value(p, vs, i, refs)
-            if value is None:
-                return None
-        key = _name(p + ks, ke - ks)
-        if key in attrs:
-            return None  # twice the same attribute
-        attrs[key] = value
-        i += 1
-    if i < n and p[i] == 0x2F:
-        if i + 2 != n or p[i + 1] != 0x3E:
-            return None
-        inner = b""
-    else:
-        if i >= n or p[i] != 0x3E:
-            return None
-        body = i + 1
-        tail = n - (ne - 1) - 3  # where "</name>" must start
-        if tail < body or p[tail] != 0x3C or p[tail + 1] != 0x2F or p[n - 1] != 0x3E \
-                or memcmp(p + tail + 2, p + 1, ne - 1) != 0:
-            return None
-        inner = PyBytes_FromStringAndSize(<const char*>p + body, tail - body)
-        if tail > body:
-            lazy = StanzaContent.__new__(StanzaContent)
-            lazy.data = data
+    body = _content(p, n, i, ne, &tail)
+    if body < 0:
+        return None
+    inner = PyBytes_FromStringAndSize(<const char*>p + body, tail - body)
+    if tail > body:
+        lazy = StanzaContent.__new__(StanzaContent)
+        lazy.data = data
     name = _name(p + 1, ne - 1)
     return _new_element(name, attrs, lazy, inner, (inner, CLIENT_NS, name, attrs.copy(), data))
 
@@ -436,75 +485,26 @@ cdef bint _content_quiet(const unsigned char* p, Py_ssize_t n, tuple encoded) ex
     return True
 
 
-cdef enum:
-    _SPANS = 16  # attributes whose names are kept for the duplicate check
-
-
 def plain_stanza(bytes data, tuple encoded) -> bool:
     """Whether a STANZA record's XML may be written to its recipient's stream as it came:
     the checks of :func:`stanza_element`, nothing built, then the content's (see the pure
     twin, ``xmppd.cluster.codec.plain_stanza``)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, ks, ke, vs, body, tail, k
-    cdef Py_ssize_t starts[_SPANS]
-    cdef Py_ssize_t ends[_SPANS]
-    cdef int count = 0
-    cdef unsigned char c, high
-    cdef bint refs
-    if n < 3 or p[0] != 0x3C:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
+    ne = _open_name(p, n)
+    if ne < 0:
         return False
-    ne = _name_end(p, 1, n)
-    if ne == 1:
+    i = _attributes(p, n, ne, None)
+    if i == _TOO_MANY:  # as the element would be built
+        element = stanza_element(data)
+        if element is None:
+            return False
+        inner = <bytes>element._raw_inner
+        return _content_quiet(<const unsigned char*>PyBytes_AS_STRING(inner),
+                              PyBytes_GET_SIZE(inner), encoded)
+    if i < 0:
         return False
-    i = ne
-    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
-        ks = i + 1
-        ke = _name_end(p, ks, n)
-        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
-            return False
-        vs = i = ke + 2
-        refs = False
-        high = 0
-        while i < n:
-            c = _VAL[p[i]]
-            if c:
-                if c == _QUOTE:
-                    break
-                if c == _BAD:
-                    return False
-                if c == _AMP:
-                    refs = True
-                else:
-                    high = 0x80
-            i += 1
-        if i >= n:
-            return False
-        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
-                and (p[ks + 2] | 0x20) == 0x6C:
-            return False  # xmlns, and names XML reserves
-        if (high or refs) and _value(p, vs, i, refs) is None:
-            return False
-        if count == _SPANS:  # many attributes: as the element would be built
-            element = stanza_element(data)
-            if element is None:
-                return False
-            inner = (<bytes>element._raw_inner)
-            return _content_quiet(<const unsigned char*>PyBytes_AS_STRING(inner),
-                                  PyBytes_GET_SIZE(inner), encoded)
-        for k in range(count):
-            if ends[k] - starts[k] == ke - ks and memcmp(p + starts[k], p + ks, ke - ks) == 0:
-                return False  # twice the same attribute
-        starts[count] = ks
-        ends[count] = ke
-        count += 1
-        i += 1
-    if i < n and p[i] == 0x2F:
-        return i + 2 == n and p[i + 1] == 0x3E
-    if i >= n or p[i] != 0x3E:
-        return False
-    body = i + 1
-    tail = n - (ne - 1) - 3  # where "</name>" must start
-    if tail < body or p[tail] != 0x3C or p[tail + 1] != 0x2F or p[n - 1] != 0x3E \
-            or memcmp(p + tail + 2, p + 1, ne - 1) != 0:
+    body = _content(p, n, i, ne, &tail)
+    if body < 0:
         return False
     return _content_quiet(p + body, tail - body, encoded)

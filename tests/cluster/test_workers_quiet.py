@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_workers import Cluster, online, subscribe
+from test_workers import online, running, subscribe
 
 # the default-like set of the benchmark: with muc (its stanza/inbound hook on every worker)
 MODULES = ["disco", "ping", "message", "roster", "presence", "offline", "carbons", "csi",
@@ -21,11 +21,8 @@ MODULES = ["disco", "ping", "message", "roster", "presence", "offline", "carbons
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path, MODULES)
-    try:
+    with running(tmp_path, MODULES) as c:
         yield c
-    finally:
-        assert c.stop() == 0, c.logged()
 
 
 def test_every_stanza_arrives_once_and_in_order_whatever_way_it_takes(cluster):
