@@ -6,9 +6,11 @@ split, and a ``CodecError`` (with the records before the bad one appended) where
 one.  Only what every routed stanza pays is here: :func:`put_stanza` (one resize and two
 copies instead of two ``struct`` packs and four appends), :func:`parse_records` (a STANZA
 record read with pointer arithmetic; the rare other kinds go to the pure
-``codec.parse_record``) and :class:`FrameDecoder` (frames cut from the received chunk
-without a Python-level loop) and :func:`stanza_element` (the receiver's element built from
-the start tag our own peer's serializer wrote, in one pass over it).
+``codec.parse_record``), :class:`FrameDecoder` (frames cut from the received chunk
+without a Python-level loop), :func:`stanza_element` (the receiver's element built from
+the start tag our own peer's serializer wrote, in one pass over it) and
+:func:`plain_stanza` (the same checks, nothing built: whether the bytes may go to the
+recipient as they came).
 """
 
 cimport cython
@@ -18,7 +20,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -34,7 +36,7 @@ from xmppd.cluster.codec import CodecError, parse_record, stanza_content
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
-__all__ = ["FrameDecoder", "parse_records", "put_stanza", "stanza_element"]
+__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "stanza_element"]
 
 cdef Py_ssize_t MAX_FRAME = _MAX_FRAME
 cdef unsigned char STANZA = 1
@@ -155,20 +157,37 @@ cdef class FrameDecoder:
 
 # -- a STANZA record's element, from its start tag ---------------------------------------------
 
-cdef inline bint _name_start(unsigned char c) noexcept:
-    return (0x41 <= c <= 0x5A) or (0x61 <= c <= 0x7A) or c == 0x5F
+# Byte classes, one table lookup per byte.  _NAME: 1 a name's first character
+# ([A-Za-z_]), 2 one that may only follow ([0-9.-]).  _VAL, in an attribute value: 0 plain
+# ASCII, _QUOTE its end, _AMP a reference, _BAD not in the serializer's values (a control
+# character, "<"), _HIGH a byte of a multi-byte UTF-8 character.
+cdef unsigned char _NAME[256]
+cdef unsigned char _VAL[256]
+cdef enum:
+    _QUOTE = 1
+    _AMP = 2
+    _BAD = 3
+    _HIGH = 4
 
 
-cdef inline bint _name_char(unsigned char c) noexcept:
-    return _name_start(c) or (0x30 <= c <= 0x39) or c == 0x2E or c == 0x2D
+cdef _tables():
+    cdef int c
+    for c in range(256):
+        _NAME[c] = 1 if (0x41 <= c <= 0x5A) or (0x61 <= c <= 0x7A) or c == 0x5F else \
+            2 if (0x30 <= c <= 0x39) or c == 0x2E or c == 0x2D else 0
+        _VAL[c] = _QUOTE if c == 0x22 else _AMP if c == 0x26 else \
+            _BAD if c < 0x20 or c == 0x3C else _HIGH if c >= 0x80 else 0
+
+
+_tables()
 
 
 cdef inline Py_ssize_t _name_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
     """The end of the name at ``i`` (``i`` itself: no name there)."""
-    if i >= n or not _name_start(p[i]):
+    if i >= n or _NAME[p[i]] != 1:
         return i
     i += 1
-    while i < n and _name_char(p[i]):
+    while i < n and _NAME[p[i]]:
         i += 1
     return i
 
@@ -311,72 +330,181 @@ cdef str _name(const unsigned char* p, Py_ssize_t n):
     return text
 
 
+cdef enum:
+    _SPANS = 16  # attributes whose names plain_stanza keeps for the duplicate check
+    _NOT_PLAIN = -1
+    _TOO_MANY = -2
+
+
+cdef Py_ssize_t _attributes(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+                            dict attrs) except -3:
+    """Walk the attributes of a start tag from ``i`` (the end of its name) in the
+    serializer's form: where they end, or _NOT_PLAIN.  Each goes into ``attrs``, decoded;
+    with None, they are only checked (_TOO_MANY: more than _SPANS to check for twins)."""
+    cdef Py_ssize_t ks, ke, vs, k
+    cdef Py_ssize_t starts[_SPANS]
+    cdef Py_ssize_t ends[_SPANS]
+    cdef int count = 0
+    cdef unsigned char c
+    cdef bint refs, high
+    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
+        ks = i + 1
+        ke = _name_end(p, ks, n)
+        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
+            return _NOT_PLAIN
+        vs = i = ke + 2
+        refs = high = False
+        while i < n:
+            c = _VAL[p[i]]
+            if c:
+                if c == _QUOTE:
+                    break
+                if c == _BAD:
+                    return _NOT_PLAIN
+                if c == _AMP:
+                    refs = True
+                else:
+                    high = True
+            i += 1
+        if i >= n:
+            return _NOT_PLAIN
+        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
+                and (p[ks + 2] | 0x20) == 0x6C:
+            return _NOT_PLAIN  # xmlns, and names XML reserves
+        if attrs is None:
+            if (high or refs) and _value(p, vs, i, refs) is None:
+                return _NOT_PLAIN
+            if count == _SPANS:
+                return _TOO_MANY
+            for k in range(count):
+                if ends[k] - starts[k] == ke - ks and memcmp(p + starts[k], p + ks, ke - ks) == 0:
+                    return _NOT_PLAIN  # twice the same attribute
+            starts[count] = ks
+            ends[count] = ke
+            count += 1
+        else:
+            if not high and not refs:  # ASCII: no decoder
+                value = PyUnicode_New(i - vs, 127)
+                memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
+            else:
+                value = _value(p, vs, i, refs)
+                if value is None:
+                    return _NOT_PLAIN
+            key = _name(p + ks, ke - ks)
+            if key in attrs:
+                return _NOT_PLAIN  # twice the same attribute
+            attrs[key] = value
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _open_name(const unsigned char* p, Py_ssize_t n) noexcept:
+    """The end of the element's name after its ``<``; -1 if there is none."""
+    if n < 3 or p[0] != 0x3C:
+        return -1
+    cdef Py_ssize_t ne = _name_end(p, 1, n)
+    return -1 if ne == 1 else ne
+
+
+cdef Py_ssize_t _content(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+                         Py_ssize_t ne, Py_ssize_t* tail) noexcept:
+    """Where the content starts after the attributes' end ``i`` (``ne``: the end of the
+    element's name), its end in ``tail`` (both ``n`` for an empty element ``.../>``); -1
+    if the element does not end as the serializer ends it."""
+    if i < n and p[i] == 0x2F:
+        if i + 2 != n or p[i + 1] != 0x3E:
+            return -1
+        tail[0] = n
+        return n
+    if i >= n or p[i] != 0x3E:
+        return -1
+    tail[0] = n - (ne - 1) - 3  # where "</name>" must start
+    if tail[0] < i + 1 or p[tail[0]] != 0x3C or p[tail[0] + 1] != 0x2F or p[n - 1] != 0x3E \
+            or memcmp(p + tail[0] + 2, p + 1, ne - 1) != 0:
+        return -1
+    return i + 1
+
+
 def stanza_element(bytes data):
     """The ``jabber:client`` element a peer's STANZA record carries, built from its start
     tag alone; None when the bytes are not in the form the serializer writes (see the pure
     twin, ``xmppd.cluster.codec.stanza_element``)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, ks, ke, vs, body, tail
-    cdef unsigned char c, high
-    cdef bint refs
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
     cdef dict attrs = {}
     cdef StanzaContent lazy = None
-    if n < 3 or p[0] != 0x3C:
+    ne = _open_name(p, n)
+    if ne < 0:
         return None
-    ne = _name_end(p, 1, n)
-    if ne == 1:
+    i = _attributes(p, n, ne, attrs)
+    if i < 0:
         return None
-    i = ne
-    while i < n and p[i] == 0x20:  # one attribute, after exactly one space
-        ks = i + 1
-        ke = _name_end(p, ks, n)
-        if ke == ks or ke + 1 >= n or p[ke] != 0x3D or p[ke + 1] != 0x22:
-            return None
-        vs = i = ke + 2
-        refs = False
-        high = 0
-        while i < n:
-            c = p[i]
-            if c == 0x22:
-                break
-            if c < 0x20 or c == 0x3C:
-                return None
-            if c == 0x26:
-                refs = True
-            high |= c
-            i += 1
-        if i >= n:
-            return None
-        if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
-                and (p[ks + 2] | 0x20) == 0x6C:
-            return None  # xmlns, and names XML reserves
-        if high < 0x80 and not refs:  # ASCII: no decoder
-            value = PyUnicode_New(i - vs, 127)
-            memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
-        else:
-            value = _value(p, vs, i, refs)
-            if value is None:
-                return None
-        key = _name(p + ks, ke - ks)
-        if key in attrs:
-            return None  # twice the same attribute
-        attrs[key] = value
-        i += 1
-    if i < n and p[i] == 0x2F:
-        if i + 2 != n or p[i + 1] != 0x3E:
-            return None
-        inner = b""
-    else:
-        if i >= n or p[i] != 0x3E:
-            return None
-        body = i + 1
-        tail = n - (ne - 1) - 3  # where "</name>" must start
-        if tail < body or p[tail] != 0x3C or p[tail + 1] != 0x2F or p[n - 1] != 0x3E \
-                or memcmp(p + tail + 2, p + 1, ne - 1) != 0:
-            return None
-        inner = PyBytes_FromStringAndSize(<const char*>p + body, tail - body)
-        if tail > body:
-            lazy = StanzaContent.__new__(StanzaContent)
-            lazy.data = data
+    body = _content(p, n, i, ne, &tail)
+    if body < 0:
+        return None
+    inner = PyBytes_FromStringAndSize(<const char*>p + body, tail - body)
+    if tail > body:
+        lazy = StanzaContent.__new__(StanzaContent)
+        lazy.data = data
     name = _name(p + 1, ne - 1)
     return _new_element(name, attrs, lazy, inner, (inner, CLIENT_NS, name, attrs.copy(), data))
+
+
+# -- whether a STANZA record's bytes may go to the recipient as they are -----------------------
+
+cdef bint _found(const unsigned char* p, Py_ssize_t n, const unsigned char* s, Py_ssize_t m) noexcept:
+    """Whether ``s[:m]`` occurs in ``p[:n]`` (``bytes.find(...) >= 0``)."""
+    cdef const unsigned char* q
+    cdef const unsigned char* last
+    if m == 0:
+        return True
+    if m > n:
+        return False
+    last = p + n - m
+    while p <= last:
+        q = <const unsigned char*>memchr(p, s[0], last - p + 1)
+        if q == NULL:
+            return False
+        if memcmp(q, s, m) == 0:
+            return True
+        p = q + 1
+    return False
+
+
+cdef bint _content_quiet(const unsigned char* p, Py_ssize_t n, tuple encoded) except -1:
+    """The content check of :func:`plain_stanza` on ``p[:n]``."""
+    cdef bytes ns
+    if memchr(p, 0x3D, n) == NULL:  # "="
+        return True
+    if memchr(p, 0x26, n) != NULL:  # "&"
+        return False
+    for item in encoded:
+        ns = item
+        if _found(p, n, <const unsigned char*>PyBytes_AS_STRING(ns), PyBytes_GET_SIZE(ns)):
+            return False
+    return True
+
+
+def plain_stanza(bytes data, tuple encoded) -> bool:
+    """Whether a STANZA record's XML may be written to its recipient's stream as it came:
+    the checks of :func:`stanza_element`, nothing built, then the content's (see the pure
+    twin, ``xmppd.cluster.codec.plain_stanza``)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
+    ne = _open_name(p, n)
+    if ne < 0:
+        return False
+    i = _attributes(p, n, ne, None)
+    if i == _TOO_MANY:  # as the element would be built
+        element = stanza_element(data)
+        if element is None:
+            return False
+        inner = <bytes>element._raw_inner
+        return _content_quiet(<const unsigned char*>PyBytes_AS_STRING(inner),
+                              PyBytes_GET_SIZE(inner), encoded)
+    if i < 0:
+        return False
+    body = _content(p, n, i, ne, &tail)
+    if body < 0:
+        return False
+    return _content_quiet(p + body, tail - body, encoded)

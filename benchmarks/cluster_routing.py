@@ -128,6 +128,31 @@ def proc_syscalls(pid: int) -> tuple[int, int]:
     return int(fields["syscr"]), int(fields["syscw"])
 
 
+def profile(pids: list[int], args: argparse.Namespace) -> list[subprocess.Popen]:
+    """``--profile DIR``: py-spy (raw, folded stacks; ``--perf``: perf record) on each server
+    process that does work (not a supervisor) over the measured window; the sampling costs
+    CPU: the figures of a profiled run are not comparable."""
+    if not args.profile:
+        return []
+    spies = []
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        if b"--workers" in argv and b"--worker" not in argv:
+            continue  # the supervisor: idle
+        seconds = str(max(1, int(args.duration)))
+        if args.perf:
+            out = Path(args.profile) / f"{args.mode_now}-{pid}.perf"
+            argv = ["perf", "record", "-q", "-F", "999", "-p", str(pid), "-o", str(out),
+                    "--", "sleep", seconds]
+        else:
+            out = Path(args.profile) / f"{args.mode_now}-{pid}.txt"
+            argv = [args.py_spy, "record", "-p", str(pid), "--format", "raw", "--nonblocking",
+                    "-r", "250", "-d", seconds, "-o", str(out)]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
 def cfg_for(port: int) -> LoginConfig:
     return LoginConfig(host="127.0.0.1", port=port, domain=DOMAIN, password=PASSWORD)
 
@@ -158,6 +183,7 @@ async def measure(pairs: list[tuple[Session, Session]], pids: list[int], redis_p
     sys0 = [sum(c) for c in zip(*(proc_syscalls(p) for p in pids), strict=True)]
     rcpu0 = proc_cpu_s(redis_pid) if redis_pid else 0.0
     t0, r0 = time.perf_counter(), sum(f.received for f in flows)
+    spies = profile(pids, args)
     await asyncio.sleep(args.duration)
     t1, r1 = time.perf_counter(), sum(f.received for f in flows)
     cpu = sum(proc_cpu_s(p) for p in pids) - cpu0
@@ -165,6 +191,8 @@ async def measure(pairs: list[tuple[Session, Session]], pids: list[int], redis_p
                      zip(zip(*(proc_syscalls(p) for p in pids), strict=True), sys0, strict=True))
     rcpu = (proc_cpu_s(redis_pid) - rcpu0) if redis_pid else 0.0
     state.running = False
+    for spy in spies:
+        spy.wait()
     await _drain(lambda: sum(f.sent - f.received for f in flows), 10.0)
     lost = sum(f.sent - f.received for f in flows)
     for a, b in pairs:
@@ -240,11 +268,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", help="append one JSON line per mode to this file")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record py-spy folded stacks of each server process into DIR")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--perf", action="store_true",
+                        help="with --profile: perf record (C and kernel symbols) instead")
     args = parser.parse_args()
     bench = Bench(args)
     results: dict[str, dict[str, Any]] = {}
     try:
         for mode in args.modes.split(","):
+            args.mode_now = mode
             results[mode] = asyncio.run(run_mode(bench, mode))
             bench.stop()
     finally:

@@ -7,7 +7,9 @@ for malformed input the same ``CodecError`` (with the same records before it), w
 split; no other exception is allowed.  Each frame's body is also given to
 ``parse_records`` (any bounds) and each STANZA record's XML to ``stanza_element``: the
 same element (name, attributes, content bytes, kept wire) or None from both, and an
-element's ``to_bytes`` gives back the very bytes it was built from.
+element's ``to_bytes`` gives back the very bytes it was built from; and to
+``plain_stanza``: the same answer from both, True only for a built element that carries
+none of the namespaces.
 
     python fuzz/fuzz_clustercodec.py fuzz/corpus/clustercodec -dict=fuzz/clustercodec.dict
 """
@@ -26,6 +28,9 @@ with instrumented(__name__ == "__main__"):
 
 
 IMPLS = twins(codec, "clustercodec")
+#: payload namespaces for ``plain_stanza`` (in the dictionary, so the fuzzer writes them)
+ENCODED = (b"urn:xmpp:carbons:2", b"urn:x")
+NAMESPACES = frozenset(ns.decode() for ns in ENCODED)
 
 
 def encode(wire: bytes, cuts: bytes = b"\0\0\0\0") -> bytes:
@@ -80,8 +85,12 @@ def test_one_input(data: bytes) -> None:
         if record[0] != codec.STANZA:
             continue
         built = codec.stanza_element(record[2])
+        plain = codec.plain_stanza(record[2], ENCODED)
         for name, impl in IMPLS.items():
             assert shape(impl.stanza_element(record[2])) == shape(built), (name, record[2])
+            assert impl.plain_stanza(record[2], ENCODED) is plain, (name, "plain_stanza")
+        if plain:
+            assert built is not None and not built.carries(NAMESPACES, ENCODED)
         if built is not None:
             assert built.to_bytes(CLIENT_NS) is record[2]
 

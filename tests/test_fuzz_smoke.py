@@ -168,24 +168,39 @@ def test_clustercodec_generated(cuts: bytes, frames: list[bytes]) -> None:
     mod.test_one_input(mod.encode(b"".join(len(f).to_bytes(4, "big") + f for f in frames), cuts))
 
 
-def test_clustercodec_harness_catches_a_divergent_twin(monkeypatch) -> None:
+def _clustercodec_catches(monkeypatch, fake: ModuleType, good: bytes, bad: bytes) -> None:
+    """The harness with ``fake`` as a third twin: silent on a STANZA record of ``good``
+    XML, an AssertionError on ``bad``."""
     mod = harness("clustercodec")
     pure = mod.codec
-
-    def lenient(data: bytes):  # builds what the serializer never writes
-        return pure.stanza_element(data.replace(b"xml:lang", b"lang"))
-
-    fake = ModuleType("fake_clustercodec")
     fake.FrameDecoder, fake.parse_records = pure.FrameDecoder, pure.parse_records
-    fake.stanza_element = lenient
     monkeypatch.setitem(mod.IMPLS, "fake", fake)
-    body = bytearray()
-    pure.put_stanza(body, b"a@b/c", b'<message to="a@b/c"/>')
-    mod.test_one_input(mod.encode(pure.frame(body)))
-    body = bytearray()
-    pure.put_stanza(body, b"a@b/c", b'<message xml:lang="en"/>')
-    with pytest.raises(AssertionError):
-        mod.test_one_input(mod.encode(pure.frame(body)))
+    for xml, fails in ((good, False), (bad, True)):
+        body = bytearray()
+        pure.put_stanza(body, b"a@b/c", xml)
+        if fails:
+            with pytest.raises(AssertionError):
+                mod.test_one_input(mod.encode(pure.frame(body)))
+        else:
+            mod.test_one_input(mod.encode(pure.frame(body)))
+
+
+def test_clustercodec_harness_catches_a_divergent_twin(monkeypatch) -> None:
+    pure = harness("clustercodec").codec
+    fake = ModuleType("fake_clustercodec")
+    # builds what the serializer never writes
+    fake.stanza_element = lambda data: pure.stanza_element(data.replace(b"xml:lang", b"lang"))
+    fake.plain_stanza = pure.plain_stanza
+    _clustercodec_catches(monkeypatch, fake, b'<message to="a@b/c"/>', b'<message xml:lang="en"/>')
+
+
+def test_clustercodec_harness_catches_a_divergent_plain_stanza(monkeypatch) -> None:
+    pure = harness("clustercodec").codec
+    fake = ModuleType("fake_clustercodec")
+    fake.stanza_element = pure.stanza_element
+    fake.plain_stanza = lambda data, encoded: pure.stanza_element(data) is not None  # no content check
+    _clustercodec_catches(monkeypatch, fake, b'<message to="a@b/c"><body>hi</body></message>',
+                          b'<message to="a@b/c"><x xmlns="urn:x"/></message>')
 
 
 def test_tokenizer_harness_catches_a_divergent_twin(monkeypatch) -> None:

@@ -161,3 +161,10 @@ def shape(element):
 @given(stanza_bytes())
 def test_compiled_stanza_element_matches_pure(data):
     assert shape(compiled.stanza_element(data)) == shape(pure.stanza_element(data))
+
+
+@SETTINGS
+@given(stanza_bytes(), st.lists(st.sampled_from([b"urn:x", b"urn:y", b"hi", b"", b"to"]),
+                                max_size=3).map(tuple))
+def test_compiled_plain_stanza_matches_pure(data, encoded):
+    assert compiled.plain_stanza(data, encoded) is pure.plain_stanza(data, encoded)

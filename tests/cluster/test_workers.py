@@ -10,6 +10,7 @@ socket (``workers``) where each session lives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,13 +150,20 @@ class Cluster:
             self.log.close()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path)
+@contextlib.contextmanager
+def running(tmp_path: Path, modules: list[str] = MODULES) -> Iterator[Cluster]:
+    """A :class:`Cluster` of ``modules``, stopped (cleanly, or the test fails) after."""
+    c = Cluster(tmp_path, modules)
     try:
         yield c
     finally:
         assert c.stop() == 0, c.logged()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with running(tmp_path) as c:
+        yield c
 
 
 def available(client: RawClient, priority: int = 0) -> None:

@@ -331,6 +331,27 @@ def stanza_element(data: bytes) -> Element | None:
     return element
 
 
+def plain_stanza(data: bytes, encoded: tuple[bytes, ...]) -> bool:
+    """Whether a STANZA record's XML may be written to its recipient's stream as it came,
+    with no element built: it is in the form :func:`stanza_element` builds (checked as that
+    checks it), and its content carries no element in the namespaces ``encoded`` (UTF-8,
+    not ``jabber:client``), as :meth:`Element.carries` would answer for that element from
+    its content bytes: with no ``=`` in them none is declared; without a reference
+    (``&``), none that is not written in them.  False: build the element (and ask it)."""
+    element = stanza_element(data)
+    if element is None:
+        return False
+    inner = element._raw_inner
+    if inner.find(b"=") < 0:
+        return True
+    if inner.find(b"&") >= 0:
+        return False
+    for ns in encoded:
+        if inner.find(ns) >= 0:
+            return False
+    return True
+
+
 class StanzaContent:
     """The children of an element :func:`stanza_element` built: its bytes parsed (with
     the validating tokenizer) when first read."""

@@ -1,5 +1,6 @@
 """The hot half of the cluster frame codec (STANZA records, frame decoding, the element a
-STANZA record carries): compiled when available, else the pure functions of :mod:`xmppd.cluster.codec`, its specification.
+STANZA record carries, whether its bytes may go to the recipient as they are): compiled
+when available, else the pure functions of :mod:`xmppd.cluster.codec`, its specification.
 
 The rest of the codec (BIND, UNBIND, SHARE and CONTROL records, :func:`codec.frame`) is
 used from :mod:`~xmppd.cluster.codec` directly.
@@ -10,7 +11,8 @@ from xmppd._impl import choose
 _impl = choose("clustercodec", "xmppd.cluster.codec")
 FrameDecoder = _impl.FrameDecoder
 parse_records = _impl.parse_records
+plain_stanza = _impl.plain_stanza
 put_stanza = _impl.put_stanza
 stanza_element = _impl.stanza_element
 
-__all__ = ["FrameDecoder", "parse_records", "put_stanza", "stanza_element"]
+__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "stanza_element"]

@@ -69,6 +69,18 @@ def _parse_stanza(peer: int, data: bytes) -> Element | None:
     return element
 
 
+#: transport class -> whether its ``send`` only buffers the element's bytes in
+#: ``jabber:client`` (:func:`~xmppd.transport.stream.plain_send`): a stanza from a peer
+#: may then be written to it as the bytes that came (``send_bytes``)
+_PLAIN: dict[type, bool] = {}
+
+
+def _plain(cls: type) -> bool:
+    plain = _PLAIN[cls] = bool(getattr(getattr(cls, "send", None), "plain_send", False)) \
+        and getattr(cls, "default_ns", None) == CLIENT_NS and hasattr(cls, "send_bytes")
+    return plain
+
+
 class Node:
     """Worker ``me`` of ``count``, its peers' sockets in ``directory``."""
 
@@ -283,12 +295,46 @@ class Node:
 
     def _apply(self, worker: int, inbound: Inbound, records: list[tuple]) -> None:
         local = self.registry.local
-        deliver = self.router.deliver
+        router = self.router
+        deliver = router.deliver
         stanza_element = frames.stanza_element
         received = 0
+        # The quiet way (as Router.route_quiet_message's locally): a stanza for a local
+        # session whose account no stanza/inbound handler acts for, with none of their
+        # payloads, to a stream that only buffers what it sends (plain_send, in
+        # jabber:client), is written to it as the bytes that came: no element is built
+        hooks = self.hooks
+        gate = hooks.gate("stanza/inbound")
+        if gate is not None and CLIENT_NS not in gate[1]:
+            need, _payloads, encoded = gate
+            quiet = hooks.quiet
+            plain_stanza = frames.plain_stanza
+        else:
+            need = -1
+        messages = presences = iqs = 0
         for record in records:
             kind = record[0]
             if kind == _STANZA:
+                if need >= 0:
+                    entry = local.get(record[1])
+                    if entry is not None:
+                        session = entry.session
+                        transport = session.transport
+                        plain = _PLAIN.get(type(transport))
+                        if plain is None:
+                            plain = _plain(type(transport))
+                        data = record[2]
+                        if plain and (not need or quiet.get(session.bare, 0) & need == need) \
+                                and plain_stanza(data, encoded):
+                            transport.send_bytes(data)
+                            first = data[1]
+                            if first == 0x6D:  # m
+                                messages += 1
+                            elif first == 0x70:  # p
+                                presences += 1
+                            else:
+                                iqs += 1
+                            continue
                 # built from its start tag: the content stays the bytes that came (what
                 # the recipient gets, not written again), parsed only if someone reads it
                 element = stanza_element(record[2])
@@ -307,13 +353,23 @@ class Node:
             elif kind == codec.BIND:
                 link = self.links.get(record[2])
                 if link is not None:
-                    self.registry.bind_remote(record[2], record[1], record[3], link)
+                    session = self.registry.bind_remote(record[2], record[1], record[3], link)
+                    if session is not None:
+                        self.hooks.fire_sync("remote-bound", session)
             elif kind == codec.UNBIND:
                 self.registry.unbind_remote(record[2], record[1])
             elif kind == codec.SHARE:
                 self._mirror(worker, record[1], record[2], record[3])
             elif kind == codec.CONTROL:
                 self._control(worker, record[1], record[2])
+        quick = messages + presences + iqs
+        if quick:
+            received += quick
+            delivered = router.delivered
+            for name, count in (("message", messages), ("presence", presences), ("iq", iqs)):
+                if count:
+                    delivered[name] += count
+            hooks.skipped["stanza/inbound"] += quick
         inbound.stanzas_in += received
         self.received += received
 

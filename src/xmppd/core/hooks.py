@@ -96,6 +96,9 @@ CORE_EVENTS = {
     "(the same elements for every stream not yet bound: c2s serializes those once per set "
     "of handlers; a bound stream's, after a XEP-0386 login, are built each time)",
     "resource-bound": "(session)",
+    "remote-bound": "(remote session) -- a session bound on another worker or node entered "
+    "this one's replica of the session table (what a module marks quiet at resource-bound, "
+    "it may mark for such an account too: messages to it then skip message/full here)",
     "session-closed": "(session, abrupt: bool)",
     "session-share": "(session, module: str, value) -- a module published a fact about a "
     "local session that other workers mirror (ModuleAPI.share)",
@@ -156,6 +159,10 @@ class Hooks:
         #: the three gates a message from a local client to a local full JID passes
         #: (``message/outbound``, ``message/full``, ``stanza/inbound``) folded into one
         #: (:meth:`_fold_message_gates`), or None when one of them has no gate
+        #: the recipient's quiet bits ``message/full`` alone needs (a message to a session
+        #: on another worker runs that chain here, ``stanza/inbound`` there): kept with
+        #: :attr:`message_gate`, meaningful while that is not None
+        self.message_full_need = 0
         self.message_gate: MessageGate | None = self._fold_message_gates()
         #: event -> how many times :meth:`idle` let it be skipped (read by tests; one
         #: increment per skip is the whole cost)
@@ -163,6 +170,10 @@ class Hooks:
         #: messages that passed :attr:`message_gate` whole (Router.route_quiet_message):
         #: a skip of each of its three events, counted once (:meth:`skips`)
         self.skipped_all = 0
+        #: messages to a session on another worker or node that passed the gate of
+        #: ``message/outbound`` and ``message/full`` (Router.route_quiet_message): a skip
+        #: of those two, counted once (:meth:`skips`)
+        self.skipped_remote = 0
 
     def declare(self, name: str) -> Callable[[], None]:
         """Declare an event a module fires itself; returns the undo, which removes the
@@ -247,6 +258,7 @@ class Hooks:
         if None in gates:
             return None
         out, full, inbound = gates
+        self.message_full_need = full[0]
         payloads = out[1] | full[1] | inbound[1]
         return (out[0], full[0] | inbound[0], payloads,
                 tuple(ns.encode() for ns in sorted(payloads)))
@@ -311,10 +323,18 @@ class Hooks:
             return None
         return need
 
+    def gate(self, name: str) -> Gate | None:
+        """The gate of ``name`` (what :meth:`idle` checks), or None when one of its
+        handlers declared no interest: for a caller that checks many stanzas at once."""
+        return self._gates.get(name)
+
     def skips(self, name: str) -> int:
         """How many times the chain of ``name`` was skipped (:meth:`idle`, or with the
         other chains of :attr:`message_gate` at once)."""
-        return self.skipped[name] + (self.skipped_all if name in MESSAGE_EVENTS else 0)
+        skips = self.skipped[name] + (self.skipped_all if name in MESSAGE_EVENTS else 0)
+        if name == "message/outbound" or name == "message/full":
+            skips += self.skipped_remote
+        return skips
 
     def fire_sync(self, name: str, *args: Any) -> bool:
         """Fire with synchronous handlers only (a coroutine handler is scheduled, not awaited)."""

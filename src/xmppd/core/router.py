@@ -126,7 +126,8 @@ class Router:
         self.handled: defaultdict[str, int] = defaultdict(int)
         #: stanzas handed to another server or a component (``route/remote`` took them)
         self.remote: defaultdict[str, int] = defaultdict(int)
-        #: deliveries handed to another worker of this server (a session bound there)
+        #: deliveries handed to another worker of this server (a session bound there), but
+        #: for the messages that took the one-gate path: :meth:`forwards` counts those too
         self.forwarded: defaultdict[str, int] = defaultdict(int)
         #: stanzas answered with an error, and the errors by condition
         self.bounced: defaultdict[str, int] = defaultdict(int)
@@ -140,6 +141,16 @@ class Router:
         express = self.hooks.skipped_all
         if express:
             table["message"] = table.get("message", 0) + express
+        return table
+
+    def forwards(self) -> dict[str, int]:
+        """Deliveries handed to another worker or node by stanza name: :attr:`forwarded`
+        and the messages :meth:`route_quiet_message` handed over (counted once, as
+        :attr:`Hooks.skipped_remote`)."""
+        table = dict(self.forwarded)
+        quiet = self.hooks.skipped_remote
+        if quiet:
+            table["message"] = table.get("message", 0) + quiet
         return table
 
     def set_hosts(self, domains: Iterable[str]) -> None:
@@ -186,7 +197,9 @@ class Router:
         skipped); ``need``: the recipient's quiet bits in that gate.  To a local full JID
         whose account is quiet for them, it is delivered here with no other call (the
         hot path), counted once as a skip of all three chains (:attr:`Hooks.skipped_all`);
-        anything else takes the general way, its outbound chain counted as skipped."""
+        to a session of another worker whose account is quiet for ``message/full``
+        (:attr:`Hooks.message_full_need`), handed to its link at once; anything else takes
+        the general way, its outbound chain counted as skipped."""
         hooks = self.hooks
         to = stanza.attrs.get("to")
         try:
@@ -199,11 +212,21 @@ class Router:
             # A session's JID is a full JID with a localpart: only such a target finds
             # one (and no JID property, which slices a new string, is read to know it)
             session = self.sessions._by_full.get(target)
-            if session is not None and not session.remote and target.domain in self.hosts \
-                    and (not need or hooks.quiet.get(session.bare, 0) & need == need):
-                hooks.skipped_all += 1  # also its count as delivered (deliveries())
-                session.transport.send(stanza)
-                return None
+            if session is not None and target.domain in self.hosts:
+                if not session.remote:
+                    if not need or hooks.quiet.get(session.bare, 0) & need == need:
+                        hooks.skipped_all += 1  # also its count as delivered (deliveries())
+                        session.transport.send(stanza)
+                        return None
+                else:
+                    # A session on another worker or node: only message/full runs here
+                    # (stanza/inbound runs there); skipped as _to_full would, and handed
+                    # to the link as deliver() does
+                    need = hooks.message_full_need
+                    if not need or hooks.quiet.get(session.bare, 0) & need == need:
+                        hooks.skipped_remote += 1  # also its count as forwarded (forwards())
+                        session.transport.send(stanza)
+                        return None
         hooks.skipped["message/outbound"] += 1
         return self._route_to(stanza, origin, target)
 

@@ -198,7 +198,7 @@ def _stanzas(router: Any) -> Iterator[Metric]:
                 for outcome, table in (("delivered", router.deliveries()),
                                        ("handled", router.handled),
                                        ("remote", router.remote),
-                                       ("forwarded", router.forwarded),
+                                       ("forwarded", router.forwards()),
                                        ("bounced", router.bounced))
                 for k, n in list(table.items())]
     yield _counter("stanzas_routed", "stanzas routed by kind and outcome (delivered: to a "

@@ -126,6 +126,8 @@ class Carbons(Module):
         api.hook("message/outbound", self.sent, priority=40,
                  interest=Interest(payloads=(CARBONS_NS,), account=True))
         api.hook("resource-bound", lambda session: api.quiet_without_state(session.bare))
+        # an account bound on another worker too (what it enables comes as a mirror)
+        api.hook("remote-bound", lambda session: api.quiet_without_state(session.bare))
         api.provide("carbons", self)  # XEP-0386 inline enable (modules/sasl2.py)
         # Which sessions of other workers enabled carbons (their copies are made here too).
         api.on_mirror(self.mirror)

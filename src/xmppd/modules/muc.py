@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xmppd.core.module import Module, Option
-from xmppd.core.moduleapi import ModuleAPI
+from xmppd.core.moduleapi import Interest, ModuleAPI
 from xmppd.jid import JID, JIDError
 from xmppd.modules._fanout import Deliverer
 from xmppd.modules._muc import admin
@@ -133,7 +133,10 @@ class MUC(Module):
         self.occupancy: Occupancy | None = None
         if api.clustered:
             self.occupancy = Occupancy(self)
-            api.hook("stanza/inbound", self.occupancy.inbound, priority=1000)  # sees all
+            # sees every stanza with a muc#user child (its own presence from a room): the
+            # interest keeps the message fast path (Hooks.message_gate) open with workers
+            api.hook("stanza/inbound", self.occupancy.inbound, priority=1000,
+                     interest=Interest(payloads=(USER_NS,)))
             api.hook("worker-gone", self.worker_gone)
             api.hook("owners-changed", self.owners_changed)
             api.hook("server-started", lambda server: self.owners_changed())
