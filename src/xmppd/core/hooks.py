@@ -147,6 +147,9 @@ class Hooks:
         #: (interest, quiet bit) of handlers that declared one, by their entry's sequence
         #: number (not the entry: a handler need not be hashable)
         self._interests: dict[int, tuple[Interest, int]] = {}
+        #: event -> (its handler list, handler_key's answer for it); dropped whenever the
+        #: list changes (_regate), so that a login does not build the tuple again
+        self._keys: dict[str, tuple[list, tuple[Handler, ...]]] = {}
         #: event -> its gate, for events whose handlers all declared an interest
         self._gates: dict[str, Gate] = {n: (0, frozenset(), ()) for n in CORE_EVENTS}
         #: bare JID -> the quiet bits of the modules that declared the account quiet (only
@@ -228,6 +231,7 @@ class Hooks:
 
     def _regate(self, name: str) -> None:
         """The gate of ``name`` from its handlers' interests (none: one handler has none)."""
+        self._keys.pop(name, None)  # the handlers changed
         bits, payloads = 0, frozenset()
         for entry in self._events[name]:
             declared = self._interests.get(entry[1])
@@ -254,7 +258,14 @@ class Hooks:
     def handler_key(self, name: str) -> tuple[Handler, ...]:
         """The handlers of ``name`` as a hashable value: what a result that depends on
         nothing but them (the ``stream-features`` elements) can be cached under."""
-        return tuple(h for _p, _s, h in self._events.get(name, ()))
+        handlers = self._events.get(name, ())
+        cached = self._keys.get(name)
+        if cached is not None and cached[0] is handlers:
+            return cached[1]
+        key = tuple(h for _p, _s, h in handlers)
+        if handlers:
+            self._keys[name] = (handlers, key)
+        return key
 
     def has(self, name: str) -> bool:
         return bool(self._events.get(name))
