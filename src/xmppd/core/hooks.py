@@ -329,7 +329,8 @@ class Hooks:
     async def fire(self, name: str, *args: Any) -> bool:
         for _prio, _seq, handler in self._events[name]:
             result = handler(*args)
-            if inspect.isawaitable(result):
+            # None first: inspect.isawaitable(None) asks the Awaitable ABC (a Python frame)
+            if result is not None and inspect.isawaitable(result):
                 result = await result
             if result is True:
                 return True
@@ -358,7 +359,7 @@ class Hooks:
             return True
         for _prio, _seq, handler in rest:
             result = handler(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # (None: as in fire)
                 result = await result
             if result is True:
                 return True
