@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from support import RawClient, connect, offline_count
+from support import RawClient, connect, hang_up, offline_count
 
 from xmppd.core.config import Limits
 
@@ -97,7 +97,7 @@ def test_nothing_stored_takes_no_lock(make_server):
     bob.send("<presence/>")
     ping(bob)
     assert locked == []
-    bob.close()
+    hang_up(bob)
     alice = connect(srv, "alice")
     alice.send("<message to='bob@localhost' type='chat'><body>later</body></message>")
     ping(alice)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RawClient, connect
+from support import RawClient, connect, hang_up, soon
 
 ROSTER = "jabber:iq:roster"
 
@@ -187,9 +187,9 @@ def test_roster_read_once_while_bound(server):
     assert JID("alice@localhost") not in service.cache
     reply = iq(alice, f"<query xmlns='{ROSTER}'/>", "g", "get")
     assert "name=\"Bob\"" in reply and reads.count("alice@localhost") == 2
-    alice.close()
+    hang_up(alice)
     iq(bob, f"<query xmlns='{ROSTER}'/>", "g2", "get")
-    assert JID("alice@localhost") not in service.cache
+    assert soon(lambda: JID("alice@localhost") not in service.cache)
     assert JID("bob@localhost") in service.cache
 
 
