@@ -165,3 +165,19 @@ def _counting(get, calls):
         calls.append((owner, key))
         return await get(owner, key, default)
     return counted
+
+
+def test_remembered_empty_lists_are_bounded(monkeypatch):
+    """The oldest remembered account goes first once the bound is reached."""
+    from types import SimpleNamespace
+
+    from xmppd.jid import JID
+    from xmppd.modules import blocking
+
+    monkeypatch.setattr(blocking, "EMPTY_MAX", 2)
+    lists = blocking.BlockLists(None, SimpleNamespace(count=lambda bare: 0), {"localhost"})
+    a, b, c = (JID(f"{n}@localhost") for n in "abc")
+    for bare in (a, b, c):
+        lists._remember_empty(bare)
+    assert list(lists.empty) == [b, c]
+    assert lists.known_empty(c) and not lists.known_empty(a) and not lists.cache
