@@ -81,7 +81,7 @@ async def login(policy, user: str, port: int, roster: bool, presence: bool) -> N
     if roster:
         mark = len(transport.log)
         stream.data_received(b"<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
-        await _written(transport, b"id='r'", mark)
+        await _written(transport, b"jabber:iq:roster", mark)
     if presence:
         stream.data_received(b"<presence/>")
     stream.data_received(b"</stream:stream>")

@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -544,6 +545,22 @@ def connect(server, user: str, resource: str = "r", roster: bool = True) -> RawC
         client.send(f"<iq type='get' id='get0'><query xmlns='{ROSTER_NS}'/></iq>")
         client.read_until(r"id=.get0.[^>]*>.*?</iq>|id=.get0.[^>]*/>")
     return client
+
+
+def hang_up(client: RawClient) -> None:
+    """Close the stream and wait for the server to close it: the session is unbound then
+    (a plain socket close may be noticed after what the test does next)."""
+    client.send("</stream:stream>")
+    client.read_closed()
+
+
+def soon(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """``check()`` once it holds, or its answer after ``timeout`` seconds (for what the
+    server does after answering, e.g. a read at bind that waits for the storage thread)."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
 
 
 def offline_count(srv, user: str) -> int:

@@ -448,6 +448,8 @@ class Server:
             if self.node is not None:
                 self.node.unbound(session)
             result = self.hooks.fire_maybe_async("session-closed", session, abrupt)
+            if type(result) is bool:  # all handlers done (the ABC checks below cost frames)
+                return
             if isinstance(result, Coroutine):
                 # Run now (the unavailable broadcast's storage read is usually answered
                 # at once); a task only for what has to wait.
@@ -456,7 +458,7 @@ class Server:
                 except Exception:
                     log.exception("session-closed handler failed for %s", session.jid)
                     return
-            if isinstance(result, Awaitable):
+            if result is not None:  # what has to wait
                 asyncio.ensure_future(result)
 
     def route_from_client(self, stanza: Element, session: Any) -> Awaitable | None:

@@ -20,6 +20,7 @@ from xmppd.core.router import SessionTable
 from xmppd.core.session import Session
 from xmppd.storage import MemoryStorage
 from xmppd.transport.connections import AuthThrottle
+from xmppd.transport.stream import plain_send
 from xmppd.xml.events import StreamClose, StreamOpen
 from xmppd.xml.framing import (
     StreamErrorCondition,
@@ -355,6 +356,48 @@ def test_bind_generated_resource(policy):
     client.header()
     out = bind(client, resource=None)
     assert re.search(r"<jid>juliet@localhost/[0-9a-f]{12}</jid>", out), out
+
+
+class PlainIO(RecordingIO):
+    """A shell whose ``send`` only serializes for jabber:client (as C2SStream's)."""
+
+    default_ns = CLIENT_NS
+
+    @plain_send
+    def send(self, element) -> None:
+        self.send_bytes(element.to_bytes(CLIENT_NS))
+
+
+@pytest.mark.parametrize("attrs,resource", [
+    ("id='b1'", "balcony"),
+    ("id='a&amp;b&lt;&quot;c&apos;' to='localhost'", "r&amp;d &lt;x&gt;"),
+    ("from='juliet@localhost/x' id='\t1'", "tab"),
+])
+def test_bind_result_written_as_its_element_would_be(attrs, resource, monkeypatch):
+    """A plain jabber:client stream gets the bind result as bytes made directly; they are
+    those of the element another shell serializes."""
+    from xmppd.c2s import negotiation
+
+    made = []
+    direct = negotiation._bind_result
+    monkeypatch.setattr(negotiation, "_bind_result",
+                        lambda iq, jid: made.append(jid) or direct(iq, jid))
+    outs = []
+    for io in (RecordingIO(), PlainIO()):
+        policy = Policy()
+        client = policy.client(secure=True)
+        client.io = io
+        client.negotiation = ClientNegotiation(client.policy, io, secure=True)
+        client.header()
+        scram_login(client)
+        client.header()
+        start = len(io.out)
+        client.feed(f"<iq type='set' {attrs}><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    f"<resource>{resource}</resource></bind></iq>")
+        assert io.session is not None
+        outs.append(b"".join(io.out[start:]))
+    assert outs[0] == outs[1] and b"<jid>juliet@localhost/" in outs[1]
+    assert len(made) == 1  # the plain stream's (the other got the element)
 
 
 def test_bind_conflict_replaces_the_old_session(policy):

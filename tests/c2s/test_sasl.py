@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -304,6 +305,31 @@ def test_gs2_y_downgrade(store):
     # Without PLUS on offer, 'y' is honest and accepted.
     client = ScramClient("SHA-256", "juliet", "r0m30myr0m30", gs2="y,,")
     assert run(scram_login(server(store), "SCRAM-SHA-256", client)).success
+
+
+def test_plus_offered_only_as_enabled(store):
+    """Whether PLUS was offered (the downgrade check, the channel-binding types) follows
+    the mechanisms actually offered, ``enabled`` included."""
+    no_plus = server(store, cb=CB, enabled={"SCRAM-SHA-256"})
+    assert no_plus.channel_binding_types() == []
+    client = ScramClient("SHA-256", "juliet", "r0m30myr0m30", gs2="y,,")
+    assert run(scram_login(no_plus, "SCRAM-SHA-256", client)).success
+    one_plus = server(store, cb=CB, enabled={"SCRAM-SHA-256", "SCRAM-SHA-1-PLUS"})
+    assert one_plus.mechanisms() == ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"]
+    assert one_plus.channel_binding_types() == ["tls-exporter", "tls-server-end-point"]
+    client = ScramClient("SHA-256", "juliet", "r0m30myr0m30", gs2="y,,")
+    assert failure(scram_login(one_plus, "SCRAM-SHA-256", client)) == "not-authorized"
+
+
+def test_server_nonce_is_fresh_urlsafe_base64(store):
+    """The server's half of the nonce: 24 URL-safe base64 characters, new every time."""
+    seen = set()
+    for _ in range(200):
+        first = run(server(store).start("SCRAM-SHA-256", b"n,,n=juliet,r=abc")).challenge
+        nonce = first.decode().split(",")[0][len("r=abc"):]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{24}", nonce)
+        seen.add(nonce)
+    assert len(seen) == 200
 
 
 def test_gs2_flag_mismatches(store):

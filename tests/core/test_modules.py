@@ -201,6 +201,31 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
+def test_handler_key_is_kept_until_the_handlers_change():
+    """The key is reused while the handlers stay (a login asks for it), and follows every
+    hook, unhook and re-declaration of the event."""
+    hooks = Hooks()
+    undeclare = hooks.declare("x/k")
+    first = hooks.handler_key("x/k")
+    assert first == () and hooks.handler_key("x/k") == ()
+
+    def a() -> None: ...
+    def b() -> None: ...
+
+    unhook_a = hooks.hook("x/k", a, priority=1)
+    key = hooks.handler_key("x/k")
+    assert key == (a,) and hooks.handler_key("x/k") is key
+    hooks.hook("x/k", b)
+    assert hooks.handler_key("x/k") == (a, b)
+    unhook_a()
+    assert hooks.handler_key("x/k") == (b,)
+    undeclare()
+    assert hooks.handler_key("x/k") == ()
+    hooks.declare("x/k")
+    hooks.hook("x/k", a)
+    assert hooks.handler_key("x/k") == (a,)
+
+
 def test_a_declared_event_lives_until_its_last_declarer_undeclares():
     hooks = Hooks()
     first, second = hooks.declare("x/e"), hooks.declare("x/e")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import connect, offline_count
+from support import connect, hang_up, offline_count, soon
 from test_offline import ping
 from test_roster import iq
 
@@ -94,3 +94,90 @@ def test_block_list_survives_restart_and_blocks_offline_messages(make_server, tm
     bob.send("<message to='alice@localhost' id='o1' type='chat'><body>hi</body></message>")
     assert "service-unavailable" in bob.read_until("</message>")
     assert offline_count(second, "alice") == 0
+
+
+def _lists(srv):
+    return srv.server.modules.loaded["blocking"].module.lists
+
+
+def test_empty_list_remembered_across_logins(server):
+    """A login of an account known to block nobody reads nothing (the remembered empty
+    list); a block drops that knowledge, so the next login reads and applies it."""
+    from xmppd.jid import JID
+
+    alice_bare = JID("alice@localhost")
+    alice = connect(server, "alice", "a")
+    ping(alice)
+    lists = _lists(server)
+    assert soon(lambda: lists.cache.get(alice_bare) == frozenset())
+    assert alice_bare in lists.empty
+    hang_up(alice)
+    bob = connect(server, "bob", "b")
+    ping(bob)
+    assert alice_bare in lists.empty and alice_bare not in lists.cache
+    reads = []
+    lists.store.get = _counting(lists.store.get, reads)
+    alice = connect(server, "alice", "a")  # the fast path: no read
+    ping(alice)
+    assert reads == [] and lists.cache.get(alice_bare) == frozenset()
+    bob.send("<message to='alice@localhost/a' type='chat'><body>first</body></message>")
+    alice.read_until("first")
+    iq(alice, f"<block xmlns='{NS}'><item jid='bob@localhost'/></block>", "b1")
+    assert alice_bare not in lists.empty
+    hang_up(alice)
+    ping(bob)
+    reads.clear()
+    alice = connect(server, "alice", "a")  # the fallback: read from the store
+    ping(alice)
+    assert reads == [("alice@localhost", "list")]
+    assert soon(lambda: lists.cache.get(alice_bare) == frozenset({"bob@localhost"}))
+    bob.send("<message to='alice@localhost/a' id='m' type='chat'><body>x</body></message>")
+    assert "service-unavailable" in bob.read_until("</message>")
+
+
+def test_empty_list_forgotten_on_another_workers_change(server):
+    """Another worker's change (``changed``) drops the remembered empty list."""
+    from xmppd.jid import JID
+    from xmppd.modules.blocking import add_to_list
+
+    alice = connect(server, "alice", "a")
+    ping(alice)
+    hang_up(alice)
+    lists = _lists(server)
+    module = server.server.modules.loaded["blocking"].module
+    assert soon(lambda: JID("alice@localhost") in lists.empty)
+
+    async def elsewhere() -> None:  # what the other worker writes, then announces
+        await add_to_list(lists.store, "alice@localhost", ["carol@localhost"])
+        await module.changed("alice@localhost", "list")
+
+    server.call(elsewhere())
+    assert JID("alice@localhost") not in lists.empty
+    alice = connect(server, "alice", "a")
+    ping(alice)
+    carol = connect(server, "carol", "c")
+    carol.send("<message to='alice@localhost/a' id='m' type='chat'><body>x</body></message>")
+    assert "service-unavailable" in carol.read_until("</message>")
+
+
+def _counting(get, calls):
+    async def counted(owner, key, default=None):
+        calls.append((owner, key))
+        return await get(owner, key, default)
+    return counted
+
+
+def test_remembered_empty_lists_are_bounded(monkeypatch):
+    """The oldest remembered account goes first once the bound is reached."""
+    from types import SimpleNamespace
+
+    from xmppd.jid import JID
+    from xmppd.modules import blocking
+
+    monkeypatch.setattr(blocking, "EMPTY_MAX", 2)
+    lists = blocking.BlockLists(None, SimpleNamespace(count=lambda bare: 0), {"localhost"})
+    a, b, c = (JID(f"{n}@localhost") for n in "abc")
+    for bare in (a, b, c):
+        lists._remember_empty(bare)
+    assert list(lists.empty) == [b, c]
+    assert lists.known_empty(c) and not lists.known_empty(a) and not lists.cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from support import RawClient, connect, offline_count
+from support import RawClient, connect, hang_up, offline_count
 
 from xmppd.core.config import Limits
 
@@ -78,3 +78,31 @@ def test_unknown_account_and_full_store_bounce(make_server):
     got = ping(alice)
     assert got.count("service-unavailable") == 1 and "id=\"c2\"" in got
     assert offline_count(srv, "bob") == 2
+
+
+def test_nothing_stored_takes_no_lock(make_server):
+    """Initial presence with nothing stored: one count, no locked delivery; with messages
+    stored, the locked delivery sends them."""
+    srv = make_server(users=USERS, allow_plain=True)
+    offline = srv.server.modules.loaded["offline"].module
+    locked: list[str] = []
+    deliver_locked = offline.deliver_locked
+
+    async def counting(session, bare):
+        locked.append(str(bare))
+        await deliver_locked(session, bare)
+
+    offline.deliver_locked = counting
+    bob = connect(srv, "bob")
+    bob.send("<presence/>")
+    ping(bob)
+    assert locked == []
+    hang_up(bob)
+    alice = connect(srv, "alice")
+    alice.send("<message to='bob@localhost' type='chat'><body>later</body></message>")
+    ping(alice)
+    assert offline_count(srv, "bob") == 1
+    bob = connect(srv, "bob", "again")
+    bob.send("<presence/>")
+    assert bodies(ping(bob)) == ["later"]
+    assert locked == ["bob@localhost"] and not offline.locks

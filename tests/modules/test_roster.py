@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RawClient, connect
+from support import RawClient, connect, hang_up, soon
 
 ROSTER = "jabber:iq:roster"
 
@@ -151,3 +151,60 @@ def test_slixmpp_roster_add_update_remove(server):
         raise AssertionError("condition not reached")
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def _roster_service(srv):
+    return srv.server.modules.loaded["roster"].module.service
+
+
+def _count_reads(service) -> list[str]:
+    """Record the roster reads that reach the store from now on."""
+    reads: list[str] = []
+    store_get = service.store.get
+
+    async def get(owner: str):
+        reads.append(owner)
+        return await store_get(owner)
+
+    service.store.get = get
+    return reads
+
+
+def test_roster_read_once_while_bound(server):
+    """A bound account's roster is read once (the roster request), not again for its
+    presence; a change drops the cached copy; so does the account's last session."""
+    from xmppd.jid import JID
+
+    service = _roster_service(server)
+    reads = _count_reads(service)
+    bob = connect(server, "bob", "b")
+    alice = connect(server, "alice", "a")
+    assert reads == ["bob@localhost", "alice@localhost"]
+    alice.send("<presence/>")
+    alice.read_until("from=.alice@localhost/a.")  # its own presence back
+    assert reads == ["bob@localhost", "alice@localhost"]  # the cached copy
+    roster_set(alice, "<item jid='bob@localhost' name='Bob'/>")
+    assert JID("alice@localhost") not in service.cache
+    reply = iq(alice, f"<query xmlns='{ROSTER}'/>", "g", "get")
+    assert "name=\"Bob\"" in reply and reads.count("alice@localhost") == 2
+    hang_up(alice)
+    iq(bob, f"<query xmlns='{ROSTER}'/>", "g2", "get")
+    assert soon(lambda: JID("alice@localhost") not in service.cache)
+    assert JID("bob@localhost") in service.cache
+
+
+def test_roster_cache_dropped_on_another_workers_change(server):
+    """Another worker's change (``changed``) drops the cached copy: the next read sees it."""
+    from xmppd.modules._rosterdata import RosterItem
+
+    alice = connect(server, "alice", "a")
+    service = _roster_service(server)
+    module = server.server.modules.loaded["roster"].module
+
+    async def elsewhere() -> None:  # what the other worker writes, then announces
+        await service.store.update("alice@localhost", "carol@localhost",
+                                   lambda old: RosterItem("carol@localhost", name="Carol"))
+        module.changed("alice@localhost", "roster")
+
+    server.call(elsewhere())
+    assert "name=\"Carol\"" in iq(alice, f"<query xmlns='{ROSTER}'/>", "g", "get")

@@ -19,13 +19,13 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import precis_i18n
 
+from xmppd.randompool import random_bytes
 from xmppd.storage.credentials import HASH_NAMES, ScramCredentials
 
 __all__ = [
@@ -253,6 +253,17 @@ def _text(data: bytes) -> str:
 # -- the server -----------------------------------------------------------------------
 
 
+def _new_nonce() -> str:
+    """The server's half of a SCRAM nonce: 18 unpredictable bytes as URL-safe base64,
+    as ``secrets.token_urlsafe(18)`` gives, from the pooled ``os.urandom`` (a system call,
+    which hands the GIL to the storage thread, per ~100 logins rather than per login)."""
+    return binascii.b2a_base64(random_bytes(18), newline=False).decode("ascii").translate(
+        _URLSAFE)
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 def _offer(bound: bool, plain: bool, enabled: frozenset[str] | None) -> tuple[str, ...]:
     """The mechanisms offered with (``bound``) and without channel bindings, with or
     without PLAIN, restricted to ``enabled``; strongest first."""
@@ -303,7 +314,7 @@ class SASLServer:
         self._domain = domain.lower()
         self._enabled = None if enabled is None else frozenset(enabled)
         self._fake_iterations = fake_iterations
-        self._nonce_factory = nonce_factory or (lambda: secrets.token_urlsafe(18))
+        self._nonce_factory = nonce_factory or _new_nonce
         self._state: _Scram | _Plain | None = None
         self._authenticated = False
         #: For the log line of a failed attempt: the mechanism and the username tried.
@@ -325,9 +336,14 @@ class SASLServer:
             mechs = _OFFERED[key] = _offer(*key)
         return mechs
 
+    def _plus_offered(self) -> bool:
+        """A -PLUS mechanism is offered (they come first: strongest first)."""
+        offered = self.offered()
+        return bool(offered) and offered[0].endswith("-PLUS")
+
     def channel_binding_types(self) -> list[str]:
         """Types for XEP-0440 ``<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>``."""
-        if not self._bindings or not any(m.endswith("-PLUS") for m in self.offered()):
+        if not self._bindings or not self._plus_offered():
             return []
         return [t for t in CB_TYPES if t in self._bindings]
 
@@ -355,7 +371,7 @@ class SASLServer:
             name = mechanism[len("SCRAM-") :]
             plus = name.endswith("-PLUS")
             hash_name = name[: -len("-PLUS")] if plus else name
-            advertised_plus = any(m.endswith("-PLUS") for m in offered)
+            advertised_plus = self._plus_offered()
             self._state = _Scram(self, hash_name, plus, advertised_plus)
         if initial is None:
             return SASLStep(challenge=b"")  # RFC 6120 §6.4.2: empty challenge, then data

@@ -150,6 +150,9 @@ class Hooks:
         #: (interest, quiet bit) of handlers that declared one, by their entry's sequence
         #: number (not the entry: a handler need not be hashable)
         self._interests: dict[int, tuple[Interest, int]] = {}
+        #: event -> (its handler list, handler_key's answer for it); dropped whenever the
+        #: list changes (_regate), so that a login does not build the tuple again
+        self._keys: dict[str, tuple[list, tuple[Handler, ...]]] = {}
         #: event -> its gate, for events whose handlers all declared an interest
         self._gates: dict[str, Gate] = {n: (0, frozenset(), ()) for n in CORE_EVENTS}
         #: bare JID -> the quiet bits of the modules that declared the account quiet (only
@@ -239,6 +242,7 @@ class Hooks:
 
     def _regate(self, name: str) -> None:
         """The gate of ``name`` from its handlers' interests (none: one handler has none)."""
+        self._keys.pop(name, None)  # the handlers changed
         bits, payloads = 0, frozenset()
         for entry in self._events[name]:
             declared = self._interests.get(entry[1])
@@ -266,7 +270,14 @@ class Hooks:
     def handler_key(self, name: str) -> tuple[Handler, ...]:
         """The handlers of ``name`` as a hashable value: what a result that depends on
         nothing but them (the ``stream-features`` elements) can be cached under."""
-        return tuple(h for _p, _s, h in self._events.get(name, ()))
+        handlers = self._events.get(name, ())
+        cached = self._keys.get(name)
+        if cached is not None and cached[0] is handlers:
+            return cached[1]
+        key = tuple(h for _p, _s, h in handlers)
+        if handlers:
+            self._keys[name] = (handlers, key)
+        return key
 
     def has(self, name: str) -> bool:
         return bool(self._events.get(name))
@@ -351,7 +362,8 @@ class Hooks:
     async def fire(self, name: str, *args: Any) -> bool:
         for _prio, _seq, handler in self._events[name]:
             result = handler(*args)
-            if inspect.isawaitable(result):
+            # None first: inspect.isawaitable(None) asks the Awaitable ABC (a Python frame)
+            if result is not None and inspect.isawaitable(result):
                 result = await result
             if result is True:
                 return True
@@ -380,7 +392,7 @@ class Hooks:
             return True
         for _prio, _seq, handler in rest:
             result = handler(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # (None: as in fire)
                 result = await result
             if result is True:
                 return True

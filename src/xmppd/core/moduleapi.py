@@ -222,8 +222,14 @@ class ModuleAPI:
         """Account ``bare`` is quiet for this module while none of its sessions holds this
         module's state (creating the state, :meth:`state`, ends it at once)."""
         slot = self.slot
-        self.quiet(bare, slot is None or all(
-            s.get_state(slot) is None for s in self._core.router.sessions.resources(bare)))
+        quiet = True
+        if slot is not None:
+            # a loop, not all() over a generator: this runs at every bind
+            for session in self._core.router.sessions.resources(bare):
+                if session.get_state(slot) is not None:
+                    quiet = False
+                    break
+        self.quiet(bare, quiet)
 
     def declare(self, event: str) -> None:
         """Declare an event this module fires (removed on unload unless another module

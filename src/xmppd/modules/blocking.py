@@ -13,7 +13,9 @@ contacts get unavailable presence from each available resource.
 A block list is one value in this module's key-value store (owner = the user's bare JID,
 key ``list``: the blocked JIDs, sorted); a block or unblock of several JIDs is one atomic
 update.  Block lists are cached in memory for accounts with bound sessions (loaded at
-bind, dropped with the last session); other lookups go to the store.  ``stanza/inbound`` can only use
+bind, dropped with the last session); other lookups go to the store.  Accounts whose list
+was read empty are remembered (a bounded set, forgotten on any change here or on another
+worker): most users block nobody, and their next login then needs no read.  ``stanza/inbound`` can only use
 the cache (it is synchronous): it is the last line, for IQs to full JIDs.
 """
 
@@ -56,6 +58,9 @@ def matches(blocked: set[str] | frozenset[str], jid: JID) -> bool:
 
 
 _EMPTY: frozenset[str] = frozenset()
+#: How many accounts with an empty block list are remembered (~150 bytes each: their
+#: bare JIDs and the dict entries, 2.5 MB at most).
+EMPTY_MAX = 16384
 
 
 
@@ -132,6 +137,24 @@ class BlockLists:
         self.quiet = quiet or (lambda bare, quiet: None)
         #: bumped by every reload: a read that started before one must not be cached
         self.generation = 0
+        #: accounts whose stored list is empty (insertion-ordered: the oldest go first)
+        self.empty: dict[JID, None] = {}
+
+    def _remember_empty(self, bare: JID) -> None:
+        empty = self.empty
+        if len(empty) >= EMPTY_MAX:
+            del empty[next(iter(empty))]
+        empty[bare] = None
+
+    def known_empty(self, bare: JID) -> bool:
+        """``bare``'s list is known to be empty: then cached for its bound sessions at
+        once, without a read (True)."""
+        if bare not in self.empty:
+            return False
+        if self.sessions.count(bare):
+            self.cache[bare] = _EMPTY
+            self.quiet(bare, True)
+        return True
 
     def local_user(self, jid: JID | None) -> bool:
         return jid is not None and jid.localpart is not None and jid.domain in self.hosts
@@ -140,12 +163,17 @@ class BlockLists:
         cached = self.cache.get(bare)
         if cached is not None:
             return cached
+        if self.known_empty(bare):
+            return _EMPTY
         generation = self.generation
         # The common empty list is the shared _EMPTY: one cached list per bound account.
         items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
-        if self.sessions.count(bare) and generation == self.generation:
-            self.cache[bare] = items
-            self.quiet(bare, items is _EMPTY)
+        if generation == self.generation:
+            if items is _EMPTY:
+                self._remember_empty(bare)
+            if self.sessions.count(bare):
+                self.cache[bare] = items
+                self.quiet(bare, items is _EMPTY)
         return items
 
     async def reload(self, bare: JID) -> None:
@@ -153,9 +181,12 @@ class BlockLists:
         one replaces it, so the filters never run without it meanwhile."""
         self.generation += 1
         generation = self.generation
+        self.empty.pop(bare, None)  # changed: read again when next needed
         items = frozenset(await stored_list(self.store, str(bare))) or _EMPTY
         if generation != self.generation:
             return  # a later reload reads newer data
+        if items is _EMPTY:
+            self._remember_empty(bare)
         if self.sessions.count(bare):
             self.cache[bare] = items
         else:
@@ -345,9 +376,10 @@ class Blocking(Module):
     # -- cache lifecycle -----------------------------------------------------------------------
 
     def bound(self, session: Any) -> None:
-        if session.bare not in self.cache:
+        bare = session.bare
+        if bare not in self.cache and not self.lists.known_empty(bare):
             # Usually answered at once by the storage: a task only if the read must wait.
-            self.api.spawn(self.lists.get(session.bare))
+            self.api.spawn(self.lists.get(bare))
 
     def export(self, session: Any) -> bool | None:
         """Whether the session asked for the block list, for the process it moves to."""

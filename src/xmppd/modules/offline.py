@@ -143,6 +143,11 @@ class Offline(Module):
     async def deliver(self, session: Any) -> None:
         bare = session.jid.bare
         entry = self.locks.get(bare)
+        # The common login has nothing stored: no lock for it.  (With none taken, nothing
+        # is being delivered: this count is the one the locked delivery would read first.)
+        if entry is None and not await self.archive.count(str(bare)):
+            return
+        entry = self.locks.get(bare)  # (another delivery may have begun meanwhile)
         if entry is None:
             entry = self.locks[bare] = (asyncio.Lock(), [0])
         lock, users = entry

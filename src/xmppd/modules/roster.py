@@ -13,7 +13,10 @@ RFC 6121 §3.1.5; unavailable presence when it loses it, §3.2.2).
 
 Rosters live in this module's key-value store (layout and row semantics in
 :mod:`xmppd.modules._rosterdata`); other modules read them through the service ``roster``
-(:meth:`RosterService.get`), never from the storage.
+(:meth:`RosterService.get`), never from the storage.  Rosters are cached for accounts
+with bound sessions (a login reads its roster for the roster request, the initial presence
+and the final unavailable presence: once now); every change drops the cached copy, here
+and, through ``ModuleAPI.changed``, on the other workers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from xmppd.core.module import Module, Option
 from xmppd.core.moduleapi import ModuleAPI
-from xmppd.jid import JID, JIDError
+from xmppd.jid import JID, JIDError, jid_or_none
 from xmppd.modules import _rosterdata
 from xmppd.modules._rosterdata import RosterChangeFn, RosterItem, RosterStore, RosterUpdate
 from xmppd.modules._subscription import State
@@ -86,11 +89,34 @@ class RosterService:
     def __init__(self, api: ModuleAPI) -> None:
         self._api = api
         self.store = RosterStore(api.open_store("keyvalue"))
+        #: the rosters of accounts with bound sessions, by bare JID (dropped with the last)
+        self.cache: dict[JID, _rosterdata.Roster] = {}
+        #: bumped around every change: a read that overlapped one is not cached
+        self.generation = 0
 
     async def get(self, owner: JID) -> _rosterdata.Roster:
         """Every stored row of ``owner``'s roster (listed or not) and the roster version:
-        one key-value read."""
-        return await self.store.get(str(owner.bare))
+        one key-value read, or none while the account is bound."""
+        bare = owner.bare
+        roster = self.cache.get(bare)
+        if roster is not None:
+            return roster
+        generation = self.generation
+        roster = await self.store.get(str(bare))
+        if generation == self.generation and self._api.router.sessions.count(bare):
+            self.cache[bare] = roster
+        return roster
+
+    def forget(self, bare: JID) -> None:
+        """``bare``'s roster changed (or is changing): read it again when next needed."""
+        self.generation += 1
+        self.cache.pop(bare, None)
+
+    def closed(self, session: Any, abrupt: bool) -> None:
+        """The account's last session went: its roster is no longer kept."""
+        bare = session.jid.bare
+        if bare in self.cache and not self._api.router.sessions.count(bare):
+            del self.cache[bare]
 
     async def changes(self, owner: JID, since: int) -> list[RosterItem]:
         """Rows whose visible state changed after version ``since``, oldest change first."""
@@ -144,7 +170,13 @@ class RosterService:
         username, domain = account(owner)
         if not await self._api.storage.account_exists(username, domain):
             raise StorageError(f"no account {owner}")
-        result = await self.store.update(str(owner.bare), contact, change)
+        bare = owner.bare
+        self.forget(bare)  # a read now may see the old roster: it must not be cached
+        try:
+            result = await self.store.update(str(bare), contact, change)
+        finally:
+            self.forget(bare)
+        await self._api.changed(str(bare), _rosterdata.ROSTER_KEY)
         if result.pushed:
             self.push(owner, result.after, result.version)
         if announce:
@@ -212,8 +244,17 @@ class Roster(Module):
         api.iq_handler("set", ROSTER_NS, "query", self.roster_set, to="bare")
         api.hook("stream-features", self.features)
         api.hook("account-deleting", self.account_deleting)
+        # after the presence module's unavailable broadcast, which reads the roster
+        api.hook("session-closed", self.service.closed, priority=-10)
+        api.on_changed(self.changed)
         api.on_mirror(self.mirror)
         api.on_handover(self.export, self.restore)
+
+    def changed(self, owner: str, key: str) -> None:
+        """Another worker changed ``owner``'s roster: the cached copy goes."""
+        bare = jid_or_none(owner)
+        if bare is not None:
+            self.service.forget(bare)
 
     def export(self, session: Any) -> bool | None:
         """Whether the session asked for the roster, for the process it moves to."""
