@@ -255,8 +255,8 @@ def _text(data: bytes) -> str:
 
 def _new_nonce() -> str:
     """The server's half of a SCRAM nonce: 18 unpredictable bytes as URL-safe base64,
-    as ``secrets.token_urlsafe(18)`` gives, from the pooled ``os.urandom`` (a system call,
-    which hands the GIL to the storage thread, per ~100 logins rather than per login)."""
+    as ``secrets.token_urlsafe(18)`` gives, from the pooled CSPRNG (``xmppd.randompool``:
+    one OpenSSL call per ~200 logins rather than a system call per login)."""
     return binascii.b2a_base64(random_bytes(18), newline=False).decode("ascii").translate(
         _URLSAFE)
 
