@@ -20,7 +20,7 @@ from typing import Any
 
 from .client import SM_REQUEST, LoginConfig, Session, XmppError, client_tls_context, login
 from .scram import cache_size
-from .workloads import END, Ready, WorkerSpec, _names
+from .workloads import END, Ready, WorkerSpec, _names, proc_cpu_s
 
 _IQ_ANY = re.compile(rb"<iq\b[^>]*?(?:/>|>.*?</iq>)", re.S)
 _ID = re.compile(rb"""\bid=(['"])([^'"]*)\1""")
@@ -38,13 +38,6 @@ NS_MUC = "http://jabber.org/protocol/muc"
 
 def _run_id() -> str:
     return f"{os.getpid():x}{int(time.time() * 1000) % 10**9:x}"
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss(pid: int | None) -> int | None:
