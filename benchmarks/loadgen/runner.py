@@ -86,11 +86,14 @@ def _worker_main(spec: WorkerSpec, conn: Connection, use_uvloop: bool) -> None:
                     go.set_exception(RuntimeError("aborted by parent"))
 
         loop.add_reader(conn.fileno(), on_parent)
-        result = await ALL_WORKLOADS[spec.workload](spec, lambda info: conn.send(("ready", info)), go)
-        conn.send(("result", result))
+        return await ALL_WORKLOADS[spec.workload](spec, lambda info: conn.send(("ready", info)), go)
 
     try:
-        asyncio.run(main())
+        result = asyncio.run(main())
+        # The loop's reader left the pipe non-blocking: a result larger than the pipe's
+        # buffer (a latency run's samples) would meet EAGAIN halfway and reach the parent cut.
+        os.set_blocking(conn.fileno(), True)
+        conn.send(("result", result))
     except BaseException as exc:  # report to the parent instead of dying silently
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
     finally:
