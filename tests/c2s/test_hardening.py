@@ -221,7 +221,9 @@ def test_thousand_connections_from_one_address(make_server, caplog):
         evicted = [s for s in socks if stream_error(got[s].decode()) == "connection-timeout"]
         served = [s for s in socks if s not in evicted]
         assert len(evicted) == 1000 - limit  # the bystander is authenticated: not counted
-        assert served == socks[-limit:]  # the newest ones
+        # the newest ones; give or take a few: a header read after the next connection's
+        # accept (a loaded box, the pure tokenizer) makes its socket the more recently active
+        assert len(served) == limit and set(served) <= set(socks[-(limit + 10):])
         assert all(b"</stream:features>" in got[s] for s in served)
         assert srv.server.connections.preauth_count("127.0.0.1") == limit
         assert ("limit max_preauth_connections_per_ip (100) reached for 127.0.0.1: closing "
