@@ -36,7 +36,8 @@ from xmppd.cluster.codec import CodecError, parse_record, stanza_content
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
-__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "stanza_element"]
+__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "send_quiet",
+           "stanza_element"]
 
 cdef Py_ssize_t MAX_FRAME = _MAX_FRAME
 cdef unsigned char STANZA = 1
@@ -489,6 +490,10 @@ def plain_stanza(bytes data, tuple encoded) -> bool:
     """Whether a STANZA record's XML may be written to its recipient's stream as it came:
     the checks of :func:`stanza_element`, nothing built, then the content's (see the pure
     twin, ``xmppd.cluster.codec.plain_stanza``)."""
+    return _plain(data, encoded)
+
+
+cdef bint _plain(bytes data, tuple encoded) except -1:
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
     ne = _open_name(p, n)
@@ -508,3 +513,46 @@ def plain_stanza(bytes data, tuple encoded) -> bool:
     if body < 0:
         return False
     return _content_quiet(p + body, tail - body, encoded)
+
+
+# -- the receiver's quiet way: a run of STANZA records written as they came ---------------------
+
+def send_quiet(list records, Py_ssize_t i, dict local, dict quiet, long need, tuple encoded,
+               dict plain, object is_plain):
+    """Write ``records[i:]`` to their recipients' streams as the bytes that came, for as
+    long as each may be (see the pure twin, ``xmppd.cluster.codec.send_quiet``); returns
+    ``(index of the first record not written, messages, presences, iqs)``."""
+    cdef Py_ssize_t n = len(records)
+    cdef tuple record
+    cdef bytes data
+    cdef long messages = 0, presences = 0, iqs = 0
+    cdef unsigned char first
+    while i < n:
+        record = <tuple>records[i]
+        if record[0] != STANZA:
+            break
+        entry = local.get(record[1])
+        if entry is None:
+            break
+        session = entry.session
+        transport = session.transport
+        ok = plain.get(type(transport))
+        if ok is None:
+            ok = is_plain(transport)
+        if not ok:
+            break
+        if need and (<long>quiet.get(session.bare, 0)) & need != need:
+            break
+        data = <bytes>record[2]
+        if not _plain(data, encoded):
+            break
+        transport.send_bytes(data)
+        first = (<const unsigned char*>PyBytes_AS_STRING(data))[1]
+        if first == 0x6D:  # m
+            messages += 1
+        elif first == 0x70:  # p
+            presences += 1
+        else:
+            iqs += 1
+        i += 1
+    return i, messages, presences, iqs

@@ -210,3 +210,80 @@ def test_a_content_that_does_not_parse_is_logged_and_read_as_empty(clustercodec_
     assert element is not None
     assert element.find("body") is None
     assert "does not parse" in caplog.text
+
+
+# -- send_quiet: the receiver's run of STANZA records written as they came ---------------------
+
+class _Plain:
+    """A transport that writes plain bytes (what ``is_plain`` answers for its type)."""
+
+    def __init__(self, sent: list) -> None:
+        self.sent = sent
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class _Other(_Plain):
+    """A transport that does not (a WebSocket, a BOSH session...)."""
+
+
+class _Session:
+    def __init__(self, bare: str, transport: _Plain) -> None:
+        self.bare = bare
+        self.transport = transport
+
+
+class _Entry:
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+
+MSG = b'<message to="bob@x/r"><body>hi</body></message>'
+PRES = b'<presence to="bob@x/r"/>'
+IQ = b'<iq to="bob@x/r" type="result" id="1"/>'
+LOUD = b'<message to="bob@x/r"><x xmlns="urn:x"/></message>'
+
+
+def _quiet_world(sent: list) -> tuple[dict, dict, list]:
+    local = {"bob@x/r": _Entry(_Session("bob@x", _Plain(sent))),
+             "carol@x/r": _Entry(_Session("carol@x", _Plain(sent))),
+             "ws@x/r": _Entry(_Session("ws@x", _Other(sent)))}
+    quiet = {"bob@x": 3, "carol@x": 1, "ws@x": 3}
+    asked: list = []
+
+    def is_plain(transport):
+        asked.append(type(transport))
+        plain[type(transport)] = ok = type(transport) is _Plain
+        return ok
+
+    plain: dict = {}
+    return local, quiet, [plain, is_plain, asked]
+
+
+def test_send_quiet_writes_a_run_and_stops_at_the_first_other_record(clustercodec_impl):
+    sent: list = []
+    local, quiet, (plain, is_plain, asked) = _quiet_world(sent)
+    S = codec.STANZA
+    records = [(S, "bob@x/r", MSG), (S, "bob@x/r", PRES), (S, "bob@x/r", IQ), (S, "bob@x/r", MSG),
+               (codec.BIND, "bob@x/r", 1, 7),              # not a stanza
+               (S, "bob@x/r", LOUD),                       # a payload someone declared
+               (S, "nobody@x/r", MSG),                     # not bound here
+               (S, "carol@x/r", MSG),                      # not quiet for the bits asked
+               (S, "ws@x/r", MSG),                         # not a plain transport
+               (S, "", MSG),                               # handed to us to route
+               (S, "bob@x/r", MSG)]
+    send = clustercodec_impl.send_quiet
+    assert send(records, 0, local, quiet, 3, (b"urn:x",), plain, is_plain) == (4, 2, 1, 1)
+    assert sent == [MSG, PRES, IQ, MSG]
+    for i in range(4, 10):  # each stops where it starts: the caller takes it the general way
+        assert send(records, i, local, quiet, 3, (b"urn:x",), plain, is_plain) == (i, 0, 0, 0)
+    assert send(records, 10, local, quiet, 3, (b"urn:x",), plain, is_plain) == (11, 1, 0, 0)
+    assert asked == [_Plain, _Other]  # the type's answer is asked once, then remembered
+    assert len(sent) == 5
+    # with no bits needed, carol is quiet enough; nothing is needed of the payloads either
+    sent.clear()
+    assert send(records, 5, local, quiet, 0, (), plain, is_plain) == (6, 1, 0, 0)
+    assert send(records, 7, local, quiet, 0, (), plain, is_plain) == (8, 1, 0, 0)
+    assert sent == [LOUD, MSG]
+    assert send([], 0, local, quiet, 0, (), plain, is_plain) == (0, 0, 0, 0)

@@ -168,3 +168,73 @@ def test_compiled_stanza_element_matches_pure(data):
                                 max_size=3).map(tuple))
 def test_compiled_plain_stanza_matches_pure(data, encoded):
     assert compiled.plain_stanza(data, encoded) is pure.plain_stanza(data, encoded)
+
+
+class _Transport:
+    def __init__(self, sent: list, name: str) -> None:
+        self.sent, self.name = sent, name
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sent.append((self.name, data))
+
+
+class _Loud(_Transport):
+    pass
+
+
+class _Session:
+    def __init__(self, bare: str, transport: _Transport) -> None:
+        self.bare, self.transport = bare, transport
+
+
+class _Entry:
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+
+def _run_send_quiet(impl, records, need, encoded, quiet_bits):
+    """Call ``impl.send_quiet`` as Node._apply does (again after each record it stops at)
+    over three sessions; returns every result and every write, in order."""
+    sent: list = []
+    local = {f"u{k}@x/r": _Entry(_Session(f"u{k}@x", (_Loud if k == 2 else _Transport)(sent, str(k))))
+             for k in range(3)}
+    quiet = {f"u{k}@x": bits for k, bits in enumerate(quiet_bits)}
+    plain: dict = {}
+
+    def is_plain(transport):
+        plain[type(transport)] = ok = not isinstance(transport, _Loud)
+        return ok
+
+    results, i = [], 0
+    while i < len(records):
+        result = impl.send_quiet(records, i, local, quiet, need, encoded, plain, is_plain)
+        results.append(result)
+        i = result[0] + 1
+    return results, sent
+
+
+RECORDS = st.lists(st.one_of(
+    st.tuples(st.just(1), st.sampled_from(["u0@x/r", "u1@x/r", "u2@x/r", "u9@x/r", ""]),
+              stanza_bytes()),
+    st.just((2, "u0@x/r", 1, 5))), max_size=12)
+
+
+@SETTINGS
+@given(RECORDS, st.integers(0, 3), st.sampled_from([(), (b"urn:x",), (b"urn:y", b"hi")]),
+       st.lists(st.integers(0, 3), min_size=3, max_size=3))
+def test_compiled_send_quiet_matches_pure(records, need, encoded, quiet_bits):
+    assert _run_send_quiet(compiled, records, need, encoded, quiet_bits) == \
+        _run_send_quiet(pure, records, need, encoded, quiet_bits)
+
+
+@pytest.mark.parametrize("special", [b'"', b"&amp;", b"&", b"<", b"\x01", b"\x1f", b"\x7f", b" ",
+                                     b"\xc3\xa9", b"\xff", b">", b"'"])
+def test_a_special_byte_anywhere_in_a_value_is_seen_by_both(special):
+    """The compiled value loop skips eight plain bytes at a time: a byte it must stop at,
+    at every offset of those words (and at the value's edges), gives the same answers."""
+    for length in (0, 7, 8, 9, 16, 23):
+        for k in range(length + 1):
+            value = b"a" * k + special + b"b" * (length - k)
+            data = b'<message to="' + value + b'" id="x"><body>hi</body></message>'
+            assert compiled.plain_stanza(data, ()) is pure.plain_stanza(data, ()), data
+            assert shape(compiled.stanza_element(data)) == shape(pure.stanza_element(data)), data

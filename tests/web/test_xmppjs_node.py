@@ -37,5 +37,5 @@ def test_xmppjs_resumes_inline_in_sasl2_after_a_killed_connection(make_server):
     assert lines, done.stdout + done.stderr
     outcome = json.loads(lines[-1])
     assert outcome == {"enabled": True, "resumed": 1, "sameJid": True,
-                       "got": ["before", "while-away"], "smOffered": False}, done.stderr
+                       "got": ["before", "while-away"], "smOffered": False, "bobErrors": []}, done.stderr
     assert done.returncode == 0

@@ -33,6 +33,7 @@ from xmppd.c2s.sasl import (
 )
 from xmppd.jid import JID, JIDError
 from xmppd.transport.connections import address_text
+from xmppd.transport.stream import writes_plain
 from xmppd.xml.element import Element, escape_attr, escape_text
 from xmppd.xml.events import STREAM_NS, StreamOpen
 from xmppd.xml.framing import StreamErrorCondition, check_stream_header, features_bytes
@@ -464,9 +465,7 @@ class ClientNegotiation:
             io.send(error_reply(iq, exc.condition, text=exc.text))
             return
         io.bound(session)
-        send = io.send
-        if getattr(getattr(send, "__func__", None), "plain_send", False) \
-                and getattr(io, "default_ns", None) == CLIENT_NS:
+        if writes_plain(io):
             # What send() would write, without building and serializing the element (a
             # tenth of the cost): the stream only buffers the bytes (transport.plain_send).
             io.send_bytes(_bind_result(iq, jid.full))
@@ -474,7 +473,7 @@ class ClientNegotiation:
             result = reply(iq)
             result.attrs.pop("from", None)
             result.subelement("bind", BIND_NS).subelement("jid", text=jid.full)
-            send(result)
+            io.send(result)
         if log.isEnabledFor(logging.INFO):
             log.info("c2s session bound: jid=%s address=%s", jid, _addr(io.peer))
         self.policy.bound(session)

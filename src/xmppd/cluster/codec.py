@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from xmppd.xml.element import Element
@@ -350,6 +351,49 @@ def plain_stanza(data: bytes, encoded: tuple[bytes, ...]) -> bool:
         if inner.find(ns) >= 0:
             return False
     return True
+
+
+def send_quiet(records: list[tuple], i: int, local: dict[str, Any], quiet: dict[Any, int],
+               need: int, encoded: tuple[bytes, ...], plain: dict[type, bool],
+               is_plain: Callable[[Any], bool]) -> tuple[int, int, int, int]:
+    """The receiver's quiet way: write ``records[i:]`` to their recipients' streams as the
+    bytes that came, for as long as each may be — a STANZA record for a session in
+    ``local`` (full JID -> registry entry) whose transport writes plain bytes (``plain``,
+    by type, else ``is_plain(transport)``, which fills it), whose account is quiet for
+    ``need`` in ``quiet`` and whose bytes pass :func:`plain_stanza`.  Returns the index of
+    the first record not written (the caller takes it the general way, then calls again:
+    the order of a peer's stanzas is kept) and the messages, presences and IQs written."""
+    messages = presences = iqs = 0
+    n = len(records)
+    while i < n:
+        record = records[i]
+        if record[0] != STANZA:
+            break
+        entry = local.get(record[1])
+        if entry is None:
+            break
+        session = entry.session
+        transport = session.transport
+        ok = plain.get(type(transport))
+        if ok is None:
+            ok = is_plain(transport)
+        if not ok:
+            break
+        if need and quiet.get(session.bare, 0) & need != need:
+            break
+        data = record[2]
+        if not plain_stanza(data, encoded):
+            break
+        transport.send_bytes(data)
+        first = data[1]
+        if first == 0x6D:  # m
+            messages += 1
+        elif first == 0x70:  # p
+            presences += 1
+        else:
+            iqs += 1
+        i += 1
+    return i, messages, presences, iqs
 
 
 class StanzaContent:

@@ -1,6 +1,7 @@
 """The hot half of the cluster frame codec (STANZA records, frame decoding, the element a
-STANZA record carries, whether its bytes may go to the recipient as they are): compiled
-when available, else the pure functions of :mod:`xmppd.cluster.codec`, its specification.
+STANZA record carries, whether its bytes may go to the recipient as they are, the
+receiver's loop that writes a run of such records): compiled when available, else the pure
+functions of :mod:`xmppd.cluster.codec`, its specification.
 
 The rest of the codec (BIND, UNBIND, SHARE and CONTROL records, :func:`codec.frame`) is
 used from :mod:`~xmppd.cluster.codec` directly.
@@ -13,6 +14,8 @@ FrameDecoder = _impl.FrameDecoder
 parse_records = _impl.parse_records
 plain_stanza = _impl.plain_stanza
 put_stanza = _impl.put_stanza
+send_quiet = _impl.send_quiet
 stanza_element = _impl.stanza_element
 
-__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "stanza_element"]
+__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "send_quiet",
+           "stanza_element"]

@@ -35,6 +35,7 @@ from xmppd.cluster.link import Inbound, PeerLink
 from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.session import Session
 from xmppd.jid import JID, JIDError
+from xmppd.transport.stream import writes_plain
 from xmppd.xml.element import Element
 from xmppd.xml.events import TokenizerError
 from xmppd.xml.stanza import CLIENT_NS, decode_stanza
@@ -75,9 +76,8 @@ def _parse_stanza(peer: int, data: bytes) -> Element | None:
 _PLAIN: dict[type, bool] = {}
 
 
-def _plain(cls: type) -> bool:
-    plain = _PLAIN[cls] = bool(getattr(getattr(cls, "send", None), "plain_send", False)) \
-        and getattr(cls, "default_ns", None) == CLIENT_NS and hasattr(cls, "send_bytes")
+def _plain(transport: Any) -> bool:
+    plain = _PLAIN[type(transport)] = bool(writes_plain(transport))
     return plain
 
 
@@ -302,39 +302,30 @@ class Node:
         # The quiet way (as Router.route_quiet_message's locally): a stanza for a local
         # session whose account no stanza/inbound handler acts for, with none of their
         # payloads, to a stream that only buffers what it sends (plain_send, in
-        # jabber:client), is written to it as the bytes that came: no element is built
+        # jabber:client), is written to it as the bytes that came: no element is built.
+        # frames.send_quiet writes such a run and stops at the first other record, taken
+        # here the general way (a peer's stanzas keep their order).
         hooks = self.hooks
         gate = hooks.gate("stanza/inbound")
-        if gate is not None and CLIENT_NS not in gate[1]:
+        quick = gate is not None and CLIENT_NS not in gate[1]
+        if quick:
             need, _payloads, encoded = gate
-            quiet = hooks.quiet
-            plain_stanza = frames.plain_stanza
-        else:
-            need = -1
+            send_quiet, quiet = frames.send_quiet, hooks.quiet
         messages = presences = iqs = 0
-        for record in records:
+        i, n = 0, len(records)
+        while i < n:
+            if quick:
+                i, m, p, q = send_quiet(records, i, local, quiet, need, encoded, _PLAIN, _plain)
+                if m or p or q:
+                    messages += m
+                    presences += p
+                    iqs += q
+                if i == n:
+                    break
+            record = records[i]
+            i += 1
             kind = record[0]
             if kind == _STANZA:
-                if need >= 0:
-                    entry = local.get(record[1])
-                    if entry is not None:
-                        session = entry.session
-                        transport = session.transport
-                        plain = _PLAIN.get(type(transport))
-                        if plain is None:
-                            plain = _plain(type(transport))
-                        data = record[2]
-                        if plain and (not need or quiet.get(session.bare, 0) & need == need) \
-                                and plain_stanza(data, encoded):
-                            transport.send_bytes(data)
-                            first = data[1]
-                            if first == 0x6D:  # m
-                                messages += 1
-                            elif first == 0x70:  # p
-                                presences += 1
-                            else:
-                                iqs += 1
-                            continue
                 # built from its start tag: the content stays the bytes that came (what
                 # the recipient gets, not written again), parsed only if someone reads it
                 element = stanza_element(record[2])
@@ -362,14 +353,14 @@ class Node:
                 self._mirror(worker, record[1], record[2], record[3])
             elif kind == codec.CONTROL:
                 self._control(worker, record[1], record[2])
-        quick = messages + presences + iqs
-        if quick:
-            received += quick
+        quiet_sent = messages + presences + iqs
+        if quiet_sent:
+            received += quiet_sent
             delivered = router.delivered
             for name, count in (("message", messages), ("presence", presences), ("iq", iqs)):
                 if count:
                     delivered[name] += count
-            hooks.skipped["stanza/inbound"] += quick
+            hooks.skipped["stanza/inbound"] += quiet_sent
         inbound.stanzas_in += received
         self.received += received
 

@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from xmppd.cluster import codec, frames
 from xmppd.cluster import membership as m
+from xmppd.cluster.frames import put_stanza
 from xmppd.cluster.link import RecordBuffer
 from xmppd.cluster.node import Node
 from xmppd.cluster.resp import RedisConnection, RedisError
 from xmppd.core.config import redis_address
-from xmppd.xml.stanza import decode_stanza
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
 
 if TYPE_CHECKING:
     from xmppd.core.config import Config
@@ -82,13 +83,19 @@ class NodeLink(RecordBuffer):
         return self.stopped
 
     def stanza(self, to: bytes, element: Element) -> None:
-        if len(self.buffer) > MAX_PENDING_BYTES:
+        buffer = self.buffer
+        if len(buffer) > MAX_PENDING_BYTES:
             self.overflowed += 1
             self.node.overflow_bounces += 1
             self.node.router.bounce(element, "remote-server-timeout",
                                     "the recipient's node cannot be reached")
             return
-        super().stanza(to, element)
+        # RecordBuffer.stanza's lines, not a super() call: every stanza to another node
+        # comes here (the call was ~0.2 µs of a crossing stanza's ~1.5)
+        self.stanzas += 1
+        put_stanza(buffer, to, element.to_bytes(CLIENT_NS))
+        if not self._scheduled:
+            self._schedule()
 
     def flush(self) -> None:
         self._scheduled = False

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from xmppd.jid import JID, JIDError
+from xmppd.transport.stream import writes_plain
 from xmppd.xml.element import Element, escape_attr
 from xmppd.xml.stanza import CLIENT_NS
 
@@ -91,9 +92,10 @@ class Deliverer:
         deliver, target = self.deliver, self.target
         for to in recipients:
             try:
-                deliver(bc, target(to))
+                found = target(to)
             except JIDError:
                 continue
+            deliver(bc, found)
 
     def deliver(self, bc: Broadcast, target: Target) -> None:
         stanza = bc.stanza
@@ -113,12 +115,10 @@ class Deliverer:
             bc.stanza = stanza.copy()  # a handler took (or dropped) it: never change that one
             return
         transport = session.transport
-        send = transport.send
-        if getattr(getattr(send, "__func__", None), "plain_send", False) \
-                and transport.default_ns == CLIENT_NS:
+        if writes_plain(transport):
             transport.send_bytes(bc.head + target.to_bytes + bc.tail)
         else:
-            send(stanza.copy())
+            transport.send(stanza.copy())
 
     def send(self, stanza: Element, target: Target) -> None:
         """One stanza to one JID (presence, errors...): no template."""

@@ -39,6 +39,7 @@ from xmppd.xml.framing import (
     stream_error_bytes,
     stream_header,
 )
+from xmppd.xml.stanza import CLIENT_NS
 from xmppd.xml.tokenizer import StreamClose, StreamOpen, Tokenizer, TokenizerError
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STREAM_ERRORS_NS", "StreamErrorCondition", "XMLStream", "limits_kwargs", "plain_send"]
+__all__ = ["STREAM_ERRORS_NS", "StreamErrorCondition", "XMLStream", "limits_kwargs", "plain_send",
+           "writes_plain"]
 
 
 def plain_send(method: Any) -> Any:
@@ -58,6 +60,15 @@ def plain_send(method: Any) -> Any:
     wrapper) is unmarked, and gets an element of its own."""
     method.plain_send = True
     return method
+
+
+def writes_plain(transport: Any) -> bool:
+    """Whether ``transport`` sends with a :func:`plain_send` ``send`` in ``jabber:client``:
+    a caller may then hand it the bytes that element would serialize to (``send_bytes``)
+    instead of the element."""
+    send = getattr(type(transport), "send", None)
+    return getattr(send, "plain_send", False) \
+        and getattr(transport, "default_ns", None) == CLIENT_NS
 
 
 def limits_kwargs(limits: Limits, *, preauth: bool = True, rate_limited: bool = False) -> dict:
