@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REQUIRE = os.environ.get("XMPPD_REQUIRE_EXTENSIONS", "") not in ("", "0")
-SPEEDUPS = ["tokenizer", "jid", "wsframe", "clustercodec"]
+SPEEDUPS = ["tokenizer", "jid", "wsframe", "clustercodec", "serialize"]
 
 
 def _extensions():

@@ -11,12 +11,12 @@ cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(tokenizer jid sasl wsframe clustercodec)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(tokenizer jid sasl wsframe clustercodec serialize)
 python="${PYTHON:-python}"
 work="${FUZZ_WORKDIR:-/tmp/xmppd-fuzz}"
 mkdir -p "$work/artifacts"
 
-declare -A max_len=([tokenizer]=4096 [jid]=1024 [sasl]=1024 [wsframe]=4096 [clustercodec]=4096)
+declare -A max_len=([tokenizer]=4096 [jid]=1024 [sasl]=1024 [wsframe]=4096 [clustercodec]=4096 [serialize]=2048)
 
 for name in "${harnesses[@]}"; do
     mkdir -p "$work/$name"

@@ -112,7 +112,7 @@ _CREDS_CACHE: dict[str, dict] = {}
 #: The pure twin of each compiled module (``xmppd._speedups.<name>``).
 PURE_TWINS = {"tokenizer": "xmppd.xml._tokenizer_pure", "jid": "xmppd.jid._pure",
               "wsframe": "xmppd.web._wsframe_pure",
-              "clustercodec": "xmppd.cluster.codec"}
+              "clustercodec": "xmppd.cluster.codec", "serialize": "xmppd.xml.element"}
 
 
 def twins(name: str) -> tuple[Any, Any]:

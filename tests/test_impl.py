@@ -28,6 +28,7 @@ def _run(code: str, **env: str) -> str:
     ("xmppd.web.wsframe", "FrameDecoder", "xmppd._speedups.wsframe", "xmppd.web._wsframe_pure"),
     ("xmppd.cluster.frames", "stanza_element", "xmppd._speedups.clustercodec",
      "xmppd.cluster.codec"),
+    ("xmppd.xml.element", "_forward", "xmppd._speedups.serialize", "xmppd.xml.element"),
 ])
 def test_public_names_are_the_active_implementation(public, name, compiled, pure):
     expected = pure if PURE_PYTHON else compiled
@@ -39,7 +40,8 @@ def test_public_names_are_the_active_implementation(public, name, compiled, pure
 
 
 @pytest.mark.parametrize("module", ["xmppd._speedups.tokenizer", "xmppd._speedups.jid",
-                                    "xmppd._speedups.wsframe", "xmppd._speedups.clustercodec"])
+                                    "xmppd._speedups.wsframe", "xmppd._speedups.clustercodec",
+                                    "xmppd._speedups.serialize"])
 def test_required_extensions_are_importable(module):
     """Fails (never skips) when XMPPD_REQUIRE_EXTENSIONS=1 and a compiled module is missing:
     a silent fallback to pure Python is a performance bug."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
+from xmppd._impl import choose
+
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 XML_LANG = "{" + XML_NS + "}lang"
 
@@ -292,16 +294,8 @@ class Element:
             if wire is not None and wire[0] is raw and wire[1] == default_ns \
                     and wire[2] == self.name and wire[3] == self.attrs:
                 return wire[4]  # a stanza from a peer worker, written as it came
-            # The forwarding path of every routed stanza: one string, one encode.
-            name = self.name
-            head = "<" + name if self.ns == default_ns else f'<{name} xmlns="{escape_attr(self.ns)}"'
-            head += _attrs_text(self.attrs)
-            if not raw:
-                return (head + "/>").encode()
-            end = _END_TAGS.get(name)
-            if end is None:
-                end = _end_tag(name)
-            return (head + ">").encode() + raw + end
+            # The forwarding path of every routed stanza (compiled when available)
+            return _forward(self.name, self.ns, self.attrs, raw, default_ns)
         out: list[str] = []
         _serialize(self, default_ns, out)
         return "".join(out).encode()
@@ -338,6 +332,22 @@ def _end_tag(name: str) -> bytes:
         _END_TAGS.clear()
     end = _END_TAGS[name] = ("</" + name + ">").encode()
     return end
+
+
+def forward_bytes(name: str, ns: str, attrs: dict[str, str], raw: bytes,
+                  default_ns: str | None) -> bytes:
+    """``<name attrs>raw</name>`` (``<name attrs/>`` when ``raw`` is empty) as UTF-8, with
+    ``xmlns="ns"`` unless ``ns`` is the stream's ``default_ns``: the forwarding form of an
+    element whose content is the validated bytes ``raw`` (:meth:`Element.to_bytes`).  The
+    specification of its compiled twin (``_speedups/serialize.pyx``)."""
+    head = "<" + name if ns == default_ns else f'<{name} xmlns="{escape_attr(ns)}"'
+    head += _attrs_text(attrs)
+    if not raw:
+        return (head + "/>").encode()
+    end = _END_TAGS.get(name)
+    if end is None:
+        end = _end_tag(name)
+    return (head + ">").encode() + raw + end
 
 
 def _attrs_text(attrs: dict[str, str]) -> str:
@@ -395,3 +405,7 @@ def _serialize(el: Element, parent_ns: str | None, out: list[str]) -> None:
         else:
             _serialize(kid, ns, out)
     out.append(f"</{el.name}>")
+
+
+# Chosen last: the pure twin is this module's forward_bytes, defined above
+_forward = choose("serialize", __name__).forward_bytes
