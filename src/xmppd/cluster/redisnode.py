@@ -91,7 +91,7 @@ class NodeLink(RecordBuffer):
                                     "the recipient's node cannot be reached")
             return
         # RecordBuffer.stanza's lines, not a super() call: every stanza to another node
-        # comes here (the call was ~0.2 µs of a crossing stanza's ~1.5)
+        # comes here (py-spy had ~0.2 µs a stanza in this method alone, the call included)
         self.stanzas += 1
         put_stanza(buffer, to, element.to_bytes(CLIENT_NS))
         if not self._scheduled:
