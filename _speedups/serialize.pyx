@@ -25,26 +25,24 @@ cdef extern from "Python.h":
 
 __all__ = ["forward_bytes"]
 
-# What an attribute value's byte becomes (the pure _ATTR_ESCAPES): _LEN[c] is the length of
-# its escape (0: the byte itself), _ESC[c] the escape
+# What an attribute value's byte becomes (the pure _ATTR_ESCAPES), kept alive here: _ESC
+# points into these bytes
+_ESCAPES = ((0x26, b"&amp;"), (0x3C, b"&lt;"), (0x3E, b"&gt;"), (0x22, b"&quot;"),
+            (0x09, b"&#9;"), (0x0A, b"&#10;"), (0x0D, b"&#13;"))
+# _LEN[c]: the length of byte c's escape (0: the byte itself), _ESC[c] the escape
 cdef unsigned char _LEN[256]
 cdef const char* _ESC[256]
 
 
 cdef _tables():
     cdef int c
+    cdef bytes escape
     for c in range(256):
         _LEN[c] = 0
         _ESC[c] = NULL
-    _ESC[0x26] = b"&amp;"
-    _ESC[0x3C] = b"&lt;"
-    _ESC[0x3E] = b"&gt;"
-    _ESC[0x22] = b"&quot;"
-    _ESC[0x09] = b"&#9;"
-    _ESC[0x0A] = b"&#10;"
-    _ESC[0x0D] = b"&#13;"
-    for c, n in ((0x26, 5), (0x3C, 4), (0x3E, 4), (0x22, 6), (0x09, 4), (0x0A, 5), (0x0D, 5)):
-        _LEN[c] = n
+    for c, escape in _ESCAPES:
+        _ESC[c] = escape
+        _LEN[c] = len(escape)
 
 
 _tables()

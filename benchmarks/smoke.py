@@ -68,20 +68,32 @@ def _module(name: str):
         return None  # not built: that figure is left out
 
 
-def tokenizer(seconds: float) -> dict[str, float]:
+def _corpus() -> tuple[list[bytes], float]:
+    """The tokenizer's input: a client stream in 4 KiB reads, and its size in MB."""
     data, _ = stream_bytes(1000)
-    pieces = chunks(data, 4096)
-    mb = len(data) / 1e6
-    out: dict[str, float] = {}
+    return chunks(data, 4096), len(data) / 1e6
 
-    def run_tokenizer(mod, full: bool) -> float:
-        started = time.perf_counter()
-        tok = mod.Tokenizer(max_stanza_size=1 << 20)
-        for piece in pieces:
-            for event in tok.feed(piece):
-                if full and type(event) is Element:
-                    event.children  # noqa: B018 - builds the subtree (one read)
-        return time.perf_counter() - started
+
+def _run_tokenizer(mod, pieces: list[bytes], full: bool) -> float:
+    started = time.perf_counter()
+    tok = mod.Tokenizer(max_stanza_size=1 << 20)
+    for piece in pieces:
+        for event in tok.feed(piece):
+            if full and type(event) is Element:
+                event.children  # noqa: B018 - builds the subtree (one read)
+    return time.perf_counter() - started
+
+
+def _pure_mb_s(seconds: float) -> float:
+    """The pure tokenizer, every child built (MB/s)."""
+    pieces, mb = _corpus()
+    pure = _module("xmppd.xml._tokenizer_pure")
+    return mb / best_of(lambda: _run_tokenizer(pure, pieces, True), seconds)
+
+
+def tokenizer(seconds: float) -> dict[str, float]:
+    pieces, mb = _corpus()
+    out: dict[str, float] = {}
 
     def run_pyexpat() -> float:
         started = time.perf_counter()
@@ -89,20 +101,19 @@ def tokenizer(seconds: float) -> dict[str, float]:
         return time.perf_counter() - started
 
     compiled = None if PURE_PYTHON else _module("xmppd._speedups.tokenizer")
-    pure = _module("xmppd.xml._tokenizer_pure")
     share = seconds / 4
     if compiled is not None:
-        out["compiled_full_mb_s"] = mb / best_of(lambda: run_tokenizer(compiled, True), share)
-        out["compiled_envelope_mb_s"] = mb / best_of(lambda: run_tokenizer(compiled, False), share)
-    if PURE_PYTHON or compiled is None:
-        out["pure_mb_s"] = mb / best_of(lambda: run_tokenizer(pure, True), share)
-    else:
+        out["compiled_full_mb_s"] = mb / best_of(lambda: _run_tokenizer(compiled, pieces, True), share)
+        out["compiled_envelope_mb_s"] = mb / best_of(
+            lambda: _run_tokenizer(compiled, pieces, False), share)
         # The compiled tokenizer puts its C ``Element.children`` in place once imported:
         # the pure twin's figure comes from a process that never imported it
         child = subprocess.run([sys.executable, __file__, "--pure-tokenizer", str(share)],
                                env=dict(os.environ, XMPPD_PURE_PYTHON="1"),
                                capture_output=True, text=True, check=True)
         out["pure_mb_s"] = float(child.stdout.split()[-1])
+    else:
+        out["pure_mb_s"] = _pure_mb_s(share)
     out["pyexpat_noop_mb_s"] = mb / best_of(run_pyexpat, share)
     if compiled is not None:
         out["compiled_full_per_pyexpat"] = out["compiled_full_mb_s"] / out["pyexpat_noop_mb_s"]
@@ -214,7 +225,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)  # the child process of tokenizer()
     args = parser.parse_args()
     if args.pure_tokenizer is not None:
-        print(tokenizer(args.pure_tokenizer * 4)["pure_mb_s"])
+        print(_pure_mb_s(args.pure_tokenizer))
         return
     figures: dict[str, object] = {
         "implementation": implementation(),

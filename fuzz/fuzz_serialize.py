@@ -51,9 +51,9 @@ def decode(data: bytes) -> tuple[str, str, dict[str, str], bytes, str | None]:
     return name, ns, attrs, inp.rest(), default_ns
 
 
-def encode(name: int = 0, attrs: dict[bytes, bytes] | None = None, raw: bytes = b"") -> bytes:
-    """The fuzz input for ``attrs`` and ``raw`` (mode byte ``name``)."""
-    out = bytearray([name, len(attrs or {})])
+def encode(mode: int = 0, attrs: dict[bytes, bytes] | None = None, raw: bytes = b"") -> bytes:
+    """The fuzz input for ``attrs`` and ``raw`` (``mode``: the mode byte)."""
+    out = bytearray([mode, len(attrs or {})])
     for key, value in (attrs or {}).items():
         out += bytes([len(key)]) + key + bytes([len(value)]) + value
     return bytes(out + raw)

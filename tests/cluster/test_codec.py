@@ -228,14 +228,18 @@ class _Other(_Plain):
     """A transport that does not (a WebSocket, a BOSH session...)."""
 
 
-class _Session:
-    def __init__(self, bare: str, transport: _Plain) -> None:
+class FakeSession:
+    """What send_quiet reads of a session (also used by test_codec_differential)."""
+
+    def __init__(self, bare: str, transport: object) -> None:
         self.bare = bare
         self.transport = transport
 
 
-class _Entry:
-    def __init__(self, session: _Session) -> None:
+class FakeEntry:
+    """What send_quiet reads of a registry entry."""
+
+    def __init__(self, session: FakeSession) -> None:
         self.session = session
 
 
@@ -246,18 +250,18 @@ LOUD = b'<message to="bob@x/r"><x xmlns="urn:x"/></message>'
 
 
 def _quiet_world(sent: list) -> tuple[dict, dict, list]:
-    local = {"bob@x/r": _Entry(_Session("bob@x", _Plain(sent))),
-             "carol@x/r": _Entry(_Session("carol@x", _Plain(sent))),
-             "ws@x/r": _Entry(_Session("ws@x", _Other(sent)))}
+    local = {"bob@x/r": FakeEntry(FakeSession("bob@x", _Plain(sent))),
+             "carol@x/r": FakeEntry(FakeSession("carol@x", _Plain(sent))),
+             "ws@x/r": FakeEntry(FakeSession("ws@x", _Other(sent)))}
     quiet = {"bob@x": 3, "carol@x": 1, "ws@x": 3}
     asked: list = []
+    plain: dict = {}
 
     def is_plain(transport):
         asked.append(type(transport))
         plain[type(transport)] = ok = type(transport) is _Plain
         return ok
 
-    plain: dict = {}
     return local, quiet, [plain, is_plain, asked]
 
 

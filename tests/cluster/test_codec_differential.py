@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import twins
+from test_codec import FakeEntry, FakeSession
 
 from xmppd.cluster.codec import CodecError
 
@@ -182,21 +183,11 @@ class _Loud(_Transport):
     pass
 
 
-class _Session:
-    def __init__(self, bare: str, transport: _Transport) -> None:
-        self.bare, self.transport = bare, transport
-
-
-class _Entry:
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-
-
 def _run_send_quiet(impl, records, need, encoded, quiet_bits):
     """Call ``impl.send_quiet`` as Node._apply does (again after each record it stops at)
     over three sessions; returns every result and every write, in order."""
     sent: list = []
-    local = {f"u{k}@x/r": _Entry(_Session(f"u{k}@x", (_Loud if k == 2 else _Transport)(sent, str(k))))
+    local = {f"u{k}@x/r": FakeEntry(FakeSession(f"u{k}@x", (_Loud if k == 2 else _Transport)(sent, str(k))))
              for k in range(3)}
     quiet = {f"u{k}@x": bits for k, bits in enumerate(quiet_bits)}
     plain: dict = {}

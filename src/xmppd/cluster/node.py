@@ -316,10 +316,9 @@ class Node:
         while i < n:
             if quick:
                 i, m, p, q = send_quiet(records, i, local, quiet, need, encoded, _PLAIN, _plain)
-                if m or p or q:
-                    messages += m
-                    presences += p
-                    iqs += q
+                messages += m
+                presences += p
+                iqs += q
                 if i == n:
                     break
             record = records[i]
