@@ -31,13 +31,14 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     unsigned char* PyUnicode_1BYTE_DATA(object o)
 
+from xmppd._impl import choose
 from xmppd.cluster.codec import MAX_FRAME as _MAX_FRAME
 from xmppd.cluster.codec import CodecError, parse_record, stanza_content
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
-__all__ = ["FrameDecoder", "parse_records", "plain_stanza", "put_stanza", "send_quiet",
-           "stanza_element"]
+__all__ = ["FrameDecoder", "LinkBuffer", "link_stanza", "parse_records", "plain_stanza", "put_stanza",
+           "send_quiet", "send_remote", "stanza_element"]
 
 cdef Py_ssize_t MAX_FRAME = _MAX_FRAME
 cdef unsigned char STANZA = 1
@@ -49,8 +50,11 @@ cdef inline uint32_t _u32(const unsigned char* p) noexcept:
 
 def put_stanza(bytearray out, to, xml) -> None:
     """A STANZA record for the session ``to`` (its full JID, UTF-8)."""
-    cdef bytes t = to if type(to) is bytes else bytes(to)
-    cdef bytes x = xml if type(xml) is bytes else bytes(xml)
+    _put_stanza(out, to if type(to) is bytes else bytes(to),
+                xml if type(xml) is bytes else bytes(xml))
+
+
+cdef int _put_stanza(bytearray out, bytes t, bytes x) except -1:
     cdef Py_ssize_t lt = PyBytes_GET_SIZE(t), lx = PyBytes_GET_SIZE(x)
     cdef Py_ssize_t n = PyByteArray_GET_SIZE(out)
     cdef unsigned char* p
@@ -68,13 +72,15 @@ def put_stanza(bytearray out, to, xml) -> None:
     p[2] = <unsigned char>(lx >> 8)
     p[3] = <unsigned char>lx
     memcpy(p + 4, PyBytes_AS_STRING(x), lx)
+    return 0
 
 
 cdef int _parse(bytes data, Py_ssize_t pos, Py_ssize_t end, list out) except -1:
     """``parse_records`` on bytes whose bounds are checked (0 <= pos, end <= len)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), start, stop, size
-    cdef object to
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), start, stop, size, size_to
+    cdef Py_ssize_t last = -1, last_size = 0  # the previous STANZA record's JID bytes
+    cdef object to = None
     while pos < end:
         if p[pos] != STANZA:
             pos = parse_record(data, pos, out)
@@ -83,8 +89,13 @@ cdef int _parse(bytes data, Py_ssize_t pos, Py_ssize_t end, list out) except -1:
             raise CodecError("malformed record: a truncated stanza record")
         start = pos + 3 + (p[pos + 1] << 8 | p[pos + 2])
         # the pure twin decodes the slice, which stops at the buffer's end
-        to = PyUnicode_DecodeUTF8(<const char*>p + pos + 3, (start if start < n else n) - pos - 3,
-                                  NULL) if start > pos + 3 else ""
+        size_to = (start if start < n else n) - pos - 3
+        # Runs of stanzas to one session (a client's burst) share one str: decoded once,
+        # and send_quiet knows the recipient by identity
+        if size_to != last_size or last < 0 or memcmp(p + last, p + pos + 3, size_to) != 0:
+            to = PyUnicode_DecodeUTF8(<const char*>p + pos + 3, size_to, NULL) \
+                if size_to > 0 else ""
+            last, last_size = pos + 3, size_to
         if start + 4 > n:
             raise CodecError("malformed record: a truncated stanza record")
         size = _u32(p + start)
@@ -517,42 +528,139 @@ cdef bint _plain(bytes data, tuple encoded) except -1:
 
 # -- the receiver's quiet way: a run of STANZA records written as they came ---------------------
 
+cdef int _write_run(object transport, list records, Py_ssize_t first, Py_ssize_t end) except -1:
+    """``transport.send_bytes`` of the XML of ``records[first:end]``, joined (one call)."""
+    cdef Py_ssize_t k, size = 0
+    cdef bytes data
+    cdef char* o
+    if end - first == 1:
+        transport.send_bytes((<tuple>records[first])[2])
+        return 0
+    for k in range(first, end):
+        size += PyBytes_GET_SIZE(<bytes>(<tuple>records[k])[2])
+    joined = PyBytes_FromStringAndSize(NULL, size)
+    o = PyBytes_AS_STRING(joined)
+    for k in range(first, end):
+        data = <bytes>(<tuple>records[k])[2]
+        memcpy(o, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        o += PyBytes_GET_SIZE(data)
+    transport.send_bytes(joined)
+    return 0
+
+
 def send_quiet(list records, Py_ssize_t i, dict local, dict quiet, long need, tuple encoded,
                dict plain, object is_plain):
     """Write ``records[i:]`` to their recipients' streams as the bytes that came, for as
-    long as each may be (see the pure twin, ``xmppd.cluster.codec.send_quiet``); returns
-    ``(index of the first record not written, messages, presences, iqs)``."""
-    cdef Py_ssize_t n = len(records)
+    long as each may be, a run of records to one session in one ``send_bytes`` (see the pure
+    twin, ``xmppd.cluster.codec.send_quiet``); returns ``(index of the first record not
+    written, messages, presences, iqs)``."""
+    cdef Py_ssize_t n = len(records), first = i
     cdef tuple record
     cdef bytes data
     cdef long messages = 0, presences = 0, iqs = 0
-    cdef unsigned char first
+    cdef unsigned char kind
+    cdef object to, last = None, transport = None, candidate
     while i < n:
         record = <tuple>records[i]
         if record[0] != STANZA:
             break
-        entry = local.get(record[1])
-        if entry is None:
-            break
-        session = entry.session
-        transport = session.transport
-        ok = plain.get(type(transport))
-        if ok is None:
-            ok = is_plain(transport)
-        if not ok:
-            break
-        if need and (<long>quiet.get(session.bare, 0)) & need != need:
-            break
+        to = record[1]
+        if to is not last and (last is None or to != last):
+            entry = local.get(to)
+            if entry is None:
+                break
+            session = entry.session
+            candidate = session.transport
+            ok = plain.get(type(candidate))
+            if ok is None:
+                ok = is_plain(candidate)
+            if not ok:
+                break
+            if need and (<long>quiet.get(session.bare, 0)) & need != need:
+                break
+            if i > first:
+                _write_run(transport, records, first, i)
+            transport, last, first = candidate, to, i
         data = <bytes>record[2]
         if not _plain(data, encoded):
             break
-        transport.send_bytes(data)
-        first = (<const unsigned char*>PyBytes_AS_STRING(data))[1]
-        if first == 0x6D:  # m
+        kind = (<const unsigned char*>PyBytes_AS_STRING(data))[1]
+        if kind == 0x6D:  # m
             messages += 1
-        elif first == 0x70:  # p
+        elif kind == 0x70:  # p
             presences += 1
         else:
             iqs += 1
         i += 1
+    if i > first:
+        _write_run(transport, records, first, i)
     return i, messages, presences, iqs
+
+
+# -- the sender's way: a stanza for a session on a peer, into the link's buffer ---------------
+
+# The forwarding serializer Element.to_bytes calls (chosen as xmppd.xml.element chooses it)
+_forward = choose("serialize", "xmppd.xml.element").forward_bytes
+cdef enum:
+    _NAME_SLOT, _NS_SLOT, _ATTRS_SLOT, _RAW_SLOT = 5, _RAW_NS_SLOT, _WIRE_SLOT
+
+
+cdef inline PyObject* _slot(object element, int k) noexcept:
+    return (<PyObject**>((<char*><PyObject*>element) + _OFF[k]))[0]
+
+
+cdef bytes _element_bytes(object element):
+    """``element.to_bytes(CLIENT_NS)`` without its Python frame for a routed stanza (the
+    forwarding form, from the element's slots); the method itself for anything else."""
+    cdef PyObject* raw
+    cdef PyObject* ns
+    cdef PyObject* raw_ns
+    if _FAST and type(element) is Element:
+        raw = _slot(element, _RAW_SLOT)
+        ns = _slot(element, _NS_SLOT)
+        raw_ns = _slot(element, _RAW_NS_SLOT)
+        # (a slot never set reads NULL: the method raises as it would)
+        if raw != NULL and <object>raw is not None and ns != NULL and raw_ns != NULL \
+                and _slot(element, _WIRE_SLOT) != NULL and <object>_slot(element, _WIRE_SLOT) is None \
+                and _slot(element, _NAME_SLOT) != NULL and _slot(element, _ATTRS_SLOT) != NULL \
+                and (raw_ns == ns or <object>raw_ns == <object>ns):
+            return _forward(<object>_slot(element, _NAME_SLOT), <object>ns,
+                            <object>_slot(element, _ATTRS_SLOT), <object>raw, CLIENT_NS)
+    return element.to_bytes(CLIENT_NS)
+
+
+cdef class LinkBuffer:
+    """What a stanza's way to a peer reads and updates of its link, as C fields (see the
+    pure twin, ``xmppd.cluster.codec.LinkBuffer``)."""
+
+    cdef public bytearray buffer
+    cdef public Py_ssize_t max_pending
+    cdef public long long stanzas
+    cdef public bint scheduled
+
+    def __cinit__(self, *args, **kwargs):
+        self.buffer = bytearray()
+
+
+cdef int _link_stanza(LinkBuffer link, object to, object element) except -1:
+    cdef bytearray buffer = link.buffer
+    if link.max_pending and PyByteArray_GET_SIZE(buffer) > link.max_pending:
+        link.overflow(element)
+        return 0
+    link.stanzas += 1
+    _put_stanza(buffer, to if type(to) is bytes else bytes(to), _element_bytes(element))
+    if not link.scheduled:
+        link.schedule()
+    return 0
+
+
+def link_stanza(LinkBuffer link, to, element) -> None:
+    """A STANZA record for ``element`` to the session ``to`` in ``link``'s buffer, counted,
+    its flush scheduled; past the link's bound, ``link.overflow(element)`` instead (see the
+    pure twin, ``xmppd.cluster.codec.link_stanza``)."""
+    _link_stanza(link, to, element)
+
+
+def send_remote(session, element) -> None:
+    """``RemoteSession.send``: :func:`link_stanza` to the session's link and JID."""
+    _link_stanza(session.link, session.to, element)

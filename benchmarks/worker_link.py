@@ -130,7 +130,7 @@ def run(stanzas: list[Element], batch: int) -> tuple[float, float]:
         route = router.route_quiet_message
         start = time.perf_counter()
         for i in range(0, len(stanzas), batch):
-            link._scheduled = True  # flushed here, not by a loop
+            link.scheduled = True  # flushed here, not by a loop
             for j in range(i, min(i + batch, len(stanzas))):
                 route(stanzas[j], origin, 0)
             link.flush()

@@ -279,15 +279,46 @@ def test_send_quiet_writes_a_run_and_stops_at_the_first_other_record(clustercode
                (S, "bob@x/r", MSG)]
     send = clustercodec_impl.send_quiet
     assert send(records, 0, local, quiet, 3, (b"urn:x",), plain, is_plain) == (4, 2, 1, 1)
-    assert sent == [MSG, PRES, IQ, MSG]
+    assert sent == [MSG + PRES + IQ + MSG]  # a run to one session: one write
     for i in range(4, 10):  # each stops where it starts: the caller takes it the general way
         assert send(records, i, local, quiet, 3, (b"urn:x",), plain, is_plain) == (i, 0, 0, 0)
     assert send(records, 10, local, quiet, 3, (b"urn:x",), plain, is_plain) == (11, 1, 0, 0)
     assert asked == [_Plain, _Other]  # the type's answer is asked once, then remembered
-    assert len(sent) == 5
+    assert sent == [MSG + PRES + IQ + MSG, MSG]
     # with no bits needed, carol is quiet enough; nothing is needed of the payloads either
     sent.clear()
     assert send(records, 5, local, quiet, 0, (), plain, is_plain) == (6, 1, 0, 0)
     assert send(records, 7, local, quiet, 0, (), plain, is_plain) == (8, 1, 0, 0)
     assert sent == [LOUD, MSG]
     assert send([], 0, local, quiet, 0, (), plain, is_plain) == (0, 0, 0, 0)
+
+
+class _Recorder(_Plain):
+    """A plain transport that notes which session each write went to."""
+
+    def __init__(self, sent: list, name: str) -> None:
+        super().__init__(sent)
+        self.name = name
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sent.append((self.name, data))
+
+
+def test_send_quiet_writes_each_run_of_one_recipient_once_in_order(clustercodec_impl):
+    sent: list = []
+    local = {f"{n}@x/r": FakeEntry(FakeSession(f"{n}@x", _Recorder(sent, n)))
+             for n in ("bob", "carol")}
+    plain = {_Recorder: True}
+    S = codec.STANZA
+    # distinct str objects for one JID (as the pure decoder makes them): equal is enough
+    bob = ["bob@x/" + "r" for _ in range(3)]
+    records = [(S, bob[0], MSG), (S, bob[1], PRES), (S, "carol@x/r", IQ), (S, bob[2], MSG),
+               (S, "bob@x/r", IQ), (S, "bob@x/r", LOUD), (S, "bob@x/r", MSG)]
+    send = clustercodec_impl.send_quiet
+    assert send(records, 0, local, {}, 0, (b"urn:x",), plain, None) == (5, 2, 1, 2)
+    # the run before the record that stops the loop is written before it returns (the
+    # caller then delivers that record: bob's order is kept)
+    assert sent == [("bob", MSG + PRES), ("carol", IQ), ("bob", MSG + IQ)]
+    sent.clear()
+    assert send(records, 6, local, {}, 0, (b"urn:x",), plain, None) == (7, 1, 0, 0)
+    assert sent == [("bob", MSG)]  # a run of one: the record's own bytes

@@ -12,6 +12,9 @@ from support import twins
 from test_codec import FakeEntry, FakeSession
 
 from xmppd.cluster.codec import CodecError
+from xmppd.xml.element import Element
+from xmppd.xml.events import TokenizerError
+from xmppd.xml.stanza import CLIENT_NS, decode_stanza
 
 pure, compiled = twins("clustercodec")
 
@@ -229,3 +232,78 @@ def test_a_special_byte_anywhere_in_a_value_is_seen_by_both(special):
             data = b'<message to="' + value + b'" id="x"><body>hi</body></message>'
             assert compiled.plain_stanza(data, ()) is pure.plain_stanza(data, ()), data
             assert shape(compiled.stanza_element(data)) == shape(pure.stanza_element(data)), data
+
+
+def _links(impl):
+    class Link(impl.LinkBuffer):
+        """A link of ``impl``'s kind that notes its schedules and overflows."""
+
+        def __init__(self, max_pending: int) -> None:
+            super().__init__()
+            self.max_pending = max_pending
+            self.schedules = 0
+            self.overflowed: list = []
+
+        def schedule(self) -> None:
+            self.scheduled = True
+            self.schedules += 1
+
+        def overflow(self, element) -> None:
+            self.overflowed.append(element)
+
+        def state(self) -> tuple:
+            return bytes(self.buffer), self.stanzas, self.schedules, len(self.overflowed)
+
+    return Link
+
+
+LINKS = {pure: _links(pure), compiled: _links(compiled)} if compiled is not None else {}
+
+
+@st.composite
+def routed_elements(draw):
+    """An element as the sender has it: from a client's tokenizer (its content kept as
+    bytes), from a peer's record (its bytes kept as they came), or built; then maybe
+    changed as routing and modules change one (``from`` stamped, a child added, another
+    namespace, a value that is no str)."""
+    data = draw(stanza_bytes())
+    how = draw(st.sampled_from(["record", "parsed", "built"]))
+    element = None
+    if how == "record":
+        element = pure.stanza_element(data)
+    elif how == "parsed":
+        try:
+            element = decode_stanza(data)
+        except (ValueError, TokenizerError):
+            element = None
+    if element is None:
+        element = Element("message", CLIENT_NS, {"to": "a@x/r"}, ["hi"])
+    change = draw(st.sampled_from(["none", "none", "from", "child", "ns", "raw_ns", "int"]))
+    if change == "from":
+        element.attrs["from"] = draw(st.text(max_size=8))
+    elif change == "child":
+        element.append(Element("x", "urn:x"))
+    elif change == "ns":
+        element.ns = "jabber:server"
+    elif change == "raw_ns":
+        element._raw_ns = "urn:other"
+    elif change == "int":
+        element.attrs["n"] = 7
+    return element
+
+
+def _link_run(impl, element, max_pending, times):
+    link = LINKS[impl](max_pending)
+    try:
+        for _ in range(times):
+            impl.link_stanza(link, b"a@x/r", element)
+    except Exception as exc:  # noqa: BLE001 - the outcome compared is the exception's type
+        return link.state(), type(exc)
+    return link.state(), None
+
+
+@SETTINGS
+@given(routed_elements(), st.sampled_from([0, 1, 200]), st.integers(1, 3))
+def test_compiled_link_stanza_matches_pure(element, max_pending, times):
+    assert _link_run(compiled, element, max_pending, times) == \
+        _link_run(pure, element, max_pending, times)

@@ -4,27 +4,39 @@ sessions are purged."""
 
 from __future__ import annotations
 
+from xmppd.cluster import codec
+from xmppd.cluster.link import RecordBuffer
 from xmppd.cluster.registry import Registry, RemoteSession
 from xmppd.core.router import SessionTable
 from xmppd.core.session import Session
 from xmppd.jid import JID
+from xmppd.xml.element import Element
+from xmppd.xml.stanza import CLIENT_NS
 
 
-class Link:
+class Link(RecordBuffer):
+    """A link whose records stay in its buffer (no loop, no flush)."""
+
     closed = False
 
     def __init__(self) -> None:
-        self.sent: list = []
+        super().__init__()
         self.controls: list = []
 
-    def stanza(self, to, element):
-        self.sent.append((to, element))
+    def schedule(self, delay: float = 0.0) -> None:
+        self.scheduled = True
 
     def control(self, name, args):
         self.controls.append((name, args))
 
     def flush(self):
         pass
+
+    @property
+    def sent(self) -> list[tuple]:
+        records: list[tuple] = []
+        codec.parse_records(bytes(self.buffer), 0, len(self.buffer), records)
+        return records
 
 
 class Transport:
@@ -68,8 +80,9 @@ def test_a_remote_bind_is_a_session_in_the_table():
     assert isinstance(remote, RemoteSession) and remote.remote
     assert table.get(JID("bob@example.org/phone")) is remote
     assert table.resources(JID("bob@example.org")) == [remote]
-    remote.send("<stanza/>")
-    assert link.sent == [(b"bob@example.org/phone", "<stanza/>")]
+    remote.send(Element("message", CLIENT_NS, {"id": "1"}))
+    assert link.sent == [(codec.STANZA, "bob@example.org/phone", b'<message id="1"/>')]
+    assert link.stanzas == 1 and link.scheduled
     remote.stream_error("policy-violation", "kicked")
     assert link.controls == [("kick", {"jid": "bob@example.org/phone",
                                        "condition": "policy-violation", "text": "kicked"})]

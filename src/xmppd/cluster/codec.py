@@ -360,40 +360,98 @@ def send_quiet(records: list[tuple], i: int, local: dict[str, Any], quiet: dict[
     bytes that came, for as long as each may be — a STANZA record for a session in
     ``local`` (full JID -> registry entry) whose transport writes plain bytes (``plain``,
     by type, else ``is_plain(transport)``, which fills it), whose account is quiet for
-    ``need`` in ``quiet`` and whose bytes pass :func:`plain_stanza`.  Returns the index of
-    the first record not written (the caller takes it the general way, then calls again:
-    the order of a peer's stanzas is kept) and the messages, presences and IQs written."""
+    ``need`` in ``quiet`` and whose bytes pass :func:`plain_stanza`.  A run of records to
+    one session (a client's burst) is looked up once and written with one ``send_bytes``
+    of their bytes joined (a plain stream only buffers them: the same bytes on the wire).
+    Returns the index of the first record not written (the caller takes it the general
+    way, then calls again: the order of a peer's stanzas is kept) and the messages,
+    presences and IQs written."""
     messages = presences = iqs = 0
     n = len(records)
+    first = i
+    last = transport = None
     while i < n:
         record = records[i]
         if record[0] != STANZA:
             break
-        entry = local.get(record[1])
-        if entry is None:
-            break
-        session = entry.session
-        transport = session.transport
-        ok = plain.get(type(transport))
-        if ok is None:
-            ok = is_plain(transport)
-        if not ok:
-            break
-        if need and quiet.get(session.bare, 0) & need != need:
-            break
+        to = record[1]
+        if to != last:
+            entry = local.get(to)
+            if entry is None:
+                break
+            session = entry.session
+            candidate = session.transport
+            ok = plain.get(type(candidate))
+            if ok is None:
+                ok = is_plain(candidate)
+            if not ok:
+                break
+            if need and quiet.get(session.bare, 0) & need != need:
+                break
+            if i > first:
+                _write_run(transport, records, first, i)
+            transport, last, first = candidate, to, i
         data = record[2]
         if not plain_stanza(data, encoded):
             break
-        transport.send_bytes(data)
-        first = data[1]
-        if first == 0x6D:  # m
+        kind = data[1]
+        if kind == 0x6D:  # m
             messages += 1
-        elif first == 0x70:  # p
+        elif kind == 0x70:  # p
             presences += 1
         else:
             iqs += 1
         i += 1
+    if i > first:
+        _write_run(transport, records, first, i)
     return i, messages, presences, iqs
+
+
+def _write_run(transport: Any, records: list[tuple], first: int, end: int) -> None:
+    """``transport.send_bytes`` of the XML of ``records[first:end]``, joined (one call)."""
+    if end - first == 1:
+        transport.send_bytes(records[first][2])
+    else:
+        transport.send_bytes(b"".join([records[k][2] for k in range(first, end)]))
+
+
+# -- the sender's way --------------------------------------------------------------------------
+
+
+class LinkBuffer:
+    """What a stanza's way to a peer (:func:`link_stanza`) reads and updates of its link:
+    the records' ``buffer``, its bound ``max_pending`` (0: none), the ``stanzas`` counted,
+    whether a flush is ``scheduled``.  (The compiled twin holds them as C fields.)"""
+
+    __slots__ = ("buffer", "max_pending", "stanzas", "scheduled")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.max_pending = 0
+        self.stanzas = 0
+        self.scheduled = False
+
+
+def link_stanza(link: Any, to: bytes, element: Element) -> None:
+    """A STANZA record for ``element`` to the session ``to`` (its full JID, UTF-8) in the
+    buffer of ``link`` (a :class:`LinkBuffer` with ``schedule()`` and ``overflow(element)``,
+    as :class:`~xmppd.cluster.link.RecordBuffer` is), counted, its flush scheduled; if the
+    buffer holds more than ``link.max_pending`` bytes (0: no bound),
+    ``link.overflow(element)`` instead."""
+    buffer = link.buffer
+    bound = link.max_pending
+    if bound and len(buffer) > bound:
+        link.overflow(element)
+        return
+    link.stanzas += 1
+    put_stanza(buffer, to, element.to_bytes(CLIENT_NS))
+    if not link.scheduled:
+        link.schedule()
+
+
+def send_remote(session: Any, element: Element) -> None:
+    """``RemoteSession.send``: :func:`link_stanza` to the session's link and JID."""
+    link_stanza(session.link, session.to, element)
 
 
 class StanzaContent:

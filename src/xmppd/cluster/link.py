@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xmppd.cluster import codec, frames
-from xmppd.xml.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
     from xmppd.xml.element import Element
@@ -28,36 +27,40 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-class RecordBuffer:
+class RecordBuffer(frames.LinkBuffer):
     """Records for one peer (worker or node), appended to one buffer and sent as one frame
-    at the end of the event-loop iteration (:meth:`flush`, the carrier's own)."""
+    at the end of the event-loop iteration (:meth:`flush`, the carrier's own).  A stanza
+    that comes while the buffer holds more than ``max_pending`` bytes (0: no bound) is
+    answered by :meth:`overflow` instead."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
-        self._scheduled = False
-        # for the metrics (read at scrape time): stanzas buffered, frames and bytes sent
-        self.stanzas = 0
+        super().__init__()  # buffer, max_pending, stanzas (counted for the metrics), scheduled
+        # for the metrics (read at scrape time): frames and bytes sent
         self.frames = 0
         self.records_bytes = 0
 
-    def stanza(self, to: bytes, element: Element) -> None:
-        self.stanzas += 1
-        frames.put_stanza(self.buffer, to, element.to_bytes(CLIENT_NS))
-        if not self._scheduled:
-            self._schedule()
+    #: ``stanza(to, element)``: a STANZA record for ``element`` to the session ``to`` (its
+    #: full JID, UTF-8), written by the compiled codec when available: every stanza for a
+    #: session on a peer comes here (as ``RemoteSession.send``, with no Python frame)
+    stanza = frames.link_stanza
+
+    def overflow(self, element: Element) -> None:
+        """A stanza came while the buffer held more than :attr:`max_pending` bytes."""
+        raise NotImplementedError
 
     def control(self, name: str, args: dict[str, Any]) -> None:
         codec.put_control(self.buffer, name, args)
-        self._schedule()
+        self.schedule()
 
     def records(self, write: Callable[[bytearray], None]) -> None:
         """Append records written by ``write(buffer)`` (binds, shares...)."""
         write(self.buffer)
-        self._schedule()
+        self.schedule()
 
-    def _schedule(self, delay: float = 0.0) -> None:
-        if not self._scheduled:
-            self._scheduled = True
+    def schedule(self, delay: float = 0.0) -> None:
+        """Flush at the end of this loop iteration (or in ``delay`` seconds), once."""
+        if not self.scheduled:
+            self.scheduled = True
             loop = asyncio.get_running_loop()
             if delay:
                 loop.call_later(delay, self.flush)
@@ -117,7 +120,7 @@ class PeerLink(RecordBuffer, asyncio.Protocol):
         pending, self.buffer = self.buffer, first
         self.buffer += pending
         self.connected.set()
-        self._schedule()
+        self.schedule()
 
     def data_received(self, data: bytes) -> None:
         pass  # nothing is ever sent back on this connection
@@ -133,7 +136,7 @@ class PeerLink(RecordBuffer, asyncio.Protocol):
 
     def flush(self) -> None:
         """Write what is buffered as one frame (kept while the connection is down)."""
-        self._scheduled = False
+        self.scheduled = False
         transport = self._transport
         if transport is None or not self.buffer:
             return

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from xmppd.cluster import frames
 from xmppd.core.session import Session
 from xmppd.jid import JID
 
@@ -27,11 +28,19 @@ if TYPE_CHECKING:
 
 
 class Peer:
-    """What a remote session needs of the link to its worker (see :mod:`.link`)."""
+    """What a remote session needs of the link to its worker (see :mod:`.link`); its
+    stanzas go into the link's buffer by :func:`frames.link_stanza`, which reads and
+    updates ``buffer``, ``max_pending``, ``stanzas`` and ``scheduled``."""
 
     closed: bool
+    buffer: bytearray
+    max_pending: int
+    stanzas: int
+    scheduled: bool
 
     def stanza(self, to: bytes, element: Element) -> None: ...
+    def schedule(self) -> None: ...
+    def overflow(self, element: Element) -> None: ...
     def control(self, name: str, args: dict[str, Any]) -> None: ...
     def flush(self) -> None: ...
 
@@ -53,8 +62,9 @@ class RemoteSession(Session):
         self.to = jid.full.encode()
         super().__init__(jid, self)
 
-    def send(self, element: Element) -> None:
-        self.link.stanza(self.to, element)
+    #: ``send(element)``: ``self.link.stanza(self.to, element)``, compiled when available
+    #: (every stanza routed to another worker or node comes here)
+    send = frames.send_remote
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
