@@ -8,9 +8,10 @@ copies instead of two ``struct`` packs and four appends), :func:`parse_records` 
 record read with pointer arithmetic; the rare other kinds go to the pure
 ``codec.parse_record``), :class:`FrameDecoder` (frames cut from the received chunk
 without a Python-level loop), :func:`stanza_element` (the receiver's element built from
-the start tag our own peer's serializer wrote, in one pass over it) and
-:func:`plain_stanza` (the same checks, nothing built: whether the bytes may go to the
-recipient as they came).
+the start tag our own peer's serializer wrote, in one pass over it), :func:`plain_stanza`
+(whether the bytes may go to the recipient as they came: nothing built), :func:`send_quiet`
+(the receiver's loop that writes them) and :func:`link_stanza` / :func:`send_remote` (the
+sender's record for a stanza, from the element's slots, into a :class:`LinkBuffer`).
 """
 
 cimport cython
@@ -37,8 +38,8 @@ from xmppd.cluster.codec import CodecError, parse_record, stanza_content
 from xmppd.xml.element import Element
 from xmppd.xml.stanza import CLIENT_NS
 
-__all__ = ["FrameDecoder", "LinkBuffer", "link_stanza", "parse_records", "plain_stanza", "put_stanza",
-           "send_quiet", "send_remote", "stanza_element"]
+__all__ = ["FrameDecoder", "LinkBuffer", "link_stanza", "parse_records", "plain_stanza",
+           "put_stanza", "send_quiet", "send_remote", "stanza_element"]
 
 cdef Py_ssize_t MAX_FRAME = _MAX_FRAME
 cdef unsigned char STANZA = 1
@@ -343,20 +344,14 @@ cdef str _name(const unsigned char* p, Py_ssize_t n):
 
 
 cdef enum:
-    _SPANS = 16  # attributes whose names plain_stanza keeps for the duplicate check
     _NOT_PLAIN = -1
-    _TOO_MANY = -2
 
 
 cdef Py_ssize_t _attributes(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
-                            dict attrs) except -3:
+                            dict attrs) except -2:
     """Walk the attributes of a start tag from ``i`` (the end of its name) in the
-    serializer's form: where they end, or _NOT_PLAIN.  Each goes into ``attrs``, decoded;
-    with None, they are only checked (_TOO_MANY: more than _SPANS to check for twins)."""
-    cdef Py_ssize_t ks, ke, vs, k
-    cdef Py_ssize_t starts[_SPANS]
-    cdef Py_ssize_t ends[_SPANS]
-    cdef int count = 0
+    serializer's form, each into ``attrs``, decoded: where they end, or _NOT_PLAIN."""
+    cdef Py_ssize_t ks, ke, vs
     cdef unsigned char c
     cdef bint refs, high
     while i < n and p[i] == 0x20:  # one attribute, after exactly one space
@@ -366,6 +361,9 @@ cdef Py_ssize_t _attributes(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
             return _NOT_PLAIN
         vs = i = ke + 2
         refs = high = False
+        # four plain bytes at a time (one test for the common case), then byte by byte
+        while i + 4 <= n and not (_VAL[p[i]] | _VAL[p[i + 1]] | _VAL[p[i + 2]] | _VAL[p[i + 3]]):
+            i += 4
         while i < n:
             c = _VAL[p[i]]
             if c:
@@ -383,29 +381,17 @@ cdef Py_ssize_t _attributes(const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
         if ke - ks >= 3 and (p[ks] | 0x20) == 0x78 and (p[ks + 1] | 0x20) == 0x6D \
                 and (p[ks + 2] | 0x20) == 0x6C:
             return _NOT_PLAIN  # xmlns, and names XML reserves
-        if attrs is None:
-            if (high or refs) and _value(p, vs, i, refs) is None:
-                return _NOT_PLAIN
-            if count == _SPANS:
-                return _TOO_MANY
-            for k in range(count):
-                if ends[k] - starts[k] == ke - ks and memcmp(p + starts[k], p + ks, ke - ks) == 0:
-                    return _NOT_PLAIN  # twice the same attribute
-            starts[count] = ks
-            ends[count] = ke
-            count += 1
+        if not high and not refs:  # ASCII: no decoder
+            value = PyUnicode_New(i - vs, 127)
+            memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
         else:
-            if not high and not refs:  # ASCII: no decoder
-                value = PyUnicode_New(i - vs, 127)
-                memcpy(PyUnicode_1BYTE_DATA(value), p + vs, i - vs)
-            else:
-                value = _value(p, vs, i, refs)
-                if value is None:
-                    return _NOT_PLAIN
-            key = _name(p + ks, ke - ks)
-            if key in attrs:
-                return _NOT_PLAIN  # twice the same attribute
-            attrs[key] = value
+            value = _value(p, vs, i, refs)
+            if value is None:
+                return _NOT_PLAIN
+        key = _name(p + ks, ke - ks)
+        if key in attrs:
+            return _NOT_PLAIN  # twice the same attribute
+        attrs[key] = value
         i += 1
     return i
 
@@ -499,31 +485,31 @@ cdef bint _content_quiet(const unsigned char* p, Py_ssize_t n, tuple encoded) ex
 
 def plain_stanza(bytes data, tuple encoded) -> bool:
     """Whether a STANZA record's XML may be written to its recipient's stream as it came:
-    the checks of :func:`stanza_element`, nothing built, then the content's (see the pure
-    twin, ``xmppd.cluster.codec.plain_stanza``)."""
+    an element with no attribute named ``xml...`` (no namespace declared) whose content
+    carries none of ``encoded`` (see the pure twin, ``xmppd.cluster.codec.plain_stanza``)."""
     return _plain(data, encoded)
 
 
 cdef bint _plain(bytes data, tuple encoded) except -1:
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, ne, body, tail
+    cdef const unsigned char* q
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), ne, gt, tail
     ne = _open_name(p, n)
-    if ne < 0:
+    if ne < 0 or ne >= n or (p[ne] != 0x20 and p[ne] != 0x2F and p[ne] != 0x3E):
         return False
-    i = _attributes(p, n, ne, None)
-    if i == _TOO_MANY:  # as the element would be built
-        element = stanza_element(data)
-        if element is None:
-            return False
-        inner = <bytes>element._raw_inner
-        return _content_quiet(<const unsigned char*>PyBytes_AS_STRING(inner),
-                              PyBytes_GET_SIZE(inner), encoded)
-    if i < 0:
+    q = <const unsigned char*>memchr(p + ne, 0x3E, n - ne)  # the start tag's end
+    if q == NULL:
         return False
-    body = _content(p, n, i, ne, &tail)
-    if body < 0:
+    gt = q - p
+    if _found(p + ne, gt - ne, <const unsigned char*>b" xml", 4):
+        return False  # a namespace declared (xmlns...), or xml:lang: parsed
+    if p[gt - 1] == 0x2F:  # "/>": no content
+        return gt + 1 == n
+    tail = n - (ne - 1) - 3  # where "</name>" must start
+    if tail < gt + 1 or p[tail] != 0x3C or p[tail + 1] != 0x2F or p[n - 1] != 0x3E \
+            or memcmp(p + tail + 2, p + 1, ne - 1) != 0:
         return False
-    return _content_quiet(p + body, tail - body, encoded)
+    return _content_quiet(p + gt + 1, tail - gt - 1, encoded)
 
 
 # -- the receiver's quiet way: a run of STANZA records written as they came ---------------------

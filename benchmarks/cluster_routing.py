@@ -86,6 +86,8 @@ class Bench:
         argv = [sys.executable, "-m", "xmppd.cli", "--config", str(cfg), "run"]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        if self.args.server_cpus:  # (inherited by a supervisor's workers)
+            argv = ["taskset", "-c", self.args.server_cpus, *argv]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.work / f"{name}.log", "w"))
         self.procs.append(proc)
         wait_port(port, proc, self.work / f"{name}.log")
@@ -93,6 +95,8 @@ class Bench:
 
     def start_redis(self) -> str:
         self.redis, url = start_redis(str(self.work))
+        if self.args.server_cpus:
+            os.sched_setaffinity(self.redis.pid, cpu_list(self.args.server_cpus))
         return url
 
     def stop(self) -> None:
@@ -112,6 +116,15 @@ class Bench:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def cpu_list(text: str) -> set[int]:
+    """``0`` or ``0,2`` or ``0-3`` (taskset's form) as a set of CPUs."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def all_pids(proc: subprocess.Popen) -> list[int]:
@@ -273,7 +286,12 @@ def main() -> None:
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     parser.add_argument("--perf", action="store_true",
                         help="with --profile: perf record (C and kernel symbols) instead")
+    parser.add_argument("--server-cpus", metavar="CPUS",
+                        help="pin the servers and Redis to these CPUs (taskset's form: 0, 0-1)")
+    parser.add_argument("--gen-cpus", metavar="CPUS", help="pin the load generator (this process)")
     args = parser.parse_args()
+    if args.gen_cpus:
+        os.sched_setaffinity(0, cpu_list(args.gen_cpus))
     bench = Bench(args)
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -289,7 +307,7 @@ def main() -> None:
     for mode, r in results.items():
         share = f"{ref / r['server_us']:.0%}" if ref and r["server_us"] else "-"
         print(f"{mode:<14} {r['msg_s']:9.0f} {r['server_us']:14.1f} {r['redis_us'] or 0:13.1f} {share:>6} {r['lost']:5d}"
-              f" {r['reads_per_msg'] or 0:9.2f} {r['writes_per_msg'] or 0:10.2f}")
+              f" {r['reads_per_msg'] or 0:9.3f} {r['writes_per_msg'] or 0:10.3f}")
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"mode": mode, **r, "pairs": args.pairs, "at": time.time()}) + "\n")

@@ -332,17 +332,36 @@ def stanza_element(data: bytes) -> Element | None:
     return element
 
 
+#: The start of an element: ``<``, its name, then what may follow a name in its start tag
+_OPEN = re.compile(rb"<(" + _NAME + rb")[ />]")
+
+
 def plain_stanza(data: bytes, encoded: tuple[bytes, ...]) -> bool:
     """Whether a STANZA record's XML may be written to its recipient's stream as it came,
-    with no element built: it is in the form :func:`stanza_element` builds (checked as that
-    checks it), and its content carries no element in the namespaces ``encoded`` (UTF-8,
-    not ``jabber:client``), as :meth:`Element.carries` would answer for that element from
-    its content bytes: with no ``=`` in them none is declared; without a reference
-    (``&``), none that is not written in them.  False: build the element (and ask it)."""
-    element = stanza_element(data)
-    if element is None:
+    with no element built.  The bytes are our own peer's serializer's, trusted to be
+    well-formed (as the content always was: it is not parsed on this way), so only what
+    decides the answer is checked: an element ``<name ...>...</name>`` or ``<name .../>``
+    whose start tag (which ends at the first ``>``: the serializer escapes it in values)
+    has no attribute whose name starts with ``xml`` (no namespace declared: a prefix
+    declared there could put a payload in the content unseen; ``xml:lang`` is parsed, as
+    :func:`stanza_element` leaves it), and whose content carries no element in the
+    namespaces ``encoded`` (UTF-8,
+    not ``jabber:client``), as :meth:`Element.carries` would answer from its content bytes:
+    with no ``=`` in them none is declared; without a reference (``&``), none that is not
+    written in them.  False: build the element (and ask it)."""
+    m = _OPEN.match(data)
+    if m is None:
         return False
-    inner = element._raw_inner
+    name_end = m.end(1)
+    gt = data.find(b">", name_end)
+    if gt < 0 or data.find(b" xml", name_end, gt) >= 0:
+        return False
+    if data[gt - 1] == 0x2F:  # "/>": no content
+        return gt + 1 == len(data)
+    tail = len(data) - (name_end - 1) - 3  # where "</name>" must start
+    if tail < gt + 1 or data[tail:] != b"</" + m.group(1) + b">":
+        return False
+    inner = data[gt + 1:tail]
     if inner.find(b"=") < 0:
         return True
     if inner.find(b"&") >= 0:

@@ -21,5 +21,5 @@ send_quiet = _impl.send_quiet
 send_remote = _impl.send_remote
 stanza_element = _impl.stanza_element
 
-__all__ = ["FrameDecoder", "LinkBuffer", "link_stanza", "parse_records", "plain_stanza", "put_stanza",
-           "send_quiet", "send_remote", "stanza_element"]
+__all__ = ["FrameDecoder", "LinkBuffer", "link_stanza", "parse_records", "plain_stanza",
+           "put_stanza", "send_quiet", "send_remote", "stanza_element"]
