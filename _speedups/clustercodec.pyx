@@ -76,15 +76,17 @@ cdef int _put_stanza(bytearray out, bytes t, bytes x) except -1:
     return 0
 
 
-cdef int _parse(bytes data, Py_ssize_t pos, Py_ssize_t end, list out) except -1:
-    """``parse_records`` on bytes whose bounds are checked (0 <= pos, end <= len)."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), start, stop, size, size_to
+cdef int _parse(object owner, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos,
+                Py_ssize_t end, list out) except -1:
+    """``parse_records`` on the ``n`` bytes at ``p``, whose bounds are checked (0 <= pos,
+    end <= n); ``owner`` (bytes, or a view of the decoder's buffer) holds them, for the
+    pure ``parse_record`` of the rare kinds."""
+    cdef Py_ssize_t start, stop, size, size_to
     cdef Py_ssize_t last = -1, last_size = 0  # the previous STANZA record's JID bytes
     cdef object to = None
     while pos < end:
         if p[pos] != STANZA:
-            pos = parse_record(data, pos, out)
+            pos = parse_record(owner, pos, out)
             continue
         if pos + 3 > n:
             raise CodecError("malformed record: a truncated stanza record")
@@ -117,7 +119,8 @@ def parse_records(buf, Py_ssize_t pos, Py_ssize_t end, list out) -> None:
     if pos < 0 or end > PyBytes_GET_SIZE(data):
         raise CodecError("frame bounds outside the buffer")
     try:
-        _parse(data, pos, end, out)
+        _parse(data, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+               pos, end, out)
     except UnicodeDecodeError as exc:
         raise CodecError(f"malformed record: {exc}") from None
 
@@ -133,25 +136,35 @@ cdef class FrameDecoder:
     def feed(self, data) -> list:
         """The records of every frame completed by ``data``, in order."""
         cdef bytearray buf = self._buf
-        cdef bytes chunk
         cdef const unsigned char* p
-        cdef Py_ssize_t pos = 0, end, size, have
+        cdef Py_ssize_t pos = 0, end, size
         cdef list records = []
         if PyByteArray_GET_SIZE(buf):
+            # A frame begun in an earlier chunk (a frame of a few hundred stanzas spans
+            # reads): read in place in the buffer, not copied out of it
             buf += data
-            have = PyByteArray_GET_SIZE(buf)
-            if have < 4:
+            end = PyByteArray_GET_SIZE(buf)
+            if end < 4:
                 return records
             size = _u32(<const unsigned char*>PyByteArray_AS_STRING(buf))
-            if have - 4 < size <= MAX_FRAME:
-                return records  # the first frame is still incomplete: no copy yet
-            chunk = bytes(buf)
-            del buf[:]
-        else:
-            chunk = data if type(data) is bytes else bytes(data)
-        # ``chunk`` is bytes from here on: its slices are the records' bytes, one copy each
-        p = <const unsigned char*>PyBytes_AS_STRING(chunk)
+            if end - 4 < size <= MAX_FRAME:
+                return records  # the first frame is still incomplete
+            with memoryview(buf) as view:  # (released before the buffer shrinks)
+                pos = self._frames(view, <const unsigned char*>PyByteArray_AS_STRING(buf),
+                                   end, records)
+            del buf[:pos]  # (from the front: no copy)
+            return records
+        chunk = data if type(data) is bytes else bytes(data)
         end = PyBytes_GET_SIZE(chunk)
+        pos = self._frames(chunk, <const unsigned char*>PyBytes_AS_STRING(chunk), end, records)
+        if pos < end:
+            buf += memoryview(chunk)[pos:]
+        return records
+
+    cdef Py_ssize_t _frames(self, object owner, const unsigned char* p, Py_ssize_t end,
+                            list records) except -1:
+        """Parse the complete frames at ``p[:end]`` into ``records``: where they end."""
+        cdef Py_ssize_t pos = 0, size
         try:
             while end - pos >= 4:
                 size = _u32(p + pos)
@@ -159,13 +172,11 @@ cdef class FrameDecoder:
                     raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
                 if end - pos - 4 < size:
                     break
-                _parse(chunk, pos + 4, pos + 4 + size, records)
+                _parse(owner, p, end, pos + 4, pos + 4 + size, records)
                 pos += 4 + size
         except UnicodeDecodeError as exc:
             raise CodecError(f"malformed record: {exc}") from None
-        if pos < end:
-            buf += chunk[pos:]
-        return records
+        return pos
 
 
 # -- a STANZA record's element, from its start tag ---------------------------------------------
