@@ -87,6 +87,9 @@ class Wire:
     def write(self, data: bytes) -> None:
         self.frames.append(data)
 
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.frames.append(b"".join(parts))
+
 
 def sender(directory: Path) -> tuple[Router, PeerLink, Wire, Session]:
     """Worker 1's side: the 100 recipients bound on worker 0 (remote sessions over a link

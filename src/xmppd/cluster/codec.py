@@ -135,9 +135,14 @@ def put_control(out: bytearray, name: str, args: dict[str, Any]) -> None:
 
 def frame(body: bytes | bytearray) -> bytes:
     """The frame carrying ``body`` (records, as the ``put_*`` functions wrote them)."""
+    return frame_head(body) + body
+
+
+def frame_head(body: bytes | bytearray) -> bytes:
+    """What goes before ``body`` in its frame (its length)."""
     if len(body) > MAX_FRAME:
         raise CodecError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
-    return _U32.pack(len(body)) + body
+    return _U32.pack(len(body))
 
 
 # -- decoding ----------------------------------------------------------------------------------

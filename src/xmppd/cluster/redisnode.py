@@ -377,8 +377,8 @@ class RedisNode(Node):
         self.published += 1
         link.frames += 1
         link.records_bytes += len(body)
-        cmd.send("PUBLISH", link.channel, m.SENDER.pack(self.me) + body,
-                 callback=lambda reply: self._published(link, body, reply))
+        cmd.publish(link.channel, m.SENDER.pack(self.me), body,
+                    callback=lambda reply: self._published(link, body, reply))
 
     def _published(self, link: NodeLink, body: bytearray, reply: Any) -> None:
         if isinstance(reply, int) and reply > 0:

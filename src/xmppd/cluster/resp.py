@@ -55,6 +55,9 @@ class RedisConnection(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._waiting: deque[Callback | asyncio.Future | None] = deque()
         self._out = bytearray()
+        # What goes before ``_out`` in the next write: encoded commands and the frames
+        # :meth:`publish` carries, each a chunk of its own (not copied into ``_out``)
+        self._chunks: list[bytes | bytearray] = []
         self._scheduled = False
         self._transport: asyncio.Transport | None = None
         self._on_lost = on_lost
@@ -83,6 +86,29 @@ class RedisConnection(asyncio.Protocol):
                 callback(ConnectionError("not connected to Redis"))
             return
         encode(args, self._out)
+        self._waiting.append(callback)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def publish(self, channel: str | bytes, head: bytes, body: bytes | bytearray,
+                callback: Callback | None = None) -> None:
+        """``send("PUBLISH", channel, head + body)`` without copying ``body`` (a frame of
+        a few hundred stanzas): it is written as it is, between the encoded pieces, and must
+        not change until then."""
+        if self.closed:
+            if callback is not None:
+                callback(ConnectionError("not connected to Redis"))
+            return
+        if isinstance(channel, str):
+            channel = channel.encode()
+        out = self._out
+        out += b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n" % len(channel)
+        out += channel
+        out += b"\r\n$%d\r\n" % (len(head) + len(body))
+        out += head
+        self._chunks += (out, body)
+        self._out = bytearray(b"\r\n")
         self._waiting.append(callback)
         if not self._scheduled:
             self._scheduled = True
@@ -117,7 +143,14 @@ class RedisConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._transport is not None and self._out:
+        if self._transport is None:
+            return
+        if self._chunks:
+            chunks, self._chunks = self._chunks, []
+            chunks.append(self._out)
+            self._out = bytearray()
+            self._transport.writelines(chunks)  # (uvloop: one writev, nothing joined)
+        elif self._out:
             data, self._out = self._out, bytearray()
             self._transport.write(data)
 
