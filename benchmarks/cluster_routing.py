@@ -22,7 +22,11 @@ server processes summed; Redis's own CPU shown apart): the share of the single-n
 is ``single µs / mode µs`` — what a node keeps of its single-process throughput when all
 its traffic crosses.  Messages/s are shown too, but the generator shares the cores.
 
-    PYTHONPATH=src python benchmarks/cluster_routing.py [--pairs 50] [--duration 5]
+``--server-cpus 0 --gen-cpus 1`` pins the servers (workers and Redis included) and the
+generator apart: one process and two workers then run on the same cores.
+
+    PYTHONPATH=src python benchmarks/cluster_routing.py [--pairs 50] [--duration 5] \
+        [--server-cpus 0 --gen-cpus 1]
 """
 
 from __future__ import annotations

@@ -350,10 +350,10 @@ def plain_stanza(data: bytes, encoded: tuple[bytes, ...]) -> bool:
     has no attribute whose name starts with ``xml`` (no namespace declared: a prefix
     declared there could put a payload in the content unseen; ``xml:lang`` is parsed, as
     :func:`stanza_element` leaves it), and whose content carries no element in the
-    namespaces ``encoded`` (UTF-8,
-    not ``jabber:client``), as :meth:`Element.carries` would answer from its content bytes:
-    with no ``=`` in them none is declared; without a reference (``&``), none that is not
-    written in them.  False: build the element (and ask it)."""
+    namespaces ``encoded`` (UTF-8, not ``jabber:client``), as :meth:`Element.carries`
+    would answer from its content bytes: with no ``=`` in them none is declared; without a
+    reference (``&``), none that is not written in them.  False: build the element (and
+    ask it)."""
     m = _OPEN.match(data)
     if m is None:
         return False
