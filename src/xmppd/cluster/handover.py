@@ -33,6 +33,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xmppd.cluster import frames
+
 if TYPE_CHECKING:
     from xmppd.cluster.node import Node
     from xmppd.core.session import Session
@@ -160,8 +162,8 @@ class Forwarder:
         self.to = full.encode()
         self.timer: asyncio.TimerHandle | None = None
 
-    def send(self, element: Element) -> None:
-        self.link.stanza(self.to, element)
+    #: ``send(element)``: ``self.link.stanza(self.to, element)``, as a remote session's
+    send = frames.send_remote
 
     def flush(self) -> None:
         self.link.flush()

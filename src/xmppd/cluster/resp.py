@@ -87,9 +87,7 @@ class RedisConnection(asyncio.Protocol):
             return
         encode(args, self._out)
         self._waiting.append(callback)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
 
     def publish(self, channel: str | bytes, head: bytes, body: bytes | bytearray,
                 callback: Callback | None = None) -> None:
@@ -110,9 +108,7 @@ class RedisConnection(asyncio.Protocol):
         self._chunks += (out, body)
         self._out = bytearray(b"\r\n")
         self._waiting.append(callback)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
 
     def call(self, *args: Any) -> asyncio.Future:
         """Queue a command; a future of its reply (RedisError for an error reply)."""
@@ -122,9 +118,7 @@ class RedisConnection(asyncio.Protocol):
             return future
         encode(args, self._out)
         self._waiting.append(future)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
         return future
 
     def subscribe_wait(self, *channels: str | bytes) -> list[asyncio.Future]:
@@ -136,10 +130,14 @@ class RedisConnection(asyncio.Protocol):
             future = asyncio.get_running_loop().create_future()
             self._waiting.append(future)
             futures.append(future)
+        self._flush_soon()
+        return futures
+
+    def _flush_soon(self) -> None:
+        """Write what is queued at the end of this loop iteration (once)."""
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        return futures
 
     def _flush(self) -> None:
         self._scheduled = False
