@@ -114,9 +114,12 @@ def test_request_body_whole_and_limits(web):
     assert c.response()[2] == b"0123456789"
     c.request("POST", "/small", b"0123456789x")  # the route's own limit
     assert c.response()[0] == 413 and c.closed()
+    # http.max_body_bytes: a declared length over it is answered before any body is read
+    # (and the connection closed: a client still sending its megabyte raced that in CI)
     c = HTTPClient(web.http_port)
-    c.request("POST", "/echo", b"x" * (1024 * 1024 + 1))  # http.max_body_bytes
-    assert c.response()[0] == 413
+    c.send(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+           % (1024 * 1024 + 1))
+    assert c.response()[0] == 413 and c.closed()
 
 
 def test_chunked_body_over_the_limit_is_413(web):
